@@ -1,0 +1,72 @@
+"""`tetriopt solve`: schedule a workload offline and report its figures."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ..instance import load_instance
+
+
+def write_json(path: str, data) -> None:
+    text = json.dumps(data, indent=1, sort_keys=False) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+    else:
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def print_summary(res) -> None:
+    s = res.summary
+    click.echo(f"policy            {res.policy}")
+    click.echo(f"instance          {res.instance.name} ({res.instance.profile.name}, "
+               f"{res.instance.cluster.gpus} GPUs, round {res.instance.round_us / 1e3:g} ms)")
+    click.echo(f"requests          {s['requests']}")
+    click.echo(f"met deadlines     {s['met']}  (SLO attainment {100 * s['slo_attainment']:.1f}%)")
+    click.echo(f"GPU-hours         {s['gpu_hours']:.4f}")
+    click.echo(f"latency ms        p50 {s['latency_ms_p50']:.1f}  p99 {s['latency_ms_p99']:.1f}")
+    click.echo(f"rounds            {s['rounds']}  (fallbacks {s['fallback_rounds']})")
+    click.echo(f"solver ms/round   p50 {s['solver_ms_p50']:.2f}  p99 {s['solver_ms_p99']:.2f}  max {s['solver_ms_max']:.2f}")
+
+
+@click.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--policy", default="cpsat", show_default=True,
+              help="cpsat, pulp, tetriserve[-schedule|-placement], greedy, fixed-sp-K")
+@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=500.0, show_default=True,
+              help="Wall-clock limit of each round's MIP solve (the fallback answers when it is hit).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Solver threads.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the full result as JSON ('-' for stdout).")
+@click.option("--timings/--no-timings", default=True, show_default=True,
+              help="Include wall-clock solver times in the JSON (off: byte-identical reruns).")
+@click.option("--plan/--no-plan", "show_plan", default=False, help="Print every assignment.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def solve(instance, policy, time_limit_ms, seed, workers, json_out, timings, show_plan, progress) -> None:
+    """Schedule INSTANCE round by round and print the plan's figures."""
+    from .. import solve as run_solve
+    from ..policies import make_policy
+
+    inst = load_instance(instance)
+    pol = make_policy(policy, time_limit_ms=time_limit_ms, seed=seed, workers=workers)
+    bar = None
+    if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
+        from tqdm import tqdm
+        bar = tqdm(total=len(inst.requests), desc=pol.name, unit="req", file=sys.stderr)
+    try:
+        res = run_solve(inst, pol, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if show_plan:
+        for rd, a in res.assignments:
+            click.echo(f"round {rd:5d}  {a.request:>10s}  gpus {','.join(map(str, a.gpus)):<16s} "
+                       f"steps {a.steps:3d}  {a.start_us / 1e3:10.1f} -> {a.end_us / 1e3:10.1f} ms")
+    if json_out != "-":
+        print_summary(res)
+    if json_out:
+        write_json(json_out, res.to_json(timings=timings))

@@ -1,0 +1,56 @@
+"""Aligned GPU sets and their layout inside a round.
+
+Sets of one size are aligned blocks inside an island (or unions of whole, equal, power-of-two
+islands), so the family of all sets is laminar: two sets are nested or disjoint. That buys an
+exact packing rule: a round is feasible iff every GPU's total busy time fits in the round,
+because laying sets out largest first puts every set's work after its ancestors' on every one
+of its GPUs (see `layout`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable, Sequence
+
+
+@lru_cache(maxsize=256)
+def aligned_sets(islands: tuple[tuple[int, ...], ...], degree: int) -> tuple[tuple[int, ...], ...]:
+    out: list[tuple[int, ...]] = []
+    for isl in islands:
+        for j in range(0, len(isl) - degree + 1, degree):
+            out.append(tuple(isl[j:j + degree]))
+    sizes = {len(i) for i in islands}
+    if not out and len(sizes) == 1:
+        s = sizes.pop()
+        if s & (s - 1) == 0 and degree % s == 0:
+            per = degree // s
+            for j in range(0, len(islands) - per + 1, per):
+                out.append(tuple(g for isl in islands[j:j + per] for g in isl))
+    return tuple(out)
+
+
+def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: int) -> list[tuple[object, int, int]]:
+    """Start/end for each (gpus, duration, key): larger sets first, then in the given order.
+
+    Returns (key, start, end) in input order. With a laminar family the end of every task is at
+    most round_start + the busiest GPU's load.
+    """
+    tasks = list(tasks)
+    order = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
+    clock: dict[int, int] = {}
+    placed: dict[int, tuple[int, int]] = {}
+    for i in order:
+        gpus, dur, _ = tasks[i]
+        start = max(clock.get(g, round_start) for g in gpus)
+        for g in gpus:
+            clock[g] = start + dur
+        placed[i] = (start, start + dur)
+    return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+
+
+def gpu_loads(tasks: Iterable[tuple[Sequence[int], int]]) -> dict[int, int]:
+    load: dict[int, int] = {}
+    for gpus, dur in tasks:
+        for g in gpus:
+            load[g] = load.get(g, 0) + dur
+    return load

@@ -1,0 +1,87 @@
+"""Translations of the shared LinearModel to OR-Tools CP-SAT and to PuLP/CBC."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .formulation import LinearModel
+
+
+@dataclass(frozen=True)
+class SolveOutcome:
+    solution: list[int] | None
+    status: str  # OPTIMAL / FEASIBLE / NO_SOLUTION / ERROR
+    objective: float | None
+    bound: float | None
+
+
+def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
+                hint: list[int] | None = None) -> SolveOutcome:
+    from ortools.sat.python import cp_model
+
+    model = cp_model.CpModel()
+    xs = [model.new_int_var(lo, hi, n) for n, lo, hi in zip(m.names, m.lb, m.ub)]
+    for co, lo, hi in m.cons:
+        expr = sum(c * xs[v] for v, c in co.items())
+        model.add_linear_constraint(expr, int(lo) if math.isfinite(lo) else cp_model.INT_MIN,
+                                    int(hi) if math.isfinite(hi) else cp_model.INT_MAX)
+    model.maximize(sum(c * xs[v] for v, c in m.objective.items()))
+    if hint is not None:
+        for x, h in zip(xs, hint):
+            model.add_hint(x, h)
+    solver = cp_model.CpSolver()
+    p = solver.parameters
+    p.max_time_in_seconds = max(time_limit_s, 1e-4)
+    p.random_seed = seed
+    p.num_workers = workers
+    p.log_search_progress = False
+    code = solver.solve(model)
+    name = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}.get(code)
+    if name is None:
+        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None,
+                            solver.best_objective_bound if code == cp_model.UNKNOWN else None)
+    sol = [int(solver.value(x)) for x in xs]
+    return SolveOutcome(sol, name, float(solver.objective_value), float(solver.best_objective_bound))
+
+
+def solve_pulp(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
+               hint: list[int] | None = None) -> SolveOutcome:
+    import pulp
+
+    prob = pulp.LpProblem("round", pulp.LpMaximize)
+    xs = [pulp.LpVariable(f"v{i}", lowBound=lo, upBound=hi, cat="Integer")
+          for i, (lo, hi) in enumerate(zip(m.lb, m.ub))]
+    prob += pulp.lpSum(c * xs[v] for v, c in m.objective.items())
+    for i, (co, lo, hi) in enumerate(m.cons):
+        expr = pulp.lpSum(c * xs[v] for v, c in co.items())
+        if math.isfinite(lo) and math.isfinite(hi) and lo == hi:
+            prob += (expr == lo, f"c{i}")
+            continue
+        if math.isfinite(lo):
+            prob += (expr >= lo, f"c{i}l")
+        if math.isfinite(hi):
+            prob += (expr <= hi, f"c{i}u")
+    warm = hint is not None
+    if warm:
+        for x, h in zip(xs, hint):
+            x.setInitialValue(h)
+    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=max(time_limit_s, 0.01), threads=workers,
+                               warmStart=warm, options=[f"randomSeed {seed + 1}", f"randomCbcSeed {seed + 1}"])
+    try:
+        prob.solve(solver)
+    except pulp.PulpSolverError:
+        return SolveOutcome(None, "ERROR", None, None)
+    status = pulp.LpStatus.get(prob.status, "Undefined")
+    sol_status = getattr(prob, "sol_status", None)
+    if status != "Optimal" and sol_status not in (pulp.LpSolutionIntegerFeasible,):
+        return SolveOutcome(None, "NO_SOLUTION", None, None)
+    sol = [int(round(x.value() or 0)) for x in xs]
+    if not m.feasible(sol):
+        return SolveOutcome(None, "NO_SOLUTION", None, None)
+    optimal = status == "Optimal" and sol_status == pulp.LpSolutionOptimal
+    val = float(m.value(sol))
+    return SolveOutcome(sol, "OPTIMAL" if optimal else "FEASIBLE", val, val if optimal else None)
+
+
+BACKENDS = {"cpsat": solve_cpsat, "pulp": solve_pulp}

@@ -1,0 +1,177 @@
+"""The round MIP, written once as a small linear model that every MIP backend translates.
+
+Variables, per pending request i:
+  x[i,g]  run on aligned GPU set g this round (at most one g)
+  s[i,g]  steps on g (1..m[i,k] when x[i,g], else 0; m = what fits in a round)
+  keep[i] still aiming to meet the deadline
+  done[i] finishes this round
+  u[i]    remaining steps after the round if kept (0 if given up)
+Constraints:
+  every GPU's busy time <= round length (exact for laminar aligned sets; see gpusets.layout)
+  individual test: kept => steps left fit before the deadline at the fastest degree, counting
+    rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
+    be kept only if it finishes this round in time
+  joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
+    per step at their cheapest deadline-meeting degree) <= GPUs x (D - round end)
+Objective (maximise), lexicographic by weights:
+  W_keep * kept  -  8 * remaining GPU-time of kept  +  4 * cost * done
+  + 2 * GPU-time-equivalent progress of every request  -  GPU-time used  +  stay bonus
+so kept requests progress first, given-up ones use what is left (no GPU idles while work could
+use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
+GPU-times in the objective are in GPU-ms (integers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..lookahead import Outlook, outlook
+from ..state import RequestState, RoundState
+
+
+@dataclass
+class LinearModel:
+    names: list[str] = field(default_factory=list)
+    lb: list[int] = field(default_factory=list)
+    ub: list[int] = field(default_factory=list)
+    cons: list[tuple[dict[int, int], float, float]] = field(default_factory=list)
+    objective: dict[int, int] = field(default_factory=dict)
+
+    def var(self, name: str, lb: int, ub: int) -> int:
+        self.names.append(name)
+        self.lb.append(lb)
+        self.ub.append(ub)
+        return len(self.names) - 1
+
+    def add(self, coeffs: dict[int, int], lb: float = float("-inf"), ub: float = float("inf")) -> None:
+        self.cons.append(({v: c for v, c in coeffs.items() if c}, lb, ub))
+
+    def value(self, sol: list[int]) -> int:
+        return sum(c * sol[v] for v, c in self.objective.items())
+
+    def feasible(self, sol: list[int]) -> bool:
+        if any(not (lo <= x <= hi) for x, lo, hi in zip(sol, self.lb, self.ub)):
+            return False
+        return all(lo <= sum(c * sol[v] for v, c in co.items()) <= hi for co, lo, hi in self.cons)
+
+
+@dataclass(frozen=True)
+class Weights:
+    keep: int
+    remaining: int = 8
+    done: int = 4
+    progress: int = 2
+    gpu: int = 1
+
+
+def gpu_ms(us: int) -> int:
+    return max(1, (us + 500) // 1000)
+
+
+@dataclass
+class RoundModel:
+    """A RoundState's model plus the maps back from variables to decisions."""
+
+    model: LinearModel
+    state: RoundState
+    looks: dict[str, Outlook]
+    cand: dict[str, list[tuple[tuple[int, ...], int, int, int]]]  # id -> [(gpus, step, x, s)]
+    keep: dict[str, int]
+    done: dict[str, int]
+    left: dict[str, int]  # u: steps left after the round if kept
+    weights: Weights
+
+    def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
+        out = []
+        for rid, cs in self.cand.items():
+            for gpus, _, x, s in cs:
+                if sol[x] and sol[s] > 0:
+                    out.append((rid, gpus, sol[s]))
+        return out
+
+
+def keepable(state: RoundState, r: RequestState, o: Outlook) -> tuple[bool, int | None]:
+    """(can be kept at all, max steps left after the round if kept; None = must finish now)."""
+    due = r.deadline_us - state.decode_us(r)
+    if not o.alive:
+        return False, None
+    if due < state.end_us:
+        return True, None
+    return True, o.slack_steps
+
+
+def build(state: RoundState) -> RoundModel:
+    m = LinearModel()
+    looks = {r.id: outlook(state, r) for r in state.requests}
+    total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
+    w = Weights(keep=15 * total + state.cluster.gpus * gpu_ms(state.round_us) + len(state.requests) + 1)
+    cand: dict[str, list] = {}
+    keep: dict[str, int] = {}
+    done: dict[str, int] = {}
+    left: dict[str, int] = {}
+    gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
+    joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
+    for r in sorted(state.requests, key=lambda r: (r.deadline_us, r.id)):
+        o = looks[r.id]
+        e = gpu_ms(o.cheapest_cost)
+        rem = r.remaining_steps
+        cand[r.id] = []
+        xs, steps_expr, dur_expr = {}, {}, {}
+        for k in o.degrees:
+            t = o.step[k]
+            mk = state.max_steps(r, k)
+            if mk <= 0:
+                continue
+            for gpus in state.sets[k]:
+                x = m.var(f"x[{r.id},{','.join(map(str, gpus))}]", 0, 1)
+                s = m.var(f"s[{r.id},{','.join(map(str, gpus))}]", 0, mk)
+                m.add({s: 1, x: -mk}, ub=0)
+                m.add({s: 1, x: -1}, lb=0)
+                xs[x] = 1
+                steps_expr[s] = 1
+                dur_expr[s] = t
+                for g in gpus:
+                    gpu_terms[g][s] = t
+                m.objective[s] = m.objective.get(s, 0) + w.progress * e - w.gpu * gpu_ms(k * t)
+                if gpus == r.location:
+                    m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
+                cand[r.id].append((gpus, t, x, s))
+        if xs:
+            m.add(xs, ub=1)
+        kp = m.var(f"keep[{r.id}]", 0, 1)
+        dn = m.var(f"done[{r.id}]", 0, 1)
+        u = m.var(f"u[{r.id}]", 0, rem)
+        keep[r.id], done[r.id], left[r.id] = kp, dn, u
+        can_keep, slack = keepable(state, r, o)
+        if not can_keep:
+            m.ub[kp] = 0
+        # done => all remaining steps this round
+        m.add({**steps_expr, dn: -rem}, lb=0)
+        if not steps_expr:
+            m.ub[dn] = 0
+        # u >= rem - steps - rem * (1 - keep)  <=>  u + steps - rem*keep >= 0
+        m.add({u: 1, **steps_expr, kp: -rem}, lb=0)
+        if can_keep and slack is None:
+            # the deadline falls inside this round: keep only if it finishes in time now
+            m.add({kp: 1, dn: -1}, ub=0)
+            budget = r.deadline_us - state.decode_us(r) - state.now_us
+            m.add({**dur_expr, kp: state.round_us - budget}, ub=state.round_us)
+        elif can_keep:
+            m.add({u: 1}, ub=slack)
+        m.objective[kp] = w.keep
+        m.objective[u] = -w.remaining * e
+        m.objective[dn] = w.done * e
+        joint.append((r.deadline_us - state.decode_us(r), u, o.cheapest_cost))
+    for g, terms in gpu_terms.items():
+        if terms:
+            m.add(terms, ub=state.round_us)
+    # joint capacity test at every distinct deadline (u is 0 for requests given up)
+    joint.sort()
+    acc: dict[int, int] = {}
+    for i, (d, u, cost) in enumerate(joint):
+        acc[u] = gpu_ms(cost)
+        if i + 1 < len(joint) and joint[i + 1][0] == d:
+            continue
+        cap = state.cluster.gpus * (d - state.end_us)
+        m.add(dict(acc), ub=max(0, cap) // 1000)
+    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w)

@@ -1,0 +1,106 @@
+"""A solver-free policy with admission control: the fallback and warm start of the MIP policies.
+
+Earliest deadline first, but a request is kept only while the work of everything kept and due
+by its deadline (each at its cheapest deadline-meeting degree) fits in the cluster's GPU-time
+before that deadline. Kept requests run at the cheapest degree that keeps them on track; what
+was given up runs afterwards on leftover GPU time, oldest first, so it still finishes.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..lookahead import Outlook, outlook, steps_possible
+from ..plan import Decision, make_plan
+from ..state import RequestState, RoundPlan, RoundState
+
+
+def admit(state: RoundState, looks: dict[str, Outlook]) -> list[str]:
+    """Ids kept by the EDF joint capacity test (each request also individually alive)."""
+    kept: list[str] = []
+    work = 0
+    for r in sorted(state.requests, key=lambda r: (r.deadline_us, r.arrival_us, r.id)):
+        o = looks[r.id]
+        if not o.alive:
+            continue
+        w = o.cheapest_cost * r.remaining_steps
+        if work + w <= state.cluster.gpus * (r.deadline_us - state.decode_us(r) - state.now_us):
+            kept.append(r.id)
+            work += w
+    return kept
+
+
+class Loads:
+    """Per-GPU busy time in the current round; a set has room for what fits on its busiest GPU."""
+
+    def __init__(self, state: RoundState):
+        self.state = state
+        self.load = [0] * state.cluster.gpus
+
+    def free(self, gpus: tuple[int, ...]) -> int:
+        return self.state.round_us - max(self.load[g] for g in gpus)
+
+    def add(self, gpus: tuple[int, ...], dur: int) -> None:
+        for g in gpus:
+            self.load[g] += dur
+
+
+def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, want: int) -> tuple[tuple[int, ...], int] | None:
+    """Best set of size k for r: most steps (up to want), then its own GPUs, then tightest fit."""
+    best = None
+    for gpus in state.sets[k]:
+        n = min(want, loads.free(gpus) // step)
+        if n <= 0:
+            continue
+        key = (-n, gpus != r.location, loads.free(gpus), gpus)
+        if best is None or key < best[0]:
+            best = (key, gpus, n)
+    return None if best is None else (best[1], best[2])
+
+
+def greedy_decisions(state: RoundState) -> tuple[list[Decision], list[str]]:
+    looks = {r.id: outlook(state, r) for r in state.requests}
+    kept = admit(state, looks)
+    kept_set = set(kept)
+    by_id = {r.id: r for r in state.requests}
+    loads = Loads(state)
+    decisions: list[Decision] = []
+    for rid in kept:
+        r, o = by_id[rid], looks[rid]
+        due = r.deadline_us - state.decode_us(r)
+        choice = partial = None
+        for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):
+            # steps needed now so that the rest still fits at this degree afterwards
+            need = max(1, r.remaining_steps - steps_possible(state, o.step[k], state.end_us, due))
+            got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
+            if not got:
+                continue
+            if got[1] >= min(need, r.remaining_steps):
+                choice = (k, got)
+                break
+            if partial is None or got[1] > partial[1][1]:
+                partial = (k, got)
+        choice = choice or partial
+        if choice:
+            k, (gpus, n) = choice
+            loads.add(gpus, n * o.step[k])
+            decisions.append((rid, gpus, n))
+    rest = sorted((r for r in state.requests if r.id not in kept_set), key=lambda r: (r.arrival_us, r.id))
+    for r in rest:
+        o = looks[r.id]
+        k = min(o.degrees, key=lambda k: (k * o.step[k], k))
+        got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
+        if got:
+            loads.add(got[0], got[1] * o.step[k])
+            decisions.append((r.id, got[0], got[1]))
+    return decisions, kept
+
+
+class Greedy:
+    name = "greedy"
+
+    def plan(self, state: RoundState) -> RoundPlan:
+        t0 = time.perf_counter()
+        decisions, kept = greedy_decisions(state)
+        return make_plan(state, decisions, backend="greedy", status="HEURISTIC", kept=tuple(kept),
+                         solve_ms=(time.perf_counter() - t0) * 1e3)

@@ -1,0 +1,164 @@
+"""Cost profiles: per-step latency by resolution and SP degree, with where each number came from.
+
+Times are kept in integer microseconds so that every policy, the MIP backends and the
+validator agree to the last unit (CP-SAT needs integers; floats would make plans drift).
+Resolutions between profiled points are interpolated linearly in token count, per degree,
+because DiT step cost is a function of sequence length, not of the aspect ratio.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import InputError
+
+PIXELS_PER_TOKEN = 256  # FLUX and SD3: 8x VAE downsampling, 2x2 patches -> 16x16 px per token
+
+
+def tokens(width: int, height: int, pixels_per_token: int = PIXELS_PER_TOKEN) -> int:
+    return (width * height) // pixels_per_token
+
+
+def ms_to_us(ms: float) -> int:
+    return int(round(ms * 1000.0))
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    """One profiled resolution: per-step latency (us) for each SP degree."""
+
+    tokens: int
+    width: int
+    height: int
+    step_us: Mapping[int, int]
+    vae_decode_us: int
+    source: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CostProfile:
+    """A model on a GPU kind: how long one denoising step takes at each (tokens, degree)."""
+
+    name: str
+    model: str
+    gpu: str
+    degrees: tuple[int, ...]
+    points: tuple[ProfilePoint, ...]  # sorted by tokens
+    text_encode_us: int
+    default_round_us: int
+    pixels_per_token: int = PIXELS_PER_TOKEN
+    sources: Mapping[str, str] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def min_tokens(self) -> int:
+        return self.points[0].tokens
+
+    @property
+    def max_tokens(self) -> int:
+        return self.points[-1].tokens
+
+    def covers(self, width: int, height: int) -> bool:
+        t = tokens(width, height, self.pixels_per_token)
+        return self.min_tokens <= t <= self.max_tokens
+
+    def _interp(self, t: int, value) -> int:
+        keys = [p.tokens for p in self.points]
+        if not keys[0] <= t <= keys[-1]:
+            raise InputError(
+                "resolution", t,
+                f"{t} tokens is outside the profile {self.name!r} "
+                f"({keys[0]}..{keys[-1]} tokens)")
+        j = bisect.bisect_left(keys, t)
+        if keys[j] == t:
+            return value(self.points[j])
+        lo, hi = self.points[j - 1], self.points[j]
+        a, b = value(lo), value(hi)
+        frac = (t - lo.tokens) / (hi.tokens - lo.tokens)
+        return int(round(a + (b - a) * frac))
+
+    def step_us(self, width: int, height: int, degree: int) -> int:
+        """Latency of one denoising step at this resolution on `degree` GPUs."""
+        if degree not in self.degrees:
+            raise InputError("degree", degree, f"not a degree of profile {self.name!r} {list(self.degrees)}")
+        return self._interp(tokens(width, height, self.pixels_per_token), lambda p: p.step_us[degree])
+
+    def vae_decode_us(self, width: int, height: int) -> int:
+        return self._interp(tokens(width, height, self.pixels_per_token), lambda p: p.vae_decode_us)
+
+
+def _parse(data: Mapping[str, Any], path: str) -> CostProfile:
+    try:
+        degrees = tuple(sorted(int(d) for d in data["degrees"]))
+        points = []
+        for i, p in enumerate(data["points"]):
+            step = {int(k): ms_to_us(float(v)) for k, v in p["step_ms"].items()}
+            missing = [d for d in degrees if d not in step]
+            if missing:
+                raise InputError(f"points[{i}].step_ms", missing, "missing degrees")
+            if any(v <= 0 for v in step.values()):
+                raise InputError(f"points[{i}].step_ms", p["step_ms"], "step latencies must be positive")
+            w, h = int(p["width"]), int(p["height"])
+            ppt = int(data.get("pixels_per_token", PIXELS_PER_TOKEN))
+            points.append(ProfilePoint(
+                tokens=tokens(w, h, ppt), width=w, height=h, step_us=step,
+                vae_decode_us=ms_to_us(float(p.get("vae_decode_ms", 0.0))),
+                source=dict(p.get("source", {}))))
+        points.sort(key=lambda p: p.tokens)
+        if len({p.tokens for p in points}) != len(points):
+            raise InputError("points", [p.tokens for p in points], "two points with the same token count")
+        return CostProfile(
+            name=str(data["name"]), model=str(data["model"]), gpu=str(data["gpu"]),
+            degrees=degrees, points=tuple(points),
+            text_encode_us=ms_to_us(float(data.get("text_encode_ms", 0.0))),
+            default_round_us=ms_to_us(float(data["default_round_ms"])),
+            pixels_per_token=int(data.get("pixels_per_token", PIXELS_PER_TOKEN)),
+            sources=dict(data.get("sources", {})), path=path)
+    except KeyError as e:
+        raise InputError(f"profile.{e.args[0]}", None, f"missing in profile {path}") from None
+    except (TypeError, ValueError) as e:
+        raise InputError("profile", path, f"malformed profile: {e}") from None
+
+
+def models_dir() -> Path:
+    """Where named profiles live: $TETRIOPT_MODELS, else the repository's models/ folder."""
+    env = os.environ.get("TETRIOPT_MODELS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+def available_profiles() -> list[str]:
+    d = models_dir()
+    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+
+
+@lru_cache(maxsize=64)
+def _load_cached(path: str) -> CostProfile:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError("model", path, f"profile is not valid JSON: {e}") from None
+    return _parse(data, path)
+
+
+def load_profile(name_or_path: str, base_dir: str | os.PathLike | None = None) -> CostProfile:
+    """A profile by name (a file stem in models/) or by path (absolute or relative to base_dir)."""
+    candidates = []
+    p = Path(name_or_path)
+    if p.suffix == ".json":
+        candidates.append(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
+        candidates.append(p)
+    candidates.append(models_dir() / f"{name_or_path}.json")
+    for c in candidates:
+        if c.is_file():
+            return _load_cached(str(c.resolve()))
+    raise InputError("model", name_or_path,
+                     f"unknown model profile; known: {', '.join(available_profiles()) or 'none'}")

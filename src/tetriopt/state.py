@@ -1,0 +1,83 @@
+"""Round-level problem and answer: what a scheduler knows at a round boundary, and its plan.
+
+These are the types another scheduler uses with `solve_round`: it builds a `RoundState` from its
+own bookkeeping and gets back a `RoundPlan` it can execute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from .instance import Cluster
+from .profile import CostProfile
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """A pending request at a round boundary."""
+
+    id: str
+    width: int
+    height: int
+    remaining_steps: int
+    deadline_us: int
+    arrival_us: int = 0
+    location: tuple[int, ...] = ()  # GPUs that hold its latent (empty: not started)
+
+
+@dataclass(frozen=True)
+class RoundState:
+    now_us: int
+    round_us: int
+    cluster: Cluster
+    profile: CostProfile
+    degrees: tuple[int, ...]
+    requests: tuple[RequestState, ...]
+    round_index: int = 0
+
+    @property
+    def end_us(self) -> int:
+        return self.now_us + self.round_us
+
+    @cached_property
+    def sets(self) -> dict[int, tuple[tuple[int, ...], ...]]:
+        return {k: self.cluster.sets(k) for k in self.degrees}
+
+    def step_us(self, r: RequestState, k: int) -> int:
+        return self.profile.step_us(r.width, r.height, k)
+
+    def decode_us(self, r: RequestState) -> int:
+        return self.profile.vae_decode_us(r.width, r.height)
+
+    def max_steps(self, r: RequestState, k: int) -> int:
+        """Most steps of r that fit in one round at degree k."""
+        return min(r.remaining_steps, self.round_us // self.step_us(r, k))
+
+
+@dataclass(frozen=True)
+class Assignment:
+    request: str
+    gpus: tuple[int, ...]
+    steps: int
+    start_us: int
+    end_us: int
+
+    @property
+    def degree(self) -> int:
+        return len(self.gpus)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round's decisions. `kept` are the requests the policy still aims to finish on time."""
+
+    assignments: tuple[Assignment, ...]
+    backend: str
+    status: str = "HEURISTIC"  # OPTIMAL / FEASIBLE / FALLBACK / HEURISTIC
+    objective: float | None = None
+    bound: float | None = None
+    solve_ms: float = 0.0
+    kept: tuple[str, ...] | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict, compare=False)
