@@ -1,0 +1,179 @@
+"""The runtime's front: spawns one worker per GPU/CPU rank and executes round plans on them.
+
+The driver holds the text encoders and VAE (`Aux`), encodes each request once, ships the
+initial latent and conditioning to the request's first GPU set, hands every worker the same
+compiled task list, collects the final latents and decodes them to PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+import torch.multiprocessing as mp
+
+from .models import Aux, ModelSpec, check_size, tokens_of
+from .plan import Task, compile_plan, first_ranks
+from .png import encode_png
+from .worker import Job, ReqMeta, WorkerConfig, worker_main
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    id: str
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    seed: int = 0
+
+
+@dataclass
+class RunResult:
+    images: dict[str, bytes]  # PNG
+    latents: dict[str, torch.Tensor]  # final packed latents [1, N, C], fp32 on CPU
+    timings: list[dict[str, Any]]  # per task, from its leader: handoff_in_ms, step_ms, gather_ms
+    encode_ms: dict[str, float] = field(default_factory=dict)
+    decode_ms: dict[str, float] = field(default_factory=dict)
+    wall_ms: float = 0.0  # workers' execution of the plan (dispatch to last result)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Runtime:
+    """`with Runtime(ModelSpec('tiny-flux'), world_size=4) as rt: rt.generate(requests, rounds)`.
+
+    device 'cpu' runs gloo workers; 'cuda' runs one NCCL worker per GPU (rank r on cuda:r).
+    sp_backend: 'torch' (own all_to_all_single + SDPA), 'yunchang' (CUDA), 'auto'.
+    A worker error or a timeout closes the runtime (groups may be wedged); start a new one.
+    """
+
+    def __init__(self, spec: ModelSpec, world_size: int, device: str = "cpu", sp_backend: str = "auto",
+                 timeout_s: float = 120.0, aux_device: Optional[str] = None, threads: Optional[int] = None):
+        if world_size < 1 or world_size & (world_size - 1):
+            raise ValueError(f"world_size must be a power of two, got {world_size}")
+        if device == "cuda" and torch.cuda.device_count() < world_size:
+            raise ValueError(f"{world_size} workers need {world_size} GPUs, found {torch.cuda.device_count()}")
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {device!r}")
+        self.spec, self.world, self.device, self.timeout_s = spec, world_size, device, timeout_s
+        self.sp_backend = sp_backend
+        self.threads = threads or max(1, (os.cpu_count() or 1) // world_size)
+        self.aux = Aux(spec, torch.device(aux_device or "cpu"))
+        self._procs: list[Any] = []
+        self._jobs: list[Any] = []
+        self._results: Any = None
+        self._job_id = 0
+        self._start()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        ctx = mp.get_context("spawn")
+        self._results = ctx.Queue()
+        port = free_port()
+        for r in range(self.world):
+            q = ctx.Queue()
+            cfg = WorkerConfig(rank=r, world=self.world, port=port, spec=self.spec, device=self.device,
+                               sp_backend=self.sp_backend, timeout_s=self.timeout_s, threads=self.threads)
+            p = ctx.Process(target=worker_main, args=(cfg, q, self._results), daemon=True)
+            p.start()
+            self._procs.append(p)
+            self._jobs.append(q)
+        ready = set()
+        while len(ready) < self.world:
+            kind, rank, payload = self._get()
+            if kind != "ready":
+                self.close()
+                raise RuntimeError(f"worker {rank} failed to start:\n{payload}")
+            ready.add(rank)
+
+    def _get(self) -> tuple[str, int, Any]:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                return self._results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p.pid for p in self._procs if not p.is_alive()]
+                if dead or time.monotonic() > deadline:
+                    self.close()
+                    why = f"workers {dead} died" if dead else f"no answer in {self.timeout_s:.0f} s"
+                    raise RuntimeError(f"runtime stopped: {why}") from None
+
+    def close(self) -> None:
+        for q, p in zip(self._jobs, self._procs):
+            if p.is_alive():
+                try:
+                    q.put(None)
+                except Exception:
+                    pass
+        for p in self._procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+        self._procs, self._jobs = [], []
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- execution ---------------------------------------------------------------------------
+    def compile(self, requests: Sequence[GenRequest], rounds: Iterable[Any]) -> list[Task]:
+        for r in requests:
+            check_size(r.width, r.height)
+        if len({r.id for r in requests}) != len(requests):
+            raise ValueError("request ids must be unique")
+        return compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
+
+    def generate(self, requests: Sequence[GenRequest], rounds: Iterable[Any], decode: bool = True) -> RunResult:
+        """Run the plan (rounds of (request id, GPU set, steps)); returns PNGs and final latents."""
+        if not self._procs:
+            raise RuntimeError("runtime is closed")
+        tasks = self.compile(requests, rounds)
+        firsts = first_ranks(tasks)
+        meta, inits, encode_ms = {}, {}, {}
+        for r in requests:
+            t0 = time.perf_counter()
+            cond = self.aux.encode(r.prompt)
+            encode_ms[r.id] = (time.perf_counter() - t0) * 1e3
+            noise = self.aux.noise(r.width, r.height, r.seed)
+            meta[r.id] = ReqMeta(width=r.width, height=r.height, steps=r.steps, tokens=tokens_of(r.width, r.height),
+                                 channels=self.aux.channels, text_tokens=cond.embeds.shape[1],
+                                 joint_dim=cond.embeds.shape[2], pooled_dim=cond.pooled.shape[1])
+            inits[r.id] = (noise, cond)
+        self._job_id += 1
+        t0 = time.perf_counter()
+        for rank, q in enumerate(self._jobs):
+            mine = {rid: v for rid, v in inits.items() if rank in firsts[rid]}
+            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine))
+        latents: dict[str, torch.Tensor] = {}
+        timings: list[dict[str, Any]] = []
+        for _ in range(self.world):
+            kind, rank, payload = self._get()
+            if kind != "done":
+                self.close()
+                raise RuntimeError(f"worker {rank} failed:\n{payload}")
+            _, out = payload
+            latents.update(out["latents"])
+            timings.extend(out["timings"])
+        wall_ms = (time.perf_counter() - t0) * 1e3
+        timings.sort(key=lambda d: d["task"])
+        images, decode_ms = {}, {}
+        if decode:
+            for r in requests:
+                t1 = time.perf_counter()
+                images[r.id] = encode_png(self.aux.decode(latents[r.id], r.width, r.height))
+                decode_ms[r.id] = (time.perf_counter() - t1) * 1e3
+        return RunResult(images=images, latents=latents, timings=timings, encode_ms=encode_ms,
+                         decode_ms=decode_ms, wall_ms=wall_ms)

@@ -1,0 +1,210 @@
+"""A worker process: one per GPU (or CPU rank), holding the transformer and executing jobs.
+
+Every worker walks the same global task list (see plan.py) and acts on the tasks of its ranks:
+- start of a task: take the request's latent shard (initial noise from the driver, the shard it
+  already holds when the set is unchanged, or a slice of the full latent received from the
+  previous set's leader);
+- run the steps: the latent split along the sequence over the set, SP attention over its group;
+- end of a task: when the set changes or the request finishes, the set's leader gathers the
+  full latent; it sends it to the next set when the walk reaches the next task (so sends and
+  receives of every rank pair are issued in the same global order: required by NCCL, whose
+  point-to-point ignores tags) or returns it to the driver after the last step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from .groups import build_groups
+from .models import Adapter, Conditioning, ModelSpec, load_transformer, scheduler_config
+from .plan import Task, aligned_blocks
+from .sampler import euler_step, flow_sigmas
+from .sp_attention import make_attention
+
+
+@dataclass(frozen=True)
+class ReqMeta:
+    """What every rank must know about a request to size buffers and schedules."""
+
+    width: int
+    height: int
+    steps: int
+    tokens: int
+    channels: int
+    text_tokens: int
+    joint_dim: int
+    pooled_dim: int
+
+
+@dataclass
+class Job:
+    job_id: int
+    tasks: list[Task]
+    meta: dict[str, ReqMeta]
+    inits: dict[str, tuple[torch.Tensor, Conditioning]] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerConfig:
+    rank: int
+    world: int
+    port: int
+    spec: ModelSpec
+    device: str  # 'cpu' or 'cuda'
+    sp_backend: str
+    timeout_s: float
+    threads: int
+
+
+class Worker:
+    def __init__(self, cfg: WorkerConfig):
+        self.cfg = cfg
+        self.rank = cfg.rank
+        if cfg.device == "cuda":
+            torch.cuda.set_device(cfg.rank)
+            self.device = torch.device("cuda", cfg.rank)
+            backend = "nccl"
+        else:
+            self.device = torch.device("cpu")
+            backend = "gloo"
+            torch.set_num_threads(cfg.threads)
+        dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{cfg.port}", rank=cfg.rank,
+                                world_size=cfg.world, timeout=timedelta(seconds=cfg.timeout_s))
+        self.groups = build_groups(cfg.world, backend, cfg.timeout_s)
+        self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank))
+                          for g in aligned_blocks(cfg.world) if self.rank in g}
+        model, ctx = load_transformer(cfg.spec, self.device)
+        self.adapter = Adapter(cfg.spec, model, ctx)
+        self.sched_cfg = scheduler_config(cfg.spec)
+        self.dtype = cfg.spec.torch_dtype
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self, job: Job) -> dict[str, Any]:
+        """Execute a job; returns this rank's timings and the latents it finished (as leader)."""
+        rank, dev = self.rank, self.device
+        shards: dict[str, torch.Tensor] = {}  # request -> shard held across same-set tasks
+        conds: dict[str, Conditioning] = {}  # request -> conditioning cached on this rank
+        outbox: dict[str, torch.Tensor] = {}  # request -> full latent waiting for the next set
+        pending: list[Any] = []  # isend handles (tensors kept alive until waited)
+        sigmas: dict[str, torch.Tensor] = {}
+        finished: dict[str, torch.Tensor] = {}
+        timings: list[dict[str, Any]] = []
+        for t in job.tasks:
+            m = job.meta[t.request]
+            # hand-off sends happen at the receiving task's place in the global order
+            if t.prev_gpus is not None and t.prev_gpus != t.gpus and t.prev_gpus[0] == rank:
+                full = outbox.pop(t.request)
+                for dst in t.gpus:
+                    if dst == rank:
+                        outbox[t.request] = full
+                        continue
+                    pending.append((dist.isend(full, dst, tag=2 * t.index), full))
+                    if dst in t.needs_cond:
+                        c = conds[t.request]
+                        pending.append((dist.isend(c.embeds, dst, tag=2 * t.index + 1), c.embeds))
+                        pending.append((dist.isend(c.pooled, dst, tag=2 * t.index + 1), c.pooled))
+            if rank not in t.gpus:
+                continue
+            k, i = t.degree, t.gpus.index(rank)
+            if m.tokens % k:
+                raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
+            n = m.tokens // k
+            t0 = time.perf_counter()
+            if t.is_first:
+                noise, cond = job.inits[t.request]
+                conds[t.request] = cond.to(dev, self.dtype)
+                x = noise[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
+            elif t.prev_gpus == t.gpus:
+                x = shards.pop(t.request)
+            else:
+                src = t.prev_gpus[0]
+                if src == rank:
+                    full = outbox.pop(t.request)
+                else:
+                    full = torch.empty(1, m.tokens, m.channels, device=dev, dtype=self.dtype)
+                    dist.recv(full, src, tag=2 * t.index)
+                    if rank in t.needs_cond:
+                        emb = torch.empty(1, m.text_tokens, m.joint_dim, device=dev, dtype=self.dtype)
+                        pooled = torch.empty(1, m.pooled_dim, device=dev, dtype=self.dtype)
+                        dist.recv(emb, src, tag=2 * t.index + 1)
+                        dist.recv(pooled, src, tag=2 * t.index + 1)
+                        conds[t.request] = Conditioning(emb, pooled)
+                x = full[:, i * n:(i + 1) * n].contiguous()
+            self._sync()
+            t1 = time.perf_counter()
+            if t.request not in sigmas:
+                sigmas[t.request] = flow_sigmas(self.sched_cfg, m.steps, m.tokens).tolist()
+            sg = sigmas[t.request]
+            self.adapter.ctx.attention = self.attention[t.gpus]
+            step_ms = []
+            for s in range(t.step_start, t.step_start + t.steps):
+                ts = time.perf_counter()
+                v = self.adapter.velocity(x, i * n, m.width, m.height, sg[s], conds[t.request])
+                x = euler_step(x, v, sg[s], sg[s + 1])
+                self._sync()
+                step_ms.append((time.perf_counter() - ts) * 1e3)
+            t2 = time.perf_counter()
+            if t.is_last or t.next_gpus != t.gpus:
+                full = self._gather(x, t, m)
+                if rank == t.leader:
+                    if t.is_last:
+                        finished[t.request] = full.to("cpu", torch.float32)
+                    else:
+                        outbox[t.request] = full
+            else:
+                shards[t.request] = x
+            self._sync()
+            t3 = time.perf_counter()
+            if rank == t.leader:
+                timings.append(dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
+                                    handoff_in_ms=(t1 - t0) * 1e3, step_ms=step_ms,
+                                    gather_ms=(t3 - t2) * 1e3))
+        for h, _ in pending:
+            h.wait()
+        return dict(rank=rank, timings=timings, latents=finished)
+
+    def _gather(self, x: torch.Tensor, t: Task, m: ReqMeta) -> torch.Tensor:
+        if t.degree == 1:
+            return x
+        group = self.groups[t.gpus]
+        parts = [torch.empty_like(x) for _ in t.gpus] if self.rank == t.leader else None
+        dist.gather(x, parts, dst=t.leader, group=group)
+        return torch.cat(parts, dim=1) if parts is not None else x
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def worker_main(cfg: WorkerConfig, jobs, results) -> None:
+    """Process entry point: start up, report ready, then serve jobs until a None arrives."""
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
+    try:
+        w = Worker(cfg)
+        results.put(("ready", cfg.rank, None))
+    except BaseException:
+        results.put(("error", cfg.rank, traceback.format_exc()))
+        return
+    try:
+        while True:
+            job: Optional[Job] = jobs.get()
+            if job is None:
+                break
+            try:
+                results.put(("done", cfg.rank, (job.job_id, w.run(job))))
+            except BaseException:
+                results.put(("error", cfg.rank, traceback.format_exc()))
+                break  # groups may be wedged after a failed collective: the driver restarts us
+    finally:
+        w.close()
