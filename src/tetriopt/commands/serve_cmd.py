@@ -1,0 +1,81 @@
+"""`tetriopt serve`: the OpenAI-compatible image server (needs the `serve` extra).
+
+The server package imports FastAPI and uvicorn, so it is imported inside the command only:
+the solver library and `tetriopt solve` keep working without them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from ..errors import InputError
+
+
+def _rounds(value: str | None) -> frozenset[int]:
+    if not value:
+        return frozenset()
+    try:
+        return frozenset(int(x) for x in value.split(","))
+    except ValueError:
+        raise InputError("sim_fail_rounds", value, "must be comma-separated round numbers") from None
+
+
+@click.command()
+@click.option("--gpus", type=click.IntRange(min=1), default=8, show_default=True, help="GPUs in the cluster.")
+@click.option("--model", default=None, help="Served model name (default: the profile's model).")
+@click.option("--profile", default="flux.1-dev-h100", show_default=True,
+              help="Cost profile: a name in models/ or a path to a profile JSON.")
+@click.option("--island-size", type=click.IntRange(min=1), default=None,
+              help="GPUs per fast-link island (default: all GPUs in one island).")
+@click.option("--round-ms", type=click.FloatRange(min=0.001), default=None,
+              help="Round length (default: the profile's default_round_ms).")
+@click.option("--policy", default="cpsat", show_default=True,
+              help="cpsat, pulp, tetriserve, greedy, fixed-sp-K.")
+@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=None,
+              help="Per-round solver limit (default: 20% of a round).")
+@click.option("--solver-mode", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
+              help="Run the policy on a worker thread or in a worker process.")
+@click.option("--executor", type=click.Choice(["sim", "cpu", "cuda"]), default="sim", show_default=True,
+              help="sim: virtual GPUs taking the profile's time (placeholder PNGs); cpu/cuda: runtime/.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
+@click.option("--api-key", default=None, help="Require 'Authorization: Bearer KEY' (or env TETRIOPT_API_KEY).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Pending images before new requests get 429.")
+@click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)
+@click.option("--default-steps", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
+@click.option("--default-size", default="1024x1024", show_default=True)
+@click.option("--default-slo-scale", type=click.FloatRange(min=1.0), default=5.0, show_default=True,
+              help="Deadline when a request gives none: this many times its best latency alone.")
+@click.option("--admission", type=click.Choice(["reject", "best-effort"]), default="reject", show_default=True,
+              help="A deadline no schedule can meet: refuse it (400) or run it best-effort.")
+@click.option("--job-ttl-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
+              help="How long finished jobs stay retrievable.")
+@click.option("--drain-timeout-s", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="On SIGTERM, the longest wait for accepted jobs to finish.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
+              show_default=True)
+@click.option("--sim-fail-rounds", default=None, hidden=True,
+              help="Fault injection: crash the sim executor once in each of these rounds (e.g. 3,7).")
+def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
+          api_key, max_queue, max_body_bytes, default_steps, default_size, default_slo_scale, admission,
+          job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
+    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
+    try:
+        from ..server.config import ServerConfig
+        from ..server.run import serve as run_server
+    except ModuleNotFoundError as e:
+        raise click.ClickException(f"`tetriopt serve` needs the serve extra ({e.name} is missing): "
+                                   "pip install 'tetriopt[serve]'") from None
+    cfg = ServerConfig(gpus=gpus, profile=profile, model=model, island_size=island_size, round_ms=round_ms,
+                       policy=policy, time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
+                       executor=executor, host=host, port=port,
+                       api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
+                       max_queue=max_queue, max_body_bytes=max_body_bytes, default_steps=default_steps,
+                       default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
+                       job_ttl_s=job_ttl_s, drain_timeout_s=drain_timeout_s,
+                       sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
+    run_server(cfg)

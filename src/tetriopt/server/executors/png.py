@@ -1,0 +1,35 @@
+"""A placeholder PNG of the requested size (what the sim executor returns), with no imaging library."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from functools import lru_cache
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+@lru_cache(maxsize=64)
+def _solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    row = b"\x00" + bytes(rgb) * width
+    raw = row * height
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 6))
+            + _chunk(b"IEND", b""))
+
+
+def placeholder_png(width: int, height: int, prompt: str = "") -> bytes:
+    """A solid-colour RGB PNG; the colour comes from the prompt, from a small palette (cacheable)."""
+    palette = ((70, 110, 160), (160, 90, 70), (90, 150, 90), (150, 140, 70), (120, 90, 150), (90, 90, 90))
+    i = hashlib.sha256(prompt.encode()).digest()[0] % len(palette)
+    return _solid_png(width, height, palette[i])
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a PNG's IHDR."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    return struct.unpack(">II", data[16:24])

@@ -1,0 +1,72 @@
+"""Virtual GPUs that take the profile's time per step, sleeping in real time.
+
+The plan's times are honoured on the scheduler clock: an assignment starts at its planned
+start or when its GPUs free up (if an earlier round ran late), runs steps x step_us, and a
+request's last assignment adds the VAE decode. So a server on `sim` behaves, round by round,
+like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash in the middle of
+those rounds (once each), to exercise the loop's re-queueing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Mapping
+
+from ...profile import CostProfile
+from ...state import RoundPlan
+from ..clock import Clock
+from .base import Completion, ExecutorFailure, WorkItem
+from .png import placeholder_png
+
+
+class SimExecutor:
+    name = "sim"
+
+    def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset()):
+        self.gpus = gpus
+        self.profile = profile
+        self._fail = set(fail_rounds)
+        self._free_us = [0] * gpus  # when each virtual GPU finishes its queued work
+        self._lock = threading.Lock()
+        self.clock: Clock | None = None
+
+    def start(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def execute(self, plan: RoundPlan, work: Mapping[str, WorkItem], round_index: int,
+                on_complete: Callable[[Completion], None]) -> None:
+        assert self.clock is not None, "start() first"
+        clock = self.clock
+        events = []
+        with self._lock:
+            for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
+                w = work[a.request]
+                step = self.profile.step_us(w.width, w.height, a.degree)
+                start = max([a.start_us, clock.now_us()] + [self._free_us[g] for g in a.gpus])
+                end = start + a.steps * step
+                for g in a.gpus:
+                    self._free_us[g] = end
+                last = w.done_steps + a.steps >= w.total_steps
+                finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
+                image = placeholder_png(w.width, w.height, w.prompt) if last else None
+                events.append((finish, a, image))
+        events.sort(key=lambda e: e[0])
+        crash_at = None
+        if round_index in self._fail:
+            self._fail.discard(round_index)
+            # crash half-way through the round's work: earlier completions stand, later ones are lost
+            if events:
+                crash_at = (min(a.start_us for _, a, _ in events) + events[-1][0]) // 2
+        for finish, a, image in events:
+            if crash_at is not None and finish > crash_at:
+                clock.sleep_until(crash_at)
+                with self._lock:
+                    for g in range(self.gpus):
+                        self._free_us[g] = min(self._free_us[g], crash_at)
+                raise ExecutorFailure(f"sim: injected crash in round {round_index} at {crash_at} us")
+            clock.sleep_until(finish)
+            on_complete(Completion(assignment=a, finish_us=finish, image=image))
+
+    def close(self) -> None:
+        pass

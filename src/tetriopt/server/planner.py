@@ -1,0 +1,98 @@
+"""Runs the round policy off the event loop, and answers with a valid plan no matter what.
+
+The policy runs on one dedicated thread (CP-SAT and CBC release the GIL while they search) or,
+with mode="process", in one long-lived worker process (a policy in pure Python then cannot
+stall the event loop). One worker keeps stateful policies (fixed-sp, TetriServe's hints)
+consistent. If the policy raises, the worker process dies, or its plan breaks a rule the
+simulator enforces, the round falls back to the greedy heuristic, computed right here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+from ..plan import overfull_gpus
+from ..policies import make_policy
+from ..state import RoundPlan, RoundState
+
+log = logging.getLogger("tetriopt.server.planner")
+
+_POLICY: Any = None  # the worker process's policy
+
+
+def _init_process(name: str, options: dict[str, Any]) -> None:
+    global _POLICY
+    _POLICY = make_policy(name, **options)
+
+
+def _plan_in_process(state: RoundState) -> RoundPlan:
+    return _POLICY.plan(state)
+
+
+def plan_problem(state: RoundState, plan: RoundPlan) -> str | None:
+    """Why a plan cannot be executed on this state (None if it can): the simulator's checks."""
+    by_id = {r.id: r for r in state.requests}
+    seen = set()
+    for a in plan.assignments:
+        r = by_id.get(a.request)
+        if r is None:
+            return f"assignment for unknown request {a.request!r}"
+        if a.request in seen:
+            return f"two assignments for {a.request!r}"
+        seen.add(a.request)
+        if not 0 < a.steps <= r.remaining_steps:
+            return f"{a.request}: {a.steps} steps, {r.remaining_steps} remaining"
+        if a.start_us < state.now_us or a.end_us > state.end_us:
+            return f"{a.request}: [{a.start_us}, {a.end_us}] outside the round"
+        if a.gpus not in state.sets.get(a.degree, ()):
+            return f"{a.request}: GPU set {a.gpus} is not an aligned set"
+    bad = overfull_gpus(state, [(a.request, a.gpus, a.steps) for a in plan.assignments])
+    if bad:
+        return f"GPUs over the round: {bad}"
+    return None
+
+
+class Planner:
+    def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread"):
+        self.policy_name = policy
+        self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers}
+        self.mode = mode
+        make_policy(policy, **self.options)  # fail fast on a bad name, before the server starts
+        self._pool: Executor = self._new_pool()
+        self._policy = make_policy(policy, **self.options) if mode == "thread" else None
+        self._fallback = make_policy("greedy")
+
+    def _new_pool(self) -> Executor:
+        if self.mode == "process":
+            return ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_process, initargs=(self.policy_name, self.options))
+        return ThreadPoolExecutor(1, thread_name_prefix="tetriopt-solver")
+
+    async def plan(self, state: RoundState) -> RoundPlan:
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        try:
+            if self.mode == "process":
+                plan = await loop.run_in_executor(self._pool, _plan_in_process, state)
+            else:
+                plan = await loop.run_in_executor(self._pool, self._policy.plan, state)
+            why = plan_problem(state, plan)
+            if why is None:
+                return plan
+            reason = f"invalid plan from {self.policy_name}: {why}"
+        except Exception as e:  # noqa: BLE001 - any solver failure must not stop serving
+            reason = f"{self.policy_name} failed: {e!r}"
+            if self.mode == "process" and "Broken" in type(e).__name__:
+                self._pool = self._new_pool()
+        log.error("round planning fell back to greedy", extra={"round": state.round_index, "reason": reason})
+        plan = self._fallback.plan(state)
+        return replace(plan, status="FALLBACK", note=reason, solve_ms=(time.perf_counter() - t0) * 1e3)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
