@@ -80,6 +80,7 @@ class RoundModel:
     done: dict[str, int]
     left: dict[str, int]  # u: steps left after the round if kept
     weights: Weights
+    restricted: bool = False  # candidate sets were capped: optimal for the restricted model only
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -100,7 +101,24 @@ def keepable(state: RoundState, r: RequestState, o: Outlook) -> tuple[bool, int 
     return True, o.slack_steps
 
 
-def build(state: RoundState) -> RoundModel:
+def candidate_sets(state: RoundState, r: RequestState, k: int, index: int, max_sets: int | None):
+    """The sets of size k r may use: all of them, or for big models the `max_sets` nearest its latent.
+
+    Without a cap the model is exact. With one (large clusters x many requests), a request keeps
+    its own set and the sets overlapping it, then sets spread by request index so that requests
+    without a location do not all compete for the same few sets.
+    """
+    sets = state.sets[k]
+    if max_sets is None or len(sets) <= max_sets:
+        return sets
+    loc = set(r.location)
+    ranked = sorted(range(len(sets)), key=lambda j: (sets[j] != r.location, -len(loc & set(sets[j])),
+                                                     (j - index) % len(sets)))
+    return tuple(sets[j] for j in sorted(ranked[:max_sets]))
+
+
+def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
+    """The round model; above `max_pairs` (request, set) pairs each request sees a few sets only."""
     m = LinearModel()
     looks = {r.id: outlook(state, r) for r in state.requests}
     total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
@@ -111,7 +129,10 @@ def build(state: RoundState) -> RoundModel:
     left: dict[str, int] = {}
     gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
     joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
-    for r in sorted(state.requests, key=lambda r: (r.deadline_us, r.id)):
+    pairs = sum(len(state.sets[k]) for r in state.requests for k in looks[r.id].degrees)
+    cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
+                                                                          for r in state.requests)))
+    for index, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.id))):
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
@@ -122,7 +143,7 @@ def build(state: RoundState) -> RoundModel:
             mk = state.max_steps(r, k)
             if mk <= 0:
                 continue
-            for gpus in state.sets[k]:
+            for gpus in candidate_sets(state, r, k, index, cap):
                 x = m.var(f"x[{r.id},{','.join(map(str, gpus))}]", 0, 1)
                 s = m.var(f"s[{r.id},{','.join(map(str, gpus))}]", 0, mk)
                 m.add({s: 1, x: -mk}, ub=0)
@@ -158,6 +179,9 @@ def build(state: RoundState) -> RoundModel:
             m.add({**dur_expr, kp: state.round_us - budget}, ub=state.round_us)
         elif can_keep:
             m.add({u: 1}, ub=slack)
+            need = rem - slack  # steps this round without which it cannot make it
+            if need > 0:  # implied by the above for integers; tightens the LP relaxation
+                m.add({**steps_expr, kp: -need}, lb=0)
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
@@ -174,4 +198,5 @@ def build(state: RoundState) -> RoundModel:
             continue
         cap = state.cluster.gpus * (d - state.end_us)
         m.add(dict(acc), ub=max(0, cap) // 1000)
-    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w)
+    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w,
+                      restricted=cap is not None)

@@ -93,6 +93,9 @@ class MipPolicy:
                              solve_ms=(time.perf_counter() - t0) * 1e3, note=note)
         sol = outcome.solution
         kept = tuple(i for i, v in rm.keep.items() if sol[v])
-        return make_plan(state, rm.decisions(sol), backend=self.backend, status=outcome.status,
-                         objective=outcome.objective, bound=outcome.bound, kept=kept,
+        status, bound, note = outcome.status, outcome.bound, ""
+        if rm.restricted:  # optimal among the capped candidate sets only: no proof for the full round
+            status, bound, note = "FEASIBLE", None, "candidate sets capped (large round)"
+        return make_plan(state, rm.decisions(sol), backend=self.backend, status=status,
+                         objective=outcome.objective, bound=bound, kept=kept, note=note,
                          solve_ms=(time.perf_counter() - t0) * 1e3)
