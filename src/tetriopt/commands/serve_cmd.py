@@ -48,7 +48,7 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--default-steps", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
 @click.option("--default-size", default="1024x1024", show_default=True)
 @click.option("--default-slo-scale", type=click.FloatRange(min=1.0), default=5.0, show_default=True,
-              help="Deadline when a request gives none: this many times its best latency alone.")
+              help="Deadline when a request gives none: its earliest finish plus (scale - 1) times its latency alone.")
 @click.option("--admission", type=click.Choice(["reject", "best-effort"]), default="reject", show_default=True,
               help="A deadline no schedule can meet: refuse it (400) or run it best-effort.")
 @click.option("--job-ttl-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
@@ -59,7 +59,7 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
               show_default=True)
 @click.option("--sim-fail-rounds", default=None, hidden=True,
-              help="Fault injection: crash the sim executor once in each of these rounds (e.g. 3,7).")
+              help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
 def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
           api_key, max_queue, max_body_bytes, default_steps, default_size, default_slo_scale, admission,
           job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:

@@ -28,9 +28,9 @@ class ServerConfig:
     max_steps: int = 1000
     default_steps: int = 20
     default_size: str = "1024x1024"
-    default_slo_scale: float = 5.0        # no deadline given: arrival + scale x best latency alone
+    default_slo_scale: float = 5.0        # no deadline given: earliest finish + (scale-1) x best latency alone
     admission: str = "reject"             # reject | best-effort (a deadline no schedule can meet)
     job_ttl_s: float = 600.0              # how long finished jobs (and images) stay retrievable
     drain_timeout_s: float = 300.0        # SIGTERM: most time spent finishing accepted work
-    sim_fail_rounds: frozenset[int] = field(default_factory=frozenset)  # fault injection (sim)
+    sim_fail_rounds: frozenset[int] = field(default_factory=frozenset)  # sim: crash these executed rounds (1-based)
     log_level: str = "info"

@@ -157,7 +157,8 @@ class Service:
         else:
             solo = solo_latency_us(self.profile, self.cluster, self.degrees, req.width, req.height, steps,
                                    self.timing.round_us)
-            deadline, field, given = now + int(self.cfg.default_slo_scale * solo), "slo_ms", None
+            # always reachable: the earliest finish (round wait included) plus (scale - 1) x solo latency
+            deadline, field, given = best + int((self.cfg.default_slo_scale - 1) * solo), "slo_ms", None
         best_effort = False
         if best > deadline:
             msg = (f"deadline cannot be met even alone on all {self.cfg.gpus} GPUs: the earliest finish is "

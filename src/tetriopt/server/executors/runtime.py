@@ -7,7 +7,9 @@ The bridge expects runtime/executor.py (issue 4; importable as `tetriopt_runtime
         def run_round(self, assignments, work, on_done) -> None: ...   # blocking, one round
         def close(self) -> None: ...
 
-where `assignments` are tetriopt Assignments, `work` maps request id to a dict
+runtime/driver.py's `Runtime.generate(requests, rounds)` runs a whole multi-round plan in one
+call; a server needs one round at a time with each request's latent kept on its GPU set
+between calls, which is what RoundExecutor adds. Here `assignments` are tetriopt Assignments, `work` maps request id to a dict
 (prompt, width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)`
 is called as each assignment ends. Until that exists, `--executor cpu/cuda` stops at start-up
 with a message naming what is missing, rather than serving placeholder images as if they were real.
@@ -40,9 +42,10 @@ def _load_runtime(device: str) -> Any:
             raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
     if importlib.util.find_spec("tetriopt_runtime") is None or not (RUNTIME_DIR / "executor.py").is_file():
         raise InputError("executor", device,
-                         f"needs the model runtime's round executor: {RUNTIME_DIR}/executor.py providing "
-                         "RoundExecutor(device, world, model) with run_round(assignments, work, on_done) "
-                         "(issue 4) is not there yet; use --executor sim")
+                         f"needs the model runtime's round-by-round executor: {RUNTIME_DIR}/executor.py providing "
+                         "RoundExecutor(device, world, model) with run_round(assignments, work, on_done), "
+                         "keeping latents between rounds (issue 4), is not there yet (runtime/driver.py's "
+                         "Runtime.generate runs only whole plans); use --executor sim")
     try:
         mod = importlib.import_module("tetriopt_runtime.executor")
     except ModuleNotFoundError as e:

@@ -3,8 +3,8 @@
 The plan's times are honoured on the scheduler clock: an assignment starts at its planned
 start or when its GPUs free up (if an earlier round ran late), runs steps x step_us, and a
 request's last assignment adds the VAE decode. So a server on `sim` behaves, round by round,
-like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash in the middle of
-those rounds (once each), to exercise the loop's re-queueing.
+like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash half-way through
+those executed rounds (1 = the first round this executor runs), to exercise re-queueing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class SimExecutor:
         self.gpus = gpus
         self.profile = profile
         self._fail = set(fail_rounds)
+        self._executed = 0
         self._free_us = [0] * gpus  # when each virtual GPU finishes its queued work
         self._lock = threading.Lock()
         self.clock: Clock | None = None
@@ -53,8 +54,10 @@ class SimExecutor:
                 events.append((finish, a, image))
         events.sort(key=lambda e: e[0])
         crash_at = None
-        if round_index in self._fail:
-            self._fail.discard(round_index)
+        with self._lock:
+            self._executed += 1
+            fail = self._executed in self._fail
+        if fail:
             # crash half-way through the round's work: earlier completions stand, later ones are lost
             if events:
                 crash_at = (min(a.start_us for _, a, _ in events) + events[-1][0]) // 2
