@@ -91,7 +91,9 @@ def load_transformer(spec: ModelSpec, device: torch.device):
         model = cls(**cfg)
     else:
         model = cls.from_pretrained(spec.path, subfolder="transformer", torch_dtype=spec.torch_dtype)
-    model = model.to(device=device, dtype=spec.torch_dtype).eval().requires_grad_(False)
+    if next(model.parameters()).dtype != spec.torch_dtype:
+        model = model.to(dtype=spec.torch_dtype)
+    model = model.to(device).eval().requires_grad_(False)
     ctx = SPContext()
     proc = SD3SPProcessor if spec.family == "sd3" else FluxSPProcessor
     model.set_attn_processor(proc(ctx))

@@ -1,0 +1,104 @@
+"""Measure a cost profile (per-step latency per resolution x degree) in tetriopt's models/ format.
+
+Each (resolution, degree) is one request run on ranks 0..k-1 through the same runtime path the
+scheduler's plans use; the first `warmup` steps are dropped and the median of the rest is kept.
+Text encoding and VAE decoding are timed in the driver, where they run.
+"""
+
+from __future__ import annotations
+
+import platform
+import statistics
+from typing import Any, Optional, Sequence
+
+import torch
+
+from .driver import GenRequest, Runtime
+from .models import ModelSpec
+from .sp_attention import yunchang_available
+
+CPU_RESOLUTIONS = (64, 128, 192, 256)
+GPU_RESOLUTIONS = (256, 512, 768, 1024, 1536, 2048)
+
+
+def degrees_for(gpus: int) -> list[int]:
+    out, k = [], 1
+    while k <= gpus:
+        out.append(k)
+        k *= 2
+    return out
+
+
+def _hardware(device: str, gpus: int) -> str:
+    if device == "cuda":
+        return f"{gpus}x {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"CPU {cpu}, {gpus} gloo worker processes"
+
+
+def _software() -> str:
+    import diffusers
+
+    parts = [f"python {platform.python_version()}", f"torch {torch.__version__}", f"diffusers {diffusers.__version__}"]
+    if torch.cuda.is_available():
+        parts.append(f"cuda {torch.version.cuda}, nccl {'.'.join(map(str, torch.cuda.nccl.version()))}")
+    return ", ".join(parts)
+
+
+def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequence[int], warmup: int = 2,
+                    timed: int = 3, name: Optional[str] = None, round_ms: Optional[float] = None,
+                    sp_backend: str = "auto", timeout_s: float = 300.0) -> dict[str, Any]:
+    """Run the measurements and return the profile as a JSON-ready dict."""
+    degrees = degrees_for(gpus)
+    steps = warmup + timed
+    reqs, rounds = [], []
+    for px in resolutions:
+        for k in degrees:
+            rid = f"{px}-{k}"
+            reqs.append(GenRequest(rid, f"profile {px}px", px, px, steps, seed=px))
+            rounds.append([(rid, tuple(range(k)), steps)])
+    with Runtime(spec, gpus, device=device, sp_backend=sp_backend, timeout_s=timeout_s) as rt:
+        rt.generate(reqs[:1], rounds[:1])  # warm the processes (allocator, kernels) once
+        res = rt.generate(reqs, rounds)
+        backend = sp_backend if sp_backend != "auto" else (
+            "yunchang" if device == "cuda" and yunchang_available() else "torch")
+    by_req = {t["request"]: t for t in res.timings}
+    what = f"median of {timed} steps after {warmup} warm-up steps"
+    points = []
+    for px in resolutions:
+        step_ms, src = {}, {}
+        for k in degrees:
+            ms = statistics.median(by_req[f"{px}-{k}"]["step_ms"][warmup:])
+            step_ms[str(k)] = round(ms, 3)
+            src[str(k)] = f"measured: tetriopt profile ({device}, {what})"
+        points.append(dict(width=px, height=px, step_ms=step_ms,
+                           vae_decode_ms=round(statistics.median(
+                               res.decode_ms[f"{px}-{k}"] for k in degrees), 3),
+                           source={**src, "vae_decode_ms": f"measured: driver-side decode ({device})"}))
+    slowest = max(p["step_ms"]["1"] for p in points)
+    model = spec.kind
+    return dict(
+        name=name or f"{model}-{device}{gpus}",
+        model=model,
+        gpu=_hardware(device, gpus),
+        degrees=degrees,
+        default_round_ms=round(round_ms if round_ms else 5 * slowest, 3),
+        text_encode_ms=round(statistics.median(res.encode_ms.values()), 3),
+        points=points,
+        sources=dict(
+            hardware=_hardware(device, gpus),
+            software=_software(),
+            model=spec.name(),
+            dtype=spec.dtype,
+            sp_attention=backend,
+            method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1, {what}; "
+                   "text encode and decode timed in the driver process",
+            default_round_ms=("given by --round-ms" if round_ms else
+                              "5 x the slowest degree-1 step measured"),
+        ),
+    )

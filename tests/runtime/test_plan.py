@@ -1,0 +1,52 @@
+"""Plan compilation: global order, hand-off routing, and rejection of plans the runtime cannot run."""
+
+import pytest
+
+pytestmark = pytest.mark.runtime
+pytest.importorskip("torch")
+
+from tetriopt_runtime.plan import PlanError, aligned_blocks, compile_plan  # noqa: E402
+
+
+def test_aligned_blocks_of_four_ranks():
+    assert aligned_blocks(4) == ((0,), (1,), (2,), (3,), (0, 1), (2, 3), (0, 1, 2, 3))
+    assert aligned_blocks(1) == ((0,),)
+
+
+def test_order_routes_and_conditioning():
+    rounds = [[("a", (0,), 2), ("b", (2, 3), 1)],
+              [("a", (0, 1), 2), ("b", (2, 3), 1)],
+              [("a", (0, 1, 2, 3), 1), ("b", (1,), 1)]]
+    tasks = compile_plan(rounds, {"a": 5, "b": 3}, 4)
+    # larger sets first inside a round, then by first GPU
+    assert [(t.request, t.gpus) for t in tasks] == [
+        ("b", (2, 3)), ("a", (0,)), ("a", (0, 1)), ("b", (2, 3)), ("a", (0, 1, 2, 3)), ("b", (1,))]
+    a = [t for t in tasks if t.request == "a"]
+    assert [t.step_start for t in a] == [0, 2, 4]
+    assert a[0].prev_gpus is None and a[0].next_gpus == (0, 1)
+    assert a[1].needs_cond == (1,) and a[2].needs_cond == (2, 3)
+    assert a[2].is_last
+    b = [t for t in tasks if t.request == "b"]
+    assert b[1].prev_gpus == b[1].gpus == (2, 3) and b[1].needs_cond == ()
+    assert b[2].needs_cond == (1,)
+
+
+def test_accepts_tetriopt_round_plans():
+    from tetriopt.state import Assignment, RoundPlan
+
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1), 3, 0, 10),), backend="test")
+    tasks = compile_plan([plan], {"a": 3}, 2)
+    assert tasks[0].gpus == (0, 1) and tasks[0].steps == 3
+
+
+@pytest.mark.parametrize("rounds,steps,msg", [
+    ([[("a", (1, 2), 2)]], {"a": 2}, "aligned"),
+    ([[("a", (0, 1, 2), 2)]], {"a": 2}, "aligned"),
+    ([[("x", (0,), 2)]], {"a": 2}, "unknown request"),
+    ([[("a", (0,), 1)]], {"a": 2}, "runs 1 steps"),
+    ([[("a", (0,), 0)], [("a", (0,), 2)]], {"a": 2}, "must be positive"),
+    ([[("a", (4,), 2)]], {"a": 2}, "aligned"),
+])
+def test_rejects_bad_plans(rounds, steps, msg):
+    with pytest.raises(PlanError, match=msg):
+        compile_plan(rounds, steps, 4)
