@@ -219,7 +219,9 @@ def create_app(cfg: ServerConfig, on_drained: Any = None) -> FastAPI:
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
-        return {"model": svc.model, "profile": svc.profile.name, "gpus": cfg.gpus, "policy": cfg.policy,
+        return {"model": svc.model, "profile": svc.profile.name, "gpus": cfg.gpus,
+                "islands": [list(i) for i in svc.cluster.islands], "degrees": list(svc.degrees),
+                "policy": cfg.policy,
                 "executor": cfg.executor, "round_ms": svc.timing.round_us / 1e3,
                 "lead_ms": svc.timing.lead_us / 1e3, "time_limit_ms": svc.time_limit_ms,
                 "draining": svc.draining, **svc.metrics.stats()}

@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Load generator for `tetriopt serve`: open-loop arrivals over HTTP, SLO attainment and overhead.
+
+Arrivals are Poisson (or bursty: gamma inter-arrivals with a coefficient of variation > 1) at
+--rate requests/s for --duration-s; each request draws a size and an SLO scale, and its
+deadline is scale x the request's best latency alone on the server's cluster (same rule as
+TetriServe's SLO scales). Requests go to POST /v1/images/generations and the script reports
+SLO attainment, goodput, client-side latency percentiles and the server's per-round
+scheduling overhead (from GET /v1/stats).
+
+--instance PATH writes what was actually sent (send times as arrivals) as a tetriopt instance,
+and --compare then runs `tetriopt solve` on it with the server's policy, so the server's
+attainment on the sim executor can be checked against the offline simulation.
+
+    tetriopt serve --gpus 8 &
+    python benchmarks/loadgen.py --rate 3 --duration-s 45 --instance /tmp/sent.json --compare
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import numpy as np
+
+from tetriopt.instance import make_cluster
+from tetriopt.profile import load_profile
+from tetriopt.server.admission import solo_latency_us
+
+
+@dataclass
+class Sent:
+    id: str
+    at_ms: float         # send time, ms after the first send
+    width: int
+    height: int
+    steps: int
+    slo_ms: float
+    status: int = 0
+    latency_ms: float | None = None      # client-side, send to response
+    met: bool = False                    # the server's verdict (image ready by the deadline)
+    error: str = ""
+
+
+def parse_weighted(text: str, conv) -> list[tuple[Any, float]]:
+    out = []
+    for part in text.split(","):
+        v, _, w = part.partition(":")
+        out.append((conv(v), float(w or 1)))
+    return out
+
+
+def arrivals(rate: float, duration_s: float, kind: str, cv: float, rng: random.Random) -> list[float]:
+    """Arrival times in seconds: Poisson, or gamma inter-arrivals with coefficient of variation cv."""
+    t, out = 0.0, []
+    while True:
+        if kind == "poisson":
+            t += rng.expovariate(rate)
+        else:
+            shape = 1.0 / (cv * cv)
+            t += rng.gammavariate(shape, 1.0 / (rate * shape))
+        if t >= duration_s:
+            return out
+        out.append(t)
+
+
+async def one(client: httpx.AsyncClient, s: Sent, t0: float, headers: dict[str, str]) -> None:
+    await asyncio.sleep(max(0.0, t0 + s.at_ms / 1e3 - time.monotonic()))
+    s.at_ms = (time.monotonic() - t0) * 1e3  # what was really sent, for the instance
+    body = {"prompt": f"loadgen {s.id}", "size": f"{s.width}x{s.height}", "steps": s.steps, "slo_ms": s.slo_ms,
+            "response_format": "b64_json"}
+    try:
+        r = await client.post("/v1/images/generations", json=body, headers=headers)
+    except httpx.HTTPError as e:
+        s.error = repr(e)
+        return
+    s.status = r.status_code
+    s.latency_ms = (time.monotonic() - t0) * 1e3 - s.at_ms
+    if r.status_code == 200:
+        s.met = bool(r.json()["tetriopt"]["deadline_met"])
+    else:
+        s.error = r.json().get("error", {}).get("message", r.text)[:200]
+
+
+def pct(xs: list[float], q: float) -> float | None:
+    return round(float(np.percentile(xs, q)), 1) if xs else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--rate", type=float, default=2.0, help="requests per second")
+    ap.add_argument("--duration-s", type=float, default=45.0)
+    ap.add_argument("--arrival", choices=["poisson", "bursty"], default="poisson")
+    ap.add_argument("--cv", type=float, default=3.0, help="bursty: coefficient of variation of inter-arrivals")
+    ap.add_argument("--sizes", default="256x256:1,512x512:1,1024x1024:2,2048x2048:1",
+                    help="WxH:weight,... (sizes outside the server's profile are an error)")
+    ap.add_argument("--slo-scales", default="1.5:1,3:1,5:1", help="scale:weight,...")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--api-key", default=None)
+    ap.add_argument("--instance", default=None, help="write the sent workload as a tetriopt instance JSON")
+    ap.add_argument("--compare", action="store_true", help="run `tetriopt solve` on --instance and report it")
+    ap.add_argument("--json", dest="json_out", default=None, help="write the report as JSON")
+    a = ap.parse_args(argv)
+    if a.compare and not a.instance:
+        ap.error("--compare needs --instance")
+
+    headers = {"Authorization": f"Bearer {a.api_key}"} if a.api_key else {}
+    info = httpx.get(a.url + "/v1/stats", headers=headers, timeout=10).json()
+    profile = load_profile(info["profile"])
+    cluster = make_cluster(info["gpus"], info.get("islands"))
+    degrees = tuple(info["degrees"])
+    round_us = int(round(info["round_ms"] * 1000))
+    rng = random.Random(a.seed)
+    sizes = parse_weighted(a.sizes, lambda v: tuple(int(x) for x in v.split("x")))
+    scales = parse_weighted(a.slo_scales, float)
+    for (w, h), _ in sizes:
+        if not profile.covers(w, h):
+            ap.error(f"--sizes: {w}x{h} is outside profile {profile.name}")
+    sent = []
+    for i, t in enumerate(arrivals(a.rate, a.duration_s, a.arrival, a.cv, rng)):
+        (w, h), = rng.choices([s for s, _ in sizes], [x for _, x in sizes])
+        scale, = rng.choices([s for s, _ in scales], [x for _, x in scales])
+        solo = solo_latency_us(profile, cluster, degrees, w, h, a.steps, round_us)
+        sent.append(Sent(id=f"q{i:05d}", at_ms=t * 1e3, width=w, height=h, steps=a.steps,
+                         slo_ms=round(scale * solo / 1e3, 3)))
+    before = httpx.get(a.url + "/v1/stats", headers=headers, timeout=10).json()
+
+    async def run() -> float:
+        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=256)
+        async with httpx.AsyncClient(base_url=a.url, timeout=httpx.Timeout(600.0), limits=limits) as client:
+            t0 = time.monotonic()
+            await asyncio.gather(*(one(client, s, t0, headers) for s in sent))
+            return time.monotonic() - t0
+
+    print(f"sending {len(sent)} requests over {a.duration_s:g}s ({a.arrival}, {a.rate:g}/s) to {a.url} "
+          f"[{info['profile']}, {info['gpus']} GPUs, policy {info['policy']}, round {info['round_ms']:g} ms]",
+          file=sys.stderr)
+    wall = asyncio.run(run())
+    stats = httpx.get(a.url + "/v1/stats", headers=headers, timeout=10).json()
+    ok = [s for s in sent if s.status == 200]
+    met = sum(s.met for s in sent)
+    lat = [s.latency_ms for s in ok if s.latency_ms is not None]
+    codes: dict[str, int] = {}
+    for s in sent:
+        codes[str(s.status or "error")] = codes.get(str(s.status or "error"), 0) + 1
+    report: dict[str, Any] = {
+        "requests": len(sent), "status_codes": codes, "met": met,
+        "slo_attainment": round(met / len(sent), 4) if sent else None,
+        "goodput_rps": round(met / wall, 3), "wall_s": round(wall, 2),
+        "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
+        "server": {k: stats.get(k) for k in ("policy", "round_ms", "time_limit_ms", "solve_ms_p50", "solve_ms_p99",
+                                             "overhead_ms_p50", "overhead_ms_p99", "overhead_ms_max",
+                                             "gpu_busy_fraction", "executor_failures")},
+        "server_rounds": stats["rounds"] - before["rounds"],
+        "server_fallback_rounds": stats["fallback_rounds"] - before["fallback_rounds"],
+    }
+    if a.instance:
+        inst = {"description": f"loadgen: {len(sent)} requests, {a.arrival} {a.rate:g}/s, seed {a.seed}; "
+                               "arrivals are the real send times",
+                "model": info["profile"] if info["profile"] == profile.name else profile.path, "cluster": {"gpus": info["gpus"], "islands": info["islands"]},
+                "round_ms": info["round_ms"], "degrees": degrees,
+                "requests": [{"id": s.id, "arrival_ms": round(s.at_ms, 3), "deadline_ms": round(s.at_ms + s.slo_ms, 3),
+                              "width": s.width, "height": s.height, "steps": s.steps} for s in sent]}
+        with open(a.instance, "w") as f:
+            json.dump(inst, f, indent=1)
+        report["instance"] = a.instance
+    if a.compare:
+        cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "solve", a.instance,
+               "--policy", info["policy"], "--time-limit-ms", str(info["time_limit_ms"]), "--json", "-",
+               "--no-progress"]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        summ = json.loads(out.stdout)["summary"]
+        report["solve"] = {k: summ[k] for k in ("slo_attainment", "met", "latency_ms_p50", "latency_ms_p99",
+                                                "rounds", "fallback_rounds")}
+        report["attainment_gap_points"] = round(100 * (report["slo_attainment"] - summ["slo_attainment"]), 2)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if a.json_out:
+        with open(a.json_out, "w") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
