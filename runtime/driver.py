@@ -12,7 +12,7 @@ import queue
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.multiprocessing as mp
@@ -136,14 +136,10 @@ class Runtime:
             raise ValueError("request ids must be unique")
         return compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
 
-    def generate(self, requests: Sequence[GenRequest], rounds: Iterable[Any], decode: bool = True) -> RunResult:
-        """Run the plan (rounds of (request id, GPU set, steps)); returns PNGs and final latents."""
-        if not self._procs:
-            raise RuntimeError("runtime is closed")
-        tasks = self.compile(requests, rounds)
-        firsts = first_ranks(tasks)
+    def _prepare(self, requests: Sequence[GenRequest]) -> tuple[dict, dict, dict]:
         meta, inits, encode_ms = {}, {}, {}
         for r in requests:
+            check_size(r.width, r.height)
             t0 = time.perf_counter()
             cond = self.aux.encode(r.prompt)
             encode_ms[r.id] = (time.perf_counter() - t0) * 1e3
@@ -152,22 +148,48 @@ class Runtime:
                                  channels=self.aux.channels, text_tokens=cond.embeds.shape[1],
                                  joint_dim=cond.embeds.shape[2], pooled_dim=cond.pooled.shape[1])
             inits[r.id] = (noise, cond)
+        return meta, inits, encode_ms
+
+    def run_tasks(self, tasks: list[Task], meta: dict, inits: dict,
+                  on_task: Callable[[dict[str, Any], Optional[torch.Tensor]], None]) -> float:
+        """Send one job (tasks in global order) to every worker; on_task(timing, latent|None) is
+        called as each task ends (latent: the final one, on a request's last task). Returns ms."""
+        if not self._procs:
+            raise RuntimeError("runtime is closed")
+        firsts = first_ranks([t for t in tasks if t.is_first])
         self._job_id += 1
         t0 = time.perf_counter()
         for rank, q in enumerate(self._jobs):
-            mine = {rid: v for rid, v in inits.items() if rank in firsts[rid]}
+            mine = {rid: v for rid, v in inits.items() if rank in firsts.get(rid, ())}
             q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine))
-        latents: dict[str, torch.Tensor] = {}
-        timings: list[dict[str, Any]] = []
-        for _ in range(self.world):
+        done = 0
+        while done < self.world:
             kind, rank, payload = self._get()
-            if kind != "done":
+            if kind == "task":
+                _, timing, latent = payload
+                on_task(timing, latent)
+            elif kind == "done":
+                done += 1
+            else:
                 self.close()
                 raise RuntimeError(f"worker {rank} failed:\n{payload}")
-            _, out = payload
-            latents.update(out["latents"])
-            timings.extend(out["timings"])
-        wall_ms = (time.perf_counter() - t0) * 1e3
+        return (time.perf_counter() - t0) * 1e3
+
+    def generate(self, requests: Sequence[GenRequest], rounds: Iterable[Any], decode: bool = True) -> RunResult:
+        """Run a whole plan (rounds of (request id, GPU set, steps)); returns PNGs and final latents."""
+        if not self._procs:
+            raise RuntimeError("runtime is closed")
+        tasks = self.compile(requests, rounds)
+        meta, inits, encode_ms = self._prepare(requests)
+        latents: dict[str, torch.Tensor] = {}
+        timings: list[dict[str, Any]] = []
+
+        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor]) -> None:
+            timings.append(timing)
+            if latent is not None:
+                latents[timing["request"]] = latent
+
+        wall_ms = self.run_tasks(tasks, meta, inits, on_task)
         timings.sort(key=lambda d: d["task"])
         images, decode_ms = {}, {}
         if decode:

@@ -39,7 +39,7 @@ class Task:
     step_start: int  # index of the first denoising step it runs
     steps: int
     prev_gpus: tuple[int, ...] | None  # set that ran this request's previous task (None: first)
-    next_gpus: tuple[int, ...] | None  # set of the next task (None: last; decode follows)
+    next_gpus: tuple[int, ...] | None  # None on the request's last task (decode follows), else ()
     needs_cond: tuple[int, ...]  # ranks of `gpus` that have never held this request's conditioning
 
     @property
@@ -73,49 +73,78 @@ def _triples(round_: Any) -> list[tuple[str, tuple[int, ...], int]]:
     return out
 
 
-def compile_plan(rounds: Iterable[Any], total_steps: Mapping[str, int], world: int) -> list[Task]:
-    """Flatten rounds into the global task order and check the plan covers every request exactly.
+class PlanState:
+    """Per-request history carried from round to round (where its latent is, which ranks hold its
+    conditioning, how many steps are done), so plans can be compiled one round at a time."""
 
-    Within a round tasks follow tetriopt's layout rule (larger sets first, then first GPU, then
-    plan order), which is also the order they run in on a shared GPU.
-    """
-    allowed = set(aligned_blocks(world))
-    flat: list[tuple[str, tuple[int, ...], int]] = []
-    for r, round_ in enumerate(rounds):
+    def __init__(self, world: int):
+        self.world = world
+        self.allowed = set(aligned_blocks(world))
+        self.total: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.where: dict[str, tuple[int, ...]] = {}
+        self.held: dict[str, set[int]] = {}
+        self.next_index = 0
+
+    def add_request(self, rid: str, steps: int) -> None:
+        if rid in self.total:
+            raise PlanError(f"request {rid!r} is already running")
+        if steps <= 0:
+            raise PlanError(f"request {rid!r} has {steps} steps")
+        self.total[rid], self.done[rid] = steps, 0
+
+    def add_round(self, round_: Any, r: int = 0) -> list[Task]:
+        """Tasks of one round in execution order (checked against the history, which it updates).
+
+        Order inside a round follows tetriopt's layout rule (larger sets first, then first GPU,
+        then plan order), which is also the order they run in on a shared GPU.
+        """
         ts = _triples(round_)
         order = sorted(range(len(ts)), key=lambda i: (-len(ts[i][1]), ts[i][1][0] if ts[i][1] else 0, i))
+        out: list[Task] = []
         for i in order:
             rid, gpus, steps = ts[i]
-            if rid not in total_steps:
+            if rid not in self.total:
                 raise PlanError(f"round {r}: unknown request {rid!r}")
-            if gpus not in allowed:
-                raise PlanError(f"round {r}: GPU set {gpus} is not an aligned power-of-two block of {world} ranks")
+            if gpus not in self.allowed:
+                raise PlanError(f"round {r}: GPU set {gpus} is not an aligned power-of-two block of {self.world} ranks")
             if steps <= 0:
                 raise PlanError(f"round {r}: request {rid!r} gets {steps} steps (must be positive)")
-            flat.append((rid, gpus, steps))
-    done: dict[str, int] = {}
-    for rid, _, steps in flat:
-        done[rid] = done.get(rid, 0) + steps
+            if self.done[rid] + steps > self.total[rid]:
+                raise PlanError(f"round {r}: request {rid!r} would run {self.done[rid] + steps} steps, "
+                                f"it has {self.total[rid]}")
+            held = self.held.setdefault(rid, set())
+            last = self.done[rid] + steps == self.total[rid]
+            out.append(Task(index=self.next_index, request=rid, gpus=gpus, step_start=self.done[rid], steps=steps,
+                            prev_gpus=self.where.get(rid), next_gpus=None if last else (),
+                            needs_cond=tuple(g for g in gpus if g not in held)))
+            self.next_index += 1
+            held.update(gpus)
+            self.where[rid] = gpus
+            self.done[rid] += steps
+            if last:
+                self.forget(rid)
+        return out
+
+    def forget(self, rid: str) -> None:
+        for d in (self.total, self.done, self.where, self.held):
+            d.pop(rid, None)
+
+
+def compile_plan(rounds: Iterable[Any], total_steps: Mapping[str, int], world: int) -> list[Task]:
+    """Flatten a whole plan into the global task order; every request must run all its steps.
+
+    `next_gpus` is None on a request's last task and () otherwise (the next set is not needed:
+    a request's latent stays sharded on its set until a later task asks for it).
+    """
+    st = PlanState(world)
     for rid, n in total_steps.items():
-        if done.get(rid, 0) != n:
-            raise PlanError(f"request {rid!r}: plan runs {done.get(rid, 0)} steps, request has {n}")
+        st.add_request(rid, n)
     tasks: list[Task] = []
-    last: dict[str, int] = {}
-    seen: dict[str, set[int]] = {}
-    started: dict[str, int] = {}
-    for i, (rid, gpus, steps) in enumerate(flat):
-        prev = flat[last[rid]][1] if rid in last else None
-        held = seen.setdefault(rid, set())
-        tasks.append(Task(index=i, request=rid, gpus=gpus, step_start=started.get(rid, 0), steps=steps,
-                          prev_gpus=prev, next_gpus=None,
-                          needs_cond=tuple(g for g in gpus if g not in held)))
-        if rid in last:
-            j = last[rid]
-            t = tasks[j]
-            tasks[j] = Task(**{**t.__dict__, "next_gpus": gpus})
-        held.update(gpus)
-        last[rid] = i
-        started[rid] = started.get(rid, 0) + steps
+    for r, round_ in enumerate(rounds):
+        tasks.extend(st.add_round(round_, r))
+    for rid in st.total:
+        raise PlanError(f"request {rid!r}: plan runs {st.done[rid]} steps, request has {st.total[rid]}")
     return tasks
 
 

@@ -5,10 +5,12 @@ Every worker walks the same global task list (see plan.py) and acts on the tasks
   already holds when the set is unchanged, or a slice of the full latent received from the
   previous set's leader);
 - run the steps: the latent split along the sequence over the set, SP attention over its group;
-- end of a task: when the set changes or the request finishes, the set's leader gathers the
-  full latent; it sends it to the next set when the walk reaches the next task (so sends and
-  receives of every rank pair are issued in the same global order: required by NCCL, whose
-  point-to-point ignores tags) or returns it to the driver after the last step.
+- end of a task: the shard stays where it is (requests persist across jobs, so a server can run
+  one round per job); after the last step the set's leader gathers the full latent for the driver;
+- hand-off: when the walk reaches a task on a different set, the old set gathers the latent on
+  its leader, which sends it (and the conditioning, to ranks that never held it) to the new set.
+  Doing it at the receiving task's place means sends and receives of every rank pair are issued
+  in the same global order, as NCCL requires (its point-to-point ignores tags).
 """
 
 from __future__ import annotations
@@ -53,6 +55,19 @@ class Job:
 
 
 @dataclass
+class RequestStore:
+    """What a rank holds for requests in flight, kept between jobs."""
+
+    meta: dict[str, ReqMeta] = field(default_factory=dict)
+    shards: dict[str, torch.Tensor] = field(default_factory=dict)  # latent shard on its current set
+    conds: dict[str, Conditioning] = field(default_factory=dict)  # conditioning cached on this rank
+    outbox: dict[str, torch.Tensor] = field(default_factory=dict)  # full latent this rank keeps for itself
+    sigmas: dict[str, list[float]] = field(default_factory=dict)
+    finished: dict[str, torch.Tensor] = field(default_factory=dict)
+    last_timing: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class WorkerConfig:
     rank: int
     world: int
@@ -85,101 +100,111 @@ class Worker:
         self.adapter = Adapter(cfg.spec, model, ctx)
         self.sched_cfg = scheduler_config(cfg.spec)
         self.dtype = cfg.spec.torch_dtype
+        self.state = RequestStore()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def run(self, job: Job) -> dict[str, Any]:
-        """Execute a job; returns this rank's timings and the latents it finished (as leader)."""
+    def run(self, job: Job, report) -> dict[str, Any]:
+        """Execute a job's tasks; `report(timing, latent)` is called as each task this rank leads ends.
+
+        Request state persists across jobs (a server runs one round per job): shards stay on
+        their set until a later task on another set asks for them.
+        """
         rank, dev = self.rank, self.device
-        shards: dict[str, torch.Tensor] = {}  # request -> shard held across same-set tasks
-        conds: dict[str, Conditioning] = {}  # request -> conditioning cached on this rank
-        outbox: dict[str, torch.Tensor] = {}  # request -> full latent waiting for the next set
+        st = self.state
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
-        sigmas: dict[str, torch.Tensor] = {}
-        finished: dict[str, torch.Tensor] = {}
-        timings: list[dict[str, Any]] = []
         for t in job.tasks:
-            m = job.meta[t.request]
-            # hand-off sends happen at the receiving task's place in the global order
-            if t.prev_gpus is not None and t.prev_gpus != t.gpus and t.prev_gpus[0] == rank:
-                full = outbox.pop(t.request)
-                for dst in t.gpus:
-                    if dst == rank:
-                        outbox[t.request] = full
-                        continue
-                    pending.append((dist.isend(full, dst, tag=2 * t.index), full))
-                    if dst in t.needs_cond:
-                        c = conds[t.request]
-                        pending.append((dist.isend(c.embeds, dst, tag=2 * t.index + 1), c.embeds))
-                        pending.append((dist.isend(c.pooled, dst, tag=2 * t.index + 1), c.pooled))
-            if rank not in t.gpus:
-                continue
-            k, i = t.degree, t.gpus.index(rank)
-            if m.tokens % k:
-                raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
-            n = m.tokens // k
-            t0 = time.perf_counter()
             if t.is_first:
-                noise, cond = job.inits[t.request]
-                conds[t.request] = cond.to(dev, self.dtype)
-                x = noise[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
-            elif t.prev_gpus == t.gpus:
-                x = shards.pop(t.request)
-            else:
-                src = t.prev_gpus[0]
-                if src == rank:
-                    full = outbox.pop(t.request)
-                else:
-                    full = torch.empty(1, m.tokens, m.channels, device=dev, dtype=self.dtype)
-                    dist.recv(full, src, tag=2 * t.index)
-                    if rank in t.needs_cond:
-                        emb = torch.empty(1, m.text_tokens, m.joint_dim, device=dev, dtype=self.dtype)
-                        pooled = torch.empty(1, m.pooled_dim, device=dev, dtype=self.dtype)
-                        dist.recv(emb, src, tag=2 * t.index + 1)
-                        dist.recv(pooled, src, tag=2 * t.index + 1)
-                        conds[t.request] = Conditioning(emb, pooled)
-                x = full[:, i * n:(i + 1) * n].contiguous()
-            self._sync()
-            t1 = time.perf_counter()
-            if t.request not in sigmas:
-                sigmas[t.request] = flow_sigmas(self.sched_cfg, m.steps, m.tokens).tolist()
-            sg = sigmas[t.request]
-            self.adapter.ctx.attention = self.attention[t.gpus]
-            step_ms = []
-            for s in range(t.step_start, t.step_start + t.steps):
-                ts = time.perf_counter()
-                v = self.adapter.velocity(x, i * n, m.width, m.height, sg[s], conds[t.request])
-                x = euler_step(x, v, sg[s], sg[s + 1])
-                self._sync()
-                step_ms.append((time.perf_counter() - ts) * 1e3)
-            t2 = time.perf_counter()
-            if t.is_last or t.next_gpus != t.gpus:
-                full = self._gather(x, t, m)
+                st.meta[t.request] = job.meta[t.request]
+            m = st.meta[t.request]
+            moving = t.prev_gpus is not None and t.prev_gpus != t.gpus
+            # hand-off at the receiving task's place in the global order: the old set gathers,
+            # its leader sends (every rank pair issues sends and receives in the same order)
+            if moving and rank in t.prev_gpus:
+                full = self._gather(st.shards.pop(t.request), t.prev_gpus)
+                if rank == t.prev_gpus[0]:
+                    for dst in t.gpus:
+                        if dst == rank:
+                            st.outbox[t.request] = full
+                            continue
+                        pending.append((dist.isend(full, dst, tag=2 * t.index), full))
+                        if dst in t.needs_cond:
+                            c = st.conds[t.request]
+                            pending.append((dist.isend(c.embeds, dst, tag=2 * t.index + 1), c.embeds))
+                            pending.append((dist.isend(c.pooled, dst, tag=2 * t.index + 1), c.pooled))
+            if rank in t.gpus:
+                self._run_task(t, m, job)
+            if t.is_last:  # every rank drops what it cached for a finished request
+                for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
+                    d.pop(t.request, None)
                 if rank == t.leader:
-                    if t.is_last:
-                        finished[t.request] = full.to("cpu", torch.float32)
-                    else:
-                        outbox[t.request] = full
-            else:
-                shards[t.request] = x
-            self._sync()
-            t3 = time.perf_counter()
-            if rank == t.leader:
-                timings.append(dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
-                                    handoff_in_ms=(t1 - t0) * 1e3, step_ms=step_ms,
-                                    gather_ms=(t3 - t2) * 1e3))
+                    report(st.last_timing, st.finished.pop(t.request))
+            elif rank == t.leader and rank in t.gpus:
+                report(st.last_timing, None)
         for h, _ in pending:
             h.wait()
-        return dict(rank=rank, timings=timings, latents=finished)
+        return dict(rank=rank)
 
-    def _gather(self, x: torch.Tensor, t: Task, m: ReqMeta) -> torch.Tensor:
-        if t.degree == 1:
+    def _run_task(self, t: Task, m: "ReqMeta", job: Job) -> None:
+        rank, dev, st = self.rank, self.device, self.state
+        k, i = t.degree, t.gpus.index(rank)
+        if m.tokens % k:
+            raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
+        n = m.tokens // k
+        t0 = time.perf_counter()
+        if t.is_first:
+            noise, cond = job.inits[t.request]
+            st.conds[t.request] = cond.to(dev, self.dtype)
+            x = noise[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
+        elif t.prev_gpus == t.gpus:
+            x = st.shards.pop(t.request)
+        else:
+            src = t.prev_gpus[0]
+            if src == rank:
+                full = st.outbox.pop(t.request)
+            else:
+                full = torch.empty(1, m.tokens, m.channels, device=dev, dtype=self.dtype)
+                dist.recv(full, src, tag=2 * t.index)
+                if rank in t.needs_cond:
+                    emb = torch.empty(1, m.text_tokens, m.joint_dim, device=dev, dtype=self.dtype)
+                    pooled = torch.empty(1, m.pooled_dim, device=dev, dtype=self.dtype)
+                    dist.recv(emb, src, tag=2 * t.index + 1)
+                    dist.recv(pooled, src, tag=2 * t.index + 1)
+                    st.conds[t.request] = Conditioning(emb, pooled)
+            x = full[:, i * n:(i + 1) * n].contiguous()
+        self._sync()
+        t1 = time.perf_counter()
+        if t.request not in st.sigmas:
+            st.sigmas[t.request] = flow_sigmas(self.sched_cfg, m.steps, m.tokens).tolist()
+        sg = st.sigmas[t.request]
+        self.adapter.ctx.attention = self.attention[t.gpus]
+        step_ms = []
+        for s in range(t.step_start, t.step_start + t.steps):
+            ts = time.perf_counter()
+            v = self.adapter.velocity(x, i * n, m.width, m.height, sg[s], st.conds[t.request])
+            x = euler_step(x, v, sg[s], sg[s + 1])
+            self._sync()
+            step_ms.append((time.perf_counter() - ts) * 1e3)
+        t2 = time.perf_counter()
+        if t.is_last:
+            full = self._gather(x, t.gpus)
+            if rank == t.leader:
+                st.finished[t.request] = full.to("cpu", torch.float32)
+        else:
+            st.shards[t.request] = x
+        self._sync()
+        st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
+                              handoff_in_ms=(t1 - t0) * 1e3, step_ms=step_ms,
+                              gather_ms=(time.perf_counter() - t2) * 1e3)
+
+    def _gather(self, x: torch.Tensor, gpus: tuple[int, ...]) -> torch.Tensor:
+        """The full latent on gpus[0] (other ranks get their shard back)."""
+        if len(gpus) == 1:
             return x
-        group = self.groups[t.gpus]
-        parts = [torch.empty_like(x) for _ in t.gpus] if self.rank == t.leader else None
-        dist.gather(x, parts, dst=t.leader, group=group)
+        parts = [torch.empty_like(x) for _ in gpus] if self.rank == gpus[0] else None
+        dist.gather(x.contiguous(), parts, dst=gpus[0], group=self.groups[gpus])
         return torch.cat(parts, dim=1) if parts is not None else x
 
     def close(self) -> None:
@@ -202,7 +227,10 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
             if job is None:
                 break
             try:
-                results.put(("done", cfg.rank, (job.job_id, w.run(job))))
+                def report(timing, latent, _id=job.job_id):
+                    results.put(("task", cfg.rank, (_id, timing, latent)))
+
+                results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:
                 results.put(("error", cfg.rank, traceback.format_exc()))
                 break  # groups may be wedged after a failed collective: the driver restarts us

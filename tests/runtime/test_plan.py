@@ -23,7 +23,7 @@ def test_order_routes_and_conditioning():
         ("b", (2, 3)), ("a", (0,)), ("a", (0, 1)), ("b", (2, 3)), ("a", (0, 1, 2, 3)), ("b", (1,))]
     a = [t for t in tasks if t.request == "a"]
     assert [t.step_start for t in a] == [0, 2, 4]
-    assert a[0].prev_gpus is None and a[0].next_gpus == (0, 1)
+    assert a[0].prev_gpus is None and a[1].prev_gpus == (0,) and not a[0].is_last
     assert a[1].needs_cond == (1,) and a[2].needs_cond == (2, 3)
     assert a[2].is_last
     b = [t for t in tasks if t.request == "b"]
