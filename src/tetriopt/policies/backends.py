@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from .formulation import LinearModel
@@ -18,21 +19,27 @@ class SolveOutcome:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None) -> SolveOutcome:
+    """Time limit covers the translation too: what is left after it goes to the search."""
     from ortools.sat.python import cp_model
 
+    t0 = time.perf_counter()
     model = cp_model.CpModel()
     xs = [model.new_int_var(lo, hi, n) for n, lo, hi in zip(m.names, m.lb, m.ub)]
+    ws = cp_model.LinearExpr.weighted_sum
     for co, lo, hi in m.cons:
-        expr = sum(c * xs[v] for v, c in co.items())
-        model.add_linear_constraint(expr, int(lo) if math.isfinite(lo) else cp_model.INT_MIN,
+        model.add_linear_constraint(ws([xs[v] for v in co], list(co.values())),
+                                    int(lo) if math.isfinite(lo) else cp_model.INT_MIN,
                                     int(hi) if math.isfinite(hi) else cp_model.INT_MAX)
-    model.maximize(sum(c * xs[v] for v, c in m.objective.items()))
+    model.maximize(ws([xs[v] for v in m.objective], list(m.objective.values())))
     if hint is not None:
         for x, h in zip(xs, hint):
             model.add_hint(x, h)
+    left = time_limit_s - (time.perf_counter() - t0)
+    if left <= 0:
+        return SolveOutcome(None, "NO_SOLUTION", None, None)
     solver = cp_model.CpSolver()
     p = solver.parameters
-    p.max_time_in_seconds = max(time_limit_s, 1e-4)
+    p.max_time_in_seconds = left
     p.random_seed = seed
     p.num_workers = workers
     p.log_search_progress = False

@@ -16,7 +16,7 @@ class Policy(Protocol):
         """Decide one round. May keep state between calls (hints, sticky groups)."""
 
 
-POLICY_NAMES = ("cpsat", "pulp", "tetriserve", "greedy", "fixed-sp-K")
+POLICY_NAMES = ("cpsat", "pulp", "tetriserve", "greedy", "fixed-sp-K", "rssp[:SIZE=K,...]")
 
 
 def make_policy(name: str, **options: Any) -> Policy:
@@ -34,6 +34,9 @@ def make_policy(name: str, **options: Any) -> Policy:
     m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full))?", name)
     if m:
         return TetriServe(variant=m.group(1) or "full")
+    if name == "rssp" or name.startswith("rssp:"):  # issue 8: resolution-specific static SP
+        from .rssp import RSSP, parse_mapping
+        return RSSP(parse_mapping(name[5:]) if name.startswith("rssp:") else None)
     m = re.fullmatch(r"fixed-sp-(\d+)", name)
     if m:
         return FixedSP(int(m.group(1)))

@@ -130,8 +130,8 @@ def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
     gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
     joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
     pairs = sum(len(state.sets[k]) for r in state.requests for k in looks[r.id].degrees)
-    cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
-                                                                          for r in state.requests)))
+    set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
+                                                                              for r in state.requests)))
     for index, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.id))):
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
@@ -143,7 +143,7 @@ def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
             mk = state.max_steps(r, k)
             if mk <= 0:
                 continue
-            for gpus in candidate_sets(state, r, k, index, cap):
+            for gpus in candidate_sets(state, r, k, index, set_cap):
                 x = m.var(f"x[{r.id},{','.join(map(str, gpus))}]", 0, 1)
                 s = m.var(f"s[{r.id},{','.join(map(str, gpus))}]", 0, mk)
                 m.add({s: 1, x: -mk}, ub=0)
@@ -199,4 +199,4 @@ def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
         cap = state.cluster.gpus * (d - state.end_us)
         m.add(dict(acc), ub=max(0, cap) // 1000)
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w,
-                      restricted=cap is not None)
+                      restricted=set_cap is not None)

@@ -85,15 +85,27 @@ def greedy_decisions(state: RoundState) -> tuple[list[Decision], list[str]]:
             k, (gpus, n) = choice
             loads.add(gpus, n * o.step[k])
             decisions.append((rid, gpus, n))
-    rest = sorted((r for r in state.requests if r.id not in kept_set), key=lambda r: (r.arrival_us, r.id))
-    for r in rest:
-        o = looks[r.id]
+    rest = [r for r in state.requests if r.id not in kept_set]
+    return fill_leftover(state, decisions, rest, loads, looks), kept
+
+
+def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loads | None = None,
+                  looks: dict[str, Outlook] | None = None) -> list[Decision]:
+    """Best effort: the `rest` requests, oldest first, at their cheapest degree on what time is left."""
+    if loads is None:
+        loads = Loads(state)
+        by_id = {r.id: r for r in state.requests}
+        for rid, g, n in decisions:
+            loads.add(g, n * state.step_us(by_id[rid], len(g)))
+    decisions = list(decisions)
+    for r in sorted(rest, key=lambda r: (r.arrival_us, r.id)):
+        o = looks[r.id] if looks else outlook(state, r)
         k = min(o.degrees, key=lambda k: (k * o.step[k], k))
         got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
         if got:
             loads.add(got[0], got[1] * o.step[k])
             decisions.append((r.id, got[0], got[1]))
-    return decisions, kept
+    return decisions
 
 
 class Greedy:

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import time
 
-from ..plan import Decision, make_plan
+from dataclasses import replace
+
+from ..lookahead import outlook
+from ..plan import Decision, decisions_of, make_plan
 from ..state import RoundPlan, RoundState
 from .backends import BACKENDS
 from .formulation import RoundModel, build
-from .greedy import greedy_decisions
+from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
 
@@ -51,25 +54,52 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
 
 class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
-                 workers: int = 1, hints: bool = True):
+                 workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32):
         self.backend = backend
         self.name = backend
         self.time_limit_ms = time_limit_ms
         self.seed = seed
         self.workers = workers
         self.hints = hints
+        self.core_per_gpu = core_per_gpu
+        self.min_core = min_core
         self._tetriserve = TetriServe()
+        if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
+            from ortools.sat.python import cp_model  # noqa: F401
+
+    def core(self, state: RoundState) -> tuple[RoundState, list]:
+        """The requests the MIP decides: all of them, or under overload the `max_core` most urgent
+        that can still make it (then the oldest of the rest); the others fill leftover time after."""
+        cap = max(self.min_core, self.core_per_gpu * state.cluster.gpus)
+        if len(state.requests) <= cap:
+            return state, []
+        ranked = sorted(state.requests, key=lambda r: (not outlook(state, r).alive,
+                                                       r.deadline_us if outlook(state, r).alive else r.arrival_us, r.id))
+        return replace(state, requests=tuple(ranked[:cap])), ranked[cap:]
 
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
+        full = state
+        state, outside = self.core(state)
+        plan = self._plan(state, t0)
+        if not outside:
+            return plan
+        decisions = fill_leftover(full, decisions_of(plan), outside)
+        return make_plan(full, decisions, backend=plan.backend, status="FEASIBLE" if plan.status == "OPTIMAL" else
+                         plan.status, objective=plan.objective, bound=None, kept=plan.kept,
+                         solve_ms=(time.perf_counter() - t0) * 1e3,
+                         note=f"MIP over the {len(state.requests)} most urgent of {len(full.requests)} pending")
+
+    def _plan(self, state: RoundState, t0: float) -> RoundPlan:
         rm = build(state)
         heuristics = []
         g_dec, g_kept = greedy_decisions(state)
         heuristics.append(("greedy", g_dec, g_kept))
-        ts = self._tetriserve.plan(state)
-        heuristics.append(("tetriserve", [(a.request, a.gpus, a.steps) for a in ts.assignments], ts.kept or ()))
+        if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second hint only when cheap enough
+            ts = self._tetriserve.plan(state)
+            heuristics.append(("tetriserve", [(a.request, a.gpus, a.steps) for a in ts.assignments], ts.kept or ()))
         best = None
         for name, dec, kept in heuristics:
             sol = complete(rm, dec, kept)
