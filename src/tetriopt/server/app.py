@@ -104,7 +104,7 @@ def create_app(cfg: ServerConfig, on_drained: Any = None) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, e: ApiError) -> JSONResponse:
-        if e.status == 400 or e.status == 404 and e.param == "model" or e.status == 413:
+        if e.code != "deadline_infeasible" and (e.status in (400, 413) or e.status == 404 and e.param == "model"):
             svc.metrics.requests.labels("rejected_invalid").inc()
         return _error(e)
 
@@ -140,8 +140,10 @@ def create_app(cfg: ServerConfig, on_drained: Any = None) -> FastAPI:
     @app.post("/v1/images/generations")
     async def generations(request: Request) -> JSONResponse:
         job = await _submit(request, sync=True)
-        await job.done_event.wait()
-        job.delivered = True
+        try:
+            await job.done_event.wait()
+        finally:  # answered, or the caller went away: either way nobody will fetch it later
+            job.delivered = True
         if job.status != "succeeded":
             return _error(ApiError(503 if job.status == "failed" else 409, job.error or f"job {job.status}",
                                    type="server_error", code=job.status))
