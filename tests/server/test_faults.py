@@ -31,3 +31,46 @@ def test_crash_under_the_sync_api(make_server):
         r = c.post("/v1/images/generations", json={"prompt": "p", "size": "512x512", "steps": 20, "slo_ms": 20000})
         assert r.status_code == 200, r.text
         assert c.get("/v1/stats").json()["executor_failures"] == 1
+
+
+class _ExplodingPolicy:
+    """A solver that fails every round (what a crashing MIP backend looks like to the planner)."""
+
+    name = "exploding"
+
+    def plan(self, state):
+        raise RuntimeError("solver crashed")
+
+
+class _OverbookingPolicy:
+    """A solver whose plans break the round's capacity: the planner must refuse them."""
+
+    name = "overbooking"
+
+    def plan(self, state):
+        from tetriopt.state import Assignment, RoundPlan
+
+        r = state.requests[0]
+        return RoundPlan(assignments=(Assignment(r.id, (0,), r.remaining_steps, state.now_us,
+                                                 state.now_us + 10 * state.round_us),), backend="bad")
+
+
+@pytest.mark.parametrize("policy", [_ExplodingPolicy, _OverbookingPolicy])
+def test_solver_failure_falls_back_to_greedy(make_server, policy):
+    s = make_server()
+    s.service.planner._policy = policy()
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        r = c.post("/v1/images/generations", json={"prompt": "p", "size": "512x512", "steps": 12, "slo_ms": 5000})
+        assert r.status_code == 200, r.text
+        st = c.get("/v1/stats").json()
+        assert st["fallback_rounds"] == st["rounds"] >= 1
+
+
+def test_solver_in_a_worker_process(make_server):
+    s = make_server(solver_mode="process", policy="tetriserve")
+    with httpx.Client(base_url=s.url, timeout=60) as c:
+        r = c.post("/v1/images/generations", json={"prompt": "p", "size": "1024x1024", "n": 3, "steps": 10,
+                                                   "slo_ms": 5000})
+        assert r.status_code == 200, r.text
+        st = c.get("/v1/stats").json()
+        assert st["fallback_rounds"] == 0 and st["images_finished"] == 3
