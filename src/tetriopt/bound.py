@@ -1,0 +1,212 @@
+"""An upper bound on the deadlines any plan can meet, from a hindsight relaxation (docs/bound.md).
+
+For each request i, rounds j in which it can work before its due time (deadline - VAE decode),
+and useful degrees k, an integer n[i,j,k] counts its steps at degree k in round j:
+
+    maximise   sum_i y_i
+    s.t.       sum_{j,k} n[i,j,k] = S_i * y_i                     (a met request does all its steps)
+               sum_k T_i(k) * n[i,j,k] <= cap[i,j]                 (one step at a time; cap = the part
+                                                                    of round j before its due time)
+               sum_{i,k} k T_i(k) n[i,j,k] <= N * R                (GPU-time of round j)
+               sum_{i: due_i <= t} sum_k k T_i(k) n[i,j,k] <= N (t - jR)
+                                                                   (for each due time t inside round j)
+               y binary, n integer >= 0, n[i,j,k] = 0 before i's first round boundary
+
+Every valid plan (simulator semantics: rounds, aligned sets, steps inside rounds) restricted to
+the requests it meets is a solution, so the optimum is >= the best met count. It is solved with
+CP-SAT per connected component of overlapping request windows; when a component is not proven
+optimal within its time limit, CP-SAT's proven objective bound is used instead, which is still an
+upper bound of the relaxation and so of every plan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .instance import Instance, Request
+
+
+@dataclass(frozen=True)
+class Window:
+    """What request i could do towards meeting its deadline."""
+
+    request: Request
+    first_round: int
+    due_us: int
+    step: dict[int, int]            # useful degree -> step latency (us)
+    caps: dict[int, int]            # round -> usable time in that round (us)
+
+    @property
+    def last_round(self) -> int:
+        return max(self.caps) if self.caps else self.first_round - 1
+
+    def max_steps(self) -> int:
+        t = min(self.step.values()) if self.step else 0
+        return sum(c // t for c in self.caps.values()) if t else 0
+
+
+def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
+    """Degrees whose step fits in a round and is faster than every smaller degree's."""
+    out, best = {}, None
+    for k in sorted(inst.degrees):
+        if not inst.cluster.sets(k):
+            continue
+        t = inst.step_us(r, k)
+        if t > inst.round_us or (best is not None and t >= best):
+            continue
+        out[k], best = t, t
+    return out
+
+
+def window(inst: Instance, r: Request) -> Window:
+    R = inst.round_us
+    first = -(-r.arrival_us // R)  # the simulator shows a request from the first boundary >= arrival
+    due = r.deadline_us - inst.profile.vae_decode_us(r.width, r.height)
+    step = useful_steps(inst, r)
+    caps = {}
+    j = first
+    while step and j * R < due:
+        caps[j] = min(R, due - j * R)
+        j += 1
+    return Window(r, first, due, step, caps)
+
+
+@dataclass
+class BoundResult:
+    requests: int
+    met_bound: int
+    feasible_alone: int                 # requests that could meet their deadline on an empty cluster
+    components: int
+    optimal_components: int
+    incumbent: int                      # best relaxation solution found (= met_bound when all optimal)
+    solve_s: float
+    per_component: list[dict] = field(default_factory=list)
+
+    @property
+    def slo_attainment_bound(self) -> float:
+        return self.met_bound / self.requests if self.requests else 1.0
+
+    @property
+    def status(self) -> str:
+        return "OPTIMAL" if self.optimal_components == self.components else "BOUND"
+
+    def to_json(self) -> dict:
+        return {"slo_attainment_bound": round(self.slo_attainment_bound, 6), "met_bound": self.met_bound,
+                "requests": self.requests, "status": self.status, "feasible_alone": self.feasible_alone,
+                "components": self.components, "optimal_components": self.optimal_components,
+                "relaxation_incumbent": self.incumbent, "solve_s": round(self.solve_s, 3)}
+
+
+def components(ws: list[Window]) -> list[list[Window]]:
+    """Groups of requests whose round windows overlap (transitively); they share no round otherwise."""
+    out: list[list[Window]] = []
+    end = None
+    for w in sorted(ws, key=lambda w: (w.first_round, w.last_round, w.request.id)):
+        if end is None or w.first_round > end:
+            out.append([w])
+            end = w.last_round
+        else:
+            out[-1].append(w)
+            end = max(end, w.last_round)
+    return out
+
+
+def block_levels(inst: Instance) -> list[int]:
+    """Degrees b > 1 whose aligned sets partition the GPUs, every wider set being a union of them."""
+    out = []
+    for b in inst.degrees:
+        blocks = inst.cluster.sets(b)
+        if b <= 1 or len(blocks) * b != inst.cluster.gpus or len({g for s in blocks for g in s}) != inst.cluster.gpus:
+            continue
+        ok = all(set(blk) <= set(s) or not set(blk) & set(s)
+                 for d in inst.degrees if d >= b for s in inst.cluster.sets(d) for blk in blocks)
+        if ok:
+            out.append(b)
+    return out
+
+
+def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, workers: int) -> tuple[int, int, bool]:
+    """(upper bound, incumbent, proven optimal) of the relaxation on one component."""
+    if len(ws) == 1:
+        return 1, 1, True  # feasible alone (checked by the caller)
+    from ortools.sat.python import cp_model
+
+    N, R = inst.cluster.gpus, inst.round_us
+    m = cp_model.CpModel()
+    ys = []
+    by_round: dict[int, list[tuple]] = {}  # round -> [(due, var, degree, step us, request)]
+    for w in ws:
+        r = w.request
+        y = m.new_bool_var(f"y[{r.id}]")
+        ys.append(y)
+        all_n = []
+        for j, cap in w.caps.items():
+            terms = []
+            for k, t in w.step.items():
+                hi = cap // t
+                if hi <= 0:
+                    continue
+                n = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
+                terms.append((n, t))
+                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id))
+            if len(terms) > 1:
+                m.add(sum(t * n for n, t in terms) <= cap)
+            all_n.extend(n for n, _ in terms)
+        m.add(sum(all_n) == r.steps * y)
+    levels = block_levels(inst)
+    for j, terms in by_round.items():
+        m.add(sum(k * t * n for _, n, k, t, _ in terms) <= N * R)
+        start, end = j * R, (j + 1) * R
+        dues = sorted({d for d, *_ in terms if start < d < end})
+        for d in dues:
+            m.add(sum(k * t * n for dd, n, k, t, _ in terms if dd <= d) <= N * (d - start))
+        # blocks of size b partition the GPUs and every wider set is a union of them: while a
+        # request runs narrower than b, its block runs no wide step, so
+        # b * (its narrow time) + GPU-time of all steps at degree >= b <= N * R
+        owners = {rid for *_, rid in terms}
+        for b in levels:
+            wide = [k * t * n for _, n, k, t, _ in terms if k >= b]
+            if not wide:
+                continue
+            for rid in owners:
+                narrow = [b * t * n for _, n, k, t, o in terms if o == rid and k < b]
+                if narrow:
+                    m.add(sum(narrow) + sum(wide) <= N * R)
+    m.maximize(sum(ys))
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
+    solver.parameters.num_workers = workers
+    solver.parameters.random_seed = 0
+    code = solver.solve(m)
+    if code == cp_model.OPTIMAL:
+        v = int(round(solver.objective_value))
+        return v, v, True
+    ub = int(solver.best_objective_bound + 1e-6)
+    inc = int(round(solver.objective_value)) if code == cp_model.FEASIBLE else 0
+    return min(ub, len(ws)), inc, False
+
+
+def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) -> BoundResult:
+    """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md)."""
+    t0 = time.perf_counter()
+    ws = [window(inst, r) for r in inst.requests]
+    alone = [w for w in ws if w.max_steps() >= w.request.steps]
+    comps = components(alone)
+    total_work = sum(len(c) for c in comps) or 1
+    met = inc = opt = 0
+    per = []
+    for c in comps:
+        left = time_limit_s - (time.perf_counter() - t0)
+        share = max(0.2, left * len(c) / total_work) if len(c) > 1 else 0.0
+        ub, best, proven = _solve_component(inst, c, share, workers)
+        total_work -= len(c)
+        met += ub
+        inc += best
+        opt += proven
+        if len(c) > 1:
+            per.append({"requests": len(c), "bound": ub, "incumbent": best, "optimal": proven,
+                        "rounds": [c[0].first_round, max(w.last_round for w in c)]})
+    return BoundResult(requests=len(inst.requests), met_bound=met, feasible_alone=len(alone),
+                       components=len(comps), optimal_components=opt, incumbent=inc,
+                       solve_s=time.perf_counter() - t0, per_component=per)

@@ -1,0 +1,31 @@
+"""`tetriopt bound`: an upper bound on the SLO attainment any plan can reach (docs/bound.md)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("instance", type=click.Path(dir_okay=False))
+@click.option("--time-limit-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True,
+              help="Total CP-SAT time; unfinished components contribute their proven bound.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write {slo_attainment_bound, met_bound, requests, ...} as JSON ('-' for stdout).")
+def bound(instance, time_limit_s, workers, json_out) -> None:
+    """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation)."""
+    from ..bound import upper_bound
+    from ..instance import load_instance
+    from .solve_cmd import write_json
+
+    inst = load_instance(instance)
+    b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers)
+    if json_out != "-":
+        click.echo(f"instance          {inst.name} ({inst.profile.name}, {inst.cluster.gpus} GPUs, "
+                   f"round {inst.round_us / 1e3:g} ms)")
+        click.echo(f"requests          {b.requests}  (feasible alone {b.feasible_alone})")
+        click.echo(f"met bound         {b.met_bound}  (SLO attainment <= {100 * b.slo_attainment_bound:.1f}%)")
+        click.echo(f"relaxation        {b.status}: {b.optimal_components}/{b.components} components proven, "
+                   f"incumbent {b.incumbent}, {b.solve_s:.2f} s")
+    if json_out:
+        write_json(json_out, b.to_json())

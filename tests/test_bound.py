@@ -1,0 +1,162 @@
+"""The hindsight upper bound (tetriopt.bound) is never below what a valid plan achieves.
+
+1. Tiny instances: an exhaustive search over the simulator's plan space (rounds, aligned GPU
+   sets, whole steps inside a round, one set per request per round, any order of the tasks inside
+   a round) finds the true maximum of met deadlines; the bound must be >= it, and every policy's
+   result must be <= it (which checks the search covers the policies' plan space).
+2. Generated workloads (hypothesis): the bound is >= every policy's met count.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from functools import lru_cache
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import tetriopt
+from tetriopt.bound import upper_bound
+from tetriopt.instance import parse_instance
+from tetriopt.workload import generate
+
+TINY_PROFILE = {
+    "name": "tiny", "model": "tiny", "gpu": "test", "degrees": [1, 2], "default_round_ms": 100,
+    "points": [
+        {"width": 256, "height": 256, "step_ms": {"1": 30, "2": 24}, "vae_decode_ms": 4},
+        {"width": 512, "height": 512, "step_ms": {"1": 70, "2": 40}, "vae_decode_ms": 9},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_profile(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prof") / "tiny.json"
+    p.write_text(json.dumps(TINY_PROFILE))
+    return str(p)
+
+
+def tiny_instance(profile_path: str, seed: int):
+    rng = random.Random(seed)
+    reqs = []
+    for i in range(rng.choice([3, 3, 4])):
+        size = rng.choice([256, 512])
+        arr = rng.choice([0, 0, 0, 60, 100])
+        reqs.append({"id": f"q{i}", "arrival_ms": arr, "deadline_ms": arr + rng.randint(80, 300),
+                     "width": size, "height": size, "steps": rng.randint(1, 4)})
+    data = {"model": profile_path, "cluster": {"gpus": 2}, "round_ms": rng.choice([80, 100]), "requests": reqs}
+    return parse_instance(data, name=f"tiny{seed}")
+
+
+def brute_force_max_met(inst) -> int:
+    """Most deadlines met over every plan the simulator accepts (met requests only need to run)."""
+    R = inst.round_us
+    reqs = list(inst.requests)
+    dec = [inst.profile.vae_decode_us(r.width, r.height) for r in reqs]
+    options_by_deg = [(g, k) for k in inst.degrees for g in inst.cluster.sets(k)]
+    last = max(r.deadline_us for r in reqs) // R + 1
+
+    def meetable(i: int, j: int) -> bool:
+        r = reqs[i]
+        t = min(inst.step_us(r, k) for k in inst.degrees)
+        return r.arrival_us <= j * R and j * R + t + dec[i] <= r.deadline_us
+
+    @lru_cache(maxsize=None)
+    def best(j: int, rem: tuple[int, ...]) -> int:
+        if j > last:
+            return 0
+        active = [i for i in range(len(reqs)) if rem[i] > 0 and meetable(i, j)]
+        per = []
+        for i in active:
+            opts = [None]
+            for g, k in options_by_deg:
+                t = inst.step_us(reqs[i], k)
+                for n in range(1, min(rem[i], R // t) + 1):
+                    opts.append((g, n * t, n))
+            per.append(opts)
+        top = 0
+        for combo in itertools.product(*per):
+            tasks = [(i, o) for i, o in zip(active, combo) if o is not None]
+            load: dict[int, int] = {}
+            for _, (g, d, _) in tasks:
+                for x in g:
+                    load[x] = load.get(x, 0) + d
+            if any(v > R for v in load.values()):
+                continue
+            new = list(rem)
+            for i, (_, _, n) in tasks:
+                new[i] -= n
+            done = [i for i, _ in tasks if new[i] == 0]
+            now_met = 0
+            if done:  # best order of this round's tasks for the requests finishing now
+                for perm in itertools.permutations(tasks):
+                    clock: dict[int, int] = {}
+                    ok, met = True, 0
+                    for i, (g, d, _) in perm:
+                        s = max(clock.get(x, j * R) for x in g)
+                        for x in g:
+                            clock[x] = s + d
+                        if s + d > (j + 1) * R:
+                            ok = False
+                            break
+                        if new[i] == 0 and s + d + dec[i] <= reqs[i].deadline_us:
+                            met += 1
+                    if ok:
+                        now_met = max(now_met, met)
+            top = max(top, now_met + best(j + 1, tuple(new)))
+        return top
+
+    return best(0, tuple(r.steps for r in reqs))
+
+
+POLICIES = ["tetriserve", "tetriserve-schedule", "greedy", "fixed-sp-1", "fixed-sp-2", "rssp"]
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_bound_vs_brute_force(tiny_profile, seed):
+    inst = tiny_instance(tiny_profile, seed)
+    truth = brute_force_max_met(inst)
+    b = upper_bound(inst, time_limit_s=10)
+    assert b.met_bound >= truth, f"bound {b.met_bound} below the true optimum {truth}"
+    for p in POLICIES + ["cpsat"]:
+        res = tetriopt.solve(inst, p, **({"time_limit_ms": 200} if p == "cpsat" else {}))
+        assert res.summary["met"] <= truth, f"{p} met {res.summary['met']} > brute force {truth}"
+
+
+def test_bound_is_tight_on_most_tiny_instances(tiny_profile):
+    """Not a validity property, but a bound that is never tight would be useless."""
+    tight = sum(upper_bound(tiny_instance(tiny_profile, s)).met_bound == brute_force_max_met(tiny_instance(tiny_profile, s))
+                for s in range(30))
+    assert tight >= 25  # measured: 28 of 30 (56 of 60 over seeds 0-59)
+
+
+def test_bound_excludes_hopeless_and_counts_capacity(tiny_profile):
+    # two 512 px requests of 4 steps due in 200 ms: each alone needs 160 ms on both GPUs (degree 2)
+    # or 280 ms on one; together they need 2 x 4 x 40 ms x 2 GPUs = 640 GPU-ms > 2 x 200 - decode.
+    reqs = [{"id": f"q{i}", "arrival_ms": 0, "deadline_ms": 200, "width": 512, "height": 512, "steps": 4}
+            for i in range(2)]
+    reqs.append({"id": "late", "arrival_ms": 1, "deadline_ms": 60, "width": 256, "height": 256, "steps": 1})
+    inst = parse_instance({"model": tiny_profile, "cluster": {"gpus": 2}, "round_ms": 100, "requests": reqs})
+    b = upper_bound(inst)
+    assert b.feasible_alone == 2  # "late" is visible only at 100 ms, after its deadline
+    assert b.met_bound == brute_force_max_met(inst) == 1
+    assert b.to_json()["slo_attainment_bound"] == pytest.approx(1 / 3, abs=1e-6)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(seed=st.integers(0, 10_000), n=st.integers(5, 30), rate=st.sampled_from([12.0, 30.0, 60.0, 120.0]),
+       mix=st.sampled_from(["uniform", "skewed"]), scale=st.sampled_from([0.8, 1.0, 1.2, 1.5]),
+       gpus=st.sampled_from([4, 8]), round_ms=st.sampled_from([None, 1500.0]))
+def test_bound_never_below_any_policy(seed, n, rate, mix, scale, gpus, round_ms):
+    inst = parse_instance(generate("flux.1-dev-h100", gpus, n, rate, mix=mix, slo_scale=scale, seed=seed,
+                                   round_ms=round_ms), name="gen")
+    b = upper_bound(inst, time_limit_s=10)
+    assert b.met_bound <= b.feasible_alone <= n
+    for p in ["tetriserve", "tetriserve-placement", "greedy", "fixed-sp-1", "fixed-sp-4", f"fixed-sp-{gpus}",
+              "rssp", "rssp:256=1,512=1,1024=2,2048=4", "cpsat"]:
+        res = tetriopt.solve(inst, p, **({"time_limit_ms": 100} if p == "cpsat" else {}))
+        assert res.summary["met"] <= b.met_bound, f"{p}: met {res.summary['met']} > bound {b.met_bound}"
