@@ -18,7 +18,7 @@ class SolveOutcome:
 
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
-                hint: list[int] | None = None) -> SolveOutcome:
+                hint: list[int] | None = None, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search."""
     from ortools.sat.python import cp_model
 
@@ -43,17 +43,18 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     p.random_seed = seed
     p.num_workers = workers
     p.log_search_progress = False
+    for k, v in params.items():
+        setattr(p, k, v)
     code = solver.solve(model)
     name = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}.get(code)
     if name is None:
-        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None,
-                            solver.best_objective_bound if code == cp_model.UNKNOWN else None)
+        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None)
     sol = [int(solver.value(x)) for x in xs]
     return SolveOutcome(sol, name, float(solver.objective_value), float(solver.best_objective_bound))
 
 
 def solve_pulp(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
-               hint: list[int] | None = None) -> SolveOutcome:
+               hint: list[int] | None = None, **_cpsat_params) -> SolveOutcome:
     import pulp
 
     prob = pulp.LpProblem("round", pulp.LpMaximize)

@@ -80,7 +80,13 @@ class RoundModel:
     done: dict[str, int]
     left: dict[str, int]  # u: steps left after the round if kept
     weights: Weights
-    restricted: bool = False  # candidate sets were capped: optimal for the restricted model only
+    running: list = field(default_factory=list)  # (acc var, {u var: GPU-ms}, previous acc var)
+    restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
+
+    def derive(self, sol: list[int]) -> None:
+        """Set the running-sum variables from the u values (for warm starts)."""
+        for acc, group, prev in self.running:
+            sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -101,24 +107,44 @@ def keepable(state: RoundState, r: RequestState, o: Outlook) -> tuple[bool, int 
     return True, o.slack_steps
 
 
-def candidate_sets(state: RoundState, r: RequestState, k: int, index: int, max_sets: int | None):
+def candidate_sets(state: RoundState, r: RequestState, k: int, index: int, max_sets: int | None,
+                   also: tuple[tuple[int, ...], ...] = ()):
     """The sets of size k r may use: all of them, or for big models the `max_sets` nearest its latent.
 
     Without a cap the model is exact. With one (large clusters x many requests), a request keeps
     its own set and the sets overlapping it, then sets spread by request index so that requests
-    without a location do not all compete for the same few sets.
+    without a location do not all compete for the same few sets; `also` (the sets the warm-start
+    heuristics chose) are always included so the hint stays expressible.
     """
     sets = state.sets[k]
     if max_sets is None or len(sets) <= max_sets:
         return sets
+    keep = {g for g in also if len(g) == k}
     loc = set(r.location)
     ranked = sorted(range(len(sets)), key=lambda j: (sets[j] != r.location, -len(loc & set(sets[j])),
                                                      (j - index) % len(sets)))
-    return tuple(sets[j] for j in sorted(ranked[:max_sets]))
+    return tuple(sets[j] for j in sorted(set(ranked[:max_sets]) | {j for j in range(len(sets)) if sets[j] in keep}))
 
 
-def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
-    """The round model; above `max_pairs` (request, set) pairs each request sees a few sets only."""
+def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur_us: int) -> bool:
+    """The individual test of the model for a request given this round's steps (for warm starts)."""
+    can, slack = keepable(state, r, o)
+    if not can:
+        return False
+    if slack is None:
+        return steps == r.remaining_steps and dur_us <= r.deadline_us - state.decode_us(r) - state.now_us
+    return r.remaining_steps - steps <= slack
+
+
+def build(state: RoundState, max_pairs: int = 2000, placed: set[str] | None = None,
+          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> RoundModel:
+    """The round model.
+
+    Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
+    `placed` (None: all are placed) get no steps this round but still take part in the keep
+    decision and the joint test, so a large backlog is judged whole while only the most urgent
+    requests carry placement variables.
+    """
     m = LinearModel()
     looks = {r.id: outlook(state, r) for r in state.requests}
     total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
@@ -129,21 +155,22 @@ def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
     left: dict[str, int] = {}
     gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
     joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
-    pairs = sum(len(state.sets[k]) for r in state.requests for k in looks[r.id].degrees)
+    movable = [r for r in state.requests if placed is None or r.id in placed]
+    pairs = sum(len(state.sets[k]) for r in movable for k in looks[r.id].degrees)
     set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
-                                                                              for r in state.requests)))
+                                                                              for r in movable)))
     for index, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.id))):
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
         cand[r.id] = []
         xs, steps_expr, dur_expr = {}, {}, {}
-        for k in o.degrees:
+        for k in o.degrees if placed is None or r.id in placed else ():
             t = o.step[k]
             mk = state.max_steps(r, k)
             if mk <= 0:
                 continue
-            for gpus in candidate_sets(state, r, k, index, set_cap):
+            for gpus in candidate_sets(state, r, k, index, set_cap, (hinted or {}).get(r.id, ())):
                 x = m.var(f"x[{r.id},{','.join(map(str, gpus))}]", 0, 1)
                 s = m.var(f"s[{r.id},{','.join(map(str, gpus))}]", 0, mk)
                 m.add({s: 1, x: -mk}, ub=0)
@@ -189,14 +216,18 @@ def build(state: RoundState, max_pairs: int = 4000) -> RoundModel:
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
-    # joint capacity test at every distinct deadline (u is 0 for requests given up)
+    # joint capacity test at every distinct deadline (u is 0 for requests given up), as a running
+    # sum so the model stays linear in size: acc_j = acc_{j-1} + work due at deadline j <= capacity
     joint.sort()
-    acc: dict[int, int] = {}
+    prev, group, running = None, {}, []
     for i, (d, u, cost) in enumerate(joint):
-        acc[u] = gpu_ms(cost)
+        group[u] = gpu_ms(cost)
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
-        cap = state.cluster.gpus * (d - state.end_us)
-        m.add(dict(acc), ub=max(0, cap) // 1000)
-    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w,
-                      restricted=set_cap is not None)
+        cap = max(0, state.cluster.gpus * (d - state.end_us)) // 1000
+        acc = m.var(f"work_due[{d}]", 0, cap)
+        m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
+        running.append((acc, group, prev))
+        prev, group = acc, {}
+    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running,
+                      restricted=set_cap is not None or len(movable) < len(state.requests))

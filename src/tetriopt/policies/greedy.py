@@ -90,15 +90,16 @@ def greedy_decisions(state: RoundState) -> tuple[list[Decision], list[str]]:
 
 
 def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loads | None = None,
-                  looks: dict[str, Outlook] | None = None) -> list[Decision]:
-    """Best effort: the `rest` requests, oldest first, at their cheapest degree on what time is left."""
+                  looks: dict[str, Outlook] | None = None, ordered: bool = False) -> list[Decision]:
+    """Best effort: the `rest` requests (oldest first unless `ordered`), at their cheapest degree,
+    on what time is left."""
     if loads is None:
         loads = Loads(state)
         by_id = {r.id: r for r in state.requests}
         for rid, g, n in decisions:
             loads.add(g, n * state.step_us(by_id[rid], len(g)))
     decisions = list(decisions)
-    for r in sorted(rest, key=lambda r: (r.arrival_us, r.id)):
+    for r in (rest if ordered else sorted(rest, key=lambda r: (r.arrival_us, r.id))):
         o = looks[r.id] if looks else outlook(state, r)
         k = min(o.degrees, key=lambda k: (k * o.step[k], k))
         got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))

@@ -11,45 +11,58 @@ from ..lookahead import outlook
 from ..plan import Decision, decisions_of, make_plan
 from ..state import RoundPlan, RoundState
 from .backends import BACKENDS
-from .formulation import RoundModel, build
+from .formulation import RoundModel, build, gpu_ms, keep_allowed
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...]) -> list[int] | None:
-    """A full model solution from a heuristic's decisions (None if the model cannot express them).
+    """A full model solution from a heuristic's decisions (None if none is feasible).
 
-    Keep flags start from the heuristic's own and are dropped, latest deadline first, until the
-    individual and joint tests hold.
+    Decisions the model cannot express (a set outside a request's candidates) are left out. Keep
+    flags start from the heuristic's own, minus those failing the individual test; where a
+    deadline's joint test overflows, the kept request with the most remaining work is given up.
     """
     m = rm.model
     sol = [0] * len(m.names)
-    want = {rid: (g, n) for rid, g, n in decisions}
-    for rid, (g, n) in want.items():
+    want = {}
+    for rid, g, n in decisions:
         hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
-        if not hit or n > m.ub[hit[0][1]]:
-            return None
-        sol[hit[0][0]], sol[hit[0][1]] = 1, n
-    by_id = {r.id: r for r in rm.state.requests}
-    order = sorted(by_id, key=lambda i: (by_id[i].deadline_us, i))
-    keep = {i: i in set(kept) and m.ub[rm.keep[i]] == 1 for i in order}
-
-    def fill() -> None:
-        for i in order:
-            r = by_id[i]
-            n = want.get(i, (None, 0))[1]
-            sol[rm.done[i]] = int(n == r.remaining_steps)
-            sol[rm.keep[i]] = int(keep[i])
-            sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
-
-    fill()
-    for i in reversed(order):
-        if m.feasible(sol):
-            return sol
-        if keep[i]:
-            keep[i] = False
-            fill()
+        if hit and n <= m.ub[hit[0][1]]:
+            sol[hit[0][0]], sol[hit[0][1]] = 1, n
+            want[rid] = (g, n)
+    st = rm.state
+    by_id = {r.id: r for r in st.requests}
+    kept_in = set(kept)
+    keep = {}
+    for i, r in by_id.items():
+        g, n = want.get(i, ((), 0))
+        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
+    # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
+    due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
+    work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+            for i in by_id}
+    prefix: list[str] = []
+    total = 0
+    for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
+        prefix.append(i)
+        total += work[i]
+        cap = max(0, st.cluster.gpus * (due(i) - st.end_us)) // 1000
+        while total > cap:
+            j = max(prefix, key=lambda j: (work[j], due(j), j))
+            prefix.remove(j)
+            total -= work[j]
+            keep[j] = False
+    for i, r in by_id.items():
+        n = want.get(i, ((), 0))[1]
+        sol[rm.done[i]] = int(n == r.remaining_steps)
+        sol[rm.keep[i]] = int(keep[i])
+        sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
+    rm.derive(sol)
     return sol if m.feasible(sol) else None
+
+
+LARGE_MODEL = 2000  # variables
 
 
 class MipPolicy:
@@ -67,39 +80,45 @@ class MipPolicy:
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
-    def core(self, state: RoundState) -> tuple[RoundState, list]:
-        """The requests the MIP decides: all of them, or under overload the `max_core` most urgent
-        that can still make it (then the oldest of the rest); the others fill leftover time after."""
+    def core(self, state: RoundState) -> set[str] | None:
+        """Requests that get placement variables: all, or under a backlog the most urgent ones
+        that can still make it, then the oldest of the rest (None: all)."""
         cap = max(self.min_core, self.core_per_gpu * state.cluster.gpus)
         if len(state.requests) <= cap:
-            return state, []
-        ranked = sorted(state.requests, key=lambda r: (not outlook(state, r).alive,
-                                                       r.deadline_us if outlook(state, r).alive else r.arrival_us, r.id))
-        return replace(state, requests=tuple(ranked[:cap])), ranked[cap:]
+            return None
+        alive = {r.id: outlook(state, r).alive for r in state.requests}
+        ranked = sorted(state.requests, key=lambda r: (not alive[r.id],
+                                                       r.deadline_us if alive[r.id] else r.arrival_us, r.id))
+        return {r.id for r in ranked[:cap]}
 
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
-        full = state
-        state, outside = self.core(state)
-        plan = self._plan(state, t0)
-        if not outside:
+        placed = self.core(state)
+        plan = self._plan(state, t0, placed)
+        if placed is None:
             return plan
-        decisions = fill_leftover(full, decisions_of(plan), outside)
-        return make_plan(full, decisions, backend=plan.backend, status="FEASIBLE" if plan.status == "OPTIMAL" else
-                         plan.status, objective=plan.objective, bound=None, kept=plan.kept,
-                         solve_ms=(time.perf_counter() - t0) * 1e3,
-                         note=f"MIP over the {len(state.requests)} most urgent of {len(full.requests)} pending")
+        kept = set(plan.kept or ())
+        outside = sorted((r for r in state.requests if r.id not in placed),
+                         key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
+        decisions = fill_leftover(state, decisions_of(plan), outside, ordered=True)
+        return make_plan(state, decisions, backend=plan.backend, status=plan.status, objective=plan.objective,
+                         bound=plan.bound, kept=plan.kept, solve_ms=(time.perf_counter() - t0) * 1e3,
+                         note=plan.note or f"placement for the {len(placed)} most urgent of {len(state.requests)}")
 
-    def _plan(self, state: RoundState, t0: float) -> RoundPlan:
-        rm = build(state)
+    def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
         heuristics = []
         g_dec, g_kept = greedy_decisions(state)
         heuristics.append(("greedy", g_dec, g_kept))
         if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second hint only when cheap enough
             ts = self._tetriserve.plan(state)
             heuristics.append(("tetriserve", [(a.request, a.gpus, a.steps) for a in ts.assignments], ts.kept or ()))
+        hinted: dict[str, tuple] = {}
+        for _, dec, _ in heuristics:
+            for rid, g, _ in dec:
+                hinted[rid] = hinted.get(rid, ()) + (g,)
+        rm = build(state, placed=placed, hinted=hinted)
         best = None
         for name, dec, kept in heuristics:
             sol = complete(rm, dec, kept)
@@ -109,8 +128,13 @@ class MipPolicy:
         outcome = None
         if left_s > 0:
             try:
+                params = {}
+                if self.backend == "cpsat" and len(rm.model.names) > LARGE_MODEL:
+                    # big rounds: presolve and LP linearisation eat the whole limit before the first
+                    # improving move; plain search from the hint does better (benchmarks/round_solve.py)
+                    params = {"cp_model_presolve": False, "linearization_level": 0}
                 outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
-                                                 hint=best[2] if (best and self.hints) else None)
+                                                 hint=best[2] if (best and self.hints) else None, **params)
             except Exception:  # a solver error must never lose the round: fall back below
                 outcome = None
         if outcome is None or outcome.solution is None or (best and rm.model.value(outcome.solution) < best[1]):
@@ -125,7 +149,7 @@ class MipPolicy:
         kept = tuple(i for i, v in rm.keep.items() if sol[v])
         status, bound, note = outcome.status, outcome.bound, ""
         if rm.restricted:  # optimal among the capped candidate sets only: no proof for the full round
-            status, bound, note = "FEASIBLE", None, "candidate sets capped (large round)"
+            status, bound, note = "FEASIBLE", None, "restricted model (capped sets or unplaced backlog)"
         return make_plan(state, rm.decisions(sol), backend=self.backend, status=status,
                          objective=outcome.objective, bound=bound, kept=kept, note=note,
                          solve_ms=(time.perf_counter() - t0) * 1e3)
