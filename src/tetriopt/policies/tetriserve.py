@@ -1,7 +1,8 @@
 """TetriServe's round policy (arXiv 2510.01565), re-implemented from the paper as a baseline.
 
 Per round (sec. 4.2): (1) deadline-aware minimal allocation: every request's options are "run
-at degree k for a whole round" (steps = min(remaining, floor(tau / T(k)))) or "wait"; (2) the
+at degree k for a whole round" (steps = min(remaining, floor(tau / T(k)))) for the degrees at
+least as costly as the cheapest one at which it would still meet its deadline, or "wait"; (2) the
 survival test: an option survives if next_round_start + steps_left * T_min <= deadline, looked
 at per request; (3) a group-knapsack DP over GPU counts (Algorithm 1) picks one option per
 request maximising survivors; (4) requests certain to be late get at most one GPU, best effort;
@@ -9,7 +10,9 @@ request maximising survivors; (4) requests certain to be late get at most one GP
 gives idle GPUs to the requests that gain most steps from a larger degree.
 
 Where the paper is silent we guessed, and say so:
-- DP ties between equal survivor counts go to the least GPU-time (the "minimal" allocation).
+- DP ties between equal survivor counts go to running more requests (a request whose "wait"
+  option also survives still gets its minimal allocation when GPUs allow: waiting only wastes
+  slack), then to the least GPU-time (the "minimal" allocation).
 - The survival test adds the VAE decode to the finish time (the deadline covers the image).
 - A GPU runs at most one request per round (their rounds bind a request to its GPUs); a request
   finishing early leaves its GPUs idle until the round ends.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import time
 
+from ..lookahead import steps_possible
 from ..plan import make_plan
 from ..state import RequestState, RoundPlan, RoundState
 
@@ -48,8 +52,14 @@ class TetriServe:
                 return state.now_us + n * steps[k] <= due
             return state.end_us + left * tmin <= due
 
+        # minimal deadline-meeting allocation: degrees at which the request, run from now on,
+        # still finishes in time; the cheapest of them is what the DP picks unless GPUs are short
+        meets = [k for k, t in steps.items() if steps_possible(state, t, state.now_us, due) >= r.remaining_steps]
+        k_min = min(meets, key=lambda k: (k * steps[k], k)) if meets else None
         opts = [(0, 0, survives(0, None))]
         for k, t in sorted(steps.items()):
+            if k_min is not None and k * t < k_min * steps[k_min]:
+                continue  # cheaper but too slow to meet the deadline: not an allocation option
             n = min(r.remaining_steps, state.round_us // t)
             opts.append((k, n, survives(n, k)))
         late = not any(s for _, _, s in opts)
@@ -64,9 +74,9 @@ class TetriServe:
             options[r.id], is_late = self._options(state, r)
             if is_late:
                 late.add(r.id)
-        # group knapsack: dp[c] = (survivors, -gpu_time) using exactly c GPUs
-        NEG = (-1, 0)
-        dp = [(0, 0)] + [NEG] * N
+        # group knapsack: dp[c] = (survivors, requests run, -gpu_time) using exactly c GPUs
+        NEG = (-1, 0, 0)
+        dp = [(0, 0, 0)] + [NEG] * N
         choice: list[list[int]] = []
         for r in reqs:
             opts = options[r.id] if r.id not in late else options[r.id][:1]
@@ -77,7 +87,7 @@ class TetriServe:
                     if k > c or dp[c - k] == NEG:
                         continue
                     cost = k * n * (state.step_us(r, k) if k else 0)
-                    val = (dp[c - k][0] + int(surv), dp[c - k][1] - cost)
+                    val = (dp[c - k][0] + int(surv), dp[c - k][1] + int(k > 0), dp[c - k][2] - cost)
                     if val > new[c]:
                         new[c], pick[c] = val, j
             dp = new
