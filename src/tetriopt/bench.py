@@ -1,0 +1,265 @@
+"""Side-by-side runs of several policies on the same generated workloads, plus the upper bound.
+
+A *point* is one workload: (model, GPUs, islands, mix, SLO scale, rate, round length, n, steps,
+seed). Every policy runs on the very same instance of a point; so does the bound. Points x
+policies are independent jobs, run in worker processes (`jobs`); results are rows of plain
+dicts, aggregated over seeds (mean, standard deviation, min, max) for the tables and plots.
+
+Policy names are those of `make_policy`, except "rssp", which here means the paper's "oracle
+static" baseline: the per-resolution degree mapping chosen with hindsight on each instance
+(policies.rssp.oracle_mapping); the mapping found is kept in the row ("detail").
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Iterable
+
+from .errors import InputError
+
+DEFAULT_POLICIES = ("cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
+                    "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8")
+METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
+           "solver_ms_p99", "fallback_rounds")
+AXES = ("slo_scale", "rate", "round_ms")
+BOUND = "bound"
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str = "flux.1-dev-h100"
+    gpus: int = 8
+    islands: int | None = None
+    mix: str = "uniform"
+    slo_scale: float = 1.0
+    rate: float = 12.0
+    round_ms: float | None = None
+    n: int = 300
+    steps: int = 20
+    seed: int = 0
+    cv: float = 1.0
+
+    def instance(self):
+        from .instance import parse_instance
+        from .workload import generate
+
+        isl = ([list(range(i, min(i + self.islands, self.gpus))) for i in range(0, self.gpus, self.islands)]
+               if self.islands else None)
+        data = generate(self.model, self.gpus, self.n, self.rate, mix=self.mix, slo_scale=self.slo_scale,
+                        steps=self.steps, seed=self.seed, cv=self.cv, islands=isl, round_ms=self.round_ms)
+        return parse_instance(data, name=self.label())
+
+    def label(self) -> str:
+        return (f"{self.model}-{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
+                f"-slo{self.slo_scale:g}-r{self.rate:g}{'-R' + format(self.round_ms, 'g') if self.round_ms else ''}"
+                f"-n{self.n}-s{self.seed}")
+
+    def group(self) -> tuple:
+        """Everything but the seed: the key runs are averaged over."""
+        return tuple((k, v) for k, v in asdict(self).items() if k != "seed")
+
+
+def points(models: Iterable[str] = ("flux.1-dev-h100",), gpus: int = 8, islands: int | None = None,
+           mixes: Iterable[str] = ("uniform",), slo_scales: Iterable[float] = (1.0,), rates: Iterable[float] = (12.0,),
+           round_ms: Iterable[float | None] = (None,), seeds: Iterable[int] = (0,), n: int = 300, steps: int = 20,
+           cv: float = 1.0) -> list[Point]:
+    """The cartesian product of the given lists."""
+    return [Point(model=m, gpus=gpus, islands=islands, mix=x, slo_scale=float(s), rate=float(r),
+                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv)
+            for m, x, s, r, rm, sd in itertools.product(models, mixes, slo_scales, rates, round_ms, seeds)]
+
+
+def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
+            instance=None) -> dict[str, Any]:
+    """One policy (or "bound") on one point: a flat row."""
+    inst = instance if instance is not None else point.instance()
+    row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
+    t0 = time.perf_counter()
+    if policy == BOUND:
+        from .bound import upper_bound
+
+        b = upper_bound(inst, time_limit_s=bound_time_s)
+        row.update(slo_attainment=b.slo_attainment_bound, met=b.met_bound, requests=b.requests,
+                   detail=b.status, wall_s=round(time.perf_counter() - t0, 3))
+        return row
+    from .simulate import simulate
+
+    detail = ""
+    if policy == "rssp":
+        from .policies.rssp import RSSP, mapping_name, oracle_mapping
+
+        mapping, info = oracle_mapping(inst)
+        pol = RSSP(mapping, name="rssp")
+        detail = mapping_name(mapping)
+    else:
+        from .policies import make_policy
+
+        pol = make_policy(policy, time_limit_ms=time_limit_ms) if policy in ("cpsat", "pulp") else make_policy(policy)
+    t1 = time.perf_counter()
+    res = simulate(inst, pol)
+    s = res.summary
+    row.update({k: s[k] for k in METRICS}, requests=s["requests"], detail=detail,
+               wall_s=round(time.perf_counter() - t0, 3), sim_s=round(time.perf_counter() - t1, 3),
+               solver_s=round(sum(r.solve_ms for r in res.rounds) / 1e3, 3))
+    return row
+
+
+def _job(args):
+    point, policy, time_limit_ms, bound_time_s = args
+    try:
+        return run_one(point, policy, time_limit_ms, bound_time_s)
+    except (InputError, RuntimeError) as e:  # a policy that cannot run this workload (e.g. a step longer
+        # than a round) or that stalls (simulate's idle-round guard): reported, not fatal to the run
+        return {**asdict(point), "policy": policy, "instance": point.label(), "error": f"{type(e).__name__}: {e}"[:300]}
+
+
+def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: bool = True,
+        time_limit_ms: float = 200.0, bound_time_s: float = 60.0, jobs: int = 1,
+        progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Every policy (and the bound) on every point; rows in a stable order."""
+    pols = list(policies) + ([BOUND] if bound else [])
+    from .policies import make_policy
+
+    for p in pols:  # fail fast on a bad name, before any work
+        if p not in (BOUND, "rssp"):
+            make_policy(p)
+    # expensive jobs first so that the pool does not end on one long cpsat run
+    work = sorted(((pt, p, time_limit_ms, bound_time_s) for pt in pts for p in pols),
+                  key=lambda a: (a[1] not in ("cpsat", "pulp"), -a[0].n * a[0].rate))
+    rows = []
+    if jobs <= 1:
+        for a in work:
+            rows.append(_job(a))
+            if progress:
+                progress(1)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            futs = [ex.submit(_job, a) for a in work]
+            for f in as_completed(futs):
+                rows.append(f.result())
+                if progress:
+                    progress(1)
+    order = {p: i for i, p in enumerate(pols)}
+    rows.sort(key=lambda r: (r["instance"], order[r["policy"]]))
+    return rows
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(xs), "sd": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+            "min": min(xs), "max": max(xs), "n": len(xs)}
+
+
+def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean / sd / min / max over seeds per (point without seed, policy)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if "error" in r:
+            continue
+        key = tuple((k, r[k]) for k in asdict(Point()) if k != "seed") + (("policy", r["policy"]),)
+        groups.setdefault(key, []).append(r)
+    out = []
+    for key, rs in groups.items():
+        agg = dict(key)
+        agg["seeds"] = sorted(r["seed"] for r in rs)
+        for m in METRICS + ("wall_s",):
+            vals = [r[m] for r in rs if r.get(m) is not None]
+            if vals:
+                agg[m] = _stats([float(v) for v in vals])
+        details = sorted({r.get("detail", "") for r in rs} - {""})
+        if details:
+            agg["detail"] = details
+        out.append(agg)
+    return out
+
+
+def varying_axes(agg: list[dict]) -> list[str]:
+    return [a for a in AXES if len({str(r[a]) for r in agg}) > 1]
+
+
+def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = None, pct: bool = True) -> str:
+    """A text table per (model, mix, fixed axes): policies as rows, the swept axis as columns."""
+    axes = varying_axes(agg)
+    axis = axis or (axes[0] if axes else "slo_scale")
+    fixed = [a for a in AXES if a != axis]
+    blocks: dict[tuple, list[dict]] = {}
+    for r in agg:
+        blocks.setdefault((r["model"], r["gpus"], r["islands"], r["mix"], r["n"], r["steps"])
+                          + tuple(r[a] for a in fixed), []).append(r)
+    out = []
+    for key, rs in blocks.items():
+        cols = sorted({r[axis] for r in rs}, key=lambda v: (v is None, v or 0))
+        pols = list(dict.fromkeys(r["policy"] for r in rs))
+        cell = {(r["policy"], r[axis]): r for r in rs}
+        head = (f"{key[0]} {key[1]} GPUs{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
+                f"n={key[4]}, {key[5]} steps, " + ", ".join(f"{a}={v if v is not None else 'default'}"
+                                                            for a, v in zip(fixed, key[6:])))
+        out.append(f"{metric} by {axis} -- {head}")
+        w = max(len(p) for p in pols) + 2
+        out.append(" " * w + "".join(f"{str(c if c is not None else 'default'):>16s}" for c in cols)
+                   + f"{'mean':>10s}")
+        for p in pols:
+            line, means = f"{p:<{w}s}", []
+            for c in cols:
+                st = cell.get((p, c), {}).get(metric)
+                if st is None:
+                    line += f"{'-':>16s}"
+                    continue
+                f = 100 if pct else 1
+                means.append(st["mean"] * f)
+                line += f"{st['mean'] * f:>9.1f} ±{st['sd'] * f:>5.1f}"
+            line += f"{statistics.fmean(means):>10.1f}" if means else ""
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def summary_table(agg: list[dict]) -> str:
+    """Every metric per (point group, policy), means over seeds."""
+    hdr = ("policy", "SLO %", "sd", "met", "GPU-h", "p50 ms", "p99 ms", "solve p50", "solve p99", "fallbk")
+    out = []
+    keyf = lambda r: (r["model"], r["mix"], r["slo_scale"], r["rate"], r["round_ms"])  # noqa: E731
+    for key in dict.fromkeys(keyf(r) for r in agg):
+        out.append(f"{key[0]} {key[1]} slo_scale={key[2]:g} rate={key[3]:g}/min round_ms={key[4] or 'default'}")
+        out.append(f"  {hdr[0]:<22s}" + "".join(f"{h:>10s}" for h in hdr[1:]))
+        for r in (r for r in agg if keyf(r) == key):
+            g = lambda m, f=1.0, d=1: ("%10.*f" % (d, r[m]["mean"] * f)) if m in r else f"{'-':>10s}"  # noqa: E731
+            sd = f"{r['slo_attainment']['sd'] * 100:10.1f}" if "slo_attainment" in r else f"{'-':>10s}"
+            out.append(f"  {r['policy']:<22s}" + g("slo_attainment", 100) + sd + g("met") + g("gpu_hours", 1, 3) + g("latency_ms_p50", 1, 0) + g("latency_ms_p99", 1, 0)
+                       + g("solver_ms_p50", 1, 2) + g("solver_ms_p99", 1, 2) + g("fallback_rounds", 1, 1))
+        out.append("")
+    return "\n".join(out)
+
+
+def check_dominance(agg: list[dict], leader: str = "cpsat") -> list[str]:
+    """Where `leader` is below another policy (means over seeds), or a policy above the bound."""
+    issues = []
+    by: dict[tuple, dict[str, float]] = {}
+    for r in agg:
+        if "slo_attainment" not in r:
+            continue
+        k = tuple((a, r[a]) for a in ("model", "gpus", "islands", "mix", "n", "steps") + AXES)
+        by.setdefault(k, {})[r["policy"]] = r["slo_attainment"]["mean"]
+    for k, v in by.items():
+        where = ", ".join(f"{a}={b}" for a, b in k)
+        for p, x in v.items():
+            if p not in (leader, BOUND) and leader in v and x > v[leader] + 1e-9:
+                issues.append(f"{p} {100 * x:.1f}% > {leader} {100 * v[leader]:.1f}% at {where}")
+            if BOUND in v and p != BOUND and x > v[BOUND] + 1e-9:
+                issues.append(f"{p} {100 * x:.1f}% above the bound {100 * v[BOUND]:.1f}% at {where}")
+    return issues
+
+
+def parse_floats(text: str, field: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(field, text, "expected comma-separated numbers") from None
+    if not vals or any(not math.isfinite(v) or v <= 0 for v in vals):
+        raise InputError(field, text, "expected positive numbers")
+    return vals
+

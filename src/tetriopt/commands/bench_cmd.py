@@ -1,0 +1,130 @@
+"""`tetriopt bench`: several policies on the same generated workloads, side by side, with the bound."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+
+def _list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@click.command()
+@click.option("--model", "models", default="flux.1-dev-h100", show_default=True, help="Profile name(s), comma-separated.")
+@click.option("--gpus", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--islands", type=click.IntRange(min=1), default=None, help="Island size (e.g. 2 for SD3 on 4x A40).")
+@click.option("--mix", "mixes", default="uniform,skewed", show_default=True, help="Size mixes, comma-separated.")
+@click.option("--slo-scales", default="1.0,1.1,1.2,1.5", show_default=True)
+@click.option("--rates", default="12", show_default=True, help="Arrival rates (requests/min), comma-separated.")
+@click.option("--round-ms", "round_ms", default="default", show_default=True,
+              help="Round lengths in ms, comma-separated ('default': the profile's).")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Workload seeds, comma-separated.")
+@click.option("-n", "--requests", "n", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--cv", type=float, default=1.0, show_default=True, help="Inter-arrival CV (1: Poisson).")
+@click.option("--policies", default=None,
+              help="Comma-separated (default: cpsat, tetriserve and its ablations, rssp, greedy, fixed-sp-K "
+                   "for every K that fits). 'rssp' = oracle static mapping chosen with hindsight per instance.")
+@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=200.0, show_default=True,
+              help="Per-round MIP time limit for cpsat/pulp.")
+@click.option("--bound/--no-bound", default=True, show_default=True, help="Also compute the hindsight upper bound.")
+@click.option("--bound-time-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPUs).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Write rows and aggregates as JSON ('-' for stdout).")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), default=None,
+              help="Write PNGs here: SLO attainment vs each swept axis, and a Gantt chart.")
+@click.option("--gantt-policy", default="cpsat", show_default=True, help="Policy drawn in the Gantt chart.")
+@click.option("--gantt-window-s", default="0,120", show_default=True, help="Time window of the Gantt chart (s).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, steps, cv, policies, time_limit_ms,
+          bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress) -> None:
+    """Run policies side by side on the same workloads (cartesian product of the lists)."""
+    from .. import bench as B
+    from ..errors import InputError
+
+    rms = [None if x == "default" else v for x in _list(round_ms)
+           for v in ([None] if x == "default" else B.parse_floats(x, "round-ms"))]
+    try:
+        seed_list = [int(s) for s in _list(seeds)]
+    except ValueError:
+        raise InputError("seeds", seeds, "expected comma-separated integers") from None
+    if not seed_list:
+        raise InputError("seeds", seeds, "need at least one seed")
+    pts = B.points(models=_list(models), gpus=gpus, islands=islands, mixes=_list(mixes),
+                   slo_scales=B.parse_floats(slo_scales, "slo-scales"), rates=B.parse_floats(rates, "rates"),
+                   round_ms=rms, seeds=seed_list, n=n, steps=steps, cv=cv)
+    for p in {(p.model, p.mix) for p in pts}:  # validate model and mix names once, before the pool
+        B.Point(model=p[0], mix=p[1], gpus=gpus, islands=islands, n=1).instance()
+    if policies:
+        pols = _list(policies)
+    else:
+        k, fixed = 1, []
+        while k <= gpus:
+            fixed.append(f"fixed-sp-{k}")
+            k *= 2
+        pols = [p for p in B.DEFAULT_POLICIES if not p.startswith("fixed-sp-")] + fixed
+    try:
+        window = tuple(float(x) for x in _list(gantt_window_s))
+        assert len(window) == 2 and window[0] < window[1]
+    except (ValueError, AssertionError):
+        raise InputError("gantt-window-s", gantt_window_s, "expected START,END in seconds") from None
+    jobs = jobs or os.cpu_count() or 1
+    total = len(pts) * (len(pols) + bound)
+    bar = None
+    if progress or (progress is None and sys.stderr.isatty()):
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc="bench", unit="run", file=sys.stderr)
+    try:
+        rows = B.run(pts, pols, bound=bound, time_limit_ms=time_limit_ms, bound_time_s=bound_time_s, jobs=jobs,
+                     progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    agg = B.aggregate(rows)
+    errors = [r for r in rows if "error" in r]
+    axes = B.varying_axes(agg) or ["slo_scale"]
+    text = []
+    for ax in axes:
+        text.append(B.table(agg, "slo_attainment", axis=ax))
+    text.append(B.summary_table(agg))
+    issues = B.check_dominance(agg)
+    if errors:
+        text.append("could not run:\n" + "\n".join(f"  {r['policy']} on {r['instance']}: {r['error']}" for r in errors[:20]))
+    text.append("cpsat below another policy / policy above the bound:\n" + ("\n".join("  " + i for i in issues)
+                                                                          if issues else "  none"))
+    if json_out != "-":
+        click.echo("\n".join(text))
+    if plot_dir:
+        from .. import plots
+        from ..simulate import simulate
+
+        made = []
+        for ax in axes:
+            made += plots.slo_vs_axis(agg, ax, plot_dir)
+        first = pts[0]
+        if gantt_policy == "rssp":
+            from ..policies.rssp import RSSP, oracle_mapping
+            inst = first.instance()
+            pol = RSSP(oracle_mapping(inst)[0], name="rssp")
+        else:
+            from ..policies import make_policy
+            inst = first.instance()
+            pol = make_policy(gantt_policy, time_limit_ms=time_limit_ms) if gantt_policy in ("cpsat", "pulp") \
+                else make_policy(gantt_policy)
+        made.append(plots.gantt(simulate(inst, pol), os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"),
+                                window_s=window))
+        if json_out != "-":
+            click.echo("plots: " + ", ".join(str(p) for p in made))
+    if json_out:
+        data = {"rows": rows, "aggregate": agg, "issues": issues}
+        text_out = json.dumps(data, indent=1) + "\n"
+        if json_out == "-":
+            sys.stdout.write(text_out)
+        else:
+            with open(json_out, "w") as f:
+                f.write(text_out)
