@@ -29,6 +29,29 @@ SD3_POL = ["cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule",
            "fixed-sp-1", "fixed-sp-2", "fixed-sp-4"]
 
 
+def markdown(agg: list[dict], axis: str) -> str:
+    """Markdown tables: SLO attainment % (mean ± sd over seeds) per policy x axis value, per mix."""
+    out = []
+    for mix in dict.fromkeys(r["mix"] for r in agg):
+        rs = [r for r in agg if r["mix"] == mix and "slo_attainment" in r]
+        cols = sorted({r[axis] for r in rs})
+        pols = list(dict.fromkeys(r["policy"] for r in rs))
+        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
+        m0 = rs[0]
+        out.append(f"**{m0['model']}, {m0['gpus']} GPUs, {mix} mix** (SLO attainment %, mean ± sd over seeds "
+                   f"{m0['seeds']})\n")
+        out.append("| policy | " + " | ".join(f"{c:g}" for c in cols) + " | mean |")
+        out.append("|---|" + "---:|" * (len(cols) + 1))
+        for p in pols:
+            vals = [cell.get((p, c)) for c in cols]
+            mean = [v["mean"] for v in vals if v]
+            fmt = [f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}" if v else "-" for v in vals]
+            name = f"**{p}**" if p in ("cpsat", "bound") else p
+            out.append(f"| {name} | " + " | ".join(fmt) + f" | {100 * sum(mean) / len(mean):.1f} |")
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2)
@@ -37,7 +60,16 @@ def main() -> None:
     ap.add_argument("--time-limit-ms", type=float, default=200.0)
     ap.add_argument("--out", default="out/paper_eval")
     ap.add_argument("--only", default="ABCD")
+    ap.add_argument("--markdown", action="store_true", help="Print markdown tables from <out>/exp*-agg.json and stop.")
     a = ap.parse_args()
+    if a.markdown:
+        for name in a.only:
+            f = Path(a.out) / f"exp{name}-agg.json"
+            if f.exists():
+                print(f"### Experiment {name}\n")
+                print(markdown(json.loads(f.read_text()), {"A": "slo_scale", "B": "rate", "C": "slo_scale",
+                                                            "D": "round_ms"}[name]))
+        return
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
     (out / "img").mkdir(parents=True, exist_ok=True)
