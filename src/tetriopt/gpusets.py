@@ -29,14 +29,30 @@ def aligned_sets(islands: tuple[tuple[int, ...], ...], degree: int) -> tuple[tup
     return tuple(out)
 
 
-def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: int) -> list[tuple[object, int, int]]:
+def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: int,
+           round_us: int | None = None, first: Iterable[int] = ()) -> list[tuple[object, int, int]]:
     """Start/end for each (gpus, duration, key): larger sets first, then in the given order.
 
     Returns (key, start, end) in input order. With a laminar family the end of every task is at
-    most round_start + the busiest GPU's load.
+    most round_start + the busiest GPU's load. Tasks whose indices are in `first` (requests due
+    inside the round) are tried at the front, each as early as its GPUs allow; if that layout
+    spills past round_us, the plain largest-first one is used.
     """
     tasks = list(tasks)
+    first = sorted(set(first), key=lambda i: (-len(tasks[i][0]), i))
+    if first and round_us is not None:
+        order = first + sorted((i for i in range(len(tasks)) if i not in set(first)),
+                               key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
+        placed = _place(tasks, order, round_start)
+        if all(e <= round_start + round_us for _, e in placed.values()):
+            return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
     order = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
+    placed = _place(tasks, order, round_start)
+    return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+
+
+def _place(tasks, order, round_start: int) -> dict[int, tuple[int, int]]:
+    """Each task in `order` as early as all its GPUs are free (list scheduling)."""
     clock: dict[int, int] = {}
     placed: dict[int, tuple[int, int]] = {}
     for i in order:
@@ -45,7 +61,7 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
         for g in gpus:
             clock[g] = start + dur
         placed[i] = (start, start + dur)
-    return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+    return placed
 
 
 def gpu_loads(tasks: Iterable[tuple[Sequence[int], int]]) -> dict[int, int]:

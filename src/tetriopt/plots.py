@@ -102,7 +102,7 @@ def gantt(result, out: str | Path, window_s: tuple[float, float] | None = None) 
     ax.invert_yaxis()
     ax.legend(handles=[Patch(color=color[s], label=f"{s} px") for s in sizes]
               + [Patch(facecolor="white", edgecolor="black", hatch="///", label="missed deadline")],
-              fontsize=8, ncol=len(sizes) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+              fontsize=8, ncol=len(sizes) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.set_title(f"{result.policy} on {inst.name}", fontsize=9)
     fig.tight_layout()
     out = Path(out)

@@ -137,7 +137,7 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
 
 
 def build(state: RoundState, max_pairs: int = 2000, placed: set[str] | None = None,
-          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None) -> RoundModel:
+          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0) -> RoundModel:
     """The round model.
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
@@ -224,7 +224,7 @@ def build(state: RoundState, max_pairs: int = 2000, placed: set[str] | None = No
         group[u] = gpu_ms(cost)
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
-        cap = max(0, state.cluster.gpus * (d - state.end_us)) // 1000
+        cap = int(max(0, state.cluster.gpus * (d - state.end_us)) * joint_capacity) // 1000
         acc = m.var(f"work_due[{d}]", 0, cap)
         m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
         running.append((acc, group, prev))

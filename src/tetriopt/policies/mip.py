@@ -16,7 +16,8 @@ from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
 
-def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...]) -> list[int] | None:
+def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
+             jc: float = 1.0) -> list[int] | None:
     """A full model solution from a heuristic's decisions (None if none is feasible).
 
     Decisions the model cannot express (a set outside a request's candidates) are left out. Keep
@@ -47,7 +48,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
         prefix.append(i)
         total += work[i]
-        cap = max(0, st.cluster.gpus * (due(i) - st.end_us)) // 1000
+        cap = int(max(0, st.cluster.gpus * (due(i) - st.end_us)) * jc) // 1000
         while total > cap:
             j = max(prefix, key=lambda j: (work[j], due(j), j))
             prefix.remove(j)
@@ -67,7 +68,8 @@ LARGE_MODEL = 2000  # variables
 
 class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
-                 workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32):
+                 workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
+                 joint_capacity: float = 1.0):
         self.backend = backend
         self.name = backend
         self.time_limit_ms = time_limit_ms
@@ -76,6 +78,7 @@ class MipPolicy:
         self.hints = hints
         self.core_per_gpu = core_per_gpu
         self.min_core = min_core
+        self.joint_capacity = joint_capacity
         self._tetriserve = TetriServe()
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
@@ -118,10 +121,10 @@ class MipPolicy:
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
                 hinted[rid] = hinted.get(rid, ()) + (g,)
-        rm = build(state, placed=placed, hinted=hinted)
+        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity)
         best = None
         for name, dec, kept in heuristics:
-            sol = complete(rm, dec, kept)
+            sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
         left_s = self.time_limit_ms / 1e3 - (time.perf_counter() - t0)
