@@ -3,17 +3,20 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test
+.PHONY: demo test
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-
-setup: $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
 
-demo: setup
+# `make demo`: install the solver (no torch needed) and schedule the quickstart workload.
+demo: $(BIN)/python
+	$(BIN)/pip install -q -e .
 	$(BIN)/tetriopt solve instances/quickstart.json --policy cpsat --json quickstart-result.json
 
-test: setup
+# `make test`: install everything the tests need (the CPU build of torch for the runtime's
+# gloo tests, then the dev, serve and runtime extras) and run the whole suite.
+test: $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,runtime]' yunchang==0.6.4
 	$(BIN)/pytest -q
