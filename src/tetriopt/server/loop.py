@@ -41,7 +41,9 @@ class Scheduler:
         self.store = store
         self.metrics = metrics
         self.clock = clock
-        self._pool = ThreadPoolExecutor(4, thread_name_prefix="tetriopt-exec")
+        # one thread keeps rounds in order for executors that cannot overlap them
+        self._pool = ThreadPoolExecutor(4 if getattr(executor, "concurrent_rounds", True) else 1,
+                                        thread_name_prefix="tetriopt-exec")
         self._running: set[asyncio.Future] = set()
         self._stop = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -191,6 +193,13 @@ class Scheduler:
             t.location = ()  # the latent on the failed set is gone; resume from the last finished step
             t.planned_location = ()
             steps += a.steps
+        if not getattr(self.executor, "resumable", True):
+            # the workers restarted empty: every started request begins again from step 0
+            for t in self.store.tasks.values():
+                if t.done:
+                    steps += t.done
+                    t.done = 0
+                    t.location = t.planned_location = ()
         self.metrics.failures.inc()
         self.metrics.requeued.inc(steps)
         log.error("executor failed; steps re-queued", extra={"round": k, "error": repr(err),

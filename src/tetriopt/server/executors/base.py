@@ -43,6 +43,8 @@ class ExecutorFailure(RuntimeError):
 
 class Executor(Protocol):
     name: str
+    resumable: bool          # after a failure, requests resume from their last finished step
+    concurrent_rounds: bool  # may run round k+1 while round k's tail (decode) still runs
 
     def start(self, clock: Clock) -> None:
         """Bring workers up; called once before the first round."""
@@ -55,7 +57,8 @@ class Executor(Protocol):
         """Stop workers; called once at shutdown."""
 
 
-def make_executor(name: str, gpus: int, profile, fail_rounds: frozenset[int] = frozenset()) -> Executor:
+def make_executor(name: str, gpus: int, profile, fail_rounds: frozenset[int] = frozenset(),
+                  model: str | None = None) -> Executor:
     if name == "sim":
         from .sim import SimExecutor
 
@@ -63,7 +66,7 @@ def make_executor(name: str, gpus: int, profile, fail_rounds: frozenset[int] = f
     if name in ("cpu", "cuda"):
         from .runtime import RuntimeExecutor
 
-        return RuntimeExecutor(device=name, gpus=gpus, profile=profile)
+        return RuntimeExecutor(device=name, gpus=gpus, profile=profile, model=model or profile.model)
     from ...errors import InputError
 
     raise InputError("executor", name, "unknown executor; choose from sim, cpu, cuda")

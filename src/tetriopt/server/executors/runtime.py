@@ -56,11 +56,21 @@ def _load_runtime(device: str) -> Any:
 
 
 class RuntimeExecutor:
-    def __init__(self, device: str, gpus: int, profile: CostProfile):
+    """Rounds run one at a time, in order (the runtime checks each request's step count), and a
+    failure restarts the workers empty: requests that had started lose their latents."""
+
+    resumable = False
+    concurrent_rounds = False
+
+    def __init__(self, device: str, gpus: int, profile: CostProfile, model: str):
         cls = _load_runtime(device)
         self.name = device
         self.profile = profile
-        self._impl = cls(device=device, world=gpus, model=profile.model)
+        try:
+            self._impl = cls(device=device, world=gpus, model=model)
+        except Exception as e:  # noqa: BLE001 - missing weights or packages: say so at start-up
+            raise InputError("executor", device, f"the runtime could not load model {model!r}: "
+                             f"{type(e).__name__}: {str(e).strip()[:300]}") from None
         self.clock: Clock | None = None
 
     def start(self, clock: Clock) -> None:

@@ -22,6 +22,8 @@ from .png import placeholder_png
 
 class SimExecutor:
     name = "sim"
+    resumable = True
+    concurrent_rounds = True
 
     def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset()):
         self.gpus = gpus
