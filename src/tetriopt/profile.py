@@ -55,6 +55,7 @@ class CostProfile:
     pixels_per_token: int = PIXELS_PER_TOKEN
     sources: Mapping[str, str] = field(default_factory=dict)
     path: str = ""
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # (tokens, degree) -> us
 
     @property
     def min_tokens(self) -> int:
@@ -85,9 +86,14 @@ class CostProfile:
 
     def step_us(self, width: int, height: int, degree: int) -> int:
         """Latency of one denoising step at this resolution on `degree` GPUs."""
+        t = tokens(width, height, self.pixels_per_token)
+        hit = self._memo.get((t, degree))
+        if hit is not None:
+            return hit
         if degree not in self.degrees:
             raise InputError("degree", degree, f"not a degree of profile {self.name!r} {list(self.degrees)}")
-        return self._interp(tokens(width, height, self.pixels_per_token), lambda p: p.step_us[degree])
+        self._memo[(t, degree)] = v = self._interp(t, lambda p: p.step_us[degree])
+        return v
 
     def vae_decode_us(self, width: int, height: int) -> int:
         return self._interp(tokens(width, height, self.pixels_per_token), lambda p: p.vae_decode_us)

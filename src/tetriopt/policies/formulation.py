@@ -136,7 +136,7 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
     return r.remaining_steps - steps <= slack
 
 
-def build(state: RoundState, max_pairs: int = 2000, placed: set[str] | None = None,
+def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0) -> RoundModel:
     """The round model.
 
