@@ -82,6 +82,7 @@ class BoundResult:
     incumbent: int                      # best relaxation solution found (= met_bound when all optimal)
     solve_s: float
     per_component: list[dict] = field(default_factory=list)
+    incumbent_met: tuple[str, ...] = ()  # requests met in the relaxation's best solution (a witness, not a plan)
 
     @property
     def slo_attainment_bound(self) -> float:
@@ -126,10 +127,11 @@ def block_levels(inst: Instance) -> list[int]:
     return out
 
 
-def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, workers: int) -> tuple[int, int, bool]:
-    """(upper bound, incumbent, proven optimal) of the relaxation on one component."""
+def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, workers: int
+                     ) -> tuple[int, int, bool, list[str]]:
+    """(upper bound, incumbent, proven optimal, ids met in the incumbent) of the relaxation on one component."""
     if len(ws) == 1:
-        return 1, 1, True  # feasible alone (checked by the caller)
+        return 1, 1, True, [ws[0].request.id]  # feasible alone (checked by the caller)
     from ortools.sat.python import cp_model
 
     N, R = inst.cluster.gpus, inst.round_us
@@ -179,12 +181,13 @@ def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, work
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = 0
     code = solver.solve(m)
+    met = [w.request.id for w, y in zip(ws, ys) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.value(y)]
     if code == cp_model.OPTIMAL:
         v = int(round(solver.objective_value))
-        return v, v, True
+        return v, v, True, met
     ub = int(solver.best_objective_bound + 1e-6)
     inc = int(round(solver.objective_value)) if code == cp_model.FEASIBLE else 0
-    return min(ub, len(ws)), inc, False
+    return min(ub, len(ws)), inc, False, met
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) -> BoundResult:
@@ -195,11 +198,13 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) ->
     comps = components(alone)
     total_work = sum(len(c) for c in comps) or 1
     met = inc = opt = 0
-    per = []
+    per: list[dict] = []
+    met_ids: list[str] = []
     for c in comps:
         left = time_limit_s - (time.perf_counter() - t0)
         share = max(0.2, left * len(c) / total_work) if len(c) > 1 else 0.0
-        ub, best, proven = _solve_component(inst, c, share, workers)
+        ub, best, proven, ids = _solve_component(inst, c, share, workers)
+        met_ids.extend(ids)
         total_work -= len(c)
         met += ub
         inc += best
@@ -209,4 +214,4 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) ->
                         "rounds": [c[0].first_round, max(w.last_round for w in c)]})
     return BoundResult(requests=len(inst.requests), met_bound=met, feasible_alone=len(alone),
                        components=len(comps), optimal_components=opt, incumbent=inc,
-                       solve_s=time.perf_counter() - t0, per_component=per)
+                       solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)))
