@@ -80,6 +80,8 @@ class MipPolicy:
         self.min_core = min_core
         self.joint_capacity = joint_capacity
         self._tetriserve = TetriServe()
+        self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
+        self._last_kept: tuple[str, ...] = ()
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -100,6 +102,8 @@ class MipPolicy:
             return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
         placed = self.core(state)
         plan = self._plan(state, t0, placed)
+        self._last = {a.request: a.gpus for a in plan.assignments}
+        self._last_kept = plan.kept or ()
         if placed is None:
             return plan
         kept = set(plan.kept or ())
@@ -117,6 +121,15 @@ class MipPolicy:
         if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second hint only when cheap enough
             ts = self._tetriserve.plan(state)
             heuristics.append(("tetriserve", [(a.request, a.gpus, a.steps) for a in ts.assignments], ts.kept or ()))
+        if self._last:  # the previous round's placement, continued
+            prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
+                    if r.id in self._last and len(self._last[r.id]) in state.degrees]
+            heuristics.append(("previous-round", [d for d in prev if d[2] > 0],
+                               tuple(i for i in self._last_kept if any(d[0] == i for d in prev))))
+        if time.perf_counter() - t0 > 0.5 * self.time_limit_ms / 1e3:  # no time left to build a model
+            dec, kept = g_dec, g_kept
+            return make_plan(state, dec, backend="greedy", status="FALLBACK", kept=tuple(kept),
+                             solve_ms=(time.perf_counter() - t0) * 1e3, note="time limit before the model")
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
