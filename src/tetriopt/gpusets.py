@@ -39,7 +39,7 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
     spills past round_us, the plain largest-first one is used.
     """
     tasks = list(tasks)
-    first = sorted(set(first), key=lambda i: (-len(tasks[i][0]), i))
+    first = sorted(set(first))
     if first and round_us is not None:
         order = first + sorted((i for i in range(len(tasks)) if i not in set(first)),
                                key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))

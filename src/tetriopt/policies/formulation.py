@@ -81,6 +81,7 @@ class RoundModel:
     left: dict[str, int]  # u: steps left after the round if kept
     weights: Weights
     running: list = field(default_factory=list)  # (acc var, {u var: GPU-ms}, previous acc var)
+    urgent: list = field(default_factory=list)  # (request, keep var, budget us), deadline order
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
 
     def derive(self, sol: list[int]) -> None:
@@ -155,6 +156,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     left: dict[str, int] = {}
     gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
     joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
+    urgent: list[tuple[RequestState, int, int]] = []  # due inside the round: (request, keep var, budget)
     movable = [r for r in state.requests if placed is None or r.id in placed]
     pairs = sum(len(state.sets[k]) for r in movable for k in looks[r.id].degrees)
     set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
@@ -200,10 +202,10 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         # u >= rem - steps - rem * (1 - keep)  <=>  u + steps - rem*keep >= 0
         m.add({u: 1, **steps_expr, kp: -rem}, lb=0)
         if can_keep and slack is None:
-            # the deadline falls inside this round: keep only if it finishes in time now
+            # the deadline falls inside this round: keep only if it finishes in time now, after
+            # the other requests due inside the round that go before it on its GPUs (below)
             m.add({kp: 1, dn: -1}, ub=0)
-            budget = r.deadline_us - state.decode_us(r) - state.now_us
-            m.add({**dur_expr, kp: state.round_us - budget}, ub=state.round_us)
+            urgent.append((r, kp, r.deadline_us - state.decode_us(r) - state.now_us))
         elif can_keep:
             m.add({u: 1}, ub=slack)
             need = rem - slack  # steps this round without which it cannot make it
@@ -216,6 +218,14 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
+    # requests due inside the round run first on their GPUs, earliest deadline first (plan.make_plan):
+    # if j is kept on set G, every GPU of G finishes the urgent work due by j's deadline within j's budget
+    R = state.round_us
+    for pos, (r, kp, budget) in enumerate(urgent):
+        for gpus, _, x, _ in cand[r.id]:
+            for gpu in gpus:
+                before = {s: t for q, _, _ in urgent[:pos + 1] for gg, t, _, s in cand[q.id] if gpu in gg}
+                m.add({**before, x: R, kp: R}, ub=budget + 2 * R)
     # joint capacity test at every distinct deadline (u is 0 for requests given up), as a running
     # sum so the model stays linear in size: acc_j = acc_{j-1} + work due at deadline j <= capacity
     joint.sort()
@@ -229,5 +239,5 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
         running.append((acc, group, prev))
         prev, group = acc, {}
-    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running,
+    return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests))

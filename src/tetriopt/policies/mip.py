@@ -39,6 +39,14 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     for i, r in by_id.items():
         g, n = want.get(i, ((), 0))
         keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
+    # requests due inside the round, in deadline order: their GPUs must get through it in time
+    load: dict[int, int] = {}
+    for r, _, budget in rm.urgent:
+        g, n = want.get(r.id, ((), 0))
+        for gpu in g:
+            load[gpu] = load.get(gpu, 0) + n * st.step_us(r, len(g))
+        if keep[r.id] and any(load[gpu] > budget for gpu in g):
+            keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
     due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
     work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
