@@ -122,21 +122,25 @@ class MipPolicy:
                          bound=plan.bound, kept=plan.kept, solve_ms=(time.perf_counter() - t0) * 1e3,
                          note=plan.note or f"placement for the {len(placed)} most urgent of {len(state.requests)}")
 
-    def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
-        heuristics = []
+    def _warm_starts(self, state: RoundState, t0: float) -> list[tuple[str, list[Decision], tuple[str, ...]]]:
+        """(name, decisions, kept) of the fast plans the MIP starts from and falls back to."""
         g_dec, g_kept = greedy_decisions(state)
-        heuristics.append(("greedy", g_dec, g_kept))
-        if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second hint only when cheap enough
+        out = [("greedy", g_dec, tuple(g_kept))]
+        if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second one only when cheap enough
             ts = self._tetriserve.plan(state)
-            heuristics.append(("tetriserve", [(a.request, a.gpus, a.steps) for a in ts.assignments], ts.kept or ()))
+            out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
-            heuristics.append(("previous-round", [d for d in prev if d[2] > 0],
-                               tuple(i for i in self._last_kept if any(d[0] == i for d in prev))))
+            prev = [d for d in prev if d[2] > 0]
+            out.append(("previous-round", prev, tuple(i for i in self._last_kept if any(d[0] == i for d in prev))))
+        return out
+
+    def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
+        heuristics = self._warm_starts(state, t0)
         if time.perf_counter() - t0 > 0.5 * self.time_limit_ms / 1e3:  # no time left to build a model
-            dec, kept = g_dec, g_kept
-            return make_plan(state, dec, backend="greedy", status="FALLBACK", kept=tuple(kept),
+            _, dec, kept = heuristics[0]
+            return make_plan(state, dec, backend="greedy", status="FALLBACK", kept=kept,
                              solve_ms=(time.perf_counter() - t0) * 1e3, note="time limit before the model")
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
@@ -149,7 +153,7 @@ class MipPolicy:
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
         left_s = self.time_limit_ms / 1e3 - (time.perf_counter() - t0)
-        outcome = None
+        outcome, error = None, ""
         if left_s > 0:
             try:
                 params = {}
@@ -159,13 +163,17 @@ class MipPolicy:
                     params = {"cp_model_presolve": False, "linearization_level": 0}
                 outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                                  hint=best[2] if (best and self.hints) else None, **params)
-            except Exception:  # a solver error must never lose the round: fall back below
-                outcome = None
+            except Exception as e:  # a solver error must never lose the round: fall back below
+                outcome, error = None, f"solver error: {type(e).__name__}: {e}"
         if outcome is None or outcome.solution is None or (best and rm.model.value(outcome.solution) < best[1]):
             if best is None:  # nothing expressible in the model: plain greedy, still valid
-                best = ("greedy", None, None, g_dec, g_kept)
-            name, val, _, dec, kept = best
-            note = "time limit before a solution" if outcome is None or outcome.solution is None else "heuristic better"
+                name, dec, kept = heuristics[0]
+                val = None
+            else:  # the keep flags the model allows for this plan
+                name, val, sol, dec, _ = best
+                kept = tuple(i for i, v in rm.keep.items() if sol[v])
+            note = error or ("time limit before a solution" if outcome is None or outcome.solution is None
+                             else "heuristic better")
             return make_plan(state, dec, backend=name, status="FALLBACK", objective=val,
                              bound=outcome.bound if outcome else None, kept=tuple(kept),
                              solve_ms=(time.perf_counter() - t0) * 1e3, note=note)
