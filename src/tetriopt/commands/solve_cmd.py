@@ -40,19 +40,23 @@ def print_summary(res) -> None:
               help="Wall-clock limit of each round's MIP solve (the fallback answers when it is hit).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Solver threads.")
+@click.option("--deterministic", is_flag=True,
+              help="Stop CP-SAT on its deterministic clock: identical plans on every rerun, "
+                   "even where the limit binds (wall time per round may then exceed the limit).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the full result as JSON ('-' for stdout).")
 @click.option("--timings/--no-timings", default=True, show_default=True,
               help="Include wall-clock solver times in the JSON (off: byte-identical reruns).")
 @click.option("--plan/--no-plan", "show_plan", default=False, help="Print every assignment.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
-def solve(instance, policy, time_limit_ms, seed, workers, json_out, timings, show_plan, progress) -> None:
+def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_out, timings, show_plan,
+          progress) -> None:
     """Schedule INSTANCE round by round and print the plan's figures."""
     from .. import solve as run_solve
     from ..policies import make_policy
 
     inst = load_instance(instance)
-    pol = make_policy(policy, time_limit_ms=time_limit_ms, seed=seed, workers=workers)
+    pol = make_policy(policy, time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic)
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm

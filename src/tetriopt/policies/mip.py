@@ -77,7 +77,7 @@ LARGE_MODEL = 2000  # variables
 class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
-                 joint_capacity: float = 1.0):
+                 joint_capacity: float = 1.0, deterministic: bool = False):
         self.backend = backend
         self.name = backend
         self.time_limit_ms = time_limit_ms
@@ -87,6 +87,9 @@ class MipPolicy:
         self.core_per_gpu = core_per_gpu
         self.min_core = min_core
         self.joint_capacity = joint_capacity
+        # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
+        # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
+        self.deterministic = deterministic
         self._tetriserve = TetriServe()
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -126,7 +129,7 @@ class MipPolicy:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to."""
         g_dec, g_kept = greedy_decisions(state)
         out = [("greedy", g_dec, tuple(g_kept))]
-        if time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # second one only when cheap enough
+        if self.deterministic or time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # when cheap enough
             ts = self._tetriserve.plan(state)
             out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
         if self._last:  # the previous round's placement, continued
@@ -138,7 +141,7 @@ class MipPolicy:
 
     def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
         heuristics = self._warm_starts(state, t0)
-        if time.perf_counter() - t0 > 0.5 * self.time_limit_ms / 1e3:  # no time left to build a model
+        if not self.deterministic and time.perf_counter() - t0 > 0.5 * self.time_limit_ms / 1e3:  # no time left
             _, dec, kept = heuristics[0]
             return make_plan(state, dec, backend="greedy", status="FALLBACK", kept=kept,
                              solve_ms=(time.perf_counter() - t0) * 1e3, note="time limit before the model")
@@ -153,10 +156,15 @@ class MipPolicy:
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
         left_s = self.time_limit_ms / 1e3 - (time.perf_counter() - t0)
+        if self.deterministic:
+            left_s = self.time_limit_ms / 1e3
         outcome, error = None, ""
         if left_s > 0:
             try:
                 params = {}
+                if self.deterministic and self.backend == "cpsat":
+                    params["max_deterministic_time"] = left_s
+                    left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
                 if self.backend == "cpsat" and len(rm.model.names) > LARGE_MODEL:
                     # big rounds: presolve and LP linearisation eat the whole limit before the first
                     # improving move; plain search from the hint does better (benchmarks/round_solve.py)
