@@ -47,7 +47,8 @@ def markdown(agg: list[dict], axis: str) -> str:
             mean = [v["mean"] for v in vals if v]
             fmt = [f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}" if v else "-" for v in vals]
             name = f"**{p}**" if p in ("cpsat", "bound") else p
-            out.append(f"| {name} | " + " | ".join(fmt) + f" | {100 * sum(mean) / len(mean):.1f} |")
+            avg = f"{100 * sum(mean) / len(mean):.1f}" if len(mean) == len(cols) else "-"
+            out.append(f"| {name} | " + " | ".join(fmt) + f" | {avg} |")
         out.append("")
     return "\n".join(out)
 

@@ -212,7 +212,7 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
                 f = 100 if pct else 1
                 means.append(st["mean"] * f)
                 line += f"{st['mean'] * f:>9.1f} ±{st['sd'] * f:>5.1f}"
-            line += f"{statistics.fmean(means):>10.1f}" if means else ""
+            line += f"{statistics.fmean(means):>10.1f}" if len(means) == len(cols) else f"{'-':>10s}"
             out.append(line)
         out.append("")
     return "\n".join(out)
