@@ -56,3 +56,14 @@ def test_oracle_no_worse_than_its_starts(inst):
     assert met == info["met"]
     for start in [doubling_rule(inst.profile, inst.degrees, inst.round_us), {256: 1, 512: 1, 1024: 1, 2048: 1}]:
         assert met >= tetriopt.solve(inst, RSSP(start)).summary["met"]
+
+
+def test_valid_on_islands_and_oracle_on_sd3():
+    data = generate("sd3-medium-a40", 4, 40, 20.0, mix="uniform", slo_scale=1.2, seed=5, islands=[[0, 1], [2, 3]])
+    inst = parse_instance(data, name="sd3")
+    mapping, info = oracle_mapping(inst)
+    res = tetriopt.solve(inst, RSSP(mapping))
+    assert validate_result(inst, res.to_json()) == []
+    assert res.summary["met"] == info["met"]
+    for _, a in res.assignments:
+        assert a.gpus in inst.cluster.sets(a.degree)
