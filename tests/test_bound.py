@@ -32,6 +32,22 @@ TINY_PROFILE = {
 }
 
 
+TINY4_PROFILE = {
+    "name": "tiny4", "model": "tiny4", "gpu": "test", "degrees": [1, 2, 4], "default_round_ms": 100,
+    "points": [
+        {"width": 256, "height": 256, "step_ms": {"1": 30, "2": 24, "4": 22}, "vae_decode_ms": 4},
+        {"width": 512, "height": 512, "step_ms": {"1": 90, "2": 50, "4": 30}, "vae_decode_ms": 9},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny4_profile(tmp_path_factory):
+    p = tmp_path_factory.mktemp("prof4") / "tiny4.json"
+    p.write_text(json.dumps(TINY4_PROFILE))
+    return str(p)
+
+
 @pytest.fixture(scope="module")
 def tiny_profile(tmp_path_factory):
     p = tmp_path_factory.mktemp("prof") / "tiny.json"
@@ -39,15 +55,24 @@ def tiny_profile(tmp_path_factory):
     return str(p)
 
 
-def tiny_instance(profile_path: str, seed: int):
+def tiny_instance(profile_path: str, seed: int, gpus: int = 2):
     rng = random.Random(seed)
     reqs = []
-    for i in range(rng.choice([3, 3, 4])):
-        size = rng.choice([256, 512])
-        arr = rng.choice([0, 0, 0, 60, 100])
-        reqs.append({"id": f"q{i}", "arrival_ms": arr, "deadline_ms": arr + rng.randint(80, 300),
-                     "width": size, "height": size, "steps": rng.randint(1, 4)})
-    data = {"model": profile_path, "cluster": {"gpus": 2}, "round_ms": rng.choice([80, 100]), "requests": reqs}
+    if gpus == 2:
+        for i in range(rng.choice([3, 3, 4])):
+            size = rng.choice([256, 512])
+            arr = rng.choice([0, 0, 0, 60, 100])
+            reqs.append({"id": f"q{i}", "arrival_ms": arr, "deadline_ms": arr + rng.randint(80, 300),
+                         "width": size, "height": size, "steps": rng.randint(1, 4)})
+        round_ms = rng.choice([80, 100])
+    else:  # 4 GPUs, mostly wide requests competing for the same blocks
+        for i in range(4):
+            size = rng.choice([256, 512, 512])
+            arr = rng.choice([0, 0, 50])
+            reqs.append({"id": f"q{i}", "arrival_ms": arr, "deadline_ms": arr + rng.randint(70, 220),
+                         "width": size, "height": size, "steps": rng.randint(1, 3)})
+        round_ms = 100  # every degree fits (tetriserve stalls when a late request's SP1 step does not)
+    data = {"model": profile_path, "cluster": {"gpus": gpus}, "round_ms": round_ms, "requests": reqs}
     return parse_instance(data, name=f"tiny{seed}")
 
 
@@ -124,6 +149,16 @@ def test_bound_vs_brute_force(tiny_profile, seed):
     for p in POLICIES + ["cpsat"]:
         res = tetriopt.solve(inst, p, **({"time_limit_ms": 200} if p == "cpsat" else {}))
         assert res.summary["met"] <= truth, f"{p} met {res.summary['met']} > brute force {truth}"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bound_vs_brute_force_four_gpus(tiny4_profile, seed):
+    """Three block levels (1, 2, 4 GPUs): the block cut (5) at b = 2 and b = 4."""
+    inst = tiny_instance(tiny4_profile, seed, gpus=4)
+    truth = brute_force_max_met(inst)
+    assert upper_bound(inst, time_limit_s=10).met_bound >= truth
+    for p in ["tetriserve", "greedy", "fixed-sp-4", "rssp", "cpsat"]:
+        assert tetriopt.solve(inst, p).summary["met"] <= truth, p
 
 
 def test_bound_is_tight_on_most_tiny_instances(tiny_profile):
