@@ -52,15 +52,20 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
 
 
 def _place(tasks, order, round_start: int) -> dict[int, tuple[int, int]]:
-    """Each task in `order` as early as all its GPUs are free (list scheduling)."""
-    clock: dict[int, int] = {}
+    """Each task in `order` at the earliest time all its GPUs are free for its whole duration,
+    gaps left by earlier tasks included (list scheduling with backfilling)."""
+    busy: dict[int, list[tuple[int, int]]] = {}
     placed: dict[int, tuple[int, int]] = {}
     for i in order:
         gpus, dur, _ = tasks[i]
-        start = max(clock.get(g, round_start) for g in gpus)
+        candidates = sorted({round_start, *(e for g in gpus for _, e in busy.get(g, ()))})
+        for start in candidates:
+            end = start + dur
+            if all(e <= start or s >= end for g in gpus for s, e in busy.get(g, ())):
+                break
         for g in gpus:
-            clock[g] = start + dur
-        placed[i] = (start, start + dur)
+            busy.setdefault(g, []).append((start, end))
+        placed[i] = (start, end)
     return placed
 
 
