@@ -31,24 +31,51 @@ def aligned_sets(islands: tuple[tuple[int, ...], ...], degree: int) -> tuple[tup
 
 def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: int,
            round_us: int | None = None, first: Iterable[int] = ()) -> list[tuple[object, int, int]]:
-    """Start/end for each (gpus, duration, key): larger sets first, then in the given order.
+    """Start/end for each (gpus, duration, key), returned as (key, start, end) in input order.
 
-    Returns (key, start, end) in input order. With a laminar family the end of every task is at
-    most round_start + the busiest GPU's load. Tasks whose indices are in `first` (requests due
-    inside the round) are tried at the front, each as early as its GPUs allow; if that layout
-    spills past round_us, the plain largest-first one is used.
+    Plain: larger sets first, then in the given order. With a laminar family every task then ends
+    by round_start + the busiest GPU's load, so it always fits. Tasks whose indices are in
+    `first` (requests due inside the round) are tried at the front in the given order, each as
+    early as its GPUs allow, with the rest filling the gaps they leave or else packed against
+    the round's end; if neither fits in round_us, the plain layout is used.
     """
     tasks = list(tasks)
     first = sorted(set(first))
+    largest_first = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
     if first and round_us is not None:
-        order = first + sorted((i for i in range(len(tasks)) if i not in set(first)),
-                               key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
-        placed = _place(tasks, order, round_start)
-        if all(e <= round_start + round_us for _, e in placed.values()):
+        end = round_start + round_us
+        rest = [i for i in largest_first if i not in set(first)]
+        # 1: the urgent ones first, the rest filling the gaps they leave
+        placed = _place(tasks, first + rest, round_start)
+        if all(e <= end for _, e in placed.values()):
             return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
-    order = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
-    placed = _place(tasks, order, round_start)
+        # 2: the urgent ones first, the rest packed against the end of the round
+        placed = _place(tasks, first, round_start)
+        back = _place_backward(tasks, rest, end)
+        if all(placed[i][1] <= back_start(back, tasks, g, end)
+               for i in first for g in tasks[i][0]):
+            placed.update(back)
+            return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+    placed = _place(tasks, largest_first, round_start)
     return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+
+
+def _place_backward(tasks, order, end: int) -> dict[int, tuple[int, int]]:
+    """The mirror of largest-first: each task ends where the work after it on its GPUs begins."""
+    clock: dict[int, int] = {}
+    placed: dict[int, tuple[int, int]] = {}
+    for i in order:
+        gpus, dur, _ = tasks[i]
+        stop = min(clock.get(g, end) for g in gpus)
+        for g in gpus:
+            clock[g] = stop - dur
+        placed[i] = (stop - dur, stop)
+    return placed
+
+
+def back_start(back: dict[int, tuple[int, int]], tasks, gpu: int, end: int) -> int:
+    """When the end-packed work on `gpu` begins (the round's end if there is none)."""
+    return min((s for i, (s, _) in back.items() if gpu in tasks[i][0]), default=end)
 
 
 def _place(tasks, order, round_start: int) -> dict[int, tuple[int, int]]:
