@@ -16,6 +16,8 @@ def test_cpsat_at_or_above_every_baseline(mix, scale):
     inst = tetriopt.parse_instance(generate("flux.1-dev-h100", 8, 120, 12.0, mix=mix, slo_scale=scale, seed=21),
                                    name=f"{mix}-{scale}")
     met = {p: tetriopt.solve(inst, p).summary["met"] for p in ["tetriserve", "greedy", *FIXED]}
-    met["cpsat"] = tetriopt.solve(inst, "cpsat", time_limit_ms=200, workers=1).summary["met"]
+    # the deterministic clock makes the figure the same on a slow CI machine as here
+    met["cpsat"] = tetriopt.solve(inst, "cpsat", time_limit_ms=200, workers=1, deterministic=True).summary["met"]
+    print(mix, scale, met)
     assert met["cpsat"] >= max(v for p, v in met.items() if p != "cpsat"), met
     assert met["tetriserve"] > max(met[p] for p in FIXED), met
