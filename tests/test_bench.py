@@ -67,6 +67,14 @@ def test_cli_json_plots_and_bad_input(tmp_path):
         assert r.exit_code == 2 and field in r.output, (args, r.output)
 
 
+def test_cli_explicit_rssp_mapping_keeps_its_commas():
+    r = CliRunner().invoke(main, ["bench", "-n", "8", "--rates", "40", "--mix", "uniform", "--slo-scales", "1.2",
+                                  "--seeds", "0", "-j", "1", "--no-bound",
+                                  "--policies", "rssp:256=1,512=1,1024=2,2048=8,fixed-sp-8"])
+    assert r.exit_code == 0, r.output
+    assert "rssp:256=1,512=1,1024=2,2048=8" in r.output and "fixed-sp-8" in r.output
+
+
 def test_bound_cli(tmp_path):
     from tetriopt.workload import generate
 

@@ -13,6 +13,17 @@ def _list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
+def _policies(text: str) -> list[str]:
+    """Comma-separated names; an explicit RSSP mapping keeps its own commas (rssp:256=1,1024=2)."""
+    out: list[str] = []
+    for part in _list(text):
+        if out and out[-1].startswith("rssp:") and part[:1].isdigit():
+            out[-1] += "," + part
+        else:
+            out.append(part)
+    return out
+
+
 @click.command()
 @click.option("--model", "models", default="flux.1-dev-h100", show_default=True, help="Profile name(s), comma-separated.")
 @click.option("--gpus", type=click.IntRange(min=1), default=8, show_default=True)
@@ -61,7 +72,7 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     for p in {(p.model, p.mix) for p in pts}:  # validate model and mix names once, before the pool
         B.Point(model=p[0], mix=p[1], gpus=gpus, islands=islands, n=1).instance()
     if policies:
-        pols = _list(policies)
+        pols = _policies(policies)
     else:
         k, fixed = 1, []
         while k <= gpus:
