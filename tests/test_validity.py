@@ -52,9 +52,9 @@ def instances(draw):
     data = {"model": model, "cluster": {"gpus": gpus}, "requests": reqs}
     if islands:
         data["cluster"]["islands"] = islands
-    if draw(st.booleans()):
-        data["round_ms"] = max(p.step_us[k] for p in prof.points for k in p.step_us if k <= gpus) / 1000 + \
-            draw(st.integers(0, 800))
+    if draw(st.booleans()):  # from just long enough for every size's fastest step to long
+        shortest = max(min(v for k, v in p.step_us.items() if k <= gpus) for p in prof.points) / 1000
+        data["round_ms"] = shortest + draw(st.integers(0, 1200))
     return tetriopt.parse_instance(data, name="random")
 
 
@@ -76,6 +76,24 @@ def test_random_instances_every_policy(inst):
 @given(instances())
 def test_random_instances_pulp(inst):
     solve_checked(inst, "pulp", time_limit_ms=300)
+
+
+def test_short_rounds_where_big_images_need_several_gpus_per_step():
+    """600 ms rounds: a 2048 px step fits only on 2+ GPUs; late requests must still run."""
+    from tetriopt.workload import generate
+
+    inst = tetriopt.parse_instance(generate("flux.1-dev-h100", 8, 60, 24.0, mix="skewed", seed=5, round_ms=600),
+                                   name="round600")
+    for policy in ["tetriserve", "tetriserve-schedule", "greedy", "fixed-sp-2", "fixed-sp-8"]:
+        solve_checked(inst, policy)
+    solve_checked(inst, "cpsat", time_limit_ms=100, workers=1)
+
+
+def test_round_shorter_than_any_step_is_refused():
+    data = {"model": "flux.1-dev-h100", "cluster": {"gpus": 2}, "round_ms": 300,
+            "requests": [{"id": "a", "arrival_ms": 0, "deadline_ms": 9000, "width": 2048, "height": 2048, "steps": 5}]}
+    with pytest.raises(tetriopt.InputError, match="round_ms"):
+        tetriopt.parse_instance(data)
 
 
 def test_one_ms_time_limit_falls_back_and_stays_valid():

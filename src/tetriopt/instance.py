@@ -122,6 +122,11 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
                              f"resolution outside profile {profile.name!r} "
                              f"({profile.points[0].width}x{profile.points[0].height}.."
                              f"{profile.points[-1].width}x{profile.points[-1].height} in tokens)")
+        fastest = min(profile.step_us(r["width"], r["height"], d) for d in degrees if cluster.sets(d))
+        if fastest > round_us:
+            raise InputError("round_ms", round_us / 1000,
+                             f"shorter than one step of requests[{i}] ({r['width']}x{r['height']}) at any "
+                             f"allowed degree ({fastest / 1000:g} ms at best)")
         reqs.append(Request(id=str(r["id"]), arrival_us=ms_to_us(r["arrival_ms"]),
                             deadline_us=ms_to_us(r["deadline_ms"]), width=int(r["width"]),
                             height=int(r["height"]), steps=int(r["steps"]), prompt=r.get("prompt", "")))

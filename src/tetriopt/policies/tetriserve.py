@@ -19,7 +19,8 @@ Where the paper is silent we guessed, and say so:
 - Elastic scale-up doubles a request's set into its aligned buddy when the buddy is idle, and
   also starts waiting requests (deadline order) on idle GPUs; gain = extra steps this round,
   ties to the earlier deadline.
-- Late requests get one GPU each, oldest first, only from GPUs left after survivors are placed.
+- Late requests get one GPU each (or the fewest on which a step fits in the round), oldest
+  first, only from GPUs left after survivors are placed.
 - Degrees whose single step exceeds the round are not options.
 Variants for the paper's ablation: "schedule" (1-4 only, first-fit placement), "placement"
 (+5), "full" (+5 and 6).
@@ -32,6 +33,11 @@ import time
 from ..lookahead import steps_possible
 from ..plan import make_plan
 from ..state import RequestState, RoundPlan, RoundState
+
+
+def smallest_fit(state: RoundState, r: RequestState) -> int:
+    """The fewest GPUs on which one step of r fits in a round (one GPU where it can)."""
+    return min(k for k in state.degrees if state.sets[k] and state.step_us(r, k) <= state.round_us)
 
 
 class TetriServe:
@@ -120,8 +126,8 @@ class TetriServe:
         for rid, (k, n) in sorted(chosen.items(), key=lambda x: (-x[1][0], by_id[x[0]].deadline_us, x[0])):
             take(rid, k, n)
         for r in sorted((by_id[i] for i in late), key=lambda r: (r.arrival_us, r.id)):
-            if 1 in state.sets and state.step_us(r, 1) <= state.round_us:
-                take(r.id, 1, min(r.remaining_steps, state.round_us // state.step_us(r, 1)))
+            k = smallest_fit(state, r)
+            take(r.id, k, min(r.remaining_steps, state.round_us // state.step_us(r, k)))
         if self.variant == "full":
             self._scale_up(state, by_id, placed, free, late)
         decisions = [(rid, g, n) for rid, (g, n) in placed.items()]
@@ -136,7 +142,7 @@ class TetriServe:
             for rid, r in by_id.items():
                 cur = placed.get(rid)
                 if cur is None:
-                    moves = [g for g in state.sets.get(1, ()) if free.issuperset(g)][:1]
+                    moves = [g for g in state.sets[smallest_fit(state, r)] if free.issuperset(g)][:1]
                     base = 0
                 else:
                     g0, base = cur
