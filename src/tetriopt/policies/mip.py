@@ -72,6 +72,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
 
 
 LARGE_MODEL = 2000  # variables
+SHORT_S = 0.1  # seconds of search left
 
 
 class MipPolicy:
@@ -165,9 +166,10 @@ class MipPolicy:
                 if self.deterministic and self.backend == "cpsat":
                     params["max_deterministic_time"] = left_s
                     left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
-                if self.backend == "cpsat" and len(rm.model.names) > LARGE_MODEL:
-                    # big rounds: presolve and LP linearisation eat the whole limit before the first
-                    # improving move; plain search from the hint does better (benchmarks/round_solve.py)
+                if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
+                    # big rounds or short limits: presolve and LP linearisation eat the whole limit
+                    # before the first improving move; plain search from the hint does better
+                    # (benchmarks/round_solve.py; presolve helps proofs when there is time)
                     params = {"cp_model_presolve": False, "linearization_level": 0}
                 outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                                  hint=best[2] if (best and self.hints) else None, **params)
