@@ -112,7 +112,7 @@ class Worker:
         Request state persists across jobs (a server runs one round per job): shards stay on
         their set until a later task on another set asks for them.
         """
-        rank, dev = self.rank, self.device
+        rank = self.rank
         st = self.state
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
         for t in job.tasks:

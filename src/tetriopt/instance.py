@@ -146,18 +146,3 @@ def load_instance(path: str | Path) -> Instance:
     except json.JSONDecodeError as e:
         raise InputError("instance", str(path), f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     return parse_instance(data, base_dir=p.parent, name=p.stem)
-
-
-def instance_to_json(inst: Instance) -> dict:
-    """The instance as its file format (for generated workloads)."""
-    out: dict[str, Any] = {
-        "model": inst.profile.name,
-        "cluster": {"gpus": inst.cluster.gpus},
-        "round_ms": inst.round_us / 1000,
-        "degrees": list(inst.degrees),
-        "requests": [{"id": r.id, "arrival_ms": r.arrival_us / 1000, "deadline_ms": r.deadline_us / 1000,
-                      "width": r.width, "height": r.height, "steps": r.steps} for r in inst.requests],
-    }
-    if len(inst.cluster.islands) > 1:
-        out["cluster"]["islands"] = [list(i) for i in inst.cluster.islands]
-    return out

@@ -6,7 +6,7 @@ own bookkeeping and gets back a `RoundPlan` it can execute.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 from .instance import Cluster
@@ -80,4 +80,3 @@ class RoundPlan:
     solve_ms: float = 0.0
     kept: tuple[str, ...] | None = None
     note: str = ""
-    extra: dict = field(default_factory=dict, compare=False)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 
-from dataclasses import replace
-
 from ..lookahead import outlook
 from ..plan import Decision, decisions_of, make_plan
 from ..state import RoundPlan, RoundState

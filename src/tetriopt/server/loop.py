@@ -22,7 +22,7 @@ from ..state import RequestState, RoundPlan, RoundState
 from .admission import Timing
 from .clock import Clock
 from .executors import Completion, Executor, WorkItem
-from .jobs import ImageTask, Job, JobStore
+from .jobs import Job, JobStore
 from .metrics import Metrics
 from .planner import Planner
 

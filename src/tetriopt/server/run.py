@@ -8,7 +8,6 @@ jobs finish, results are fetched) and only then asks uvicorn to exit; a second s
 from __future__ import annotations
 
 import asyncio
-import signal
 from types import FrameType
 
 import uvicorn

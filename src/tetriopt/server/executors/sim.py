@@ -10,7 +10,6 @@ those executed rounds (1 = the first round this executor runs), to exercise re-q
 from __future__ import annotations
 
 import threading
-import time
 from typing import Callable, Mapping
 
 from ...profile import CostProfile
