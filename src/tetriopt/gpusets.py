@@ -40,11 +40,12 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
     the round's end; if neither fits in round_us, the plain layout is used.
     """
     tasks = list(tasks)
-    first = sorted(set(first))
+    urgent = set(first)
+    first = sorted(urgent)
     largest_first = sorted(range(len(tasks)), key=lambda i: (-len(tasks[i][0]), tasks[i][0][0], i))
     if first and round_us is not None:
         end = round_start + round_us
-        rest = [i for i in largest_first if i not in set(first)]
+        rest = [i for i in largest_first if i not in urgent]
         # 1: the urgent ones first, the rest filling the gaps they leave
         placed = _place(tasks, first + rest, round_start)
         if all(e <= end for _, e in placed.values()):

@@ -127,6 +127,11 @@ def candidate_sets(state: RoundState, r: RequestState, k: int, index: int, max_s
     return tuple(sets[j] for j in sorted(set(ranked[:max_sets]) | {j for j in range(len(sets)) if sets[j] in keep}))
 
 
+def joint_cap_ms(state: RoundState, due_us: int, factor: float = 1.0) -> int:
+    """GPU-ms the cluster has between the round's end and `due_us` (the joint test's capacity)."""
+    return int(max(0, state.cluster.gpus * (due_us - state.end_us)) * factor) // 1000
+
+
 def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur_us: int) -> bool:
     """The individual test of the model for a request given this round's steps (for warm starts)."""
     can, slack = keepable(state, r, o)
@@ -234,7 +239,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         group[u] = gpu_ms(cost)
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
-        cap = int(max(0, state.cluster.gpus * (d - state.end_us)) * joint_capacity) // 1000
+        cap = joint_cap_ms(state, d, joint_capacity)
         acc = m.var(f"work_due[{d}]", 0, cap)
         m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
         running.append((acc, group, prev))

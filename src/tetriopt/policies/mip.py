@@ -9,7 +9,7 @@ from ..lookahead import outlook
 from ..plan import Decision, decisions_of, make_plan
 from ..state import RoundPlan, RoundState
 from .backends import BACKENDS
-from .formulation import RoundModel, build, gpu_ms, keep_allowed
+from .formulation import RoundModel, build, gpu_ms, joint_cap_ms, keep_allowed
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
@@ -54,7 +54,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
         prefix.append(i)
         total += work[i]
-        cap = int(max(0, st.cluster.gpus * (due(i) - st.end_us)) * jc) // 1000
+        cap = joint_cap_ms(st, due(i), jc)
         while total > cap:
             j = max(prefix, key=lambda j: (work[j], due(j), j))
             prefix.remove(j)

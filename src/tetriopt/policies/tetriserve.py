@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import time
 
-from ..lookahead import steps_possible
+from ..lookahead import outlook
 from ..plan import make_plan
 from ..state import RequestState, RoundPlan, RoundState
 
@@ -60,8 +60,8 @@ class TetriServe:
 
         # minimal deadline-meeting allocation: degrees at which the request, run from now on,
         # still finishes in time; the cheapest of them is what the DP picks unless GPUs are short
-        meets = [k for k, t in steps.items() if steps_possible(state, t, state.now_us, due) >= r.remaining_steps]
-        k_min = min(meets, key=lambda k: (k * steps[k], k)) if meets else None
+        o = outlook(state, r)
+        k_min = o.cheapest_degree if o.alive else None
         opts = [(0, 0, survives(0, None))]
         for k, t in sorted(steps.items()):
             if k_min is not None and k * t < k_min * steps[k_min]:
