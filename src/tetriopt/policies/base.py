@@ -20,7 +20,7 @@ POLICY_NAMES = ("cpsat", "pulp", "tetriserve", "greedy", "fixed-sp-K", "rssp[:SI
 
 
 def make_policy(name: str, **options: Any) -> Policy:
-    """A fresh policy by name: cpsat, pulp, tetriserve[-schedule|-placement], greedy, fixed-sp-K."""
+    """A fresh policy by name: cpsat, pulp, tetriserve[-schedule|-placement|-stepgain], greedy, fixed-sp-K."""
     from .fixed import FixedSP
     from .greedy import Greedy
     from .mip import MipPolicy
@@ -31,7 +31,7 @@ def make_policy(name: str, **options: Any) -> Policy:
     # heuristics take no solver options; the CLI passes them to every policy alike
     if name == "greedy":
         return Greedy()
-    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full))?", name)
+    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full|stepgain))?", name)
     if m:
         return TetriServe(variant=m.group(1) or "full")
     if name == "rssp" or name.startswith("rssp:"):  # issue 8: resolution-specific static SP
