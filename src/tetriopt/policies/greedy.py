@@ -47,6 +47,8 @@ class Loads:
 
 def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, want: int) -> tuple[tuple[int, ...], int] | None:
     """Best set of size k for r: most steps (up to want), then its own GPUs, then tightest fit."""
+    if state.round_us - min(loads.load) < step:
+        return None  # no GPU has room for one step: skip the scan over every set
     best = None
     for gpus in state.sets[k]:
         n = min(want, loads.free(gpus) // step)

@@ -117,7 +117,8 @@ class MipPolicy:
         if placed is None:
             return plan
         kept = set(plan.kept or ())
-        outside = sorted((r for r in state.requests if r.id not in placed),
+        held = {a.request for a in plan.assignments}  # a fallback plan may already hold some of them
+        outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
                          key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
         decisions = fill_leftover(state, decisions_of(plan), outside, ordered=True)
         return make_plan(state, decisions, backend=plan.backend, status=plan.status, objective=plan.objective,
@@ -161,14 +162,14 @@ class MipPolicy:
         if left_s > 0:
             try:
                 params = {}
-                if self.deterministic and self.backend == "cpsat":
-                    params["max_deterministic_time"] = left_s
-                    left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
                 if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
                     # big rounds or short limits: presolve and LP linearisation eat the whole limit
                     # before the first improving move; plain search from the hint does better
                     # (benchmarks/round_solve.py; presolve helps proofs when there is time)
-                    params = {"cp_model_presolve": False, "linearization_level": 0}
+                    params.update(cp_model_presolve=False, linearization_level=0)
+                if self.deterministic and self.backend == "cpsat":
+                    params["max_deterministic_time"] = left_s
+                    left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
                 outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                                  hint=best[2] if (best and self.hints) else None, **params)
             except Exception as e:  # a solver error must never lose the round: fall back below
