@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import click
 
+from .params import FiniteFloat
+
 
 @click.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
-@click.option("--time-limit-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True,
+@click.option("--time-limit-s", type=FiniteFloat("--time-limit-s", 0.0, 86_400, open_lo=True), default=60.0, show_default=True,
               help="Total time (model building included); unfinished components contribute a looser valid "
                    "bound (CP-SAT's proven bound, or their count of requests feasible alone).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
