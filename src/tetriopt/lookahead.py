@@ -51,12 +51,21 @@ def useful_degrees(state: RoundState, r: RequestState) -> dict[int, int]:
 
 
 def outlook(state: RoundState, r: RequestState) -> Outlook:
+    """r's figures in this round, computed once per round state (memoised on it by request id)."""
+    key = ("outlook", r.id)
+    o = state.memo.get(key)
+    if o is None:
+        o = state.memo[key] = _outlook(state, r)
+    return o
+
+
+def _outlook(state: RoundState, r: RequestState) -> Outlook:
     step = useful_degrees(state, r)
     if not step:  # nothing fits in a round: report the smallest-latency degree anyway
         k = min(state.degrees, key=lambda d: (state.step_us(r, d), d))
         step = {k: state.step_us(r, k)}
     fastest = min(step, key=lambda k: (step[k], k))
-    due = r.deadline_us - state.decode_us(r)
+    due = state.due_us(r)
     slack = steps_possible(state, step[fastest], state.end_us, due)
     by_cost = sorted(step, key=lambda k: (k * step[k], k))
     cheapest_k = by_cost[0]  # if nothing meets the deadline any more: the cheapest degree

@@ -71,7 +71,7 @@ class TetriServe:
         o = outlook(state, r)
         steps = o.step
         tmin = steps[o.fastest]
-        due = r.deadline_us - state.decode_us(r)
+        due = state.due_us(r)
 
         def survives(n: int, k: int | None) -> bool:
             left = r.remaining_steps - n
@@ -166,7 +166,7 @@ class TetriServe:
                     take(r.id, k, n)
         for r in sorted((by_id[i] for i in late), key=lambda r: (r.arrival_us, r.id)):
             k = smallest_fit(state, r)
-            take(r.id, k, min(r.remaining_steps, state.round_us // state.step_us(r, k)))
+            take(r.id, k, state.max_steps(r, k))
         if fair:  # anything still unseated that fits on idle GPUs
             for r in sorted(reqs, key=lambda r: (r.id in late, r.deadline_us, r.id)):
                 if r.id not in placed:
