@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from .instance import Instance, Request
+from .lookahead import useful
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,7 @@ class Window:
 
 def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
     """Degrees whose step fits in a round and is faster than every smaller degree's."""
-    out, best = {}, None
-    for k in sorted(inst.degrees):
-        if not inst.cluster.sets(k):
-            continue
-        t = inst.step_us(r, k)
-        if t > inst.round_us or (best is not None and t >= best):
-            continue
-        out[k], best = t, t
-    return out
+    return useful({k: inst.step_us(r, k) for k in inst.degrees if inst.cluster.sets(k)}, inst.round_us)
 
 
 def window(inst: Instance, r: Request) -> Window:

@@ -35,19 +35,22 @@ class Outlook:
     alive: bool                       # can it still meet its deadline if it gets the best this round
 
 
-def useful_degrees(state: RoundState, r: RequestState) -> dict[int, int]:
-    """Degrees whose step fits in a round, dropping those no faster than a smaller degree."""
+def useful(step: dict[int, int], round_us: int) -> dict[int, int]:
+    """Of the per-degree step latencies given (degrees that have GPU sets), the degrees whose step
+    fits in a round, dropping those no faster than a smaller degree (the one copy of this rule:
+    policies through `outlook`, the bound through its windows)."""
     out: dict[int, int] = {}
     best = None
-    for k in sorted(state.degrees):
-        t = state.step_us(r, k)
-        if t > state.round_us or not state.sets.get(k):
-            continue
-        if best is not None and t >= best:
-            continue  # more GPUs, no faster: never worth it
-        out[k] = t
-        best = t
+    for k in sorted(step):
+        t = step[k]
+        if t > round_us or (best is not None and t >= best):
+            continue  # too slow for a round, or more GPUs and no faster: never worth it
+        out[k] = best = t
     return out
+
+
+def useful_degrees(state: RoundState, r: RequestState) -> dict[int, int]:
+    return useful({k: state.step_us(r, k) for k in state.degrees if state.sets.get(k)}, state.round_us)
 
 
 def outlook(state: RoundState, r: RequestState) -> Outlook:
