@@ -69,7 +69,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     return sol if m.feasible(sol) else None
 
 
-LARGE_MODEL = 2000  # variables: above this CP-SAT runs without presolve
+LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
