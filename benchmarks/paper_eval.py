@@ -23,9 +23,9 @@ from tqdm import tqdm
 from tetriopt import bench as B
 from tetriopt import plots
 
-FLUX_POL = ["cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
+FLUX_POL = ["cpsat", "tetriserve", "tetriserve-stepgain", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
             "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8"]
-SD3_POL = ["cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
+SD3_POL = ["cpsat", "tetriserve", "tetriserve-stepgain", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
            "fixed-sp-1", "fixed-sp-2", "fixed-sp-4"]
 
 
