@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .instance import Cluster
+from .plan import Assignment, RoundPlan  # noqa: F401 - re-exported: the plan types' old home
 from .profile import CostProfile
 
 
@@ -53,30 +54,3 @@ class RoundState:
     def max_steps(self, r: RequestState, k: int) -> int:
         """Most steps of r that fit in one round at degree k."""
         return min(r.remaining_steps, self.round_us // self.step_us(r, k))
-
-
-@dataclass(frozen=True)
-class Assignment:
-    request: str
-    gpus: tuple[int, ...]
-    steps: int
-    start_us: int
-    end_us: int
-
-    @property
-    def degree(self) -> int:
-        return len(self.gpus)
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """A round's decisions. `kept` are the requests the policy still aims to finish on time."""
-
-    assignments: tuple[Assignment, ...]
-    backend: str
-    status: str = "HEURISTIC"  # OPTIMAL / FEASIBLE / FALLBACK / HEURISTIC
-    objective: float | None = None
-    bound: float | None = None
-    solve_ms: float = 0.0
-    kept: tuple[str, ...] | None = None
-    note: str = ""

@@ -117,7 +117,9 @@ class MipPolicy:
         if placed is None:
             return plan
         kept = set(plan.kept or ())
-        outside = sorted((r for r in state.requests if r.id not in placed),
+        # a heuristic plan that answered for the model may already hold requests outside `placed`
+        held = {a.request for a in plan.assignments}
+        outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
                          key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
         decisions = fill_leftover(state, decisions_of(plan), outside, ordered=True)
         return make_plan(state, decisions, backend=plan.backend, status=plan.status, objective=plan.objective,
