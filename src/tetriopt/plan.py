@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from .gpusets import gpu_loads, layout
-
-if TYPE_CHECKING:  # state.py re-exports the plan types, so it cannot be imported here at run time
-    from .state import RoundState
+from .state import RoundState
 
 Decision = tuple[str, tuple[int, ...], int]  # request id, GPUs, steps
 

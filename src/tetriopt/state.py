@@ -1,7 +1,7 @@
-"""Round-level problem and answer: what a scheduler knows at a round boundary, and its plan.
+"""Round-level problem: what a scheduler knows at a round boundary (its answer is in `plan`).
 
 These are the types another scheduler uses with `solve_round`: it builds a `RoundState` from its
-own bookkeeping and gets back a `RoundPlan` it can execute.
+own bookkeeping and gets back a `tetriopt.plan.RoundPlan` it can execute.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from .instance import Cluster
-from .plan import Assignment, RoundPlan  # noqa: F401 - re-exported: the plan types' old home
 from .profile import CostProfile
 
 
