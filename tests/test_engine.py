@@ -161,6 +161,7 @@ def test_submitting_twice_is_an_error():
         e.submit(req("a"))
 
 
+@pytest.mark.slow
 def test_mip_fallback_under_backlog_never_assigns_a_request_twice():
     """Regression: `tetriopt workload --gpus 8 -n 320 --rate 142.2 --seed 0` then `solve --time-limit-ms 1`
     crashed: the heuristic plan that answered for the model already held requests outside the placed
