@@ -43,15 +43,19 @@ class SimExecutor:
         assert self.clock is not None, "start() first"
         clock = self.clock
         events = []
+        done: dict[str, int] = {}   # a request's steps through its assignments so far (several a round)
+        ready: dict[str, int] = {}  # when its previous assignment in this round ends
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
                 step = self.profile.step_us(w.width, w.height, a.degree)
-                start = max([a.start_us, clock.now_us()] + [self._free_us[g] for g in a.gpus])
+                start = max([a.start_us, clock.now_us(), ready.get(a.request, 0)] + [self._free_us[g] for g in a.gpus])
                 end = start + a.steps * step
                 for g in a.gpus:
                     self._free_us[g] = end
-                last = w.done_steps + a.steps >= w.total_steps
+                ready[a.request] = end
+                done[a.request] = done.get(a.request, w.done_steps) + a.steps
+                last = done[a.request] >= w.total_steps
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
                 image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
                 events.append((finish, a, image))
