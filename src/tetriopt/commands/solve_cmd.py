@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..instance import load_instance
+from ..policies import policy_help
 from .params import FiniteFloat
 
 
@@ -36,7 +37,7 @@ def print_summary(res) -> None:
 @click.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--policy", default="cpsat", show_default=True,
-              help="cpsat, pulp, tetriserve[-schedule|-placement], greedy, fixed-sp-K")
+              help=policy_help())
 @click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=500.0, show_default=True,
               help="Wall-clock limit of each round's whole decision, from the round's snapshot to its plan "
                    "(warm starts, model, search, repair; the fallback answers when it is hit).")

@@ -6,13 +6,14 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..plan import PlanStatus
 from .formulation import LinearModel
 
 
 @dataclass(frozen=True)
 class SolveOutcome:
     solution: list[int] | None
-    status: str  # OPTIMAL / FEASIBLE / NO_SOLUTION / ERROR
+    status: str  # PlanStatus.OPTIMAL / FEASIBLE when a solution came back, else the solver's word
     objective: float | None
     bound: float | None
 
@@ -67,7 +68,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
             p.max_time_in_seconds = left
             p.max_deterministic_time = params.get("max_deterministic_time", float("inf"))
             code = solver.solve(model)
-    name = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}.get(code)
+    name = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE}.get(code)
     if name is None:
         return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None)
     sol = list(solver.response_proto.solution)[:len(xs)]  # variables were created in model order
@@ -122,7 +123,7 @@ def solve_pulp(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int 
         return SolveOutcome(None, "NO_SOLUTION", None, None)
     optimal = status == "Optimal" and sol_status == pulp.LpSolutionOptimal
     val = float(m.value(sol))
-    return SolveOutcome(sol, "OPTIMAL" if optimal else "FEASIBLE", val, val if optimal else None)
+    return SolveOutcome(sol, PlanStatus.OPTIMAL if optimal else PlanStatus.FEASIBLE, val, val if optimal else None)
 
 
 BACKENDS = {"cpsat": solve_cpsat, "pulp": solve_pulp}

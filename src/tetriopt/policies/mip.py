@@ -6,67 +6,13 @@ from __future__ import annotations
 import time
 
 from ..lookahead import outlook
-from ..plan import Decision, decisions_of, make_plan
-from ..state import RoundPlan, RoundState
+from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
+from ..state import RoundState
+from ..units import ms_to_s
 from .backends import BACKENDS
-from .formulation import RoundModel, build, gpu_ms, joint_cap_ms, keep_allowed
+from .formulation import RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
-
-
-def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
-             jc: float = 1.0) -> list[int] | None:
-    """A full model solution from a heuristic's decisions (None if none is feasible).
-
-    Decisions the model cannot express (a set outside a request's candidates) are left out. Keep
-    flags start from the heuristic's own, minus those failing the individual test; where a
-    deadline's joint test overflows, the kept request with the most remaining work is given up.
-    """
-    m = rm.model
-    sol = [0] * len(m.names)
-    want = {}
-    for rid, g, n in decisions:
-        hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
-        if hit and n <= m.ub[hit[0][1]]:
-            sol[hit[0][0]], sol[hit[0][1]] = 1, n
-            want[rid] = (g, n)
-    st = rm.state
-    by_id = {r.id: r for r in st.requests if r.id in rm.keep}
-    kept_in = set(kept)
-    keep = {}
-    for i, r in by_id.items():
-        g, n = want.get(i, ((), 0))
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
-    # requests due inside the round, in deadline order: their GPUs must get through it in time
-    load: dict[int, int] = {}
-    for r, _, budget in rm.urgent:
-        g, n = want.get(r.id, ((), 0))
-        for gpu in g:
-            load[gpu] = load.get(gpu, 0) + n * st.step_us(r, len(g))
-        if keep[r.id] and any(load[gpu] > budget for gpu in g):
-            keep[r.id] = False
-    # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
-    due = lambda i: st.due_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
-            for i in by_id}
-    prefix: list[str] = []
-    total = 0
-    for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
-        prefix.append(i)
-        total += work[i]
-        cap = joint_cap_ms(st, due(i), jc)
-        while total > cap:
-            j = max(prefix, key=lambda j: (work[j], due(j), j))
-            prefix.remove(j)
-            total -= work[j]
-            keep[j] = False
-    for i, r in by_id.items():
-        n = want.get(i, ((), 0))[1]
-        sol[rm.done[i]] = int(n == r.remaining_steps)
-        sol[rm.keep[i]] = int(keep[i])
-        sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
-    rm.derive(sol)
-    return sol if m.feasible(sol) else None
 
 
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
@@ -106,7 +52,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False):
         self.backend = backend
         self.name = backend
-        self.time_limit_ms = time_limit_ms
+        self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
         self.seed = seed
         self.workers = workers
         self.hints = hints
@@ -139,13 +85,13 @@ class MipPolicy:
     def _left(self, t0: float) -> float:
         """Seconds left of the limit (the whole limit, whatever the wall clock, when deterministic)."""
         if self.deterministic:
-            return self.time_limit_ms / 1e3
-        return self.time_limit_ms / 1e3 - (time.perf_counter() - t0)
+            return self.limit_s
+        return self.limit_s - (time.perf_counter() - t0)
 
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
-            return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
+            return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
         # time kept back for filling leftovers and laying the plan out (none when deterministic:
         # then no decision may depend on the wall clock)
         reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
@@ -195,7 +141,7 @@ class MipPolicy:
         else:  # the keep flags the model allows for this plan
             name, val, sol, dec, _ = best
             kept = tuple(i for i, v in rm.keep.items() if sol[v])
-        return list(dec), dict(backend=name, status="FALLBACK", objective=val, bound=bound, kept=tuple(kept), note=note)
+        return list(dec), dict(backend=name, status=PlanStatus.FALLBACK, objective=val, bound=bound, kept=tuple(kept), note=note)
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
         heuristics = self._warm_starts(state, t0, reserve)
@@ -227,7 +173,7 @@ class MipPolicy:
                 # before the first improving move; plain search from the hint does better
                 # (benchmarks/round_solve.py; presolve helps proofs when there is time)
                 params.update(cp_model_presolve=False, linearization_level=0)
-            stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.time_limit_ms / 1e3)
+            stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
             if self.deterministic and self.backend == "cpsat":
                 params["max_deterministic_time"] = left_s
                 left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
@@ -245,6 +191,6 @@ class MipPolicy:
         kept = tuple(i for i, v in rm.keep.items() if sol[v])
         status, bound, note = outcome.status, outcome.bound, ""
         if rm.restricted:  # optimal among the capped candidate sets only: no proof for the full round
-            status, bound, note = "FEASIBLE", None, "restricted model (capped sets or unplaced backlog)"
+            status, bound, note = PlanStatus.FEASIBLE, None, "restricted model (capped sets or unplaced backlog)"
         return rm.decisions(sol), dict(backend=self.backend, status=status, objective=outcome.objective,
                                        bound=bound, kept=kept, note=note)

@@ -47,8 +47,8 @@ from __future__ import annotations
 import time
 
 from ..lookahead import outlook
-from ..plan import make_plan
-from ..state import RequestState, RoundPlan, RoundState
+from ..plan import PlanStatus, RoundPlan, make_plan
+from ..state import RequestState, RoundState
 
 
 def smallest_fit(state: RoundState, r: RequestState) -> int:
@@ -178,7 +178,7 @@ class TetriServe:
         elif self.variant == "stepgain":
             self._scale_up_steps(state, by_id, placed, free, late)
         decisions = [(rid, g, n) for rid, (g, n) in placed.items()]
-        return make_plan(state, decisions, backend=self.name, status="HEURISTIC",
+        return make_plan(state, decisions, backend=self.name, status=PlanStatus.HEURISTIC,
                          kept=tuple(r.id for r in reqs if r.id not in late),
                          solve_ms=(time.perf_counter() - t0) * 1e3)
 
