@@ -16,6 +16,7 @@ class SolveOutcome:
     status: str  # PlanStatus.OPTIMAL / FEASIBLE when a solution came back, else the solver's word
     objective: float | None
     bound: float | None
+    setup_s: float = 0.0  # the translation into the solver's model (what a caller's cost estimate needs)
 
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
@@ -33,7 +34,9 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     model = cp_model.CpModel()
     xs = [model.new_int_var(lo, hi, n) for n, lo, hi in zip(m.names, m.lb, m.ub)]
     ws = cp_model.LinearExpr.weighted_sum
-    for co, lo, hi in m.cons:
+    for j, (co, lo, hi) in enumerate(m.cons):
+        if j % 256 == 255 and time.perf_counter() - t0 > time_limit_s:
+            return SolveOutcome(None, "NO_SOLUTION", None, None, time.perf_counter() - t0)  # out of time translating
         model.add_linear_constraint(ws([xs[v] for v in co], list(co.values())),
                                     int(lo) if math.isfinite(lo) else cp_model.INT_MIN,
                                     int(hi) if math.isfinite(hi) else cp_model.INT_MAX)
@@ -41,9 +44,10 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     if hint is not None:
         for x, h in zip(xs, hint):
             model.add_hint(x, h)
-    left = time_limit_s - (time.perf_counter() - t0)
+    setup = time.perf_counter() - t0
+    left = time_limit_s - setup
     if left <= 0:
-        return SolveOutcome(None, "NO_SOLUTION", None, None)
+        return SolveOutcome(None, "NO_SOLUTION", None, None, setup)
     solver = cp_model.CpSolver()
     p = solver.parameters
     p.max_time_in_seconds = left
@@ -70,9 +74,10 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
             code = solver.solve(model)
     name = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE}.get(code)
     if name is None:
-        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None)
+        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None,
+                            setup)
     sol = list(solver.response_proto.solution)[:len(xs)]  # variables were created in model order
-    return SolveOutcome(sol, name, float(solver.objective_value), float(solver.best_objective_bound))
+    return SolveOutcome(sol, name, float(solver.objective_value), float(solver.best_objective_bound), setup)
 
 
 CBC_START_S = 0.03  # CBC runs as a process fed an MPS file: its start and read-back, measured

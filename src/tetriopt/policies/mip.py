@@ -161,9 +161,10 @@ class MipPolicy:
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
-        self._build_rate.observe(time.perf_counter() - t_build, len(rm.model.names))
+        built_s = time.perf_counter() - t_build
         left_s = self._left(t0) - reserve
         if left_s < MIN_SEARCH_S:
+            self._build_rate.observe(built_s, len(rm.model.names))
             return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
         try:
@@ -183,6 +184,8 @@ class MipPolicy:
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
+        # the estimate covers building, completing the warm starts and translating for the solver
+        self._build_rate.observe(built_s + (outcome.setup_s if outcome else 0.0), len(rm.model.names))
         if outcome is None or outcome.solution is None or (best and rm.model.value(outcome.solution) < best[1]):
             note = error or ("time limit before a solution" if outcome is None or outcome.solution is None
                              else "heuristic better")
