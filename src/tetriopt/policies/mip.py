@@ -10,7 +10,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .formulation import RoundModel, build, complete
+from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
@@ -31,6 +31,7 @@ class Rate:
 
     def __init__(self, initial: float):
         self.value = initial
+        self.floor = initial  # the cheapest per-unit cost seen
 
     def predict(self, units: float) -> float:
         return self.value * units
@@ -38,11 +39,13 @@ class Rate:
     def observe(self, seconds: float, units: float) -> None:
         if units > 0:
             self.value = 0.7 * self.value + 0.3 * seconds / units
+            self.floor = min(self.floor, seconds / units)
 
     def skipped(self) -> None:
-        """The stage was skipped on this estimate: relax it, so that one slow round (a busy
-        machine) does not keep the stage off for good; it is tried again within a few rounds."""
-        self.value *= 0.8
+        """The stage was skipped on this estimate: relax it towards the cheapest cost seen, so
+        that one slow round (a busy machine) does not keep the stage off for good, while a stage
+        that never fits is not retried on a guess below anything measured."""
+        self.value = max(self.floor, 0.8 * self.value)
 
 
 class MipPolicy:
@@ -163,9 +166,16 @@ class MipPolicy:
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
                 hinted[rid] = hinted.get(rid, ()) + (g,)
-        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity)
+        stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
+        try:
+            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop)
+        except OutOfTime:
+            self._build_rate.observe(time.perf_counter() - t_build, est_vars)
+            return self._fallback(heuristics, "time limit while building the model")
         best = None
         for name, dec, kept in heuristics:
+            if stop is not None and time.perf_counter() > stop:
+                break  # the warm starts completed so far are the candidates
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
