@@ -167,7 +167,7 @@ class Runtime:
             kind, rank, payload = self._get()
             if kind == "task":
                 _, timing, latent = payload
-                on_task(timing, latent)
+                on_task(timing, None if latent is None else torch.from_numpy(latent))
             elif kind == "done":
                 done += 1
             else:

@@ -228,7 +228,9 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
                 break
             try:
                 def report(timing, latent, _id=job.job_id):
-                    results.put(("task", cfg.rank, (_id, timing, latent)))
+                    # numpy, not a tensor: a queued tensor is a shared-memory handle the driver
+                    # fetches from this process later, which fails once this process has died
+                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy())))
 
                 results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:

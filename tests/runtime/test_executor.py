@@ -7,6 +7,7 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from _plans import urgent_and_wide_plan  # noqa: E402
 from tetriopt.state import Assignment  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 from tetriopt_runtime.executor import RoundExecutor  # noqa: E402
@@ -56,3 +57,17 @@ def test_out_of_sync_step_counts_are_refused(ex):
     with pytest.raises(RuntimeError, match="runtime has 1 steps done"):
         _round(ex, items, {"c": 0}, ("c", (0,), 1))
     _round(ex, items, done, ("c", (0, 1), 3))  # the refusals left the request intact
+
+
+def test_runtime_runs_the_plans_start_order(ex):
+    """Issue 11 defect 1: the scheduler plans the urgent 1-GPU request before the 2-GPU one on
+    GPU 0; the runtime must run it first (both are led by rank 0, which reports in run order)."""
+    plan = urgent_and_wide_plan()
+    work = {"wide": dict(prompt="w", width=64, height=64, total_steps=20, done_steps=0, seed=1),
+            "urgent": dict(prompt="u", width=64, height=64, total_steps=2, done_steps=0, seed=2)}
+    calls = []
+    ex.run_round(list(plan.assignments), work, lambda a, png: calls.append((a.request, png is not None)))
+    assert calls == [("urgent", True), ("wide", False)]
+    ex.run_round([Assignment("wide", (0, 1), 16, 0, 0)], {**work, "wide": {**work["wide"], "done_steps": 4}},
+                 lambda a, png: calls.append((a.request, png is not None)))
+    assert calls[-1] == ("wide", True)
