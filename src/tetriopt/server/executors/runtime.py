@@ -1,25 +1,17 @@
-"""`cpu` and `cuda` executors: a bridge to the model runtime in the repository's runtime/ folder.
+"""`cpu` and `cuda` executors: the bridge to the model runtime, the installed `tetriopt_runtime`
+package (the repository's runtime/ folder, packaged under that name by pyproject.toml).
 
-The bridge expects runtime/executor.py (issue 4; importable as `tetriopt_runtime.executor`) to provide
-
-    class RoundExecutor:
-        def __init__(self, device: str, world: int, model: str): ...   # spawns the workers
-        def run_round(self, assignments, work, on_done) -> None: ...   # blocking, one round
-        def close(self) -> None: ...
-
-runtime/driver.py's `Runtime.generate(requests, rounds)` runs a whole multi-round plan in one
-call; a server needs one round at a time with each request's latent kept on its GPU set
-between calls, which is what RoundExecutor adds. Here `assignments` are tetriopt Assignments, `work` maps request id to a dict
-(prompt, width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)`
-is called as each assignment ends. Until that exists, `--executor cpu/cuda` stops at start-up
-with a message naming what is missing, rather than serving placeholder images as if they were real.
+`tetriopt_runtime.executor.RoundExecutor` runs one round per call and keeps each request's
+latent on its GPU set between calls: `run_round(assignments, work, on_done)` takes tetriopt
+Assignments (run in their planned start order), `work` maps request id to a dict (prompt,
+width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)` is
+called as each assignment ends. Without torch/diffusers installed, `--executor cpu/cuda` stops
+at start-up with one line naming what is missing.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ...errors import InputError
@@ -28,30 +20,19 @@ from ...state import RoundPlan
 from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 
-RUNTIME_DIR = Path(__file__).resolve().parents[4] / "runtime"
-
 
 def _load_runtime(device: str) -> Any:
-    if device == "cuda":
-        try:
-            import torch
-        except ModuleNotFoundError:
-            raise InputError("executor", device, "needs PyTorch with CUDA (pip install torch); "
-                             "use --executor sim on a machine without GPUs") from None
-        if not torch.cuda.is_available():
-            raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
-    if importlib.util.find_spec("tetriopt_runtime") is None or not (RUNTIME_DIR / "executor.py").is_file():
-        raise InputError("executor", device,
-                         f"needs the model runtime's round-by-round executor: {RUNTIME_DIR}/executor.py providing "
-                         "RoundExecutor(device, world, model) with run_round(assignments, work, on_done), "
-                         "keeping latents between rounds (issue 4), is not there yet (runtime/driver.py's "
-                         "Runtime.generate runs only whole plans); use --executor sim")
+    """RoundExecutor from the installed runtime package, or one clear line saying what is missing."""
     try:
         mod = importlib.import_module("tetriopt_runtime.executor")
     except ModuleNotFoundError as e:
-        raise InputError("executor", device, f"the runtime needs a package that is not installed: {e.name}") from None
-    if not hasattr(mod, "RoundExecutor"):
-        raise InputError("executor", device, "runtime/executor.py has no RoundExecutor class")
+        raise InputError("executor", device, f"the runtime needs a package that is not installed: {e.name} "
+                         "(pip install 'tetriopt[runtime]')") from None
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
     return mod.RoundExecutor
 
 
