@@ -17,8 +17,10 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from .models import Aux, ModelSpec, check_size, tokens_of
-from .plan import Task, compile_plan, first_ranks
+from tetriopt.runnable import split_problem
+
+from .models import Aux, Conditioning, ModelSpec, check_size, tokens_of, transformer_config
+from .plan import PlanError, Task, compile_plan, first_ranks
 from .png import encode_png
 from .worker import Job, ReqMeta, WorkerConfig, worker_main
 
@@ -69,6 +71,7 @@ class Runtime:
         self.sp_backend = sp_backend
         self.threads = threads or max(1, (os.cpu_count() or 1) // world_size)
         self.aux = Aux(spec, torch.device(aux_device or "cpu"))
+        self.heads = int(transformer_config(spec)["num_attention_heads"])
         self._procs: list[Any] = []
         self._jobs: list[Any] = []
         self._results: Any = None
@@ -104,11 +107,12 @@ class Runtime:
             except queue.Empty:
                 dead = [p.pid for p in self._procs if not p.is_alive()]
                 if dead or time.monotonic() > deadline:
-                    self.close()
+                    self.close(wait_s=0.0 if dead else 10.0)  # survivors may be stuck with a dead peer
                     why = f"workers {dead} died" if dead else f"no answer in {self.timeout_s:.0f} s"
                     raise RuntimeError(f"runtime stopped: {why}") from None
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop the workers: ask, wait up to wait_s each, then kill."""
         for q, p in zip(self._jobs, self._procs):
             if p.is_alive():
                 try:
@@ -116,7 +120,7 @@ class Runtime:
                 except Exception:
                     pass
         for p in self._procs:
-            p.join(timeout=10)
+            p.join(timeout=wait_s)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
@@ -129,12 +133,27 @@ class Runtime:
         self.close()
 
     # -- execution ---------------------------------------------------------------------------
+    def split_problem(self, width: int, height: int, degree: int) -> Optional[str]:
+        """Why this runtime's model cannot run a width x height request on `degree` ranks (None: it can)."""
+        return split_problem(tokens_of(width, height), self.heads, degree)
+
     def compile(self, requests: Sequence[GenRequest], rounds: Iterable[Any]) -> list[Task]:
         for r in requests:
             check_size(r.width, r.height)
         if len({r.id for r in requests}) != len(requests):
             raise ValueError("request ids must be unique")
-        return compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
+        tasks = compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
+        size = {r.id: (r.width, r.height) for r in requests}
+        for t in tasks:
+            why = self.split_problem(*size[t.request], t.degree)
+            if why:
+                raise PlanError(f"request {t.request!r} on GPUs {t.gpus}: {why}")
+        return tasks
+
+    def meta_of(self, r: GenRequest, cond: Conditioning) -> ReqMeta:
+        return ReqMeta(width=r.width, height=r.height, steps=r.steps, tokens=tokens_of(r.width, r.height),
+                       channels=self.aux.channels, text_tokens=cond.embeds.shape[1],
+                       joint_dim=cond.embeds.shape[2], pooled_dim=cond.pooled.shape[1])
 
     def _prepare(self, requests: Sequence[GenRequest]) -> tuple[dict, dict, dict]:
         meta, inits, encode_ms = {}, {}, {}
@@ -143,17 +162,23 @@ class Runtime:
             t0 = time.perf_counter()
             cond = self.aux.encode(r.prompt)
             encode_ms[r.id] = (time.perf_counter() - t0) * 1e3
-            noise = self.aux.noise(r.width, r.height, r.seed)
-            meta[r.id] = ReqMeta(width=r.width, height=r.height, steps=r.steps, tokens=tokens_of(r.width, r.height),
-                                 channels=self.aux.channels, text_tokens=cond.embeds.shape[1],
-                                 joint_dim=cond.embeds.shape[2], pooled_dim=cond.pooled.shape[1])
-            inits[r.id] = (noise, cond)
+            meta[r.id] = self.meta_of(r, cond)
+            inits[r.id] = (self.aux.noise(r.width, r.height, r.seed), cond)
         return meta, inits, encode_ms
 
+    def alive(self) -> bool:
+        """Every worker process is running (a dead one means: close and start a new runtime)."""
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
     def run_tasks(self, tasks: list[Task], meta: dict, inits: dict,
-                  on_task: Callable[[dict[str, Any], Optional[torch.Tensor]], None]) -> float:
-        """Send one job (tasks in global order) to every worker; on_task(timing, latent|None) is
-        called as each task ends (latent: the final one, on a request's last task). Returns ms."""
+                  on_task: Callable[[dict[str, Any], Optional[torch.Tensor], bool], None],
+                  checkpoint: bool = False) -> float:
+        """Send one job (tasks in global order) to every worker; on_task(timing, latent|None, final)
+        is called as each task ends (latent: the final one on a request's last task, and with
+        `checkpoint` the full latent after every task). Returns ms."""
         if not self._procs:
             raise RuntimeError("runtime is closed")
         firsts = first_ranks([t for t in tasks if t.is_first])
@@ -161,13 +186,13 @@ class Runtime:
         t0 = time.perf_counter()
         for rank, q in enumerate(self._jobs):
             mine = {rid: v for rid, v in inits.items() if rank in firsts.get(rid, ())}
-            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine))
+            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine, checkpoint=checkpoint))
         done = 0
         while done < self.world:
             kind, rank, payload = self._get()
             if kind == "task":
-                _, timing, latent = payload
-                on_task(timing, None if latent is None else torch.from_numpy(latent))
+                _, timing, latent, final = payload
+                on_task(timing, None if latent is None else torch.from_numpy(latent), final)
             elif kind == "done":
                 done += 1
             else:
@@ -184,9 +209,9 @@ class Runtime:
         latents: dict[str, torch.Tensor] = {}
         timings: list[dict[str, Any]] = []
 
-        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor]) -> None:
+        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool) -> None:
             timings.append(timing)
-            if latent is not None:
+            if final:
                 latents[timing["request"]] = latent
 
         wall_ms = self.run_tasks(tasks, meta, inits, on_task)

@@ -21,6 +21,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from tetriopt.runnable import image_tokens, size_problem
+
 from .processors import FluxSPProcessor, SD3SPProcessor, SPContext
 
 TINY_FLUX_CONFIG: dict[str, Any] = dict(
@@ -69,12 +71,24 @@ class ModelSpec:
 
 
 def tokens_of(width: int, height: int) -> int:
-    return (width // 16) * (height // 16)
+    return image_tokens(width, height)
 
 
 def check_size(width: int, height: int) -> None:
-    if width % 16 or height % 16 or width <= 0 or height <= 0:
-        raise ValueError(f"{width}x{height}: width and height must be positive multiples of 16 px")
+    why = size_problem(width, height)
+    if why:
+        raise ValueError(why)
+
+
+def transformer_config(spec: ModelSpec) -> dict:
+    """The transformer's config (tiny: the built-in one; real: `path/transformer/config.json`),
+    read without loading weights, so the driver knows the head count every worker will have."""
+    if spec.tiny:
+        return {**(TINY_SD3_CONFIG if spec.family == "sd3" else TINY_FLUX_CONFIG), **spec.config}
+    from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
+
+    cls = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
+    return dict(cls.load_config(spec.path, subfolder="transformer"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,9 +100,8 @@ def load_transformer(spec: ModelSpec, device: torch.device):
 
     cls = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
     if spec.tiny:
-        cfg = {**(TINY_SD3_CONFIG if spec.family == "sd3" else TINY_FLUX_CONFIG), **spec.config}
         torch.manual_seed(spec.seed)  # identical random weights on every rank
-        model = cls(**cfg)
+        model = cls(**transformer_config(spec))
     else:
         model = cls.from_pretrained(spec.path, subfolder="transformer", torch_dtype=spec.torch_dtype)
     if next(model.parameters()).dtype != spec.torch_dtype:
@@ -190,7 +203,7 @@ class Aux:
         self.spec, self.device = spec, device
         self.pipe = None
         if spec.tiny:
-            cfg = {**(TINY_SD3_CONFIG if spec.family == "sd3" else TINY_FLUX_CONFIG), **spec.config}
+            cfg = transformer_config(spec)
             self.joint_dim, self.pooled_dim = cfg["joint_attention_dim"], cfg["pooled_projection_dim"]
             self.latent_channels = (cfg["in_channels"] // 4) if spec.family == "flux" else cfg["in_channels"]
             g = torch.Generator().manual_seed(spec.seed + 1)

@@ -112,12 +112,21 @@ class PlanState:
         self.held: dict[str, set[int]] = {}
         self.next_index = 0
 
-    def add_request(self, rid: str, steps: int) -> None:
+    def copy(self) -> "PlanState":
+        c = PlanState(self.world)
+        c.total, c.done, c.where = dict(self.total), dict(self.done), dict(self.where)
+        c.held = {k: set(v) for k, v in self.held.items()}
+        c.next_index = self.next_index
+        return c
+
+    def add_request(self, rid: str, steps: int, done: int = 0) -> None:
+        """A request whose first task here starts at step `done` (above 0: resumed from a copy of
+        its latent that the driver ships like initial noise)."""
         if rid in self.total:
             raise PlanError(f"request {rid!r} is already running")
-        if steps <= 0:
-            raise PlanError(f"request {rid!r} has {steps} steps")
-        self.total[rid], self.done[rid] = steps, 0
+        if steps <= 0 or not 0 <= done < steps:
+            raise PlanError(f"request {rid!r} has {steps} steps, {done} done")
+        self.total[rid], self.done[rid] = steps, done
 
     def add_round(self, round_: Any, r: int = 0) -> list[Task]:
         """Tasks of one round in execution order (the plan's start times, `execution_order`),

@@ -52,6 +52,7 @@ class Job:
     tasks: list[Task]
     meta: dict[str, ReqMeta]
     inits: dict[str, tuple[torch.Tensor, Conditioning]] = field(default_factory=dict)
+    checkpoint: bool = False  # leaders also report the full latent after every task (see executor.py)
 
 
 @dataclass
@@ -107,7 +108,9 @@ class Worker:
             torch.cuda.synchronize(self.device)
 
     def run(self, job: Job, report) -> dict[str, Any]:
-        """Execute a job's tasks; `report(timing, latent)` is called as each task this rank leads ends.
+        """Execute a job's tasks; `report(timing, latent, final)` is called as each task this rank
+        leads ends (latent: the full latent after a request's last task, or after every task
+        when the job asks for checkpoints; else None).
 
         Request state persists across jobs (a server runs one round per job): shards stay on
         their set until a later task on another set asks for them.
@@ -116,7 +119,9 @@ class Worker:
         st = self.state
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
         for t in job.tasks:
-            if t.is_first:
+            if t.is_first:  # a new request, or one resumed from the driver's copy after a restart
+                for d in (st.shards, st.conds, st.outbox, st.sigmas, st.finished):
+                    d.pop(t.request, None)
                 st.meta[t.request] = job.meta[t.request]
             m = st.meta[t.request]
             moving = t.prev_gpus is not None and t.prev_gpus != t.gpus
@@ -140,9 +145,9 @@ class Worker:
                 for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
                     d.pop(t.request, None)
                 if rank == t.leader:
-                    report(st.last_timing, st.finished.pop(t.request))
+                    report(st.last_timing, st.finished.pop(t.request), True)
             elif rank == t.leader and rank in t.gpus:
-                report(st.last_timing, None)
+                report(st.last_timing, st.finished.pop(t.request, None), False)
         for h, _ in pending:
             h.wait()
         return dict(rank=rank)
@@ -188,11 +193,11 @@ class Worker:
             self._sync()
             step_ms.append((time.perf_counter() - ts) * 1e3)
         t2 = time.perf_counter()
-        if t.is_last:
+        if t.is_last or job.checkpoint:
             full = self._gather(x, t.gpus)
             if rank == t.leader:
-                st.finished[t.request] = full.to("cpu", torch.float32)
-        else:
+                st.finished[t.request] = full.to("cpu", torch.float32, copy=True)
+        if not t.is_last:
             st.shards[t.request] = x
         self._sync()
         st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
@@ -227,10 +232,10 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
             if job is None:
                 break
             try:
-                def report(timing, latent, _id=job.job_id):
+                def report(timing, latent, final, _id=job.job_id):
                     # numpy, not a tensor: a queued tensor is a shared-memory handle the driver
                     # fetches from this process later, which fails once this process has died
-                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy())))
+                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final)))
 
                 results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:

@@ -11,6 +11,7 @@ from _plans import urgent_and_wide_plan  # noqa: E402
 from tetriopt.state import Assignment  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 from tetriopt_runtime.executor import RoundExecutor  # noqa: E402
+from tetriopt_runtime.plan import PlanError  # noqa: E402
 from tetriopt_runtime.png import decode_png_size  # noqa: E402
 
 
@@ -50,13 +51,14 @@ def test_rounds_keep_latents_and_match_a_whole_plan(ex):
 
 def test_out_of_sync_step_counts_are_refused(ex):
     items = {"c": ("x", 64, 64, 4, 0)}
-    with pytest.raises(RuntimeError, match="not on this runtime"):
+    with pytest.raises(PlanError, match="not on this runtime"):
         _round(ex, items, {"c": 2}, ("c", (0,), 1))
     done = {"c": 0}
     _round(ex, items, done, ("c", (0,), 1))
-    with pytest.raises(RuntimeError, match="runtime has 1 steps done"):
-        _round(ex, items, {"c": 0}, ("c", (0,), 1))
-    _round(ex, items, done, ("c", (0, 1), 3))  # the refusals left the request intact
+    with pytest.raises(PlanError, match="holds 1 finished steps"):
+        _round(ex, items, {"c": 3}, ("c", (0,), 1))
+    calls = _round(ex, items, done, ("c", (0, 1), 3))  # the refusals left the request intact
+    assert [png is not None for _, png in calls] == [True]
 
 
 def test_runtime_runs_the_plans_start_order(ex):

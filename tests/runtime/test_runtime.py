@@ -16,7 +16,7 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tetriopt_runtime import GenRequest, ModelSpec, PlanError, Runtime  # noqa: E402
+from tetriopt_runtime import GenRequest, ModelSpec, PlanError, Runtime, compile_plan  # noqa: E402
 from tetriopt_runtime.png import decode_png_size  # noqa: E402
 
 TOL = 1e-5
@@ -110,11 +110,24 @@ def test_tiny_sd3_mixed_degrees(rt2_factory):
     assert _max_diff(ref, got) <= TOL
 
 
-def test_worker_error_is_reported_not_hung(rt2_factory):
+def test_unsplittable_size_is_refused_before_dispatch(rt2_factory):
     rt = rt2_factory()
+    pids = rt.worker_pids()
+    with pytest.raises(PlanError, match="do not split"):
+        rt.generate([GenRequest("odd", "x", 48, 16, 2)], [[("odd", (0, 1), 2)]])  # 3 tokens over 2 ranks
+    assert rt.worker_pids() == pids and rt.alive()
+
+
+def test_worker_error_is_reported_not_hung(rt2_factory):
+    """A task that raises inside a worker (here the worker's own split check, reached by
+    bypassing the driver's) is reported, and the runtime closes instead of hanging."""
+    rt = rt2_factory()
+    reqs = [GenRequest("odd", "x", 48, 16, 2)]
+    tasks = compile_plan([[("odd", (0, 1), 2)]], {"odd": 2}, 2)
+    meta, inits, _ = rt._prepare(reqs)
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="do not split"):
-        rt.generate([GenRequest("odd", "x", 48, 16, 2)], [[("odd", (0, 1), 2)]])  # 3 tokens over 2 ranks
+        rt.run_tasks(tasks, meta, inits, lambda *a: None)
     assert time.monotonic() - t0 < 30
     assert not rt._procs  # closed: its groups may be wedged after a failure
 

@@ -36,19 +36,30 @@ def _load_runtime(device: str) -> Any:
     return mod.RoundExecutor
 
 
-class RuntimeExecutor:
-    """Rounds run one at a time, in order (the runtime checks each request's step count), and a
-    failure restarts the workers empty: requests that had started lose their latents."""
+class RequestsFailed(ExecutorFailure):
+    """Assignments the runtime refused before dispatch (their size does not split over the
+    planned degree, or their progress disagrees with the runtime's): those requests fail alone;
+    the rest of the round ran and was reported, and the runtime keeps running."""
 
-    resumable = False
+    def __init__(self, reasons: Mapping[str, str]):
+        self.reasons = dict(reasons)
+        super().__init__("; ".join(f"request {rid!r}: {why}" for rid, why in self.reasons.items()))
+
+
+class RuntimeExecutor:
+    """Rounds run one at a time, in their planned start order. The runtime keeps a copy of every
+    request's latent after each assignment, so after a failure (a worker died, a collective timed
+    out) requests resume from their last reported step: the round fails once, the workers restart."""
+
+    resumable = True
     concurrent_rounds = False
 
-    def __init__(self, device: str, gpus: int, profile: CostProfile, model: str):
+    def __init__(self, device: str, gpus: int, profile: CostProfile, model: str, **options: Any):
         cls = _load_runtime(device)
         self.name = device
         self.profile = profile
         try:
-            self._impl = cls(device=device, world=gpus, model=model)
+            self._impl = cls(device=device, world=gpus, model=model, **options)
         except Exception as e:  # noqa: BLE001 - missing weights or packages: say so at start-up
             raise InputError("executor", device, f"the runtime could not load model {model!r}: "
                              f"{type(e).__name__}: {str(e).strip()[:300]}") from None
@@ -63,16 +74,22 @@ class RuntimeExecutor:
         clock = self.clock
         items = {k: {"prompt": w.prompt, "width": w.width, "height": w.height, "total_steps": w.total_steps,
                      "done_steps": w.done_steps, "seed": w.seed} for k, w in work.items()}
+        refused: dict[str, str] = {}
 
         def done(a, png: bytes | None) -> None:
             on_complete(Completion(assignment=a, finish_us=clock.now_us(), image=png))
 
+        def failed(a, why: str) -> None:
+            refused[a.request] = why
+
         try:
-            self._impl.run_round(list(plan.assignments), items, done)
+            self._impl.run_round(list(plan.assignments), items, done, failed)
         except ExecutorFailure:
             raise
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
+        if refused:  # the runtime keeps their checkpoints: re-planned at a runnable degree, they resume
+            raise RequestsFailed(refused)
 
     def close(self) -> None:
         self._impl.close()
