@@ -28,7 +28,6 @@ import torch
 from .driver import GenRequest, Runtime
 from .models import Conditioning, ModelSpec
 from .plan import PlanError, PlanState, Task
-from .png import encode_png
 
 DEFAULT_PATHS = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
 
@@ -48,17 +47,18 @@ class _Held:
     """A request this executor has seen and not finished: enough to resume it after a restart."""
 
     req: GenRequest
-    cond: Conditioning
+    cond: Optional[Conditioning] = None     # encoded here when the driver holds the aux models
     done: int = 0                            # steps finished (reported)
     latent: Optional[torch.Tensor] = None    # full latent after `done` steps (fp32, CPU)
 
 
 class RoundExecutor:
     def __init__(self, device: str, world: int, model: str, path: Optional[str] = None,
-                 sp_backend: str = "auto", timeout_s: float = 300.0, aux_device: Optional[str] = None):
+                 sp_backend: str = "auto", timeout_s: float = 300.0, aux_device: Optional[str] = None,
+                 compile: bool = False, warm_sizes: Sequence[tuple[int, int]] = ()):
         self.spec = spec_for(model, device, path)
         self.device, self.world, self.sp_backend, self.timeout_s = device, world, sp_backend, timeout_s
-        self.aux_device = aux_device
+        self.options = dict(aux_device=aux_device, compile=compile, warm_sizes=tuple(warm_sizes))
         self.runtime: Optional[Runtime] = None
         self.plan = PlanState(world)
         self.held: dict[str, _Held] = {}
@@ -71,7 +71,7 @@ class RoundExecutor:
             self.runtime.close()
             self.restarts += 1
         self.runtime = Runtime(self.spec, self.world, device=self.device, sp_backend=self.sp_backend,
-                               timeout_s=self.timeout_s, aux_device=self.aux_device)
+                               timeout_s=self.timeout_s, **self.options)
         self.plan = PlanState(self.world)  # a fresh runtime holds no latent: requests resume from `held`
 
     def _admit(self, plan: PlanState, a: Any, w: Mapping[str, Any]) -> Optional[str]:
@@ -89,7 +89,7 @@ class RoundExecutor:
                 return f"{rid!r} has {done} steps done but its latent is not on this runtime"
             req = GenRequest(rid, str(w["prompt"]), int(w["width"]), int(w["height"]), int(w["total_steps"]),
                              int(w.get("seed", 0)))
-            h = self.held[rid] = _Held(req, self.runtime.aux.encode(req.prompt))
+            h = self.held[rid] = _Held(req)
         why = self.runtime.split_problem(h.req.width, h.req.height, len(a.gpus))
         if why:
             return why
@@ -120,14 +120,14 @@ class RoundExecutor:
         for t in tasks:
             if t.is_first:
                 h = self.held[t.request]
-                x = h.latent if h.latent is not None else rt.aux.noise(h.req.width, h.req.height, h.req.seed)
-                meta[t.request] = rt.meta_of(h.req, h.cond)
-                inits[t.request] = (x, h.cond)
+                meta[t.request] = rt.meta_of(h.req)
+                inits[t.request], _ = rt.init_of(h.req, h.latent, h.cond)
+                h.cond = inits[t.request].cond
         by_task = _match(tasks, run)
         task_of = {t.index: t for t in tasks}
         self.last_latents = {}
 
-        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool) -> None:
+        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool, image: Any) -> None:
             t, a = task_of[timing["task"]], by_task[timing["task"]]
             h = self.held[t.request]
             h.done, h.latent = t.step_start + t.steps, latent
@@ -135,7 +135,7 @@ class RoundExecutor:
             if final:
                 del self.held[t.request]
                 self.last_latents[t.request] = latent
-                png = encode_png(rt.aux.decode(latent, h.req.width, h.req.height))
+                png, _ = rt.image_of(h.req, latent, image)
             on_done(a, png)
 
         self.plan = plan

@@ -1,10 +1,12 @@
 """Model specs and adapters: which transformer a worker holds and how it runs on a token shard.
 
 Where things live: every worker process holds one copy of the transformer (weights loaded once
-at start-up). The text encoders and the VAE live in the driver process (`aux_device`), because
-they run once per request, not per step, and FLUX's T5-XXL would otherwise take ~9 GiB on every
-GPU. The driver encodes the prompt once and ships the conditioning to the request's first GPU
-set; hand-offs carry it on to ranks that have not held it yet.
+at start-up) and, by default, the text encoders and VAE (`Aux`) on its own GPU: the leader of a
+request's first GPU set encodes its prompt and shares the conditioning with the set, the leader
+of its last set decodes the final latent. That keeps seconds of CPU work per request (T5-XXL,
+the VAE) off the critical path and charges it to GPUs the plan knows about; it costs ~9.5 GiB
+(FLUX's T5-XXL + CLIP + VAE in bf16) on every GPU. With an `aux_device` the driver process
+holds them instead (one copy; the old placement) and ships conditioning and noise to the first set.
 
 Latent layout for both models: packed 2x2 patches, [B, N, C*4] with N = (h/16)*(w/16) tokens in
 row-major order and features ordered (channel, dy, dx), as FLUX's pipeline packs them. SD3's
@@ -184,14 +186,22 @@ class Adapter:
 
 
 # ---------------------------------------------------------------------------------------------
-# Driver side: text encoding, initial noise, decoding
+# Per request: text encoding, initial noise, decoding (on the leaders of the request's first and
+# last GPU sets, or in the driver when the runtime is given an aux device)
 # ---------------------------------------------------------------------------------------------
+def initial_noise(tokens: int, channels: int, seed: int) -> torch.Tensor:
+    """A request's initial packed latent [1, N, C] from its seed: fp32, drawn on the CPU so every
+    rank and the driver draw the same numbers whatever their device."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(1, tokens, channels, generator=g)
+
+
 def prompt_seed(prompt: str) -> int:
     return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
 class Aux:
-    """Text encoders and VAE of a model, in the driver process.
+    """Text encoders and VAE of a model, loaded once per process that runs them.
 
     Tiny models: the "text encoder" is a seeded random tensor from a SHA-256 of the prompt (same
     prompt, same conditioning, any machine), and the "VAE" is a fixed linear map from latent
@@ -231,12 +241,17 @@ class Aux:
                                                         device=self.device)
         else:
             emb, pooled, _ = self.pipe.encode_prompt(prompt, prompt, device=self.device)
-        return Conditioning(emb.cpu(), pooled.cpu())
+        return Conditioning(emb, pooled)
 
     def noise(self, width: int, height: int, seed: int) -> torch.Tensor:
         """Initial packed latent [1, N, C], from the request's seed (fp32, on CPU)."""
-        g = torch.Generator().manual_seed(seed)
-        return torch.randn(1, tokens_of(width, height), self.channels, generator=g)
+        return initial_noise(tokens_of(width, height), self.channels, seed)
+
+    def cond_shape(self) -> tuple[int, int, int]:
+        """(text tokens, joint dim, pooled dim) of every prompt's conditioning: the pipelines pad
+        prompts to a fixed length, so buffers for hand-offs can be sized before any prompt."""
+        c = self.encode("")
+        return c.embeds.shape[1], c.embeds.shape[2], c.pooled.shape[1]
 
     def unpack(self, x: torch.Tensor, width: int, height: int) -> torch.Tensor:
         """[B, N, C*4] -> [B, C, h/8, w/8]."""

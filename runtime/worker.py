@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from .groups import build_groups
-from .models import Adapter, Conditioning, ModelSpec, load_transformer, scheduler_config
+from .models import Adapter, Aux, Conditioning, ModelSpec, initial_noise, load_transformer, scheduler_config
 from .plan import Task, aligned_blocks
 from .sampler import euler_step, flow_sigmas
 from .sp_attention import make_attention
@@ -46,12 +46,23 @@ class ReqMeta:
     pooled_dim: int
 
 
+@dataclass(frozen=True)
+class Init:
+    """How a request starts on its first set: a latent (None: noise from `seed`, drawn on each
+    rank) and conditioning (None: the set's leader encodes `prompt` and shares it)."""
+
+    prompt: str
+    seed: int
+    latent: Optional[torch.Tensor] = None
+    cond: Optional[Conditioning] = None
+
+
 @dataclass
 class Job:
     job_id: int
     tasks: list[Task]
     meta: dict[str, ReqMeta]
-    inits: dict[str, tuple[torch.Tensor, Conditioning]] = field(default_factory=dict)
+    inits: dict[str, Init] = field(default_factory=dict)
     checkpoint: bool = False  # leaders also report the full latent after every task (see executor.py)
 
 
@@ -65,6 +76,7 @@ class RequestStore:
     outbox: dict[str, torch.Tensor] = field(default_factory=dict)  # full latent this rank keeps for itself
     sigmas: dict[str, list[float]] = field(default_factory=dict)
     finished: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)  # decoded final image (uint8 numpy) on the leader
     last_timing: dict[str, Any] = field(default_factory=dict)
 
 
@@ -78,6 +90,10 @@ class WorkerConfig:
     sp_backend: str
     timeout_s: float
     threads: int
+    aux: bool = True  # this worker holds the text encoders and VAE (else the driver does)
+    compile: bool = False  # torch.compile the transformer blocks (one graph per shard shape)
+    warm_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) run once per set at start-up
+    cond_shape: Optional[tuple[int, int, int]] = None  # (text tokens, joint dim, pooled dim) when aux is off
 
 
 class Worker:
@@ -97,11 +113,62 @@ class Worker:
         self.groups = build_groups(cfg.world, backend, cfg.timeout_s)
         self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank))
                           for g in aligned_blocks(cfg.world) if self.rank in g}
+        self.aux = Aux(cfg.spec, self.device) if cfg.aux else None
+        self.cond_shape = self.aux.cond_shape() if self.aux else cfg.cond_shape
         model, ctx = load_transformer(cfg.spec, self.device)
+        if cfg.compile:
+            compile_blocks(model)
         self.adapter = Adapter(cfg.spec, model, ctx)
         self.sched_cfg = scheduler_config(cfg.spec)
         self.dtype = cfg.spec.torch_dtype
         self.state = RequestStore()
+        t0 = time.perf_counter()
+        self.warm_communicators()
+        self.comm_warm_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.warm_shapes(cfg.warm_sizes)
+        self.shape_warm_s = time.perf_counter() - t0
+
+    def warm_communicators(self) -> None:
+        """Create every communicator now, not inside a request's step: NCCL makes a set's
+        communicator on its first collective and one per rank pair on its first send/recv (GF-DiT
+        measured 778 ms for one group). All ranks walk the same order (sets, then pairs), so the
+        exchanges cannot deadlock."""
+        x = torch.ones(1, device=self.device)
+        for g in aligned_blocks(self.cfg.world):
+            if len(g) > 1 and self.rank in g:
+                dist.all_reduce(x, group=self.groups[g])
+        for a in range(self.cfg.world):  # every pair a hand-off may use
+            for b in range(a + 1, self.cfg.world):
+                if self.rank == a:
+                    dist.send(x, b)
+                elif self.rank == b:
+                    dist.recv(x, a)
+        self._sync()
+
+    @torch.no_grad()
+    def warm_shapes(self, sizes) -> None:
+        """One forward per (set, size) this rank may run, so kernels (and torch.compile graphs)
+        exist before the first request; every member of a set runs it together."""
+        from tetriopt.runnable import split_problem
+
+        heads = self.adapter.model.config.num_attention_heads
+        shape = self.cond_shape
+        cond = Conditioning(torch.zeros(1, shape[0], shape[1], device=self.device, dtype=self.dtype),
+                            torch.zeros(1, shape[2], device=self.device, dtype=self.dtype))
+        channels = self.adapter.model.config.in_channels * (4 if self.cfg.spec.family == "sd3" else 1)
+        for g in aligned_blocks(self.cfg.world):
+            if self.rank not in g:
+                continue
+            for w, h in sizes:
+                tokens = (w // 16) * (h // 16)
+                if split_problem(tokens, heads, len(g)):
+                    continue
+                n = tokens // len(g)
+                self.adapter.ctx.attention = self.attention[g]
+                x = torch.zeros(1, n, channels, device=self.device, dtype=self.dtype)
+                self.adapter.velocity(x, g.index(self.rank) * n, w, h, 1.0, cond)
+        self._sync()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -145,9 +212,9 @@ class Worker:
                 for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
                     d.pop(t.request, None)
                 if rank == t.leader:
-                    report(st.last_timing, st.finished.pop(t.request), True)
+                    report(st.last_timing, st.finished.pop(t.request), True, st.images.pop(t.request, None))
             elif rank == t.leader and rank in t.gpus:
-                report(st.last_timing, st.finished.pop(t.request, None), False)
+                report(st.last_timing, st.finished.pop(t.request, None), False, None)
         for h, _ in pending:
             h.wait()
         return dict(rank=rank)
@@ -159,10 +226,17 @@ class Worker:
             raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
         n = m.tokens // k
         t0 = time.perf_counter()
+        encode_ms = decode_ms = 0.0
         if t.is_first:
-            noise, cond = job.inits[t.request]
-            st.conds[t.request] = cond.to(dev, self.dtype)
-            x = noise[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
+            init: Init = job.inits[t.request]
+            if init.cond is not None:
+                st.conds[t.request] = init.cond.to(dev, self.dtype)
+            else:
+                te = time.perf_counter()
+                st.conds[t.request] = self._encode_on_set(init.prompt, t, m)
+                encode_ms = (time.perf_counter() - te) * 1e3
+            full = init.latent if init.latent is not None else initial_noise(m.tokens, m.channels, init.seed)
+            x = full[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
         elif t.prev_gpus == t.gpus:
             x = st.shards.pop(t.request)
         else:
@@ -200,9 +274,26 @@ class Worker:
         if not t.is_last:
             st.shards[t.request] = x
         self._sync()
+        t3 = time.perf_counter()
+        if t.is_last and rank == t.leader and self.aux is not None:
+            st.images[t.request] = self.aux.decode(full, m.width, m.height)
+            decode_ms = (time.perf_counter() - t3) * 1e3
         st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
-                              handoff_in_ms=(t1 - t0) * 1e3, step_ms=step_ms,
-                              gather_ms=(time.perf_counter() - t2) * 1e3)
+                              handoff_in_ms=(t1 - t0) * 1e3 - encode_ms, encode_ms=encode_ms, step_ms=step_ms,
+                              gather_ms=(t3 - t2) * 1e3, decode_ms=decode_ms)
+
+    def _encode_on_set(self, prompt: str, t: Task, m: ReqMeta) -> Conditioning:
+        """The set's leader encodes the prompt; the other ranks of the set get it by broadcast."""
+        if self.rank == t.leader:
+            c = self.aux.encode(prompt).to(self.device, self.dtype)
+        else:
+            c = Conditioning(torch.empty(1, m.text_tokens, m.joint_dim, device=self.device, dtype=self.dtype),
+                             torch.empty(1, m.pooled_dim, device=self.device, dtype=self.dtype))
+        if t.degree > 1:
+            g = self.groups[t.gpus]
+            dist.broadcast(c.embeds, t.leader, group=g)
+            dist.broadcast(c.pooled, t.leader, group=g)
+        return c
 
     def _gather(self, x: torch.Tensor, gpus: tuple[int, ...]) -> torch.Tensor:
         """The full latent on gpus[0] (other ranks get their shard back)."""
@@ -212,17 +303,37 @@ class Worker:
         dist.gather(x.contiguous(), parts, dst=gpus[0], group=self.groups[gpus])
         return torch.cat(parts, dim=1) if parts is not None else x
 
+    def startup_report(self, seconds: float) -> dict[str, Any]:
+        out: dict[str, Any] = dict(startup_s=round(seconds, 3), comm_warm_s=round(self.comm_warm_s, 3),
+                                   shape_warm_s=round(self.shape_warm_s, 3), cond_shape=self.cond_shape)
+        if self.device.type == "cuda":
+            out["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 3)
+        return out
+
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def compile_blocks(model) -> None:
+    """torch.compile every transformer block in place (shapes static: one graph per shard shape;
+    the SP collectives inside attention are graph breaks). Blocks rather than the whole model so
+    the SD3 adapter, which calls blocks one by one, is compiled the same way."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    for name in ("transformer_blocks", "single_transformer_blocks"):
+        for block in getattr(model, name, ()):
+            block.compile(dynamic=False)
 
 
 def worker_main(cfg: WorkerConfig, jobs, results) -> None:
     """Process entry point: start up, report ready, then serve jobs until a None arrives."""
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     try:
+        t0 = time.perf_counter()
         w = Worker(cfg)
-        results.put(("ready", cfg.rank, None))
+        results.put(("ready", cfg.rank, w.startup_report(time.perf_counter() - t0)))
     except BaseException:
         results.put(("error", cfg.rank, traceback.format_exc()))
         return
@@ -232,10 +343,11 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
             if job is None:
                 break
             try:
-                def report(timing, latent, final, _id=job.job_id):
+                def report(timing, latent, final, image, _id=job.job_id):
                     # numpy, not a tensor: a queued tensor is a shared-memory handle the driver
                     # fetches from this process later, which fails once this process has died
-                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final)))
+                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final,
+                                                    image)))
 
                 results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:
