@@ -22,6 +22,7 @@ from tetriopt.runnable import split_problem
 from .models import Aux, Conditioning, ModelSpec, check_size, initial_noise, tokens_of, transformer_config
 from .plan import PlanError, Task, compile_plan, first_ranks
 from .png import encode_png
+from .sp_attention import resolve_backend
 from .worker import Init, Job, ReqMeta, WorkerConfig, worker_main
 
 
@@ -54,8 +55,9 @@ def free_port() -> int:
 class Runtime:
     """`with Runtime(ModelSpec('tiny-flux'), world_size=4) as rt: rt.generate(requests, rounds)`.
 
-    device 'cpu' runs gloo workers; 'cuda' runs one NCCL worker per GPU (rank r on cuda:r).
-    sp_backend: 'torch' (own all_to_all_single + SDPA), 'yunchang' (CUDA), 'auto'.
+    device 'cpu' runs gloo workers; 'cuda' runs one NCCL worker per GPU (rank r on cuda:r), or with
+    share_gpu every rank on cuda:0 over gloo (degree switching checked on a one-GPU machine).
+    sp_backend: 'own' (all_to_all_single + SDPA; the CPU path), 'yunchang', 'xfuser' (CUDA), 'auto'.
     aux_device: None (default) puts the text encoders and VAE in every worker, on its device:
     the leader of a request's first set encodes, the leader of its last set decodes. A device
     name ('cpu', 'cuda:0') keeps them in this process on that device instead.
@@ -65,15 +67,16 @@ class Runtime:
 
     def __init__(self, spec: ModelSpec, world_size: int, device: str = "cpu", sp_backend: str = "auto",
                  timeout_s: float = 120.0, aux_device: Optional[str] = None, threads: Optional[int] = None,
-                 compile: bool = False, warm_sizes: Sequence[tuple[int, int]] = ()):
+                 compile: bool = False, warm_sizes: Sequence[tuple[int, int]] = (), share_gpu: bool = False):
         if world_size < 1 or world_size & (world_size - 1):
             raise ValueError(f"world_size must be a power of two, got {world_size}")
-        if device == "cuda" and torch.cuda.device_count() < world_size:
+        if device == "cuda" and not share_gpu and torch.cuda.device_count() < world_size:
             raise ValueError(f"{world_size} workers need {world_size} GPUs, found {torch.cuda.device_count()}")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {device!r}")
         self.spec, self.world, self.device, self.timeout_s = spec, world_size, device, timeout_s
-        self.sp_backend = sp_backend
+        self.sp_backend = resolve_backend(sp_backend, device)
+        self.share_gpu = share_gpu
         self.threads = threads or max(1, (os.cpu_count() or 1) // world_size)
         self.compiled, self.warm_sizes = compile, tuple((int(w), int(h)) for w, h in warm_sizes)
         self.aux = Aux(spec, torch.device(aux_device)) if aux_device else None
@@ -100,7 +103,7 @@ class Runtime:
             cfg = WorkerConfig(rank=r, world=self.world, port=port, spec=self.spec, device=self.device,
                                sp_backend=self.sp_backend, timeout_s=self.timeout_s, threads=self.threads,
                                aux=self.aux is None, compile=self.compiled, warm_sizes=self.warm_sizes,
-                               cond_shape=self.cond_shape)
+                               cond_shape=self.cond_shape, share_gpu=self.share_gpu)
             p = ctx.Process(target=worker_main, args=(cfg, q, self._results), daemon=True)
             p.start()
             self._procs.append(p)

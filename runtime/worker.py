@@ -94,6 +94,7 @@ class WorkerConfig:
     compile: bool = False  # torch.compile the transformer blocks (one graph per shard shape)
     warm_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) run once per set at start-up
     cond_shape: Optional[tuple[int, int, int]] = None  # (text tokens, joint dim, pooled dim) when aux is off
+    share_gpu: bool = False  # every rank on cuda:0 over gloo (a one-GPU correctness check; NCCL refuses it)
 
 
 class Worker:
@@ -101,17 +102,22 @@ class Worker:
         self.cfg = cfg
         self.rank = cfg.rank
         if cfg.device == "cuda":
-            torch.cuda.set_device(cfg.rank)
-            self.device = torch.device("cuda", cfg.rank)
-            backend = "nccl"
+            index = 0 if cfg.share_gpu else cfg.rank
+            torch.cuda.set_device(index)
+            self.device = torch.device("cuda", index)
+            backend = "gloo" if cfg.share_gpu else "nccl"
         else:
             self.device = torch.device("cpu")
             backend = "gloo"
             torch.set_num_threads(cfg.threads)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{cfg.port}", rank=cfg.rank,
                                 world_size=cfg.world, timeout=timedelta(seconds=cfg.timeout_s))
-        self.groups = build_groups(cfg.world, backend, cfg.timeout_s)
-        self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank))
+        # gloo moves CUDA tensors only in collectives (all_to_all, all_gather, broadcast);
+        # point-to-point hand-offs and gathers are staged through host memory
+        self.stage = self.device.type == "cuda" and backend == "gloo"
+        self.groups = build_groups(cfg.world, backend, cfg.timeout_s, singletons=cfg.sp_backend == "xfuser")
+        self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank),
+                                            ring_group=self.groups.get(("ring", self.rank)))
                           for g in aligned_blocks(cfg.world) if self.rank in g}
         self.aux = Aux(cfg.spec, self.device) if cfg.aux else None
         self.cond_shape = self.aux.cond_shape() if self.aux else cfg.cond_shape
@@ -134,7 +140,7 @@ class Worker:
         communicator on its first collective and one per rank pair on its first send/recv (GF-DiT
         measured 778 ms for one group). All ranks walk the same order (sets, then pairs), so the
         exchanges cannot deadlock."""
-        x = torch.ones(1, device=self.device)
+        x = torch.ones(1, device="cpu" if self.stage else self.device)
         for g in aligned_blocks(self.cfg.world):
             if len(g) > 1 and self.rank in g:
                 dist.all_reduce(x, group=self.groups[g])
@@ -201,11 +207,11 @@ class Worker:
                         if dst == rank:
                             st.outbox[t.request] = full
                             continue
-                        pending.append((dist.isend(full, dst, tag=2 * t.index), full))
+                        pending.append(self._isend(full, dst, 2 * t.index))
                         if dst in t.needs_cond:
                             c = st.conds[t.request]
-                            pending.append((dist.isend(c.embeds, dst, tag=2 * t.index + 1), c.embeds))
-                            pending.append((dist.isend(c.pooled, dst, tag=2 * t.index + 1), c.pooled))
+                            pending.append(self._isend(c.embeds, dst, 2 * t.index + 1))
+                            pending.append(self._isend(c.pooled, dst, 2 * t.index + 1))
             if rank in t.gpus:
                 self._run_task(t, m, job)
             if t.is_last:  # every rank drops what it cached for a finished request
@@ -244,13 +250,10 @@ class Worker:
             if src == rank:
                 full = st.outbox.pop(t.request)
             else:
-                full = torch.empty(1, m.tokens, m.channels, device=dev, dtype=self.dtype)
-                dist.recv(full, src, tag=2 * t.index)
+                full = self._recv((1, m.tokens, m.channels), src, 2 * t.index)
                 if rank in t.needs_cond:
-                    emb = torch.empty(1, m.text_tokens, m.joint_dim, device=dev, dtype=self.dtype)
-                    pooled = torch.empty(1, m.pooled_dim, device=dev, dtype=self.dtype)
-                    dist.recv(emb, src, tag=2 * t.index + 1)
-                    dist.recv(pooled, src, tag=2 * t.index + 1)
+                    emb = self._recv((1, m.text_tokens, m.joint_dim), src, 2 * t.index + 1)
+                    pooled = self._recv((1, m.pooled_dim), src, 2 * t.index + 1)
                     st.conds[t.request] = Conditioning(emb, pooled)
             x = full[:, i * n:(i + 1) * n].contiguous()
         self._sync()
@@ -291,17 +294,32 @@ class Worker:
                              torch.empty(1, m.pooled_dim, device=self.device, dtype=self.dtype))
         if t.degree > 1:
             g = self.groups[t.gpus]
-            dist.broadcast(c.embeds, t.leader, group=g)
-            dist.broadcast(c.pooled, t.leader, group=g)
+            out = []
+            for x in (c.embeds, c.pooled):
+                y = x.cpu() if self.stage else x
+                dist.broadcast(y, t.leader, group=g)
+                out.append(y.to(self.device))
+            c = Conditioning(*out)
         return c
+
+    def _isend(self, x: torch.Tensor, dst: int, tag: int) -> tuple[Any, torch.Tensor]:
+        """Start sending x; returns (handle, the tensor to keep alive until it is waited on)."""
+        y = x.cpu() if self.stage else x
+        return dist.isend(y, dst, tag=tag), y
+
+    def _recv(self, shape: tuple[int, ...], src: int, tag: int) -> torch.Tensor:
+        y = torch.empty(shape, dtype=self.dtype, device="cpu" if self.stage else self.device)
+        dist.recv(y, src, tag=tag)
+        return y.to(self.device)
 
     def _gather(self, x: torch.Tensor, gpus: tuple[int, ...]) -> torch.Tensor:
         """The full latent on gpus[0] (other ranks get their shard back)."""
         if len(gpus) == 1:
             return x
-        parts = [torch.empty_like(x) for _ in gpus] if self.rank == gpus[0] else None
-        dist.gather(x.contiguous(), parts, dst=gpus[0], group=self.groups[gpus])
-        return torch.cat(parts, dim=1) if parts is not None else x
+        y = x.cpu() if self.stage else x.contiguous()
+        parts = [torch.empty_like(y) for _ in gpus] if self.rank == gpus[0] else None
+        dist.gather(y, parts, dst=gpus[0], group=self.groups[gpus])
+        return torch.cat(parts, dim=1).to(self.device) if parts is not None else x
 
     def startup_report(self, seconds: float) -> dict[str, Any]:
         out: dict[str, Any] = dict(startup_s=round(seconds, 3), comm_warm_s=round(self.comm_warm_s, 3),
