@@ -17,6 +17,7 @@ sequence shard of the latent is all a rank needs.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -90,7 +91,43 @@ def transformer_config(spec: ModelSpec) -> dict:
     from diffusers import FluxTransformer2DModel, SD3Transformer2DModel
 
     cls = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
-    return dict(cls.load_config(spec.path, subfolder="transformer"))
+    check_weights(spec)
+    return dict(cls.load_config(spec.path, subfolder="transformer", local_files_only=offline(spec)))
+
+
+def offline(spec: ModelSpec) -> bool:
+    """Never touch the network for a local folder; a hub id needs TETRIOPT_ALLOW_DOWNLOAD=1."""
+    return os.path.isdir(spec.path or "") or os.environ.get("TETRIOPT_ALLOW_DOWNLOAD", "") != "1"
+
+
+def check_weights(spec: ModelSpec) -> None:
+    """One clear error, before any worker starts, when the weights are not where they should be."""
+    path = spec.path or ""
+    if os.path.isdir(path):
+        missing = [d for d in ("transformer", "vae", "scheduler") if not os.path.isdir(os.path.join(path, d))]
+        if missing or not os.path.isfile(os.path.join(path, "model_index.json")):
+            raise FileNotFoundError(f"model folder {path!r} is not a diffusers pipeline folder (missing: "
+                                    f"{', '.join(missing) or 'model_index.json'})")
+        return
+    if offline(spec):
+        raise FileNotFoundError(
+            f"model weights not found: {path!r} is not a local folder. Point --model-path or TETRIOPT_MODEL_PATH "
+            "at a diffusers folder (e.g. `huggingface-cli download black-forest-labs/FLUX.1-dev --local-dir DIR`), "
+            "or set TETRIOPT_ALLOW_DOWNLOAD=1 to fetch it from the Hub")
+
+
+def load_options(spec: ModelSpec, device: torch.device) -> dict[str, Any]:
+    """from_pretrained options: offline for local folders, weights streamed straight to the device
+    with accelerate (without it diffusers builds the model and its state dict in host memory,
+    ~48 GB per FLUX worker, before moving them)."""
+    import importlib.util
+
+    opts: dict[str, Any] = dict(local_files_only=offline(spec))
+    if importlib.util.find_spec("accelerate") is not None:
+        opts["low_cpu_mem_usage"] = True
+        if device.type == "cuda":
+            opts["device_map"] = {"": str(device)}
+    return opts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -105,7 +142,8 @@ def load_transformer(spec: ModelSpec, device: torch.device):
         torch.manual_seed(spec.seed)  # identical random weights on every rank
         model = cls(**transformer_config(spec))
     else:
-        model = cls.from_pretrained(spec.path, subfolder="transformer", torch_dtype=spec.torch_dtype)
+        model = cls.from_pretrained(spec.path, subfolder="transformer", torch_dtype=spec.torch_dtype,
+                                    **load_options(spec, device))
     if next(model.parameters()).dtype != spec.torch_dtype:
         model = model.to(dtype=spec.torch_dtype)
     model = model.to(device).eval().requires_grad_(False)
@@ -175,7 +213,8 @@ class Adapter:
         if pe.pos_embed is not None:
             full = pe.cropped_pos_embed(height // VAE_FACTOR, width // VAE_FACTOR)
             tok = tok + full[:, start:start + x.shape[1]].to(tok.dtype)
-        t = torch.full((x.shape[0],), sigma * 1000.0, device=x.device, dtype=x.dtype)
+        # fp32 like diffusers' pipeline: in bf16 timesteps near 1000 round to multiples of 4
+        t = torch.full((x.shape[0],), sigma * 1000.0, device=x.device, dtype=torch.float32)
         temb = m.time_text_embed(t, cond.pooled)
         enc = m.context_embedder(cond.embeds)
         for block in m.transformer_blocks:
@@ -194,6 +233,13 @@ def initial_noise(tokens: int, channels: int, seed: int) -> torch.Tensor:
     rank and the driver draw the same numbers whatever their device."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, tokens, channels, generator=g)
+
+
+def unpack_latent(x: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Packed [B, N, C*4] -> image layout [B, C, h/8, w/8] (what the VAE and SD3's pipeline take)."""
+    b, _, f = x.shape
+    gh, gw = height // 16, width // 16
+    return x.reshape(b, gh, gw, f // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, f // 4, gh * 2, gw * 2)
 
 
 def prompt_seed(prompt: str) -> int:
@@ -222,7 +268,14 @@ class Aux:
             from diffusers import FluxPipeline, StableDiffusion3Pipeline
 
             cls = StableDiffusion3Pipeline if spec.family == "sd3" else FluxPipeline
-            self.pipe = cls.from_pretrained(spec.path, transformer=None, torch_dtype=spec.torch_dtype).to(device)
+            check_weights(spec)
+            opts = load_options(spec, device)
+            opts.pop("device_map", None)  # pipelines take "cuda" (the current device) or "balanced" only
+            if device.type == "cuda" and "low_cpu_mem_usage" in opts:
+                torch.cuda.set_device(device)
+                opts["device_map"] = "cuda"
+            self.pipe = cls.from_pretrained(spec.path, transformer=None, torch_dtype=spec.torch_dtype, **opts)
+            self.pipe.to(device)
             self.latent_channels = self.pipe.vae.config.latent_channels
 
     @property
@@ -254,10 +307,7 @@ class Aux:
         return c.embeds.shape[1], c.embeds.shape[2], c.pooled.shape[1]
 
     def unpack(self, x: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        """[B, N, C*4] -> [B, C, h/8, w/8]."""
-        b, _, f = x.shape
-        gh, gw = height // 16, width // 16
-        return x.reshape(b, gh, gw, f // 4, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, f // 4, gh * 2, gw * 2)
+        return unpack_latent(x, width, height)
 
     @torch.no_grad()
     def decode(self, x: torch.Tensor, width: int, height: int) -> np.ndarray:
