@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 from _plans import urgent_and_wide_plan  # noqa: E402
-from tetriopt.state import Assignment  # noqa: E402
+from tetriopt.plan import Assignment  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 from tetriopt_runtime.executor import RoundExecutor  # noqa: E402
 from tetriopt_runtime.plan import PlanError  # noqa: E402

@@ -18,7 +18,7 @@ from tetriopt.runnable import runnable_degrees  # noqa: E402
 from tetriopt.server.clock import Clock  # noqa: E402
 from tetriopt.server.executors.base import ExecutorFailure  # noqa: E402
 from tetriopt.server.executors.runtime import RequestsFailed, RuntimeExecutor  # noqa: E402
-from tetriopt.state import Assignment, RoundPlan  # noqa: E402
+from tetriopt.plan import Assignment, RoundPlan  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 
 TOL = 1e-5

@@ -15,8 +15,8 @@ import importlib
 from typing import Any, Callable, Mapping
 
 from ...errors import InputError
+from ...plan import RoundPlan
 from ...profile import CostProfile
-from ...state import RoundPlan
 from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 
