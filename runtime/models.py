@@ -55,6 +55,7 @@ class ModelSpec:
     dtype: str = "float32"
     seed: int = 0
     guidance: float = 3.5  # FLUX.1-dev's distilled guidance embedding
+    text_tokens: int = TINY_TEXT_TOKENS  # tiny random "text encoder" output length (FLUX: 512, SD3: 333)
     config: dict = field(default_factory=dict)  # overrides of the tiny config
 
     @property
@@ -139,8 +140,17 @@ def load_transformer(spec: ModelSpec, device: torch.device):
 
     cls = SD3Transformer2DModel if spec.family == "sd3" else FluxTransformer2DModel
     if spec.tiny:
-        torch.manual_seed(spec.seed)  # identical random weights on every rank
-        model = cls(**transformer_config(spec))
+        torch.manual_seed(spec.seed)  # identical random weights on every rank (of one device type)
+        if device.type == "cuda":  # built in place, in its dtype: a full-size config is 22 GiB in bf16
+            old = torch.get_default_dtype()
+            torch.set_default_dtype(spec.torch_dtype)
+            try:
+                with torch.device(device):
+                    model = cls(**transformer_config(spec))
+            finally:
+                torch.set_default_dtype(old)
+        else:
+            model = cls(**transformer_config(spec))
     else:
         model = cls.from_pretrained(spec.path, subfolder="transformer", torch_dtype=spec.torch_dtype,
                                     **load_options(spec, device))
@@ -255,10 +265,14 @@ class Aux:
     diffusers pipeline without its transformer and use its encode_prompt and vae.
     """
 
-    def __init__(self, spec: ModelSpec, device: torch.device):
+    def __init__(self, spec: ModelSpec, device: torch.device, pipe: Any = None):
+        """`pipe`: an already built pipeline (its text encoders and VAE on `device`) instead of
+        loading `spec.path` (benchmarks/gpu_check.py times full-size random ones)."""
         self.spec, self.device = spec, device
-        self.pipe = None
-        if spec.tiny:
+        self.pipe = pipe
+        if pipe is not None:
+            self.latent_channels = pipe.vae.config.latent_channels
+        elif spec.tiny:
             cfg = transformer_config(spec)
             self.joint_dim, self.pooled_dim = cfg["joint_attention_dim"], cfg["pooled_projection_dim"]
             self.latent_channels = (cfg["in_channels"] // 4) if spec.family == "flux" else cfg["in_channels"]
@@ -285,9 +299,9 @@ class Aux:
 
     @torch.no_grad()
     def encode(self, prompt: str) -> Conditioning:
-        if self.spec.tiny:
+        if self.pipe is None:
             g = torch.Generator().manual_seed(prompt_seed(prompt))
-            return Conditioning(torch.randn(1, TINY_TEXT_TOKENS, self.joint_dim, generator=g),
+            return Conditioning(torch.randn(1, self.spec.text_tokens, self.joint_dim, generator=g),
                                 torch.randn(1, self.pooled_dim, generator=g))
         if self.spec.family == "sd3":
             emb, _, pooled, _ = self.pipe.encode_prompt(prompt, prompt, prompt, do_classifier_free_guidance=False,
@@ -313,7 +327,7 @@ class Aux:
     def decode(self, x: torch.Tensor, width: int, height: int) -> np.ndarray:
         """Final packed latent -> uint8 RGB [h, w, 3]."""
         lat = self.unpack(x.to(torch.float32), width, height)
-        if self.spec.tiny:
+        if self.pipe is None:
             rgb = torch.einsum("rc,bchw->brhw", self.rgb, lat)
             rgb = rgb.repeat_interleave(VAE_FACTOR, dim=2).repeat_interleave(VAE_FACTOR, dim=3)
             img = (torch.tanh(rgb) + 1.0) * 127.5

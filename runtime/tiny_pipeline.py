@@ -100,6 +100,41 @@ def build_sd3(seed: int = 0) -> Any:
         text_encoder_3=_t5(32, seed + 4), tokenizer_3=_tokenizer(256, False))
 
 
+FLUX_DEV_TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+                            guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+
+
+def build_flux_dev_aux(device: str | torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
+    """FLUX.1-dev's published text encoders (CLIP-L, T5-XXL) and VAE configs with random weights,
+    built in place on `device` in `dtype`, as a FluxPipeline without transformer: what the runtime
+    runs per request, for timing encode and decode where no weights can be fetched. The
+    tokenizers are the word-level ones above (timing depends on the padded length, 77 / 512)."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    torch.manual_seed(seed)
+    try:
+        with torch.device(device):
+            clip = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                                num_attention_heads=12, max_position_embeddings=77,
+                                                projection_dim=768, bos_token_id=2, eos_token_id=3)).eval()
+            t5 = T5EncoderModel(T5Config(d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                                         feed_forward_proj="gated-gelu", vocab_size=32128)).eval()
+            vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=16,
+                                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                                block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32,
+                                scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                                use_post_quant_conv=False).eval()
+    finally:
+        torch.set_default_dtype(old)
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return FluxPipeline(scheduler=sched, vae=vae, text_encoder=clip, tokenizer=_tokenizer(77, True),
+                        text_encoder_2=t5, tokenizer_2=_tokenizer(512, False), transformer=None)
+
+
 def write_tiny_pipeline(kind: str, folder: str | Path, seed: int = 0) -> Path:
     """Build the tiny `kind` ('flux' or 'sd3') pipeline and save it as a diffusers folder."""
     pipe = {"flux": build_flux, "sd3": build_sd3}[kind](seed)

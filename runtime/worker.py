@@ -340,9 +340,10 @@ def compile_blocks(model) -> None:
     import torch._dynamo
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    backend = os.environ.get("TETRIOPT_COMPILE_BACKEND", "inductor")  # 'eager': tracing only (CPU dry runs)
     for name in ("transformer_blocks", "single_transformer_blocks"):
         for block in getattr(model, name, ()):
-            block.compile(dynamic=False)
+            block.compile(dynamic=False, backend=backend)
 
 
 def worker_main(cfg: WorkerConfig, jobs, results) -> None:
