@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -181,6 +181,19 @@ class Conditioning:
     def to(self, device: torch.device, dtype: torch.dtype) -> "Conditioning":
         return Conditioning(self.embeds.to(device, dtype), self.pooled.to(device, dtype))
 
+    @staticmethod
+    def stack(conds: Sequence["Conditioning"]) -> "Conditioning":
+        """One conditioning for a batch: the requests' own, concatenated along the batch."""
+        return Conditioning(torch.cat([c.embeds for c in conds]), torch.cat([c.pooled for c in conds]))
+
+
+def per_sample(value: Union[float, torch.Tensor], batch: int, device: torch.device, dtype: torch.dtype,
+               scale: float = 1.0) -> torch.Tensor:
+    """A float or B values as a [B] tensor, scaled in float64 then rounded once to `dtype` (what
+    torch.full of the float would give)."""
+    t = torch.as_tensor(value, dtype=torch.float64).reshape(-1) * scale
+    return t.expand(batch).to(device=device, dtype=dtype) if t.numel() == 1 else t.to(device=device, dtype=dtype)
+
 
 class Adapter:
     """Runs one denoising forward on a shard [B, n, C] of the packed latent tokens."""
@@ -189,8 +202,11 @@ class Adapter:
         self.spec, self.model, self.ctx = spec, model, ctx
 
     @torch.no_grad()
-    def velocity(self, x: torch.Tensor, start: int, width: int, height: int, sigma: float,
+    def velocity(self, x: torch.Tensor, start: int, width: int, height: int, sigma: Union[float, torch.Tensor],
                  cond: Conditioning) -> torch.Tensor:
+        """Velocity for a batch [B, n, C] of same-size latents (tokens start..start+n of each):
+        `sigma` a float or one per sample (a batch may hold requests at different steps), `cond`
+        with batch B (or 1, shared)."""
         self.ctx.text_len = cond.embeds.shape[1]
         if self.spec.family == "sd3":
             return self._sd3(x, start, width, height, sigma, cond)
@@ -202,7 +218,7 @@ class Adapter:
         pos = torch.arange(start, start + x.shape[1], device=x.device)
         img_ids = torch.stack((torch.zeros_like(pos), pos // gw, pos % gw), dim=1).to(x.dtype)
         txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=x.device, dtype=x.dtype)
-        t = torch.full((x.shape[0],), sigma, device=x.device, dtype=x.dtype)  # pipeline passes t/1000
+        t = per_sample(sigma, x.shape[0], x.device, x.dtype)  # pipeline passes t/1000
         guidance = None
         if m.config.guidance_embeds:
             guidance = torch.full((x.shape[0],), self.spec.guidance, device=x.device, dtype=torch.float32)
@@ -224,7 +240,7 @@ class Adapter:
             full = pe.cropped_pos_embed(height // VAE_FACTOR, width // VAE_FACTOR)
             tok = tok + full[:, start:start + x.shape[1]].to(tok.dtype)
         # fp32 like diffusers' pipeline: in bf16 timesteps near 1000 round to multiples of 4
-        t = torch.full((x.shape[0],), sigma * 1000.0, device=x.device, dtype=torch.float32)
+        t = per_sample(sigma, x.shape[0], x.device, torch.float32, scale=1000.0)
         temb = m.time_text_embed(t, cond.pooled)
         enc = m.context_embedder(cond.embeds)
         for block in m.transformer_blocks:

@@ -28,7 +28,7 @@ import torch.distributed as dist
 from .groups import build_groups
 from .models import Adapter, Aux, Conditioning, ModelSpec, initial_noise, load_transformer, scheduler_config
 from .plan import Task, aligned_blocks
-from .sampler import euler_step, flow_sigmas
+from .sampler import denoise_step, flow_sigmas
 from .sp_attention import make_attention
 
 
@@ -265,8 +265,7 @@ class Worker:
         step_ms = []
         for s in range(t.step_start, t.step_start + t.steps):
             ts = time.perf_counter()
-            v = self.adapter.velocity(x, i * n, m.width, m.height, sg[s], st.conds[t.request])
-            x = euler_step(x, v, sg[s], sg[s + 1])
+            x = denoise_step(self.adapter, x, i * n, m.width, m.height, sg[s], sg[s + 1], st.conds[t.request])
             self._sync()
             step_ms.append((time.perf_counter() - ts) * 1e3)
         t2 = time.perf_counter()
