@@ -147,6 +147,7 @@ def part_a(c: Check) -> None:
         res["bare_compile_s"] = round(time.perf_counter() - t0, 1)
         res["bare_compiled_ms"] = round(_median_ms(fwd, warm, steps, c.sync), 3)
     del model, fwd
+    torch._dynamo.reset()  # compiled graphs hold the model's weights
     if c.device == "cuda":
         torch.cuda.empty_cache()
 
