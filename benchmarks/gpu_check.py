@@ -15,8 +15,9 @@ Parts (each prints one JSON line; `--out FILE` keeps them):
 
 On a lent GPU machine (torch with CUDA, nothing else; no network), from the repository root:
     pip download ... -d .whl (see docs/runtime.md for the list)       # here, once
-    pip install --no-index --no-deps --target /tmp/site .whl/*.whl   # there
-    HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site:src:. python benchmarks/gpu_check.py --out gpu-check.jsonl
+    pip install --no-index --no-deps --target /tmp/site .whl/*.whl    # there
+    ln -sfn "$PWD/runtime" /tmp/site/tetriopt_runtime
+    HF_HUB_OFFLINE=1 PYTHONPATH=/tmp/site:src python benchmarks/gpu_check.py --out gpu-check.jsonl
 The whole check is sized for under 8 minutes on one H200 (`--budget-s` skips what would not fit).
 """
 
