@@ -117,7 +117,9 @@ def test_health_ready_metrics_stats(client):
     assert client.get("/readyz").status_code == 200
     client.post("/v1/images/generations", json={"prompt": "p", "size": "256x256", "steps": 3, "slo_ms": 2000})
     text = client.get("/metrics").text
-    for name in ("tetriopt_requests_total{outcome=\"met\"} 1.0", "tetriopt_slo_attainment 1.0",
+    for name in ("tetriopt_requests_total{outcome=\"met\"} 1.0", "tetriopt_slo_attainment{window=\"1m\"} 1.0",
+                 "tetriopt_slo_attainment{window=\"all\"} 1.0", "tetriopt_image_slack_seconds_bucket",
+                 "tetriopt_goodput_images_per_second{window=\"5m\"}",
                  "tetriopt_queue_length", "tetriopt_round_solve_seconds_count", "tetriopt_gpu_busy_fraction",
                  "tetriopt_fallback_rounds_total", "tetriopt_round_overhead_seconds_bucket"):
         assert name in text, name

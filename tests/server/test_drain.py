@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import httpx
 import pytest
 
-from serverkit import start_subprocess, wait_job
+from serverkit import poll, start_subprocess, wait_job
 
 pytestmark = pytest.mark.server
 
@@ -24,9 +23,9 @@ def test_sigterm_drains_accepted_work(tmp_path):
             sync: dict = {}
             t = threading.Thread(target=lambda: sync.update(r=c.post("/v1/images/generations", json=body)))
             t.start()
-            time.sleep(0.3)
+            poll(lambda: c.get("/v1/stats").json()["queue_length"] == 6)  # the sync request is accepted
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            poll(lambda: c.get("/readyz").status_code == 503)
             r = c.post("/v1/jobs", json=body)
             assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
             assert c.get("/readyz").status_code == 503

@@ -1,17 +1,25 @@
-"""Admission: the earliest a request could finish alone on the whole cluster, from its arrival.
+"""Admission: can a request still meet its deadline, alone and beside the work already kept?
 
 A request is first planned at the next round boundary whose planning starts after it arrives
 (`first_round_us`); from there it can run at most floor(round / step) steps per round on one
 GPU set, then the VAE decode. If even that misses the deadline, no schedule can meet it, and
 the server says so at once (or accepts it best-effort, by flag) instead of queueing it.
+Beside that, `JointAdmission` runs the planner's own joint capacity test on the pending work
+plus the new request (429 when it does not fit), so overload is shed at the door by work,
+not by a count of images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..instance import Cluster
+from ..lookahead import outlook
+from ..policies.greedy import admit
 from ..profile import CostProfile
+from ..state import RequestState, RoundState
 
 
 @dataclass(frozen=True)
@@ -58,3 +66,73 @@ def solo_latency_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, 
                     steps: int, round_us: int) -> int | None:
     """Best latency alone from a round boundary (the unit that SLO scales multiply)."""
     return best_finish_us(profile, cluster, degrees, Timing(round_us, 0), width, height, steps, 0)
+
+
+def cheapest_step_gpu_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int,
+                         height: int, round_us: int) -> int | None:
+    """GPU-us of one step at the cheapest degree whose step fits in a round (None if none does)."""
+    steps = useful_steps(profile, cluster, degrees, width, height, round_us)
+    return min((k * t for k, t in steps.items()), default=None)
+
+
+def tokens_of(width: int, height: int) -> int:
+    """Image tokens of a request (2x2 patches of the 8x latent): what sequence parallelism splits."""
+    return (width // 16) * (height // 16)
+
+
+def splittable(width: int, height: int, degrees: tuple[int, ...]) -> list[int]:
+    """Degrees over which the image tokens of width x height do not split evenly (the runtime refuses them)."""
+    return [k for k in degrees if tokens_of(width, height) % k]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    committed_gpu_us: int       # kept work due by the new request's deadline, new request included
+    retry_after_s: int          # a hint when not ok: seconds until that much work has drained
+
+
+class JointAdmission:
+    """Predictive admission by work: the planner's joint test (greedy.admit) on pending + new.
+
+    The state is the one the next round will be planned on (its boundary, steps in flight
+    counted as done). A request is accepted when the EDF joint capacity test keeps every one of
+    its images and drops none of the requests it kept without them. Per-request figures
+    (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
+    computed once per request per round, not once per admission; `headroom` < 1 scales the
+    cluster's GPU-time down, leaving room for what the ideal test ignores (packing, rounds).
+    """
+
+    def __init__(self, headroom: float = 1.0):
+        if not 0 < headroom <= 1:
+            raise ValueError("headroom must be in (0, 1]")
+        self.headroom = headroom
+        self._boundary = -1
+        self._looks: dict[tuple[str, int], Any] = {}
+
+    def _outlooks(self, state: RoundState) -> dict[str, Any]:
+        if state.now_us != self._boundary:
+            self._boundary, self._looks = state.now_us, {}
+        out = {}
+        for r in state.requests:
+            key = (r.id, r.remaining_steps)
+            o = self._looks.get(key)
+            if o is None:
+                o = outlook(state, r)
+                if self.headroom < 1:
+                    o = replace(o, cheapest_cost=int(o.cheapest_cost / self.headroom))
+                self._looks[key] = o
+            out[r.id] = o
+        return out
+
+    def check(self, state: RoundState, new: tuple[RequestState, ...]) -> Verdict:
+        after = replace(state, requests=state.requests + new)
+        looks = self._outlooks(after)
+        kept_after = set(admit(after, looks))
+        new_ids = {r.id for r in new}
+        ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after
+        due = max(r.deadline_us - state.decode_us(r) for r in new) if new else state.now_us
+        work = sum(looks[r.id].cheapest_cost * r.remaining_steps for r in after.requests
+                   if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
+        retry = max(1, math.ceil(max(state.round_us, work / state.cluster.gpus) / 1e6))
+        return Verdict(ok=ok, committed_gpu_us=work, retry_after_s=retry)

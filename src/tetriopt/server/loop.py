@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..instance import Cluster
 from ..profile import CostProfile
-from ..state import RequestState, RoundPlan, RoundState
+from ..state import RoundPlan, RoundState
 from .admission import Timing
 from .clock import Clock
 from .executors import Completion, Executor, WorkItem
@@ -49,7 +49,8 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.alive = False
-        self.on_job_done: Callable[[Job], None] | None = None
+        # told of each plan before its round starts (the dashboard's schedule log)
+        self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,17 +102,14 @@ class Scheduler:
 
     def _snapshot(self, k: int, boundary: int) -> RoundState:
         cutoff = self.clock.now_us()
-        reqs = tuple(
-            RequestState(id=t.id, width=t.width, height=t.height, remaining_steps=t.planned_remaining,
-                         deadline_us=t.deadline_us, arrival_us=t.arrival_us, location=t.planned_location)
-            for t in self.store.tasks.values() if t.planned_remaining > 0 and t.arrival_us <= cutoff)
+        reqs = tuple(t.request_state() for t in self.store.tasks.values()
+                     if t.planned_remaining > 0 and t.arrival_us <= cutoff)
         return RoundState(now_us=boundary, round_us=self.timing.round_us, cluster=self.cluster,
                           profile=self.profile, degrees=self.degrees, requests=reqs, round_index=k)
 
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
         state = self._snapshot(k, boundary)
-        self.metrics.queue.set(self.store.pending_images())
         if not state.requests:
             return
         plan = await self.planner.plan(state)
@@ -129,6 +127,8 @@ class Scheduler:
         late_ms = (self.clock.now_us() - boundary) / 1e3
         overhead_ms = (time.perf_counter() - t0) * 1e3
         self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
+        if self.on_round:
+            self.on_round(state, plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
                                           "assignments": len(plan.assignments), "backend": plan.backend,
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
@@ -176,12 +176,11 @@ class Scheduler:
             t.finish_us = c.finish_us
             t.image = c.image
             self.store.drop_task(t)
-            met = c.finish_us <= t.deadline_us
-            self.metrics.image_done(met, (c.finish_us - t.arrival_us) / 1e6)
-            self.metrics.queue.set(self.store.pending_images())
-        job.publish("progress", job.progress())
+            self.metrics.image_done(c.finish_us <= t.deadline_us, t.width, t.height, c.finish_us - t.arrival_us,
+                                    t.deadline_us - c.finish_us, self.clock.now_us())
+        self.store.progressed(job)
         if all(x.finished for x in job.tasks) and not job.terminal:
-            self._finish_job(job, "succeeded")
+            self.store.finish(job, "succeeded")
 
     def _requeue(self, k: int, lost: list, err: BaseException) -> None:
         steps = 0
@@ -200,33 +199,13 @@ class Scheduler:
                     steps += t.done
                     t.done = 0
                     t.location = t.planned_location = ()
-        self.metrics.failures.inc()
-        self.metrics.requeued.inc(steps)
+        self.metrics.executor_failed(steps)
         log.error("executor failed; steps re-queued", extra={"round": k, "error": repr(err),
                                                              "assignments": len(lost), "steps": steps})
-
-    def _finish_job(self, job: Job, status: str, error: str | None = None) -> None:
-        job.status = status
-        job.error = error
-        job.finished_at = time.monotonic()
-        job.done_event.set()
-        job.publish("done", job.progress())
-        if self.on_job_done:
-            self.on_job_done(job)
 
     # -- from the API (loop thread) --------------------------------------------------------------
     def submit(self, job: Job) -> None:
         self.store.add(job)
-        self.metrics.queue.set(self.store.pending_images())
-
-    def cancel(self, job: Job) -> bool:
-        if job.terminal:
-            return False
-        for t in job.tasks:
-            self.store.drop_task(t)
-        self.metrics.queue.set(self.store.pending_images())
-        self._finish_job(job, "cancelled")
-        return True
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()
