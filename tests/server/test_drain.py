@@ -23,7 +23,8 @@ def test_sigterm_drains_accepted_work(tmp_path):
             sync: dict = {}
             t = threading.Thread(target=lambda: sync.update(r=c.post("/v1/images/generations", json=body)))
             t.start()
-            poll(lambda: c.get("/v1/stats").json()["queue_length"] == 6)  # the sync request is accepted
+            # the sync request is accepted once 6 images are queued or done
+            poll(lambda: sum(c.get("/v1/stats").json()[k] for k in ("queue_length", "images_finished")) == 6)
             proc.send_signal(signal.SIGTERM)
             poll(lambda: c.get("/readyz").status_code == 503)
             r = c.post("/v1/jobs", json=body)

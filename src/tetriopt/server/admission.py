@@ -136,3 +136,40 @@ class JointAdmission:
                    if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
         retry = max(1, math.ceil(max(state.round_us, work / state.cluster.gpus) / 1e6))
         return Verdict(ok=ok, committed_gpu_us=work, retry_after_s=retry)
+
+
+class PlanWindow:
+    """The requests a round is planned on, at most `limit` of them, so that planning time stays
+    bounded at any backlog (the policy's model and even greedy grow with the pending set).
+
+    Order: requests that can still meet their deadline (alone at their fastest degree, counting
+    rounds: lookahead.steps_possible's rule without the fractional round) before those that cannot;
+    among them, those holding a latent on GPUs, then by due time. A round can run only so many
+    assignments, so what is left out would have waited anyway; it is seen again next round.
+    """
+
+    def __init__(self, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], round_us: int, limit: int):
+        self.profile, self.cluster, self.degrees, self.round_us, self.limit = profile, cluster, degrees, round_us, limit
+        self._fast: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _fastest(self, width: int, height: int) -> tuple[int, int]:
+        """(step us at the fastest degree, decode us), cached per size."""
+        key = (width, height)
+        if key not in self._fast:
+            steps = useful_steps(self.profile, self.cluster, self.degrees, width, height, self.round_us)
+            self._fast[key] = (min(steps.values(), default=self.round_us), self.profile.vae_decode_us(width, height))
+        return self._fast[key]
+
+    def __call__(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        if len(requests) <= self.limit:
+            return requests
+
+        def key(r: RequestState) -> tuple[bool, bool, int, str]:
+            step, decode = self._fastest(r.width, r.height)
+            per_round = max(1, self.round_us // step)
+            rounds = -(-r.remaining_steps // per_round)
+            alive = boundary_us + (rounds - 1) * self.round_us + (r.remaining_steps - (rounds - 1) * per_round) * step \
+                + decode <= r.deadline_us
+            return (not alive, not r.location, r.deadline_us, r.id)
+
+        return tuple(sorted(requests, key=key)[:self.limit])

@@ -18,7 +18,7 @@ from typing import Callable
 
 from ..instance import Cluster
 from ..profile import CostProfile
-from ..state import RoundPlan, RoundState
+from ..state import RequestState, RoundPlan, RoundState
 from .admission import Timing
 from .clock import Clock
 from .executors import Completion, Executor, WorkItem
@@ -51,6 +51,7 @@ class Scheduler:
         self.alive = False
         # told of each plan before its round starts (the dashboard's schedule log)
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
+        self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -104,6 +105,8 @@ class Scheduler:
         cutoff = self.clock.now_us()
         reqs = tuple(t.request_state() for t in self.store.tasks.values()
                      if t.planned_remaining > 0 and t.arrival_us <= cutoff)
+        if self.window is not None:  # bounds planning time at any backlog
+            reqs = self.window(reqs, boundary)
         return RoundState(now_us=boundary, round_us=self.timing.round_us, cluster=self.cluster,
                           profile=self.profile, degrees=self.degrees, requests=reqs, round_index=k)
 

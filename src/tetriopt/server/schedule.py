@@ -31,7 +31,7 @@ class ScheduleLog:
         self.rounds.append({"round": state.round_index, "start_us": state.now_us, "end_us": state.end_us,
                             "pending": len(state.requests), "status": plan.status, "backend": plan.backend,
                             "solve_ms": round(plan.solve_ms, 3), "overhead_ms": round(overhead_ms, 3),
-                            "late_ms": round(late_ms, 3), "assignments": rows})
+                            "late_ms": round(late_ms, 3), "note": plan.note, "assignments": rows})
 
     def snapshot(self, svc: Any) -> dict[str, Any]:
         now = svc.clock.now_us()

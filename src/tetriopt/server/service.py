@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..instance import make_cluster
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..state import RequestState, RoundState
-from .admission import (JointAdmission, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us, splittable,
+from .admission import (JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us, splittable,
                         tokens_of)
 from .clock import Clock
 from .config import ServerConfig
@@ -73,6 +73,7 @@ class Service:
         self.store = JobStore(cfg.job_ttl_s)
         self.store.on_finish.append(self._job_done)
         self.schedule = ScheduleLog()
+        self._step_cost: dict[tuple[int, int], int | None] = {}
         self.clock = Clock()
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model)
@@ -80,6 +81,7 @@ class Service:
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock)
         self.scheduler.on_round = self.schedule.planned
+        self.scheduler.window = PlanWindow(self.profile, self.cluster, self.degrees, round_us, cfg.max_plan_requests)
         self.draining = False
         self.started = False
 
@@ -227,8 +229,7 @@ class Service:
         now = self.clock.now_us()
         best = best_finish_us(self.profile, self.cluster, self.degrees, self.timing, req.width, req.height,
                               steps, now)
-        per_step = cheapest_step_gpu_us(self.profile, self.cluster, self.degrees, req.width, req.height,
-                                        self.timing.round_us)
+        per_step = self._step_gpu_us(req.width, req.height)
         if best is None or per_step is None:
             raise invalid("size", size, f"one denoising step takes longer than a round "
                                         f"({self.timing.round_us / 1e3:g} ms) on every GPU set")
@@ -300,13 +301,17 @@ class Service:
                           requests=tuple(t.request_state() for t in self.store.tasks.values()
                                          if t.planned_remaining > 0))
 
+    def _step_gpu_us(self, width: int, height: int) -> int | None:
+        """GPU-us of a step at the cheapest degree, per size (cached: the backlog sums it per pending image)."""
+        key = (width, height)
+        if key not in self._step_cost:
+            self._step_cost[key] = cheapest_step_gpu_us(self.profile, self.cluster, self.degrees, width, height,
+                                                        self.timing.round_us)
+        return self._step_cost[key]
+
     def _backlog_gpu_s(self, state: RoundState) -> float:
         """Pending work in GPU-seconds, each image at its cheapest degree."""
-        total = 0
-        for r in state.requests:
-            per = cheapest_step_gpu_us(self.profile, self.cluster, self.degrees, r.width, r.height, state.round_us)
-            total += (per or 0) * r.remaining_steps
-        return total / 1e6
+        return sum((self._step_gpu_us(r.width, r.height) or 0) * r.remaining_steps for r in state.requests) / 1e6
 
     def _job_done(self, job: Job) -> None:
         self.metrics.job_done(job.status, job.met)
