@@ -36,6 +36,7 @@ class ServerConfig:
     default_slo_scale: float = 5.0        # no deadline given: earliest finish + (scale-1) x best latency alone
     admission: str = "reject"             # reject | best-effort (a deadline no schedule can meet)
     job_ttl_s: float = 600.0              # how long finished jobs (and images) stay retrievable
+    disconnect_grace_s: float = 10.0      # a sync client with an Idempotency-Key gone: wait this long for a retry
     drain_timeout_s: float = 30.0         # SIGTERM: most time spent finishing accepted work (Kubernetes: 30 s)
     store_path: str | None = None         # SQLite file for async jobs (None: in memory, lost at exit)
     sim_fail_rounds: frozenset[int] = field(default_factory=frozenset)  # sim: crash these executed rounds (1-based)

@@ -103,8 +103,7 @@ async def generations(request: Request, svc: Svc) -> Response:
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
                     job.waiters -= 1
-                    if job.waiters == 0:  # nobody else waits on it (an Idempotency-Key retry would)
-                        svc.cancel(job, "client disconnected")
+                    svc.client_gone(job)
                     return Response(status_code=499)
         job.waiters -= 1
     finally:  # answered, or the caller went away: either way nobody will fetch it later

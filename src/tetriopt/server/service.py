@@ -152,6 +152,20 @@ class Service:
         log.info("cancelled", extra={"job": job.id, "reason": reason})
         return True
 
+    def client_gone(self, job: Job) -> None:
+        """A sync client disconnected. Without an Idempotency-Key nobody can come back for the job:
+        cancel it now. With one, a retry may re-attach: cancel only if none has after the grace period."""
+        if job.idempotency_key is None or self.cfg.disconnect_grace_s <= 0:
+            if job.waiters == 0:
+                self.cancel(job, "client disconnected")
+            return
+
+        def check() -> None:
+            if job.waiters == 0:
+                self.cancel(job, "client disconnected")
+
+        asyncio.get_running_loop().call_later(self.cfg.disconnect_grace_s, check)
+
     def backlog_gpu_s(self) -> float:
         return self._backlog_gpu_s(self._admission_state(self.clock.now_us()))
 
