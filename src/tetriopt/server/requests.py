@@ -17,7 +17,7 @@ from typing import Any
 from .errors import ApiError, invalid
 
 # OpenAI Images fields that are accepted but have no effect on a DiT server (checked as strings)
-IGNORED_STRINGS = {"style", "user", "background", "moderation"}
+IGNORED_STRINGS = {"style", "user", "background", "moderation", "safety_identifier"}
 OPENAI_FIELDS = {"prompt", "n", "size", "response_format", "model", "quality", "output_format",
                  "output_compression", "partial_images", "stream"} | IGNORED_STRINGS
 # vLLM-Omni / SGLang names (num_inference_steps is the same as our `steps`)
