@@ -126,3 +126,15 @@ def test_health_ready_metrics_stats(client):
     st = client.get("/v1/stats").json()
     assert st["images_finished"] == 1 and st["rounds"] >= 1 and st["overhead_ms_p50"] > 0
     assert client.get("/v1/models").json()["data"][0]["id"] == "fast-dit"
+
+
+def test_grafana_dashboard_queries_existing_metrics(client):
+    """docs/grafana-tetriopt.json only queries metrics the server exports (names drift otherwise)."""
+    import re
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parents[2] / "docs" / "grafana-tetriopt.json").read_text())
+    names = {m for p in doc["panels"] for t in p["targets"] for m in re.findall(r"tetriopt_\w+", t["expr"])}
+    client.post("/v1/images/generations", json={"prompt": "p", "size": "256x256", "steps": 2})
+    exported = set(re.findall(r"^(tetriopt_\w+)", client.get("/metrics").text, re.M))
+    assert len(names) >= 10 and names <= exported, names - exported

@@ -3,7 +3,8 @@
   GET /v1/models, /v1/stats            the served model; counters and windowed figures (JSON)
   GET /v1/schedule                     recent and planned rounds, the queue, attainment over time
   GET /dashboard                       a page drawing /v1/schedule (plain HTML + JS, no CDN)
-  GET /healthz, /readyz, /metrics      liveness, readiness (503 while draining), Prometheus (open)
+  GET /healthz, /readyz, /metrics      liveness, readiness (503 while draining), Prometheus
+(probes, metrics and the dashboard page are open; everything else needs the API key when one is set)
 """
 
 from __future__ import annotations
@@ -52,8 +53,10 @@ async def schedule(svc: Svc) -> dict[str, Any]:
     return svc.schedule.snapshot(svc)
 
 
-@router.get("/dashboard", response_class=HTMLResponse)
+@probes.get("/dashboard", response_class=HTMLResponse)
 async def dashboard() -> HTMLResponse:
+    """A static page (no data in it, so no API key: a browser cannot send one on navigation); its
+    script sends the key from the URL fragment (/dashboard#key=KEY) with each poll of /v1/schedule."""
     page = resources.files("tetriopt.server").joinpath("static/dashboard.html").read_text(encoding="utf-8")
     return HTMLResponse(page)
 
