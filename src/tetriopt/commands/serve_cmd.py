@@ -51,6 +51,8 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Pending work (GPU-seconds at each image's cheapest degree) before 429 (default: 60 x GPUs).")
 @click.option("--max-request-gpu-s", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True,
               help="Most work one request may ask for (n x steps at its cheapest degree, GPU-seconds); above: 400.")
+@click.option("--max-plan-requests", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Most pending images a round is planned on (the most urgent ones): bounds planning time.")
 @click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.9,
               show_default=True, help="Fraction of the cluster's GPU-time the joint admission test may promise.")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
@@ -73,7 +75,8 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--sim-fail-rounds", default=None, hidden=True,
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
 def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
-          api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, admission_headroom, store_path,
+          api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
+          store_path,
           max_body_bytes, default_steps, default_size, default_slo_scale, admission,
           job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
     """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
@@ -88,7 +91,7 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                        executor=executor, host=host, port=port,
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
                        public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
-                       max_request_gpu_s=max_request_gpu_s, admission_headroom=admission_headroom,
+                       max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests, admission_headroom=admission_headroom,
                        store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, drain_timeout_s=drain_timeout_s,

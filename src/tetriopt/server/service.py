@@ -185,7 +185,10 @@ class Service:
             return
         self.draining = True
         log.info("draining", extra={"unfinished_jobs": len(self.store.unfinished_jobs())})
-        deadline = time.monotonic() + self.cfg.drain_timeout_s
+        # keep two rounds (the one in flight and the one planned finish before the executor closes) and a second
+        # for the rest of the shutdown, so that the process is gone within drain_timeout_s
+        reserve = 2 * self.timing.round_us / 1e6 + 1.0
+        deadline = time.monotonic() + max(0.0, self.cfg.drain_timeout_s - reserve)
 
         def waiting() -> bool:
             if self.store.unfinished_jobs():
