@@ -40,11 +40,16 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
 def start(gpus: int, port: int, *args: str) -> tuple[subprocess.Popen, str]:
+    """`tetriopt serve` in a child process (killed at exit if a measurement fails half-way)."""
     cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "serve", "--gpus", str(gpus),
            "--port", str(port), "--log-level", "info", *args]
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    _STARTED.append(proc)
     proc.log = log  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
@@ -176,8 +181,14 @@ def main() -> int:
     ap.add_argument("--json", dest="json_out", default=None)
     a = ap.parse_args()
     parts = a.only or ["overload", "kill9", "sigterm"]
-    report = {"machine": f"{os.cpu_count()} CPUs (shared with other work while measured)",
-              **{p: globals()[p](a) for p in parts}}
+    try:
+        report = {"machine": f"{os.cpu_count()} CPUs (shared with other work while measured)",
+                  **{p: globals()[p](a) for p in parts}}
+    finally:
+        for proc in _STARTED:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     text = json.dumps(report, indent=1)
     print(text)
     if a.json_out:
