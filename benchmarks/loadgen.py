@@ -46,6 +46,7 @@ class Sent:
     height: int
     steps: int
     slo_ms: float
+    scale: float = 0.0
     status: int = 0
     latency_ms: float | None = None      # client-side, send to response
     met: bool = False                    # the server's verdict (image ready by the deadline)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         scale, = rng.choices([s for s, _ in scales], [x for _, x in scales])
         solo = solo_latency_us(profile, cluster, degrees, w, h, a.steps, round_us)
         sent.append(Sent(id=f"q{i:05d}", at_ms=t * 1e3, width=w, height=h, steps=a.steps,
-                         slo_ms=round(scale * solo / 1e3, 3)))
+                         slo_ms=round(scale * solo / 1e3, 3), scale=scale))
     before = httpx.get(a.url + "/v1/stats", headers=headers, timeout=10).json()
 
     async def run() -> float:
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         "met_of_accepted": round(met / len(ok), 4) if ok else None,
         "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
         "latency_over_slo_p99": round(float(np.percentile(over_slo, 99)), 3) if over_slo else None,
+        "by_size_and_scale": {f"{w}x{h} x{sc:g}": {"sent": len(g), "accepted": sum(x.status == 200 for x in g),
+                                                   "met": sum(x.met for x in g)}
+                              for (w, h, sc) in sorted({(x.width, x.height, x.scale) for x in sent})
+                              for g in [[x for x in sent if (x.width, x.height, x.scale) == (w, h, sc)]]},
         "server": {k: stats.get(k) for k in ("policy", "round_ms", "time_limit_ms", "solve_ms_p50", "solve_ms_p99",
                                              "overhead_ms_p50", "overhead_ms_p99", "overhead_ms_max",
                                              "gpu_busy_fraction", "executor_failures")},

@@ -3,12 +3,14 @@ and the bounded planning window that keeps rounds on time at any backlog."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
-from tetriopt.server.admission import JointAdmission, PlanWindow
+from tetriopt.server.admission import JointAdmission, PlanWindow, forced_work_fits
 from tetriopt.state import RequestState, RoundState
 
 from serverkit import FAST_PROFILE, wait_job
@@ -42,6 +44,24 @@ def test_joint_test_accepts_what_fits_and_no_more():
     assert adm.check(_state(kept), (_req(8, deadline_us=5_000_000),)).ok
     # headroom < 1 promises less
     assert not JointAdmission(headroom=0.8).check(_state(kept[:2]), (_req(5),)).ok
+
+
+def test_forced_work_protects_a_big_late_request():
+    # 125 steps of 1024x1024 due at 1.2 s need 18 of the 20 rounds on all 4 GPUs (7 steps of 8 ms a
+    # round): 0.48 GPU-s to spare. 60 steps of 512x512 due at 0.5 s need 0.72 GPU-s (2 GPUs, to be on
+    # time). The sum test passes (1.2 GPU-s due by 0.5 s is plenty); forced work sees that by 0.5 s
+    # the big one must already have done 125 - 7 x 11 = 48 steps, and refuses the small one.
+    from tetriopt.policies.greedy import admit
+
+    adm = JointAdmission(headroom=1.0)
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    after = _state([big, small])
+    looks = adm.outlooks(after)
+    assert set(admit(after, looks)) == {"r0", "s"}                       # the planner's joint test: fine
+    assert not forced_work_fits(after, [big, small], {"s"}, looks)
+    assert not adm.check(_state([big]), (small,)).ok
+    assert adm.check(_state([big]), (replace(small, remaining_steps=20),)).ok
 
 
 def test_plan_window_keeps_the_urgent_and_the_started():

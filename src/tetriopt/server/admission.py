@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from ..instance import Cluster
 from ..lookahead import outlook
 from ..policies.greedy import admit
@@ -110,7 +112,8 @@ class JointAdmission:
         self._boundary = -1
         self._looks: dict[tuple[str, int], Any] = {}
 
-    def _outlooks(self, state: RoundState) -> dict[str, Any]:
+    def outlooks(self, state: RoundState) -> dict[str, Any]:
+        """lookahead.outlook of each request, cached per (id, remaining steps) within a round."""
         if state.now_us != self._boundary:
             self._boundary, self._looks = state.now_us, {}
         out = {}
@@ -127,15 +130,45 @@ class JointAdmission:
 
     def check(self, state: RoundState, new: tuple[RequestState, ...]) -> Verdict:
         after = replace(state, requests=state.requests + new)
-        looks = self._outlooks(after)
+        looks = self.outlooks(after)
         kept_after = set(admit(after, looks))
         new_ids = {r.id for r in new}
         ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after
+        if ok:
+            ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks)
         due = max(r.deadline_us - state.decode_us(r) for r in new) if new else state.now_us
         work = sum(looks[r.id].cheapest_cost * r.remaining_steps for r in after.requests
                    if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
         retry = max(1, math.ceil(max(state.round_us, work / state.cluster.gpus) / 1e6))
         return Verdict(ok=ok, committed_gpu_us=work, retry_after_s=retry)
+
+
+def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any]) -> bool:
+    """The joint test extended by forced work, at the deadlines where the new images add demand.
+
+    The planner's test counts, by each due time D, the work of requests due by D. A request due
+    later must also do by D whatever of its steps cannot fit between D and its own due time at its
+    fastest degree (lookahead.steps_possible); a big image with a long deadline cannot be squeezed
+    into its last rounds, so small requests admitted ahead of it would push it out. Work is at the
+    cheapest deadline-meeting cost (as in the joint test), so this stays a necessary condition.
+    """
+    if not kept:
+        return True
+    R = state.round_us
+    due = np.array([r.deadline_us - state.decode_us(r) for r in kept], dtype=np.int64)
+    rem = np.array([r.remaining_steps for r in kept], dtype=np.int64)
+    cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
+    fast = np.array([looks[r.id].step[looks[r.id].fastest] for r in kept], dtype=np.int64)
+    is_new = np.array([r.id in new_ids for r in kept])
+    D = np.unique(due[due > state.now_us])[:, None]                     # check points x requests
+    span = np.maximum(due[None, :] - D, 0)
+    full, rest = np.divmod(span, R)
+    after_d = np.where(span >= fast, full * (R // fast) + rest // fast, 0)  # steps that fit after D
+    forced = np.where(due[None, :] <= D, rem, np.maximum(rem - after_d, 0)) * cost
+    demand = forced.sum(axis=1)
+    cap = state.cluster.gpus * (D[:, 0] - state.now_us)
+    touched = (forced[:, is_new] > 0).any(axis=1)
+    return bool(np.all(demand[touched] <= cap[touched]))
 
 
 class PlanWindow:
