@@ -53,7 +53,7 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Most work one request may ask for (n x steps at its cheapest degree, GPU-seconds); above: 400.")
 @click.option("--max-plan-requests", type=click.IntRange(min=1), default=128, show_default=True,
               help="Most pending images a round is planned on (the most urgent ones): bounds planning time.")
-@click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.9,
+@click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.7,
               show_default=True, help="Fraction of the cluster's GPU-time the joint admission test may promise.")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")

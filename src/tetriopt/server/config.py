@@ -26,7 +26,7 @@ class ServerConfig:
     max_backlog_gpu_s: float | None = None  # pending work (GPU-s at the cheapest degree) before 429; None: 60 s x GPUs
     max_request_gpu_s: float = 240.0      # one request's work (n x steps, GPU-s at the cheapest degree); above: 400
     max_plan_requests: int = 128          # requests a round is planned on (the most urgent; bounds planning time)
-    admission_headroom: float = 0.9       # joint test capacity fraction (1: the ideal packing the planner assumes)
+    admission_headroom: float = 0.7       # joint test capacity fraction (1: the ideal packing the planner assumes)
     max_body_bytes: int = 1 << 20
     max_prompt_chars: int = 32000
     max_n: int = 10
