@@ -85,7 +85,7 @@ class SqliteJobs:
         for jid, spec, arrival, deadline, status, error, finished_at, delivered in self.db.execute(
                 "SELECT id, spec, arrival, deadline, status, error, finished_at, delivered FROM jobs"):
             job = Job(**json.loads(spec), arrival_us=self._us(arrival), deadline_us=self._us(deadline), sync=False)
-            job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, width=job.width, height=job.height, steps=job.steps,
+            job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=job.width, height=job.height, steps=job.steps,
                                    arrival_us=job.arrival_us, deadline_us=job.deadline_us) for i in range(job.n)]
             if finished_at is not None:
                 for i, t in enumerate(job.tasks):

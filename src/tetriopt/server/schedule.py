@@ -9,7 +9,8 @@ from __future__ import annotations
 import collections
 from typing import Any
 
-from ..state import RoundPlan, RoundState
+from ..plan import RoundPlan
+from ..state import RoundState
 
 MAX_QUEUE_SHOWN = 300
 

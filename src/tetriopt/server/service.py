@@ -126,7 +126,7 @@ class Service:
         """Async jobs of an earlier run: finished ones served again, unfinished ones re-queued from step 0."""
         finished, requeued = durable.load(self.cfg.job_ttl_s)
         for job in finished + requeued:
-            self.store.add(job, persist=False)
+            self.scheduler.submit(job, persist=False)
         self.store.durable = durable
         if finished or requeued:
             log.info("restored jobs", extra={"finished": len(finished), "requeued": len(requeued),
@@ -148,7 +148,7 @@ class Service:
         if job.terminal:
             return False
         job.abandoned = reason == "client disconnected"
-        self.store.finish(job, "cancelled", reason)
+        self.scheduler.cancel(job, reason)
         log.info("cancelled", extra={"job": job.id, "reason": reason})
         return True
 
@@ -303,7 +303,7 @@ class Service:
                   quality=req.quality, output_format=req.output_format, output_compression=req.output_compression,
                   guidance_scale=req.guidance_scale, negative_prompt=req.negative_prompt,
                   idempotency_key=idempotency_key)
-        job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, width=req.width, height=req.height, steps=steps,
+        job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=req.width, height=req.height, steps=steps,
                                arrival_us=now, deadline_us=deadline) for i in range(req.n)]
         self.scheduler.submit(job)
         log.info("accepted", extra={"job": jid, "size": size, "n": req.n, "steps": steps,
@@ -312,11 +312,7 @@ class Service:
         return job
 
     def _admission_state(self, now_us: int) -> RoundState:
-        """The pending work as the next round to be planned will see it."""
-        return RoundState(now_us=self.timing.first_round_us(now_us), round_us=self.timing.round_us,
-                          cluster=self.cluster, profile=self.profile, degrees=self.degrees,
-                          requests=tuple(t.request_state() for t in self.store.tasks.values()
-                                         if t.planned_remaining > 0))
+        return self.scheduler.pending_state(now_us)
 
     def _step_gpu_us(self, width: int, height: int) -> int | None:
         """GPU-us of a step at the cheapest degree, per size (cached: the backlog sums it per pending image)."""
