@@ -60,7 +60,7 @@ def test_sigterm_with_unfetched_results_exits_and_keeps_them(tmp_path):
     args = ("--gpus", "4", "--store", store, "--drain-timeout-s", "120")
     proc, url = start_subprocess(*args, port=port)
     with httpx.Client(base_url=url, timeout=30) as c:
-        ids = [c.post("/v1/jobs", json={"prompt": "p", "size": "256x256", "steps": 2}).json()["id"]
+        ids = [c.post("/v1/jobs", json={"prompt": "p", "size": "256x256", "steps": 2, "slo_ms": 30000}).json()["id"]
                for _ in range(20)]
         poll(lambda: c.get("/v1/stats").json()["images_finished"] == 20)
     proc.send_signal(signal.SIGTERM)

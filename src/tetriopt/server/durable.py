@@ -17,7 +17,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .clock import Clock
-from .jobs import Job, ImageTask
+from .jobs import ImageTask, Job
 
 # Job fields stored as JSON (times are stored as Unix seconds, since clocks restart at zero)
 _SPEC = ("id", "prompt", "width", "height", "steps", "n", "seed", "response_format", "created", "best_effort",
@@ -85,8 +85,9 @@ class SqliteJobs:
         for jid, spec, arrival, deadline, status, error, finished_at, delivered in self.db.execute(
                 "SELECT id, spec, arrival, deadline, status, error, finished_at, delivered FROM jobs"):
             job = Job(**json.loads(spec), arrival_us=self._us(arrival), deadline_us=self._us(deadline), sync=False)
-            job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=job.width, height=job.height, steps=job.steps,
-                                   arrival_us=job.arrival_us, deadline_us=job.deadline_us) for i in range(job.n)]
+            job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=job.width, height=job.height,
+                                   steps=job.steps, arrival_us=job.arrival_us, deadline_us=job.deadline_us)
+                         for i in range(job.n)]
             if finished_at is not None:
                 for i, t in enumerate(job.tasks):
                     fin, data = images.get(jid, {}).get(i, (finished_at, None))

@@ -14,15 +14,16 @@ from typing import Any
 
 from ..errors import InputError
 from ..instance import make_cluster
+from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..state import RequestState, RoundState
-from .admission import (JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us, splittable,
-                        tokens_of)
+from .admission import (JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us,
+                        splittable, tokens_of)
 from .clock import Clock
 from .config import ServerConfig
+from .durable import SqliteJobs
 from .errors import ApiError, invalid
 from .executors import make_executor
-from .durable import SqliteJobs
 from .jobs import ImageTask, Job, JobStore, new_job_id
 from .loop import Scheduler
 from .metrics import Metrics
@@ -80,7 +81,7 @@ class Service:
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock)
-        self.scheduler.on_round = self.schedule.planned
+        self.scheduler.on_round = self._planned
         self.scheduler.window = PlanWindow(self.profile, self.cluster, self.degrees, round_us, cfg.max_plan_requests)
         self.draining = False
         self.started = False
@@ -165,6 +166,11 @@ class Service:
                 self.cancel(job, "client disconnected")
 
         asyncio.get_running_loop().call_later(self.cfg.disconnect_grace_s, check)
+
+    def _planned(self, state: RoundState, plan: RoundPlan, late_ms: float, overhead_ms: float) -> None:
+        """Each planned round: into the schedule log, and a point of the attainment series (at most 1/s)."""
+        self.schedule.planned(state, plan, late_ms, overhead_ms)
+        self.refresh_metrics()
 
     def backlog_gpu_s(self) -> float:
         return self._backlog_gpu_s(self._admission_state(self.clock.now_us()))
