@@ -29,21 +29,22 @@ def _req(i, steps=100, deadline_us=2_000_000, size=1024, location=()):
 
 
 def test_joint_test_accepts_what_fits_and_no_more():
-    # 1024x1024: 100 steps at 1 GPU (24 ms) miss a 2 s deadline, at 2 GPUs (13 ms, 26 GPU-ms) they meet it:
-    # 2.6 GPU-s each; 4 GPUs x ~1.996 s before the due time hold 3 of them, not 4 (headroom 1: the planner's test)
+    # 1024x1024: 100 steps at 1 GPU (24 ms) miss a 2 s deadline, at 2 GPUs (13 ms, 26 GPU-ms) they meet it;
+    # 4 such steps fill 52 of a 60 ms round, so a step holds 26 x 60/52 = 30 GPU-ms: 3 GPU-s each.
+    # 4 GPUs x ~1.996 s before the due time hold 2 of them, not 3 (headroom 1)
     adm = JointAdmission(headroom=1.0)
     kept = []
     for i in range(6):
         if adm.check(_state(kept), (_req(i),)).ok:
             kept.append(_req(i))
-    assert len(kept) == 3
+    assert len(kept) == 2
     v = adm.check(_state(kept), (_req(9),))
-    assert not v.ok and v.retry_after_s >= 1 and v.committed_gpu_us == 4 * 2_600_000
+    assert not v.ok and v.retry_after_s >= 1 and v.committed_gpu_us == 3 * 100 * int(26_000 * 60 / 52)
     # an earlier deadline that would push a kept one out is refused too, a later one still fits
     assert not adm.check(_state(kept), (_req(7, deadline_us=1_000_000),)).ok
     assert adm.check(_state(kept), (_req(8, deadline_us=5_000_000),)).ok
     # headroom < 1 promises less
-    assert not JointAdmission(headroom=0.8).check(_state(kept[:2]), (_req(5),)).ok
+    assert not JointAdmission(headroom=0.6).check(_state(kept[:1]), (_req(5),)).ok
 
 
 def test_forced_work_protects_a_big_late_request():
@@ -53,11 +54,13 @@ def test_forced_work_protects_a_big_late_request():
     # the big one must already have done 125 - 7 x 11 = 48 steps, and refuses the small one.
     from tetriopt.policies.greedy import admit
 
+    from tetriopt.lookahead import outlook
+
     adm = JointAdmission(headroom=1.0)
     big = _req(0, steps=125, deadline_us=1_200_000)
     small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
     after = _state([big, small])
-    looks = adm.outlooks(after)
+    looks = {r.id: outlook(after, r) for r in after.requests}
     assert set(admit(after, looks)) == {"r0", "s"}                       # the planner's joint test: fine
     assert not forced_work_fits(after, [big, small], {"s"}, looks)
     assert not adm.check(_state([big]), (small,)).ok
