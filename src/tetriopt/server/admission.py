@@ -126,9 +126,9 @@ class JointAdmission:
                 o = outlook(state, r)
                 # charge the GPU time a step holds in whole rounds: floor(round / step) steps fit in
                 # a round, the rest of it is lost to this set (20% for 2048x2048 on 4 H100s)
-                k = o.cheapest_degree
-                held = state.round_us / (state.round_us // o.step[k] * o.step[k]) if o.step[k] <= state.round_us else 1
-                o = replace(o, cheapest_cost=int(o.cheapest_cost * held / self.headroom))
+                step = o.step[o.cheapest_degree]
+                used = state.round_us // step * step if step <= state.round_us else state.round_us
+                o = replace(o, cheapest_cost=int(o.cheapest_cost * state.round_us // used / self.headroom))
                 self._looks[key] = o
             out[r.id] = o
         return out
