@@ -18,10 +18,16 @@ def test_sync_client_disconnect_cancels_the_job(server):
             httpx.post(server.url + "/v1/images/generations", json=LONG, timeout=0.5)
         st = poll(lambda: (st := c.get("/v1/stats").json())["requests"]["cancelled"] == 1 and st)
         assert st["queue_length"] == 0
-        # nothing of it is planned any more: the rounds after the cancel run nothing
         (job,) = server.service.store.jobs.values()
         assert job.status == "cancelled" and job.error == "client disconnected"
         assert job.steps_done < 400
+        # its GPUs are free from the next round on: later rounds plan other work, never its image
+        seen = server.service.clock.now_us()
+        other = c.post("/v1/jobs", json={**LONG, "steps": 60}).json()["id"]
+        wait_job(c, other)
+        rounds = c.get("/v1/schedule").json()["rounds"]
+        later = [r for r in rounds if r["start_us"] > seen + server.service.timing.round_us]
+        assert later and all(a["job"] == other for r in later for a in r["assignments"])
 
 
 def test_delete_a_running_job_frees_the_queue(client):
