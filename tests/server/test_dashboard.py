@@ -40,7 +40,7 @@ def test_dashboard_in_headless_chromium(make_server, tmp_path):
         dom = _chromium(tmp_path, "--dump-dom", url)
         assert dom.returncode == 0, dom.stderr[-2000:]
         console = [line for line in dom.stderr.splitlines() if "CONSOLE" in line]
-        assert not [x for x in console if re.search(r"error|uncaught", x, re.I)], console
+        assert not [x for x in console if re.search(r"error|uncaught|failed", x, re.I)], console
         html = dom.stdout
         assert 'id="errors"></div>' in html, html[html.find('id="errors"'):][:300]
         for j in ids:  # drawn in the Gantt chart (rects carry data-job) and listed in the queue table
