@@ -68,6 +68,9 @@ def _rounds(value: str | None) -> frozenset[int]:
                    "or accept it best-effort (best_effort: true).")
 @click.option("--job-ttl-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="How long finished jobs stay retrievable.")
+@click.option("--disconnect-grace-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="A sync client with an Idempotency-Key that disconnects: how long its job waits for a retry "
+                   "before it is cancelled (without a key: cancelled at once).")
 @click.option("--drain-timeout-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, the longest wait for accepted jobs to finish.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
@@ -79,7 +82,7 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
           store_path,
           max_body_bytes, default_steps, default_size, default_slo_scale, admission,
-          job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
+          job_ttl_s, disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
     """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
     try:
         from ..server.config import ServerConfig
@@ -95,6 +98,6 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                        max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests, admission_headroom=admission_headroom,
                        store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
-                       job_ttl_s=job_ttl_s, drain_timeout_s=drain_timeout_s,
+                       job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,
                        sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
     run_server(cfg)
