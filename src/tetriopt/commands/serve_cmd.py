@@ -80,7 +80,8 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
 def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
-          store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s, disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
+          store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
+          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
     """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
     try:
         from ..server.config import ServerConfig
