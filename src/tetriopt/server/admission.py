@@ -77,16 +77,6 @@ def cheapest_step_gpu_us(profile: CostProfile, cluster: Cluster, degrees: tuple[
     return min((k * t for k, t in steps.items()), default=None)
 
 
-def tokens_of(width: int, height: int) -> int:
-    """Image tokens of a request (2x2 patches of the 8x latent): what sequence parallelism splits."""
-    return (width // 16) * (height // 16)
-
-
-def splittable(width: int, height: int, degrees: tuple[int, ...]) -> list[int]:
-    """Degrees over which the image tokens of width x height do not split evenly (the runtime refuses them)."""
-    return [k for k in degrees if tokens_of(width, height) % k]
-
-
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
