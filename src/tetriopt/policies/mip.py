@@ -10,6 +10,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
+from .certify import separable_bound
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
@@ -57,7 +58,7 @@ class MipPolicy:
 
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
-                 joint_capacity: float = 1.0, deterministic: bool = False):
+                 joint_capacity: float = 1.0, deterministic: bool = False, certify: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -70,6 +71,8 @@ class MipPolicy:
         # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
         # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
         self.deterministic = deterministic
+        # certify: skip the search when a warm start reaches certify.separable_bound (then it is optimal)
+        self.certify = certify
         self._tetriserve = TetriServe()
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -180,6 +183,15 @@ class MipPolicy:
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
         built_s = time.perf_counter() - t_build
+        if best is not None and self.certify:
+            ub = separable_bound(rm)
+            if best[1] >= ub:  # the warm start is optimal for the model: nothing left to search
+                self._build_rate.observe(built_s, est_vars)
+                name, val, sol, dec, _ = best
+                status = PlanStatus.FEASIBLE if rm.restricted else PlanStatus.OPTIMAL
+                return list(dec), dict(backend=self.backend, status=status, objective=float(val), bound=float(ub),
+                                       kept=tuple(i for i, v in rm.keep.items() if sol[v]),
+                                       note=f"{name} plan meets the separable bound")
         left_s = self._left(t0) - reserve
         if left_s < MIN_SEARCH_S:
             self._build_rate.observe(built_s, est_vars)

@@ -1,0 +1,58 @@
+"""Whole-simulation CPU of cpsat against tetriserve, side by side in one process, with met counts.
+
+For each instance, each policy runs the whole simulation once (`tetriopt.solve`), timed with
+`time.process_time` (this process's CPU, so other jobs on a shared machine weigh less than on
+wall time; imports are paid once, before any timing). Printed per instance: met deadlines, CPU
+seconds, cpsat's CPU over tetriserve's, the share of busy rounds CP-SAT decided and how cpsat's
+rounds ended (early stops by rule, proofs, limits, fallbacks).
+
+    python benchmarks/cpu_ratio.py instances/flux-h100-skewed-slo1.0.json [...] [--time-limit-ms 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+import tetriopt
+
+
+def run(inst, policy: str, limit_ms: float, deterministic: bool) -> tuple[dict, float, collections.Counter]:
+    kw = {"deterministic": True} if deterministic and policy in ("cpsat", "pulp") else {}
+    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, **kw)
+    c0 = time.process_time()
+    res = tetriopt.solve(inst, pol)
+    cpu = time.process_time() - c0
+    ends = collections.Counter(f"{r.status}" + (f" ({r.note})" if getattr(r, "note", "") else "")
+                               for r in res.rounds if r.pending)
+    return res.summary, cpu, ends
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("instances", nargs="+")
+    ap.add_argument("--time-limit-ms", type=float, default=500.0)
+    ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--policies", default="cpsat,tetriserve")
+    a = ap.parse_args()
+    pols = a.policies.split(",")
+    print(f"limit {a.time_limit_ms:g} ms, 1 worker, deterministic={a.deterministic}")
+    print("| instance | " + " | ".join(f"met {p}" for p in pols) + " | " + " | ".join(f"CPU s {p}" for p in pols)
+          + f" | CPU {pols[0]} / {pols[-1]} | {pols[0]} decided |")
+    print("|---" * (2 * len(pols) + 3) + "|")
+    for path in a.instances:
+        inst = tetriopt.load_instance(path)
+        out = {p: run(inst, p, a.time_limit_ms, a.deterministic) for p in pols}
+        first = out[pols[0]][2]
+        busy = sum(first.values())
+        decided = sum(v for k, v in first.items() if k.startswith(("OPTIMAL", "FEASIBLE")))
+        print(f"| {inst.name} | " + " | ".join(str(out[p][0]["met"]) for p in pols) + " | "
+              + " | ".join(f"{out[p][1]:.2f}" for p in pols)
+              + f" | {out[pols[0]][1] / max(1e-3, out[pols[-1]][1]):.1f}x | {100 * decided / max(1, busy):.0f}% |", flush=True)
+        for k, v in first.most_common(6):
+            print(f"#   {pols[0]} rounds {k}: {v}")
+
+
+if __name__ == "__main__":
+    main()
