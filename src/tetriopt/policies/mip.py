@@ -177,15 +177,22 @@ class MipPolicy:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         best = None
+        ub = separable_bound(rm) if self.certify else None
+        seen = []
         for name, dec, kept in heuristics:
             if stop is not None and time.perf_counter() > stop:
                 break  # the warm starts completed so far are the candidates
+            key = (sorted(dec), sorted(kept))
+            if key in seen:  # greedy and TetriServe often agree on light load
+                continue
+            seen.append(key)
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
+            if best is not None and ub is not None and best[1] >= ub:
+                break  # optimal: the later warm starts cannot do better
         built_s = time.perf_counter() - t_build
-        if best is not None and self.certify:
-            ub = separable_bound(rm)
+        if best is not None and ub is not None:
             if best[1] >= ub:  # the warm start is optimal for the model: nothing left to search
                 self._build_rate.observe(built_s, est_vars)
                 name, val, sol, dec, _ = best
