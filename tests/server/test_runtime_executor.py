@@ -7,7 +7,10 @@ import base64
 import httpx
 import pytest
 
+from tetriopt.cli import main
 from tetriopt.server.executors.png import png_size
+
+from serverkit import start_subprocess
 
 pytestmark = pytest.mark.server
 
@@ -27,20 +30,39 @@ def test_cpu_executor_runs_a_request_over_several_rounds(make_server):
         assert st["rounds"] >= 2 and st["executor_failures"] == 0
 
 
-def test_cpu_executor_whole_pipeline_from_a_local_folder(make_server, tmp_path, monkeypatch):
-    """Prompt -> PNG through the server with a whole diffusers pipeline (tokenizers, text
-    encoders, transformer, VAE) loaded offline from a local folder, as real weights would be."""
+def test_cpu_executor_whole_pipeline_from_a_local_folder(tmp_path, monkeypatch):
+    """Prompt -> PNG through `tetriopt serve --model-path DIR --sp-backend own` with a whole
+    diffusers pipeline (tokenizers, text encoders, transformer, VAE) loaded offline from a local
+    folder, as real weights would be."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from tetriopt_runtime.tiny_pipeline import write_tiny_pipeline
 
-    monkeypatch.setenv("TETRIOPT_MODEL_PATH", str(write_tiny_pipeline("flux", tmp_path / "flux")))
+    folder = write_tiny_pipeline("flux", tmp_path / "flux")
+    monkeypatch.delenv("TETRIOPT_MODEL_PATH", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    s = make_server(executor="cpu", model="flux.1-dev", gpus=2, round_ms=200, policy="greedy")
-    with httpx.Client(base_url=s.url, timeout=180) as c:
+    _, url = start_subprocess("--executor", "cpu", "--model", "flux.1-dev", "--model-path", str(folder),
+                              "--sp-backend", "own", "--gpus", "2", "--round-ms", "200", "--policy", "greedy",
+                              ready_s=180)
+    with httpx.Client(base_url=url, timeout=180) as c:
         r = c.post("/v1/images/generations", json={"prompt": "a red fox", "size": "256x256", "n": 2, "steps": 4,
                                                    "slo_ms": 120000})
         assert r.status_code == 200, r.text
         imgs = [base64.b64decode(d["b64_json"]) for d in r.json()["data"]]
         assert [png_size(i) for i in imgs] == [(256, 256)] * 2 and imgs[0] != imgs[1]
         assert c.get("/v1/stats").json()["executor_failures"] == 0
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--executor", "cpu", "--sp-backend", "nccl"], "--sp-backend"),
+    (["--executor", "cpu", "--aux-device", "gpu0"], "aux_device: must be cpu, cuda or cuda:N (got 'gpu0')"),
+    (["--executor", "cpu", "--aux-device", "cuda:0"], "aux_device: the cpu executor has no CUDA device"),
+    (["--compile"], "compile: applies to --executor cpu or cuda only, not sim"),
+    (["--sp-backend", "own"], "sp_backend: applies to --executor cpu or cuda only, not sim"),
+])
+def test_runtime_flags_bad_values_exit_2(args, field):
+    """A bad runtime flag stops `tetriopt serve` before anything loads: one line naming it, exit 2."""
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(main, ["serve", "--store", "", "--port", "0", *args])
+    assert r.exit_code == 2 and field in r.output, r.output
