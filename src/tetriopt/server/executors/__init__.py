@@ -11,7 +11,7 @@ from typing import Any
 
 from ...errors import InputError
 from ...profile import CostProfile
-from .base import Completion, Executor, ExecutorFailure, WorkItem
+from .base import Completion, Executor, ExecutorFailure, RequestsFailed, WorkItem
 
 EXECUTORS = ("sim", "cpu", "cuda")
 SP_BACKENDS = ("auto", "own", "yunchang", "xfuser")  # the runtime's names (`sp_attention.BACKENDS`, less an alias)
@@ -54,4 +54,4 @@ def make_executor(name: str, gpus: int, profile: CostProfile, fail_rounds: froze
     raise InputError("executor", name, f"unknown executor; choose from {', '.join(EXECUTORS)}")
 
 
-__all__ = ["EXECUTORS", "SP_BACKENDS", "Completion", "Executor", "ExecutorFailure", "WorkItem", "make_executor", "runtime_options"]
+__all__ = ["EXECUTORS", "SP_BACKENDS", "Completion", "Executor", "ExecutorFailure", "RequestsFailed", "WorkItem", "make_executor", "runtime_options"]
