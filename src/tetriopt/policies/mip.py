@@ -17,7 +17,7 @@ from .tetriserve import TetriServe
 
 
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
-SMALL_MODEL = 200  # variables: at or below this too (a few requests on few GPUs; benchmarks/cpu_ratio.py)
+SMALL_MODEL = 200  # variables: a light round's model at most this big runs without them too
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
@@ -207,12 +207,13 @@ class MipPolicy:
         outcome, error = None, ""
         try:
             params = {}
-            nvars = len(rm.model.names)
-            if self.backend == "cpsat" and (nvars > LARGE_MODEL or nvars <= SMALL_MODEL or left_s < SHORT_S):
+            light = len(state.requests) <= state.cluster.gpus and len(rm.model.names) <= SMALL_MODEL
+            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S or light):
                 # big rounds or short limits: presolve and LP linearisation eat the whole limit
                 # before the first improving move; plain search from the hint does better
-                # (benchmarks/round_solve.py; presolve helps proofs when there is time); tiny
-                # rounds: they cost more than the search they save (docs/solver.md)
+                # (benchmarks/round_solve.py; presolve helps proofs when there is time); light
+                # rounds (a few requests, no backlog): they cost more than the search they save
+                # (docs/solver.md; under a backlog they do pay, even on small models)
                 params.update(cp_model_presolve=False, linearization_level=0)
             stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
             if self.deterministic and self.backend == "cpsat":
