@@ -1,0 +1,177 @@
+"""K GPU nodes in one simulated clock: a router assigns arrivals, each node plans its own rounds.
+
+Every node has `inst.cluster` (its GPUs and islands) and its own policy object; all nodes share
+the round boundaries. At a boundary the requests that arrived since the last one are routed in
+arrival order, the router may move requests that have not started, then every node runs its
+round. Plans use node-local GPU ids; the result maps node i's GPU g to i x G + g, so it is a
+plan of `global_instance(inst, K)` (K x G GPUs, islands never crossing a node) and the
+independent checker `validate.validate_result` applies to it unchanged.
+
+A request no node can keep (the deadline-aware router answers None: the server's 429) is
+counted as rejected and still runs best effort on the node with the least committed work,
+as the global planner runs what it gives up, so both finish every request.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+from ..instance import Cluster, Instance, Request
+from ..policies import Policy, make_policy
+from ..result import RequestOutcome, RoundRecord, SolveResult
+from ..state import Assignment, RequestState, RoundState
+from .router import LeastWork, NodeView, Router, make_router
+
+MAX_IDLE_ROUNDS = 1000
+
+
+def global_instance(inst: Instance, nodes: int) -> Instance:
+    """The same workload on one cluster of nodes x G GPUs whose islands never cross a node."""
+    g = inst.cluster.gpus
+    islands = tuple(tuple(i * g + x for x in isl) for i in range(nodes) for isl in inst.cluster.islands)
+    return replace(inst, cluster=Cluster(g * nodes, islands), nodes=1,
+                   name=inst.name + (f"-x{nodes}" if nodes > 1 else ""))
+
+
+class _Node:
+    """One node's requests and progress (stands in for the round engine of one node)."""
+
+    def __init__(self, index: int, inst: Instance, policy: Policy):
+        self.index = index
+        self.inst = inst
+        self.policy = policy
+        self.reqs: dict[str, Request] = {}
+        self.remaining: dict[str, int] = {}
+        self.location: dict[str, tuple[int, ...]] = {}
+
+    def submit(self, r: Request) -> None:
+        self.reqs[r.id] = r
+        self.remaining[r.id] = r.steps
+        self.location[r.id] = ()
+
+    def take(self, rid: str) -> Request:
+        del self.remaining[rid], self.location[rid]
+        return self.reqs.pop(rid)
+
+    def snapshot(self, now: int) -> RoundState:
+        i = self.inst
+        return RoundState(now_us=now, round_us=i.round_us, cluster=i.cluster, profile=i.profile, degrees=i.degrees,
+                          round_index=now // i.round_us,
+                          requests=tuple(RequestState(id=r.id, width=r.width, height=r.height,
+                                                      remaining_steps=self.remaining[r.id], deadline_us=r.deadline_us,
+                                                      arrival_us=r.arrival_us, location=self.location[r.id])
+                                         for r in self.reqs.values()))
+
+    def run_round(self, now: int):
+        from ..plan import overfull_gpus
+
+        state = self.snapshot(now)
+        plan = self.policy.plan(state)
+        bad = overfull_gpus(state, [(a.request, a.gpus, a.steps) for a in plan.assignments])
+        if bad or any(a.request not in self.reqs or a.steps > self.remaining[a.request] or a.start_us < now
+                      or a.end_us > now + self.inst.round_us for a in plan.assignments):
+            raise RuntimeError(f"node {self.index}: invalid plan in round {now // self.inst.round_us}: {plan}")
+        finished = []
+        for a in plan.assignments:
+            self.remaining[a.request] -= a.steps
+            self.location[a.request] = a.gpus
+            if self.remaining[a.request] == 0:
+                r = self.take(a.request)
+                finished.append((r, a.end_us + self.inst.profile.vae_decode_us(r.width, r.height)))
+        return state, plan, finished
+
+
+@dataclass(frozen=True)
+class ClusterRun:
+    """A multi-node run: the plan on the global cluster plus what the router did."""
+
+    result: SolveResult
+    nodes: int
+    router: str
+    rejected: int                  # requests no node could keep (429 in the server); ran best effort
+    moved: int                     # not-started requests moved between nodes
+    routed: tuple[int, ...]        # requests first routed to each node
+    decision_ms: tuple[float, ...]  # per round boundary: routing + the slowest node's plan
+
+    @property
+    def summary(self) -> dict:
+        d = self.decision_ms
+        return {**self.result.summary, "nodes": self.nodes, "router": self.router, "rejected": self.rejected,
+                "moved": self.moved, "routed_per_node": list(self.routed),
+                "decision_ms_p50": round(statistics.median(d), 3) if d else 0.0,
+                "decision_ms_p99": round(sorted(d)[min(len(d) - 1, int(0.99 * len(d)))], 3) if d else 0.0,
+                "decision_ms_max": round(max(d), 3) if d else 0.0}
+
+
+def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: str = "cpsat",
+                     progress: Callable[[int], None] | None = None, **options) -> ClusterRun:
+    """Route and schedule `inst` on `nodes` nodes of inst.cluster each (see the module doc)."""
+    rt = make_router(router) if isinstance(router, str) else router
+    ns = [_Node(i, inst, make_policy(policy, **options)) for i in range(nodes)]
+    fallback = LeastWork()
+    G, R = inst.cluster.gpus, inst.round_us
+    where: dict[str, int] = {}
+    reqs = sorted(inst.requests, key=lambda r: (r.arrival_us, r.id))
+    rounds: list[RoundRecord] = []
+    assignments: list[tuple[int, Assignment]] = []
+    outcomes: dict[str, RequestOutcome] = {}
+    decision: list[float] = []
+    routed = [0] * nodes
+    rejected = moved = 0
+    nxt, now, idle = 0, 0, 0
+    while True:
+        t0 = time.perf_counter()
+        views = [NodeView(n.index, n.snapshot(now)) for n in ns]
+        while nxt < len(reqs) and reqs[nxt].arrival_us <= now:
+            r = reqs[nxt]
+            nxt += 1
+            rs = RequestState(id=r.id, width=r.width, height=r.height, remaining_steps=r.steps,
+                              deadline_us=r.deadline_us, arrival_us=r.arrival_us)
+            i = rt.route(rs, views)
+            if i is None:
+                rejected += 1
+                i = fallback.route(rs, views)
+            ns[i].submit(r)
+            where[r.id] = i
+            routed[i] += 1
+            views[i] = views[i].with_request(rs)
+        for m in rt.moves(views):
+            ns[m.dst].submit(ns[m.src].take(m.request))
+            where[m.request] = m.dst
+            moved += 1
+        route_ms = (time.perf_counter() - t0) * 1e3
+        if not any(n.reqs for n in ns):
+            if nxt >= len(reqs):
+                break
+            now = -(-reqs[nxt].arrival_us // R) * R
+            continue
+        slowest, ran = 0.0, False
+        for n in ns:
+            if not n.reqs:
+                continue
+            state, plan, finished = n.run_round(now)
+            slowest = max(slowest, plan.solve_ms)
+            ran = ran or bool(plan.assignments)
+            off = n.index * G
+            assignments.extend((now // R, replace(a, gpus=tuple(off + g for g in a.gpus))) for a in plan.assignments)
+            for r, fin in finished:
+                outcomes[r.id] = RequestOutcome(r.id, fin, fin <= r.deadline_us)
+                if progress:
+                    progress(1)
+            rounds.append(RoundRecord(round=now // R, start_us=now, pending=len(state.requests),
+                                      kept=None if plan.kept is None else len(plan.kept), backend=plan.backend,
+                                      status=plan.status, solve_ms=plan.solve_ms, objective=plan.objective,
+                                      bound=plan.bound, note=f"node {n.index}"))
+        decision.append(route_ms + slowest)
+        idle = idle + 1 if not ran else 0
+        if idle > MAX_IDLE_ROUNDS:
+            raise RuntimeError(f"{rt.name}/{policy}: nothing ran for {idle} rounds")
+        now += R
+    result = SolveResult(policy=f"{policy}@{rt.name}x{nodes}", instance=global_instance(inst, nodes),
+                         requests=tuple(outcomes[r.id] for r in inst.requests), assignments=tuple(assignments),
+                         rounds=tuple(rounds))
+    return ClusterRun(result=result, nodes=nodes, router=rt.name, rejected=rejected, moved=moved,
+                      routed=tuple(routed), decision_ms=tuple(decision))
