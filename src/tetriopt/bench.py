@@ -26,6 +26,7 @@ DEFAULT_POLICIES = ("cpsat", "tetriserve", "tetriserve-placement", "tetriserve-s
                     "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8")
 METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
            "solver_ms_p99", "fallback_rounds")
+CLUSTER_METRICS = ("rejected", "moved", "decision_ms_p50", "decision_ms_p99")  # POLICY@ROUTER rows
 AXES = ("slo_scale", "rate", "round_ms")
 BOUND = "bound"
 
@@ -43,6 +44,7 @@ class Point:
     steps: int = 20
     seed: int = 0
     cv: float = 1.0
+    nodes: int = 1   # nodes of `gpus` each; policies named POLICY@ROUTER route across them
 
     def instance(self):
         from .instance import parse_instance
@@ -52,10 +54,12 @@ class Point:
                if self.islands else None)
         data = generate(self.model, self.gpus, self.n, self.rate, mix=self.mix, slo_scale=self.slo_scale,
                         steps=self.steps, seed=self.seed, cv=self.cv, islands=isl, round_ms=self.round_ms)
+        if self.nodes > 1:
+            data["cluster"]["nodes"] = self.nodes
         return parse_instance(data, name=self.label())
 
     def label(self) -> str:
-        return (f"{self.model}-{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
+        return (f"{self.model}-{str(self.nodes) + 'x' if self.nodes > 1 else ''}{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
                 f"-slo{self.slo_scale:g}-r{self.rate:g}{'-R' + format(self.round_ms, 'g') if self.round_ms else ''}"
                 f"-n{self.n}-s{self.seed}")
 
@@ -67,10 +71,10 @@ class Point:
 def points(models: Iterable[str] = ("flux.1-dev-h100",), gpus: int = 8, islands: int | None = None,
            mixes: Iterable[str] = ("uniform",), slo_scales: Iterable[float] = (1.0,), rates: Iterable[float] = (12.0,),
            round_ms: Iterable[float | None] = (None,), seeds: Iterable[int] = (0,), n: int = 300, steps: int = 20,
-           cv: float = 1.0) -> list[Point]:
+           cv: float = 1.0, nodes: int = 1) -> list[Point]:
     """The cartesian product of the given lists."""
     return [Point(model=m, gpus=gpus, islands=islands, mix=x, slo_scale=float(s), rate=float(r),
-                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv)
+                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv, nodes=nodes)
             for m, x, s, r, rm, sd in itertools.product(models, mixes, slo_scales, rates, round_ms, seeds)]
 
 
@@ -90,6 +94,14 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
     from .simulate import simulate
 
     detail = ""
+    if "@" in policy:  # POLICY@ROUTER on point.nodes nodes (ROUTER "global": one planner over all GPUs)
+        from .cluster.multinode import run_routed
+
+        run = run_routed(inst, point.nodes, *policy.split("@", 1), time_limit_ms=time_limit_ms)
+        s = run.summary
+        row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
+                   wall_s=round(time.perf_counter() - t0, 3))
+        return row
     if policy == "rssp":
         from .policies.rssp import RSSP, mapping_name, oracle_mapping
 
@@ -126,6 +138,11 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
     from .policies import make_policy
 
     for p in pols:  # fail fast on a bad name, before any work
+        if "@" in p:
+            from .cluster.multinode import check_router
+
+            p, router = p.split("@", 1)
+            check_router(router)
         if p not in (BOUND, "rssp"):
             make_policy(p)
     # expensive jobs first so that the pool does not end on one long cpsat run
@@ -166,7 +183,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, rs in groups.items():
         agg = dict(key)
         agg["seeds"] = sorted(r["seed"] for r in rs)
-        for m in METRICS + ("wall_s",):
+        for m in METRICS + CLUSTER_METRICS + ("wall_s",):
             vals = [r[m] for r in rs if r.get(m) is not None]
             if vals:
                 agg[m] = _stats([float(v) for v in vals])

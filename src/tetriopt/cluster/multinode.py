@@ -23,7 +23,8 @@ from ..instance import Cluster, Instance, Request
 from ..policies import Policy, make_policy
 from ..result import RequestOutcome, RoundRecord, SolveResult
 from ..state import Assignment, RequestState, RoundState
-from .router import LeastWork, NodeView, Router, make_router
+from ..errors import InputError
+from .router import ROUTERS, LeastWork, NodeView, Router, make_router
 
 MAX_IDLE_ROUNDS = 1000
 
@@ -170,8 +171,35 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
         if idle > MAX_IDLE_ROUNDS:
             raise RuntimeError(f"{rt.name}/{policy}: nothing ran for {idle} rounds")
         now += R
-    result = SolveResult(policy=f"{policy}@{rt.name}x{nodes}", instance=global_instance(inst, nodes),
+    result = SolveResult(policy=f"{policy}@{rt.name}", instance=global_instance(inst, nodes),
                          requests=tuple(outcomes[r.id] for r in inst.requests), assignments=tuple(assignments),
                          rounds=tuple(rounds))
     return ClusterRun(result=result, nodes=nodes, router=rt.name, rejected=rejected, moved=moved,
                       routed=tuple(routed), decision_ms=tuple(decision))
+
+
+GLOBAL = "global"  # not a router: one planner over all nodes' GPUs, the yardstick for routers
+
+
+def check_router(name: str) -> None:
+    if name != GLOBAL:
+        try:
+            make_router(name)
+        except InputError as e:
+            raise InputError("router", name, f"unknown router; known: {', '.join(ROUTERS)}, {GLOBAL}") from e
+
+
+def run_routed(inst: Instance, nodes: int, policy: str, router: str,
+               progress: Callable[[int], None] | None = None, **options) -> ClusterRun:
+    """`simulate_cluster`, or for router "global" one `policy` over the K x G GPU cluster."""
+    if router != GLOBAL:
+        return simulate_cluster(inst, nodes, router, policy, progress=progress, **options)
+    from ..simulate import simulate
+
+    res = simulate(global_instance(inst, nodes), policy, progress=progress, **options)
+    G = inst.cluster.gpus
+    per_node = [set() for _ in range(nodes)]
+    for _, a in res.assignments:
+        per_node[a.gpus[0] // G].add(a.request)
+    return ClusterRun(result=res, nodes=nodes, router=GLOBAL, rejected=0, moved=0,
+                      routed=tuple(len(s) for s in per_node), decision_ms=tuple(r.solve_ms for r in res.rounds))
