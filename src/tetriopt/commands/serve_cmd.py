@@ -60,10 +60,19 @@ def _rounds(value: str | None) -> frozenset[int]:
               show_default=True)
 @click.option("--sim-fail-rounds", default=None, hidden=True,
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Scale out on Ray: one node actor (round loop, planner, executor) per GPU node of --gpus "
+                   "GPUs, this process the HTTP front-end. ADDRESS of a running cluster, or none: start "
+                   "Ray here. Needs the ray extra.")
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="With --ray: node actors (default: the cluster's tetriopt_node resources, else GPUs / --gpus, "
+                   "else 1).")
+@click.option("--router", default="deadline-aware", show_default=True,
+              help="With --ray: round-robin, least-work or deadline-aware (429 when no node can keep a request).")
 def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
           api_key, max_queue, max_body_bytes, default_steps, default_size, default_slo_scale, admission,
-          job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
-    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
+          job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes, router) -> None:
+    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs (per node with --ray)."""
     try:
         from ..server.config import ServerConfig
         from ..server.run import serve as run_server
@@ -78,4 +87,15 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, drain_timeout_s=drain_timeout_s,
                        sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
-    run_server(cfg)
+    if ray_address is None:
+        run_server(cfg)
+        return
+    from ..cluster.router import make_router
+
+    make_router(router)
+    try:
+        from ..cluster.ray_serve import serve_ray
+    except ModuleNotFoundError as e:
+        raise click.ClickException(f"`tetriopt serve --ray` needs the ray extra ({e.name} is missing): "
+                                   "pip install 'tetriopt[ray]'") from None
+    serve_ray(cfg, None if ray_address == "local" else ray_address, nodes, router)

@@ -1,0 +1,115 @@
+"""One GPU node as a Ray actor: the single-process server's round loop, planner and executor.
+
+The actor owns one `Service` (round loop, planner, sim/cpu/cuda executor, job store) and no
+HTTP: the front-end (`ray_serve`) has already admitted and routed the request, so the node
+accepts it best effort with the client's absolute deadline. Times cross the actor boundary as
+Unix-epoch milliseconds (each process keeps its own monotonic scheduler clock).
+
+Every incarnation of the actor has a fresh id: after Ray restarts it (its node died and came
+back) the front-end sees a new id and knows that the jobs it had there are gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from ..server.config import ServerConfig
+
+
+class NodeActor:
+    """Methods are called by the front-end through Ray (the class is wrapped by `ray.remote`)."""
+
+    def __init__(self, index: int, cfg: ServerConfig):
+        # the front-end admitted the request already: never refuse it here
+        self.cfg = replace(cfg, admission="best-effort", max_queue=1 << 30, api_key=None)
+        self.index = index
+        self.incarnation = uuid.uuid4().hex[:12]
+        self.svc: Any = None
+        self._starting: asyncio.Future | None = None
+        self.jobs: dict[str, Any] = {}      # front-end job id -> this node's Job
+        self.moved: set[str] = set()        # taken back before any step ran (result() says "moved")
+
+    async def _up(self) -> Any:
+        if self.svc is None:
+            if self._starting is None:
+                self._starting = asyncio.ensure_future(self._start())
+            await asyncio.shield(self._starting)
+        return self.svc
+
+    async def _start(self) -> None:
+        from ..server.service import Service
+
+        svc = Service(self.cfg)
+        await svc.start()
+        self.svc = svc
+
+    async def hello(self) -> dict[str, Any]:
+        """Start the node (first call) and say who it is."""
+        await self._up()
+        import socket
+
+        return {"index": self.index, "incarnation": self.incarnation, "host": socket.gethostname(),
+                "gpus": self.cfg.gpus, "executor": self.cfg.executor}
+
+    async def submit(self, job_id: str, body: dict[str, Any]) -> str:
+        """Queue a routed job (body: GenerationRequest fields, `deadline_ms` absolute); our incarnation."""
+        from ..server.requests import GenerationRequest
+
+        svc = await self._up()
+        if job_id in self.jobs:  # a retried call: already here
+            return self.incarnation
+        self.jobs[job_id] = svc.accept(GenerationRequest(**body), sync=False)
+        return self.incarnation
+
+    async def result(self, job_id: str) -> dict[str, Any]:
+        """Wait for the job; its images and finish times (epoch ms), or status "moved"/"unknown"."""
+        await self._up()
+        job = self.jobs.get(job_id)
+        if job is None:
+            return {"status": "moved" if job_id in self.moved else "unknown", "incarnation": self.incarnation}
+        await job.done_event.wait()
+        job.delivered = True
+        del self.jobs[job_id]
+        if job_id in self.moved:
+            return {"status": "moved", "incarnation": self.incarnation}
+        clock = self.svc.clock
+        return {"status": job.status, "error": job.error, "incarnation": self.incarnation, "node": self.index,
+                "images": [t.image for t in job.tasks],
+                "finish_epoch_ms": [None if t.finish_us is None else clock.to_epoch_s(t.finish_us) * 1e3
+                                    for t in job.tasks]}
+
+    async def take_back(self, job_id: str) -> bool:
+        """Drop a job no step of which has run or is running (it moves to another node)."""
+        await self._up()
+        job = self.jobs.get(job_id)
+        if job is None or job.terminal or any(t.planned_remaining < t.steps or t.location for t in job.tasks):
+            return False
+        self.moved.add(job_id)
+        self.svc.scheduler.cancel(job)
+        return True
+
+    async def cancel(self, job_id: str) -> None:
+        await self._up()
+        job = self.jobs.get(job_id)
+        if job is not None:
+            self.svc.scheduler.cancel(job)
+
+    async def view(self) -> dict[str, Any]:
+        """Unfinished images (steps left once the rounds in flight succeed) and this node's figures."""
+        svc = await self._up()
+        front = {id(j): fid for fid, j in self.jobs.items()}
+        to_ms = lambda us: svc.clock.to_epoch_s(us) * 1e3  # noqa: E731
+        tasks = [{"job": front[id(t.job)], "index": int(t.id.rsplit(".", 1)[1]), "width": t.width,
+                  "height": t.height, "remaining": t.planned_remaining, "steps": t.steps,
+                  "deadline_epoch_ms": to_ms(t.deadline_us), "arrival_epoch_ms": to_ms(t.arrival_us),
+                  "location": list(t.planned_location or t.location)}
+                 for t in svc.store.tasks.values() if id(t.job) in front and t.planned_remaining > 0]
+        return {"index": self.index, "incarnation": self.incarnation, "tasks": tasks, "stats": svc.metrics.stats(),
+                "ready": svc.ready}
+
+    async def stop(self) -> None:
+        if self.svc is not None:
+            await self.svc.stop()
