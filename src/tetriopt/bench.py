@@ -26,7 +26,7 @@ DEFAULT_POLICIES = ("cpsat", "tetriserve", "tetriserve-placement", "tetriserve-s
                     "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8")
 METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
            "solver_ms_p99", "fallback_rounds")
-CLUSTER_METRICS = ("rejected", "moved", "decision_ms_p50", "decision_ms_p99")  # POLICY@ROUTER rows
+CLUSTER_METRICS = ("rejected", "infeasible", "moved", "decision_ms_p50", "decision_ms_p99")  # POLICY@ROUTER rows
 AXES = ("slo_scale", "rate", "round_ms")
 BOUND = "bound"
 

@@ -24,7 +24,7 @@ from ..policies import Policy, make_policy
 from ..result import RequestOutcome, RoundRecord, SolveResult
 from ..state import Assignment, RequestState, RoundState
 from ..errors import InputError
-from .router import ROUTERS, LeastWork, NodeView, Router, make_router
+from .router import ROUTERS, LeastWork, NodeView, Router, joint_slack, make_router
 
 MAX_IDLE_ROUNDS = 1000
 
@@ -85,6 +85,12 @@ class _Node:
         return state, plan, finished
 
 
+def alone_feasible(r: RequestState, node: NodeView) -> bool:
+    """Could an idle node of this shape keep r (the joint test with nothing else pending)?"""
+    idle = replace(node.state, requests=(r,))
+    return joint_slack(idle, r.id) is not None
+
+
 @dataclass(frozen=True)
 class ClusterRun:
     """A multi-node run: the plan on the global cluster plus what the router did."""
@@ -93,6 +99,7 @@ class ClusterRun:
     nodes: int
     router: str
     rejected: int                  # requests no node could keep (429 in the server); ran best effort
+    infeasible: int                # requests not even an idle node could keep (400); ran best effort
     moved: int                     # not-started requests moved between nodes
     routed: tuple[int, ...]        # requests first routed to each node
     decision_ms: tuple[float, ...]  # per round boundary: routing + the slowest node's plan
@@ -101,6 +108,7 @@ class ClusterRun:
     def summary(self) -> dict:
         d = self.decision_ms
         return {**self.result.summary, "nodes": self.nodes, "router": self.router, "rejected": self.rejected,
+                "infeasible": self.infeasible,
                 "moved": self.moved, "routed_per_node": list(self.routed),
                 "decision_ms_p50": round(statistics.median(d), 3) if d else 0.0,
                 "decision_ms_p99": round(sorted(d)[min(len(d) - 1, int(0.99 * len(d)))], 3) if d else 0.0,
@@ -121,7 +129,7 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
     outcomes: dict[str, RequestOutcome] = {}
     decision: list[float] = []
     routed = [0] * nodes
-    rejected = moved = 0
+    rejected = moved = infeasible = 0
     nxt, now, idle = 0, 0, 0
     while True:
         t0 = time.perf_counter()
@@ -133,7 +141,10 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
                               deadline_us=r.deadline_us, arrival_us=r.arrival_us)
             i = rt.route(rs, views)
             if i is None:
-                rejected += 1
+                if alone_feasible(rs, views[0]):
+                    rejected += 1  # some node alone could keep it: the server's 429
+                else:
+                    infeasible += 1  # not even an idle node could: the server's 400 deadline_infeasible
                 i = fallback.route(rs, views)
             ns[i].submit(r)
             where[r.id] = i
@@ -174,7 +185,7 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
     result = SolveResult(policy=f"{policy}@{rt.name}", instance=global_instance(inst, nodes),
                          requests=tuple(outcomes[r.id] for r in inst.requests), assignments=tuple(assignments),
                          rounds=tuple(rounds))
-    return ClusterRun(result=result, nodes=nodes, router=rt.name, rejected=rejected, moved=moved,
+    return ClusterRun(result=result, nodes=nodes, router=rt.name, rejected=rejected, infeasible=infeasible, moved=moved,
                       routed=tuple(routed), decision_ms=tuple(decision))
 
 
@@ -201,5 +212,5 @@ def run_routed(inst: Instance, nodes: int, policy: str, router: str,
     per_node = [set() for _ in range(nodes)]
     for _, a in res.assignments:
         per_node[a.gpus[0] // G].add(a.request)
-    return ClusterRun(result=res, nodes=nodes, router=GLOBAL, rejected=0, moved=0,
+    return ClusterRun(result=res, nodes=nodes, router=GLOBAL, rejected=0, infeasible=0, moved=0,
                       routed=tuple(len(s) for s in per_node), decision_ms=tuple(r.solve_ms for r in res.rounds))

@@ -66,7 +66,8 @@ class RayDispatcher:
         self.router = make_router(router)
         self.fallback = LeastWork()
         self.address = address
-        self.poll_s = poll_s if poll_s is not None else max(0.05, svc.timing.round_us / 2e6)
+        # views are a round old at most; never faster than 5 polls a second (they cost the nodes CPU)
+        self.poll_s = poll_s if poll_s is not None else max(0.2, svc.timing.round_us / 1e6)
         self.nodes: list[Node] = []
         self.assign: dict[str, int] = {}       # job id -> node index (unfinished jobs)
         self.bodies: dict[str, dict] = {}      # job id -> what the node needs to run it

@@ -130,12 +130,15 @@ class DeadlineAware:
         return joint_slack(node.with_request(r).state, r.id) if node.alive else None
 
     def route(self, r: RequestState, nodes: Sequence[NodeView]) -> int | None:
+        """Most slack; ties (idle nodes) to the least committed work, then the lowest index."""
         best = None
         for n in nodes:
             s = self.slack(r, n)
-            if s is not None and (best is None or s > best[0]):
-                best = (s, n.index)
-        return None if best is None else best[1]
+            if s is not None:
+                key = (-s, committed_us(n.state), n.index)
+                if best is None or key < best:
+                    best = key
+        return None if best is None else best[2]
 
     def moves(self, nodes: Sequence[NodeView]) -> list[Move]:
         """Not-started requests a node's joint test gives up, to a node that keeps them."""

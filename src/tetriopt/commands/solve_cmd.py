@@ -91,13 +91,15 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_ou
         if run is not None:
             s = run.summary
             click.echo(f"nodes x router    {nodes} x {s['router']}  (requests per node {s['routed_per_node']})")
-            click.echo(f"routing           rejected {s['rejected']} (ran best effort)  moved {s['moved']}")
+            click.echo(f"routing           no node could keep {s['rejected']} (429), none alone {s['infeasible']} "
+                       f"(400); both ran best effort; moved {s['moved']}")
             click.echo(f"decision ms/round p50 {s['decision_ms_p50']:.2f}  p99 {s['decision_ms_p99']:.2f}  "
                        f"max {s['decision_ms_max']:.2f}")
     if json_out:
         out = res.to_json(timings=timings)
         if run is not None:
-            out["cluster"] = {k: run.summary[k] for k in ("nodes", "router", "rejected", "moved", "routed_per_node")}
+            out["cluster"] = {k: run.summary[k] for k in ("nodes", "router", "rejected", "infeasible", "moved",
+                                                              "routed_per_node")}
             if timings:
                 out["cluster"].update({k: run.summary[k] for k in ("decision_ms_p50", "decision_ms_p99",
                                                                    "decision_ms_max")})
