@@ -51,7 +51,10 @@ class NodeActor:
         await self._up()
         import socket
 
+        import ray
+
         return {"index": self.index, "incarnation": self.incarnation, "host": socket.gethostname(),
+                "ray_node": ray.get_runtime_context().get_node_id(),
                 "gpus": self.cfg.gpus, "executor": self.cfg.executor}
 
     async def submit(self, job_id: str, body: dict[str, Any]) -> str:

@@ -49,6 +49,7 @@ class Node:
     up: bool = False
     incarnation: str | None = None
     host: str = ""
+    ray_node: str = ""                                # Ray node id the actor runs on
     tasks: list[dict] = field(default_factory=list)  # last view's unfinished images
     stats: dict = field(default_factory=dict)
     seen_at: float = 0.0                              # monotonic time of the last answer
@@ -100,7 +101,8 @@ class RayDispatcher:
         self.nodes = [Node(i, remote.remote(i, cfg)) for i in range(self.n)]
         hellos = await asyncio.gather(*(n.actor.hello.remote() for n in self.nodes))
         for n, h in zip(self.nodes, hellos):
-            n.up, n.incarnation, n.host, n.seen_at = True, h["incarnation"], h["host"], time.monotonic()
+            n.up, n.incarnation, n.seen_at = True, h["incarnation"], time.monotonic()
+            n.host, n.ray_node = h["host"], h["ray_node"]
         self.alive = True
         self._poller = asyncio.create_task(self._poll_forever(), name="tetriopt-cluster-poll")
         log.info("nodes up", extra={"nodes": [(n.index, n.host) for n in self.nodes]})
@@ -313,6 +315,11 @@ class RayDispatcher:
             if not n.up:
                 n.up = True
                 self.counts["rejoined"] += 1
+                try:
+                    h = await n.actor.hello.remote()
+                    n.host, n.ray_node = h["host"], h["ray_node"]
+                except Exception:  # noqa: BLE001
+                    pass
                 log.info("node up", extra={"node": n.index})
             n.tasks, n.stats, n.seen_at = v["tasks"], v["stats"], time.monotonic()
 
@@ -368,7 +375,7 @@ class ClusterService(Service):
     def cluster_view(self) -> dict[str, Any]:
         d = self.scheduler
         return {"router": d.router.name, "nodes": [
-            {"index": n.index, "up": n.up, "host": n.host, "incarnation": n.incarnation, "restarts": n.restarts,
+            {"index": n.index, "up": n.up, "host": n.host, "ray_node": n.ray_node, "incarnation": n.incarnation, "restarts": n.restarts,
              "routed": n.routed, "unfinished_jobs": sum(1 for i in d.assign.values() if i == n.index),
              "pending_images": len(n.tasks), **{k: n.stats.get(k) for k in
                                                  ("rounds", "fallback_rounds", "solve_ms_p99", "overhead_ms_p99",
