@@ -216,10 +216,12 @@ class RayDispatcher:
                 continue
             inc = None
             try:
-                inc = await node.actor.submit.remote(job.id, self.bodies[job.id])
+                # both calls at once: an actor runs one caller's calls in order, so result() finds it
+                sub, out = node.actor.submit.remote(job.id, self.bodies[job.id]), node.actor.result.remote(job.id)
+                inc = await sub
                 if job.status == "queued":
                     job.status = "running"
-                res = await node.actor.result.remote(job.id)
+                res = await out
             except rex.RayTaskError as e:  # the node raised: a bug, not a lost node; do not loop on it
                 for t in job.tasks:
                     self.svc.store.drop_task(t)
