@@ -358,6 +358,7 @@ class ClusterService(Service):
     def __init__(self, cfg: ServerConfig, nodes: int, router: str = "deadline-aware", address: str | None = None):
         # the front-end plans nothing: its own executor is never started (sim: nothing to load)
         super().__init__(replace(cfg, executor="sim"))
+        self.planner.close()  # the nodes plan; the front-end's planner never runs
         self.cfg = cfg
         self.node_cfg = cfg
         self.nodes = nodes
