@@ -6,7 +6,9 @@ node, and beside it the single-process server with the same settings (4 virtual 
 the tests' millisecond profile, sim executors, greedy planning). Then:
 
 1. overhead: N small synchronous requests (OpenAI Images API, 256 px, 1 step), alternating
-   between the two servers one at a time, so both see the same machine load: end-to-end client
+   between the two servers one at a time, so both see the same machine load, each sent at a
+   random phase of the 60 ms round (else the wait for the next round boundary, most of the
+   latency, depends on how the client's rhythm meets each server's rounds): end-to-end client
    latency p50 / mean of each, their ratio and difference (what routing, two Ray calls and the
    cross-process result cost per request);
 2. spread: a burst of jobs through the Ray front-end; how many each node actor took;
@@ -21,6 +23,7 @@ About a minute on 2 cores. Needs the ray and serve extras.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import threading
@@ -92,8 +95,12 @@ def main() -> None:
         for c in (rc, oc):  # warm both paths
             for _ in range(5):
                 c.post("/v1/images/generations", json=body).raise_for_status()
+        rng = random.Random(0)
         for i in range(a.n):
             for name, c in (("single", oc), ("ray", rc)) if i % 2 else (("ray", rc), ("single", oc)):
+                # a random phase within the round: the wait for the next round boundary is then
+                # the same in distribution for both servers (their rounds started at other times)
+                time.sleep(rng.uniform(0, 0.06))
                 s = time.perf_counter()
                 r = c.post("/v1/images/generations", json=body)
                 lat[name].append((time.perf_counter() - s) * 1e3)
@@ -104,7 +111,15 @@ def main() -> None:
               f"mean {mean['single']:.1f} p99 {pct(lat['single'], 99):.1f}; ray p50 {p50['ray']:.1f} "
               f"mean {mean['ray']:.1f} p99 {pct(lat['ray'], 99):.1f}")
         print(f"ratio ray / single: p50 {p50['ray'] / p50['single']:.2f}, mean {mean['ray'] / mean['single']:.2f}; "
-              f"difference p50 {p50['ray'] - p50['single']:+.1f} ms")
+              f"difference p50 {p50['ray'] - p50['single']:+.1f} ms, mean {mean['ray'] - mean['single']:+.1f} ms")
+        actor = ray_srv.config.app.state.service.scheduler.nodes[0].actor
+        calls = []
+        for _ in range(200):
+            s = time.perf_counter()
+            ray.get(actor.hello.remote())
+            calls.append((time.perf_counter() - s) * 1e3)
+        print(f"one front-end -> node actor call (the Ray path makes two per job, sent together): "
+              f"p50 {statistics.median(calls):.2f} ms, p99 {pct(calls, 99):.2f} ms")
 
         before = {n["index"]: n["routed"] for n in rc.get("/v1/cluster").json()["nodes"]}
         ids = [rc.post("/v1/jobs", json={"prompt": "p", "size": "1024x1024", "steps": 16, "slo_ms": 4000}).json()["id"]
