@@ -72,3 +72,16 @@ def test_cli_solve_with_nodes(tmp_path):
     assert {g for a in out["assignments"] for g in a["gpus"]} - set(range(4)), "node 1's GPUs are 4..7"
     bad = subprocess.run(cli + ["--router", "bogus"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "bogus" in bad.stderr
+
+
+def test_bench_rows_for_routers_on_the_same_workload():
+    from tetriopt import bench as B
+
+    pts = B.points(gpus=4, rates=(120.0,), n=30, seeds=(0,), nodes=3)
+    rows = B.run(pts, ["greedy@deadline-aware", "greedy@global"], bound=False)
+    assert [r["policy"] for r in rows] == ["greedy@deadline-aware", "greedy@global"]
+    assert all(r["requests"] == 30 and "error" not in r for r in rows)
+    assert rows[0]["instance"] == rows[1]["instance"] and "3x4g" in rows[0]["instance"]
+    assert {"rejected", "infeasible", "moved", "decision_ms_p99"} <= set(rows[0])
+    with pytest.raises(InputError, match="router"):
+        B.run(pts, ["greedy@nowhere"], bound=False)

@@ -85,7 +85,8 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
             k *= 2
         pols = [p for p in B.DEFAULT_POLICIES if not p.startswith("fixed-sp-")] + fixed
     if nodes > 1:
-        pols = [p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"]) for r in _list(routers)]
+        pols = list(dict.fromkeys(p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"])
+                                  for r in _list(routers)))
         bound, plot_dir = False, None  # the bound and the plots are single-node
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
