@@ -43,3 +43,15 @@ def test_shipped_profiles_record_sources_and_launch_bound_small_sizes(name):
     assert min(small.step_us.values()) >= 0.9 * small.step_us[1]
     # a round holds at least one step of everything at every degree
     assert max(v for pt in p.points for v in pt.step_us.values()) <= p.default_round_us
+
+
+def test_package_profiles_are_the_models_folder_ones():
+    """models/derive.py writes each profile twice: models/ (read by people) and the package (loaded)."""
+    from pathlib import Path
+
+    from tetriopt.profile import profiles_dir
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    shipped = {p.name: p.read_bytes() for p in models.glob("*.json")}
+    packaged = {p.name: p.read_bytes() for p in profiles_dir().iterdir() if p.name.endswith(".json")}
+    assert shipped and packaged == shipped

@@ -19,10 +19,12 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from ..instance import Cluster, Instance, Request
+from ..engine import InvalidPlan, RoundEngine, Tracked, VirtualClock
+from ..instance import Cluster, Instance
 from ..policies import Policy, make_policy
 from ..result import RequestOutcome, RoundRecord, SolveResult
-from ..state import Assignment, RequestState, RoundState
+from ..plan import Assignment
+from ..state import RequestState, RoundState
 from ..errors import InputError
 from .router import ROUTERS, LeastWork, NodeView, Router, joint_slack, make_router
 
@@ -38,51 +40,35 @@ def global_instance(inst: Instance, nodes: int) -> Instance:
 
 
 class _Node:
-    """One node's requests and progress (stands in for the round engine of one node)."""
+    """One node: its own round engine, simulated executor and policy, on the shared virtual clock."""
 
-    def __init__(self, index: int, inst: Instance, policy: Policy):
+    def __init__(self, index: int, inst: Instance, policy: Policy, clock: VirtualClock):
+        from ..server.executors.sim import SimExecutor
+
         self.index = index
-        self.inst = inst
         self.policy = policy
-        self.reqs: dict[str, Request] = {}
-        self.remaining: dict[str, int] = {}
-        self.location: dict[str, tuple[int, ...]] = {}
+        executor = SimExecutor(gpus=inst.cluster.gpus, profile=inst.profile, images=False)
+        executor.start(clock)
+        self.engine = RoundEngine(cluster=inst.cluster, profile=inst.profile, degrees=inst.degrees,
+                                  round_us=inst.round_us, executor=executor, clock=clock)
 
-    def submit(self, r: Request) -> None:
-        self.reqs[r.id] = r
-        self.remaining[r.id] = r.steps
-        self.location[r.id] = ()
+    def submit(self, t: Tracked) -> None:
+        self.engine.submit(t)
 
-    def take(self, rid: str) -> Request:
-        del self.remaining[rid], self.location[rid]
-        return self.reqs.pop(rid)
+    def take(self, rid: str) -> Tracked:
+        t = self.engine.drop(rid)
+        assert t is not None and t.done == t.inflight == 0, f"only not-started requests move ({rid})"
+        return t
 
     def snapshot(self, now: int) -> RoundState:
-        i = self.inst
-        return RoundState(now_us=now, round_us=i.round_us, cluster=i.cluster, profile=i.profile, degrees=i.degrees,
-                          round_index=now // i.round_us,
-                          requests=tuple(RequestState(id=r.id, width=r.width, height=r.height,
-                                                      remaining_steps=self.remaining[r.id], deadline_us=r.deadline_us,
-                                                      arrival_us=r.arrival_us, location=self.location[r.id])
-                                         for r in self.reqs.values()))
+        return self.engine.snapshot(now, now // self.engine.round_us)
 
     def run_round(self, now: int):
-        from ..plan import overfull_gpus
-
-        state = self.snapshot(now)
-        plan = self.policy.plan(state)
-        bad = overfull_gpus(state, [(a.request, a.gpus, a.steps) for a in plan.assignments])
-        if bad or any(a.request not in self.reqs or a.steps > self.remaining[a.request] or a.start_us < now
-                      or a.end_us > now + self.inst.round_us for a in plan.assignments):
-            raise RuntimeError(f"node {self.index}: invalid plan in round {now // self.inst.round_us}: {plan}")
-        finished = []
-        for a in plan.assignments:
-            self.remaining[a.request] -= a.steps
-            self.location[a.request] = a.gpus
-            if self.remaining[a.request] == 0:
-                r = self.take(a.request)
-                finished.append((r, a.end_us + self.inst.profile.vae_decode_us(r.width, r.height)))
-        return state, plan, finished
+        try:
+            run = self.engine.run_round(self.policy.plan, now, now // self.engine.round_us)
+        except InvalidPlan as e:
+            raise RuntimeError(f"node {self.index}: {e}") from None
+        return run.state, run.plan, [(t, t.finish_us) for t in run.finished]
 
 
 def alone_feasible(r: RequestState, node: NodeView) -> bool:
@@ -119,7 +105,8 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
                      progress: Callable[[int], None] | None = None, **options) -> ClusterRun:
     """Route and schedule `inst` on `nodes` nodes of inst.cluster each (see the module doc)."""
     rt = make_router(router) if isinstance(router, str) else router
-    ns = [_Node(i, inst, make_policy(policy, **options)) for i in range(nodes)]
+    clock = VirtualClock()
+    ns = [_Node(i, inst, make_policy(policy, **options), clock) for i in range(nodes)]
     fallback = LeastWork()
     G, R = inst.cluster.gpus, inst.round_us
     where: dict[str, int] = {}
@@ -146,7 +133,8 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
                 else:
                     infeasible += 1  # not even an idle node could: the server's 400 deadline_infeasible
                 i = fallback.route(rs, views)
-            ns[i].submit(r)
+            ns[i].submit(Tracked(id=r.id, width=r.width, height=r.height, steps=r.steps,
+                                 arrival_us=r.arrival_us, deadline_us=r.deadline_us))
             where[r.id] = i
             routed[i] += 1
             views[i] = views[i].with_request(rs)
@@ -155,14 +143,14 @@ def simulate_cluster(inst: Instance, nodes: int, router: Router | str, policy: s
             where[m.request] = m.dst
             moved += 1
         route_ms = (time.perf_counter() - t0) * 1e3
-        if not any(n.reqs for n in ns):
+        if not any(n.engine.pending for n in ns):
             if nxt >= len(reqs):
                 break
             now = -(-reqs[nxt].arrival_us // R) * R
             continue
         slowest, ran = 0.0, False
         for n in ns:
-            if not n.reqs:
+            if not n.engine.pending:
                 continue
             state, plan, finished = n.run_round(now)
             slowest = max(slowest, plan.solve_ms)

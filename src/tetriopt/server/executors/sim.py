@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from typing import Callable, Mapping
 
+from ...engine import ClockLike
+from ...plan import RoundPlan
 from ...profile import CostProfile
-from ...state import RoundPlan
-from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 from .png import placeholder_png
 
@@ -24,16 +24,18 @@ class SimExecutor:
     resumable = True
     concurrent_rounds = True
 
-    def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset()):
+    def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset(),
+                 images: bool = True):
         self.gpus = gpus
         self.profile = profile
+        self.images = images  # False: no placeholder PNGs (`tetriopt solve` needs only the times)
         self._fail = set(fail_rounds)
         self._executed = 0
         self._free_us = [0] * gpus  # when each virtual GPU finishes its queued work
         self._lock = threading.Lock()
-        self.clock: Clock | None = None
+        self.clock: ClockLike | None = None
 
-    def start(self, clock: Clock) -> None:
+    def start(self, clock: ClockLike) -> None:
         self.clock = clock
 
     def execute(self, plan: RoundPlan, work: Mapping[str, WorkItem], round_index: int,
@@ -41,17 +43,21 @@ class SimExecutor:
         assert self.clock is not None, "start() first"
         clock = self.clock
         events = []
+        done: dict[str, int] = {}   # a request's steps through its assignments so far (several a round)
+        ready: dict[str, int] = {}  # when its previous assignment in this round ends
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
                 step = self.profile.step_us(w.width, w.height, a.degree)
-                start = max([a.start_us, clock.now_us()] + [self._free_us[g] for g in a.gpus])
+                start = max([a.start_us, clock.now_us(), ready.get(a.request, 0)] + [self._free_us[g] for g in a.gpus])
                 end = start + a.steps * step
                 for g in a.gpus:
                     self._free_us[g] = end
-                last = w.done_steps + a.steps >= w.total_steps
+                ready[a.request] = end
+                done[a.request] = done.get(a.request, w.done_steps) + a.steps
+                last = done[a.request] >= w.total_steps
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
-                image = placeholder_png(w.width, w.height, w.prompt) if last else None
+                image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
                 events.append((finish, a, image))
         events.sort(key=lambda e: e[0])
         crash_at = None
