@@ -455,8 +455,9 @@ def default_nodes(cfg: ServerConfig) -> int:
     return 1
 
 
-def serve_ray(cfg: ServerConfig, address: str | None, nodes: int | None, router: str) -> None:
-    """`tetriopt serve --ray`: connect to (or start) Ray, then run the front-end on uvicorn."""
+def serve_ray(cfg: ServerConfig, address: str, nodes: int | None, router: str) -> None:
+    """`tetriopt serve --ray`: connect to Ray (address "local": start a new instance here), then
+    run the front-end on uvicorn."""
     import ray
 
     from ..server.run import serve

@@ -63,8 +63,8 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
               help="Scale out on Ray: one node actor (round loop, planner, executor) per GPU node of --gpus "
-                   "GPUs, this process the HTTP front-end. ADDRESS of a running cluster, or none: start "
-                   "Ray here. Needs the ray extra.")
+                   "GPUs, this process the HTTP front-end. ADDRESS of a running cluster ('auto': the one "
+                   "started on this machine), or none: start a new one here. Needs the ray extra.")
 @click.option("--nodes", type=click.IntRange(min=1), default=None,
               help="With --ray: node actors (default: the cluster's tetriopt_node resources, else GPUs / --gpus, "
                    "else 1).")
@@ -99,4 +99,4 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
     except ModuleNotFoundError as e:
         raise click.ClickException(f"`tetriopt serve --ray` needs the ray extra ({e.name} is missing): "
                                    "pip install 'tetriopt[ray]'") from None
-    serve_ray(cfg, None if ray_address == "local" else ray_address, nodes, router)
+    serve_ray(cfg, ray_address, nodes, router)
