@@ -1,4 +1,7 @@
-"""`tetriopt serve --ray` as a user starts it: Ray started in the process, node actors, SIGTERM."""
+"""`tetriopt serve --ray` as a user starts it: Ray started in the process, node actors, SIGTERM.
+
+Three node actors of one CPU each also start on a 2-core machine (the new Ray instance counts
+at least one logical CPU per node actor)."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ def test_serve_ray_command_serves_and_drains(tmp_path):
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "tetriopt.cli", "serve", "--ray", "--nodes", "2", "--gpus", "2",
+    cmd = [sys.executable, "-m", "tetriopt.cli", "serve", "--ray", "--nodes", "3", "--gpus", "2",
            "--profile", FAST_PROFILE, "--policy", "greedy", "--port", str(port), "--router", "round-robin"]
     env = {**os.environ, "RAY_ADDRESS": "", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.log", "w"), env=env)
@@ -37,12 +40,12 @@ def test_serve_ray_command_serves_and_drains(tmp_path):
                 pass
             time.sleep(0.2)
         with httpx.Client(base_url=url, timeout=30) as c:
-            for _ in range(4):
+            for _ in range(6):
                 r = c.post("/v1/images/generations", json={"prompt": "x", "size": "256x256", "slo_ms": 5000})
                 assert r.status_code == 200, r.text
             view = c.get("/v1/cluster").json()
-            assert view["router"] == "round-robin" and len(view["nodes"]) == 2
-            assert [n["routed"] for n in view["nodes"]] == [2, 2]
+            assert view["router"] == "round-robin" and len(view["nodes"]) == 3
+            assert [n["routed"] for n in view["nodes"]] == [2, 2, 2]
             bad = c.post("/v1/images/generations", json={"prompt": "x", "size": "12x12"})
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "size"
         proc.send_signal(signal.SIGTERM)

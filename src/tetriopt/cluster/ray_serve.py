@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import InputError
 from ..server.config import ServerConfig
 from ..server.errors import ApiError
 from ..server.jobs import Job
@@ -71,7 +72,7 @@ class RayDispatcher:
         self.poll_s = poll_s if poll_s is not None else max(0.2, svc.timing.round_us / 1e6)
         self.nodes: list[Node] = []
         self.assign: dict[str, int] = {}       # job id -> node index (unfinished jobs)
-        self.bodies: dict[str, dict] = {}      # job id -> what the node needs to run it
+        self.bodies: dict[str, Any] = {}       # job id -> what the node needs to run it
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self.alive = False
@@ -79,6 +80,7 @@ class RayDispatcher:
         self.counts = {"rerouted": 0, "moved": 0, "duplicate_results": 0, "rejoined": 0}
         self.owns_ray = False
         self._moving: set[str] = set()
+        self.start_timeout_s = 120.0  # first start of a node actor (imports, planner warm-up)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -99,10 +101,20 @@ class RayDispatcher:
             opts["resources"] = {NODE_RESOURCE: 1}
         remote = ray.remote(NodeActor).options(**opts)
         self.nodes = [Node(i, remote.remote(i, cfg)) for i in range(self.n)]
-        hellos = await asyncio.gather(*(n.actor.hello.remote() for n in self.nodes))
-        for n, h in zip(self.nodes, hellos):
+
+        async def hello(n: Node) -> None:
+            try:
+                h = await asyncio.wait_for(n.actor.hello.remote(), self.start_timeout_s)
+            except asyncio.TimeoutError:  # not placed yet (no free resources): it joins when it is
+                log.warning("node actor not up at start", extra={"node": n.index, "resources": opts})
+                return
             n.up, n.incarnation, n.seen_at = True, h["incarnation"], time.monotonic()
             n.host, n.ray_node = h["host"], h["ray_node"]
+
+        await asyncio.gather(*(hello(n) for n in self.nodes))
+        if not any(n.up for n in self.nodes):
+            raise InputError("nodes", self.n, f"no node actor started within {self.start_timeout_s:g} s; each needs "
+                                              f"{opts} (cluster has {ray.cluster_resources()})")
         self.alive = True
         self._poller = asyncio.create_task(self._poll_forever(), name="tetriopt-cluster-poll")
         log.info("nodes up", extra={"nodes": [(n.index, n.host) for n in self.nodes]})
@@ -462,6 +474,11 @@ def serve_ray(cfg: ServerConfig, address: str, nodes: int | None, router: str) -
 
     from ..server.run import serve
 
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    extra = {}
+    if address == "local":  # a new Ray here: room for every node actor's CPU (a logical count)
+        import os
+
+        extra["num_cpus"] = max(os.cpu_count() or 1, (nodes or 1) + 1)
+    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING, **extra)
     k = nodes or default_nodes(cfg)
     serve(cfg, lambda c, on_drained=None: create_cluster_app(c, k, router, on_drained=on_drained))
