@@ -258,7 +258,9 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
         cols = sorted({r[axis] for r in rs}, key=lambda v: (v is None, v or 0))
         pols = list(dict.fromkeys(r["policy"] for r in rs))
         cell = {(r["policy"], r[axis]): r for r in rs}
-        head = (f"{key[0]} {key[1]} GPUs{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
+        nodes = rs[0].get("nodes", 1)
+        head = (f"{key[0]} {str(nodes) + ' nodes x ' if nodes > 1 else ''}{key[1]} GPUs"
+                f"{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
                 f"n={key[4]}, {key[5]} steps, " + ", ".join(f"{a}={v if v is not None else 'default'}"
                                                             for a, v in zip(fixed, key[6:])))
         out.append(f"{metric} by {axis} -- {head}")
