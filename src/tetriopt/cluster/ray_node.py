@@ -72,11 +72,14 @@ class NodeActor:
         await self._up()
         job = self.jobs.get(job_id)
         if job is None:
-            return {"status": "moved" if job_id in self.moved else "unknown", "incarnation": self.incarnation}
+            moved = job_id in self.moved
+            self.moved.discard(job_id)
+            return {"status": "moved" if moved else "unknown", "incarnation": self.incarnation}
         await job.done_event.wait()
         job.delivered = True
         del self.jobs[job_id]
         if job_id in self.moved:
+            self.moved.discard(job_id)
             return {"status": "moved", "incarnation": self.incarnation}
         clock = self.svc.clock
         return {"status": job.status, "error": job.error, "incarnation": self.incarnation, "node": self.index,
