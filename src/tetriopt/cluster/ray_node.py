@@ -57,14 +57,12 @@ class NodeActor:
                 "ray_node": ray.get_runtime_context().get_node_id(),
                 "gpus": self.cfg.gpus, "executor": self.cfg.executor}
 
-    async def submit(self, job_id: str, body: dict[str, Any]) -> str:
-        """Queue a routed job (body: GenerationRequest fields, `deadline_ms` absolute); our incarnation."""
-        from ..server.requests import GenerationRequest
-
+    async def submit(self, job_id: str, req: Any) -> str:
+        """Queue a routed job (the front-end's GenerationRequest, `deadline_ms` absolute); our incarnation."""
         svc = await self._up()
         if job_id in self.jobs:  # a retried call: already here
             return self.incarnation
-        self.jobs[job_id] = svc.accept(GenerationRequest(**body), sync=False)
+        self.jobs[job_id] = svc.accept(req, sync=False)
         return self.incarnation
 
     async def result(self, job_id: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from ..errors import InputError
 from ..server.config import ServerConfig
 from ..server.errors import ApiError
 from ..server.jobs import Job
+from ..server.requests import GenerationRequest
 from ..server.service import Service
 from ..state import RequestState, RoundState
 from .router import LeastWork, NodeView, make_router
@@ -184,9 +185,10 @@ class RayDispatcher:
                                 "retry later", type="rate_limit_error", code="no_capacity",
                            headers={"Retry-After": str(max(1, round(self.svc.timing.round_us / 1e6)))})
         self.svc.store.add(job)
-        self.bodies[job.id] = {"prompt": job.prompt, "n": job.n, "width": job.width, "height": job.height,
-                               "response_format": "b64_json", "model": None, "steps": job.steps, "slo_ms": None,
-                               "deadline_ms": self.svc.clock.to_epoch_s(job.deadline_us) * 1e3, "seed": job.seed}
+        # the node gets the request with its deadline absolute and its steps and seed fixed
+        self.bodies[job.id] = GenerationRequest(
+            prompt=job.prompt, n=job.n, width=job.width, height=job.height, response_format="b64_json", model=None,
+            steps=job.steps, slo_ms=None, deadline_ms=self.svc.clock.to_epoch_s(job.deadline_us) * 1e3, seed=job.seed)
         self.assign[job.id] = i
         self.nodes[i].routed += 1
         self.svc.metrics.queue.set(self.svc.store.pending_images())
