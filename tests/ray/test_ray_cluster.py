@@ -50,6 +50,7 @@ def test_requests_spread_over_the_node_actors(front):
         r = c.post("/v1/images/generations", json={"prompt": "x", "size": "256x256", "slo_ms": 5000})
         assert r.status_code == 200, r.text
         assert r.json()["data"][0]["b64_json"]
+        sync_id = r.json()["tetriopt"]["job_id"]
         ids = submit(c, 30, size="1024x1024", steps=16, slo_ms=4000)
         done = wait_all(c, ids)
         assert all(b["status"] == "succeeded" for b in done.values())
@@ -57,6 +58,13 @@ def test_requests_spread_over_the_node_actors(front):
         assert len({n["ray_node"] for n in view["nodes"]}) == 3, "one actor per Ray node"
         routed = [n["routed"] for n in view["nodes"]]
         assert sum(routed) == 31 and min(routed) >= 3, routed
+        # the dashboard's schedule: every node's rounds, node i's GPUs drawn as 4i..4i+3
+        sched = c.get("/v1/schedule").json()
+        assert sched["gpus"] == 12 and len(sched["nodes"]) == 3
+        used = {g for r in sched["rounds"] for a in r["assignments"] for g in a["gpus"]}
+        assert {g // 4 for g in used} == {0, 1, 2}
+        jobs = {a["job"] for r in sched["rounds"] for a in r["assignments"]}
+        assert jobs and jobs <= set(ids) | {sync_id}, "the rounds name the front-end's job ids"
         metrics = c.get("/metrics").text
         for i in range(3):
             assert f'tetriopt_node_up{{node="{i}"}} 1.0' in metrics

@@ -12,6 +12,7 @@ back) the front-end sees a new id and knows that the jobs it had there are gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -31,6 +32,7 @@ class NodeActor:
         self._starting: asyncio.Future | None = None
         self.jobs: dict[str, Any] = {}      # front-end job id -> this node's Job
         self.moved: set[str] = set()        # taken back before any step ran (result() says "moved")
+        self.front_of: collections.OrderedDict[str, str] = collections.OrderedDict()  # our job id -> front-end's
 
     async def _up(self) -> Any:
         if self.svc is None:
@@ -62,7 +64,10 @@ class NodeActor:
         svc = await self._up()
         if job_id in self.jobs:  # a retried call: already here
             return self.incarnation
-        self.jobs[job_id] = svc.accept(req, sync=False)
+        job = self.jobs[job_id] = svc.accept(req, sync=False)
+        self.front_of[job.id] = job_id
+        while len(self.front_of) > 10_000:  # only recent rounds are shown
+            self.front_of.popitem(last=False)
         return self.incarnation
 
     async def result(self, job_id: str) -> dict[str, Any]:
@@ -74,7 +79,7 @@ class NodeActor:
             self.moved.discard(job_id)
             return {"status": "moved" if moved else "unknown", "incarnation": self.incarnation}
         await job.done_event.wait()
-        job.delivered = True
+        self.svc.store.delivered(job)
         del self.jobs[job_id]
         if job_id in self.moved:
             self.moved.discard(job_id)
@@ -92,14 +97,14 @@ class NodeActor:
         if job is None or job.terminal or any(t.planned_remaining < t.steps or t.location for t in job.tasks):
             return False
         self.moved.add(job_id)
-        self.svc.scheduler.cancel(job)
+        self.svc.cancel(job, "moved to another node")
         return True
 
     async def cancel(self, job_id: str) -> None:
         await self._up()
         job = self.jobs.get(job_id)
         if job is not None:
-            self.svc.scheduler.cancel(job)
+            self.svc.cancel(job, "cancelled by the client")
 
     async def view(self) -> dict[str, Any]:
         """Unfinished images (steps left once the rounds in flight succeed) and this node's figures."""
@@ -111,8 +116,18 @@ class NodeActor:
                   "deadline_epoch_ms": to_ms(t.deadline_us), "arrival_epoch_ms": to_ms(t.arrival_us),
                   "location": list(t.planned_location or t.location)}
                  for t in svc.store.tasks.values() if id(t.job) in front and t.planned_remaining > 0]
-        return {"index": self.index, "incarnation": self.incarnation, "tasks": tasks, "stats": svc.metrics.stats(),
-                "ready": svc.ready}
+        return {"index": self.index, "incarnation": self.incarnation, "tasks": tasks, "stats": svc.stats(),
+                "ready": svc.ready, "rounds": [self._round(r, to_ms) for r in list(svc.schedule.rounds)[-20:]]}
+
+    def _round(self, r: dict[str, Any], to_ms: Any) -> dict[str, Any]:
+        """A round of the node's schedule log, times as epoch ms, jobs by the front-end's ids."""
+        def job(nid: str) -> str:
+            return self.front_of.get(nid, nid)
+
+        return {**r, "start_ms": to_ms(r["start_us"]), "end_ms": to_ms(r["end_us"]),
+                "assignments": [{**a, "job": job(a["job"]), "task": f"{job(a['job'])}.{a['task'].rsplit('.', 1)[1]}",
+                                 "start_ms": to_ms(a["start_us"]), "end_ms": to_ms(a["end_us"])}
+                                for a in r["assignments"]]}
 
     async def stop(self) -> None:
         if self.svc is not None:

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..instance import Cluster
 from ..errors import InputError
 from ..server.config import ServerConfig
 from ..server.errors import ApiError
@@ -57,6 +58,7 @@ class Node:
     seen_at: float = 0.0                              # monotonic time of the last answer
     routed: int = 0
     restarts: int = 0
+    rounds: list[dict] = field(default_factory=list)  # its recent rounds (schedule log, epoch-ms times)
 
 
 class RayDispatcher:
@@ -77,7 +79,6 @@ class RayDispatcher:
         self._tasks: set[asyncio.Task] = set()
         self._poller: asyncio.Task | None = None
         self.alive = False
-        self.on_job_done = None
         self.counts = {"rerouted": 0, "moved": 0, "duplicate_results": 0, "rejoined": 0}
         self.owns_ray = False
         self._moving: set[str] = set()
@@ -162,6 +163,14 @@ class RayDispatcher:
                                              profile=svc.profile, degrees=svc.degrees, requests=tuple(per[n.index])),
                          alive=n.up) for n in self.nodes]
 
+    def pending_state(self, now_us: int) -> RoundState:
+        """Every node's pending images on the whole cluster (admission's view: the joint test on
+        it is a necessary condition; the router then asks it of one node)."""
+        svc = self.svc
+        reqs = tuple(r for v in self.views() for r in v.state.requests)
+        return RoundState(now_us=svc.timing.first_round_us(now_us), round_us=svc.timing.round_us, cluster=svc.whole,
+                          profile=svc.profile, degrees=svc.degrees, requests=reqs)
+
     def _route(self, job: Job, views: list[NodeView] | None = None, strict: bool = True) -> int | None:
         views = views if views is not None else self.views()
         rs = self._request_states(job)
@@ -173,48 +182,39 @@ class RayDispatcher:
         return i
 
     # -- the service's calls (event loop thread) -------------------------------------------------
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job, persist: bool = True) -> None:
+        req = self.svc.request_of(job)
         i = self._route(job, strict=self.svc.cfg.admission == "reject" and not job.best_effort)
         if i is None:
             if not any(n.up for n in self.nodes):
-                self.svc.metrics.requests.labels("rejected_overload").inc()
                 raise ApiError(503, "no GPU node is up; retry later", type="server_error", code="unavailable",
                                headers={"Retry-After": "5"})
-            self.svc.metrics.requests.labels("rejected_overload").inc()
             raise ApiError(429, f"no node can keep the deadline of this request ({self.router.name} router); "
                                 "retry later", type="rate_limit_error", code="no_capacity",
                            headers={"Retry-After": str(max(1, round(self.svc.timing.round_us / 1e6)))})
-        self.svc.store.add(job)
-        # the node gets the request with its deadline absolute and its steps and seed fixed
-        self.bodies[job.id] = GenerationRequest(
-            prompt=job.prompt, n=job.n, width=job.width, height=job.height, response_format="b64_json", model=None,
-            steps=job.steps, slo_ms=None, deadline_ms=self.svc.clock.to_epoch_s(job.deadline_us) * 1e3, seed=job.seed)
+        self.svc.store.add(job, persist=persist)
+        # the node gets the request as parsed here, its deadline absolute, its steps and seed fixed
+        self.bodies[job.id] = replace(req, slo_ms=None, deadline_ms=self.svc.clock.to_epoch_s(job.deadline_us) * 1e3,
+                                      steps=job.steps, seed=job.seed, model=None)
         self.assign[job.id] = i
         self.nodes[i].routed += 1
-        self.svc.metrics.queue.set(self.svc.store.pending_images())
         t = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._tasks.add(t)
         t.add_done_callback(self._tasks.discard)
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, reason: str) -> bool:
         if job.terminal:
             return False
-        i = self.assign.pop(job.id, None)
+        i = self.assign.get(job.id)
         if i is not None and self.nodes[i].up:
             self.nodes[i].actor.cancel.remote(job.id)
-        for t in job.tasks:
-            self.svc.store.drop_task(t)
-        self._finish_job(job, "cancelled")
+        self._finish_job(job, "cancelled", reason)
         return True
 
     def _finish_job(self, job: Job, status: str, error: str | None = None) -> None:
-        job.status, job.error, job.finished_at = status, error, time.monotonic()
         self.assign.pop(job.id, None)
         self.bodies.pop(job.id, None)
-        job.done_event.set()
-        job.publish("done", job.progress())
-        if self.on_job_done:
-            self.on_job_done(job)
+        self.svc.store.finish(job, status, error)
 
     # -- one job's life across nodes -------------------------------------------------------------
     async def _run(self, job: Job) -> None:
@@ -237,8 +237,6 @@ class RayDispatcher:
                     job.status = "running"
                 res = await out
             except rex.RayTaskError as e:  # the node raised: a bug, not a lost node; do not loop on it
-                for t in job.tasks:
-                    self.svc.store.drop_task(t)
                 self._finish_job(job, "failed", f"node {i}: {e.cause!r}"[:300])
                 return
             except rex.RayActorError as e:
@@ -286,8 +284,6 @@ class RayDispatcher:
 
     def _apply(self, job: Job, res: dict) -> None:
         if res["status"] != "succeeded":
-            for t in job.tasks:
-                self.svc.store.drop_task(t)
             self._finish_job(job, "failed", res.get("error") or f"node {res.get('node')}: {res['status']}")
             return
         clock = self.svc.clock
@@ -298,9 +294,9 @@ class RayDispatcher:
             t.image, t.done = img, t.steps
             t.finish_us = clock.from_epoch_ms(fin)
             self.svc.store.drop_task(t)
-            self.svc.metrics.image_done(t.finish_us <= t.deadline_us, (t.finish_us - t.arrival_us) / 1e6)
-        self.svc.metrics.queue.set(self.svc.store.pending_images())
-        job.publish("progress", job.progress())
+            self.svc.metrics.image_done(t.finish_us <= t.deadline_us, t.width, t.height, t.finish_us - t.arrival_us,
+                                        t.deadline_us - t.finish_us, clock.now_us())
+        self.svc.store.progressed(job)
         self._finish_job(job, "succeeded")
 
     # -- node health, views and moves ------------------------------------------------------------
@@ -337,7 +333,7 @@ class RayDispatcher:
                 except Exception:  # noqa: BLE001
                     pass
                 log.info("node up", extra={"node": n.index})
-            n.tasks, n.stats, n.seen_at = v["tasks"], v["stats"], time.monotonic()
+            n.tasks, n.stats, n.rounds, n.seen_at = v["tasks"], v["stats"], v["rounds"], time.monotonic()
 
         await asyncio.gather(*(one(n) for n in self.nodes))
         self.alive = any(n.up for n in self.nodes)
@@ -367,18 +363,33 @@ class RayDispatcher:
 
 
 class ClusterService(Service):
-    """The single-process `Service` with its round loop replaced by a `RayDispatcher`."""
+    """The single-process `Service` with its round loop replaced by a `RayDispatcher`.
+
+    Admission runs as in the single-process server, on the whole cluster's pending work (nodes x
+    GPUs, islands never crossing a node: `RayDispatcher.pending_state`) against its backlog
+    limit times the nodes; the router then finds the node (429 when none can keep the request).
+    """
 
     def __init__(self, cfg: ServerConfig, nodes: int, router: str = "deadline-aware", address: str | None = None):
+        if cfg.store_path:
+            log.info("no durable job store on the Ray path: jobs live in the front-end's memory",
+                     extra={"store_path": cfg.store_path})
+            cfg = replace(cfg, store_path=None)
         # the front-end plans nothing: its own executor is never started (sim: nothing to load)
         super().__init__(replace(cfg, executor="sim"))
         self.planner.close()  # the nodes plan; the front-end's planner never runs
         self.cfg = cfg
         self.node_cfg = cfg
         self.nodes = nodes
+        if cfg.max_backlog_gpu_s is None:
+            self.max_backlog_gpu_s *= nodes
+        g = self.cluster.gpus
+        self.whole = Cluster(g * nodes, tuple(tuple(i * g + x for x in isl) for i in range(nodes)
+                                              for isl in self.cluster.islands))
         self.scheduler = RayDispatcher(self, nodes, router, address)
-        self.scheduler.on_job_done = self._job_done
+        self.schedule = ClusterSchedule(self.schedule, self.scheduler)
         self.metrics.registry.register(NodeCollector(self.scheduler))
+        self._accepting: Any = None
 
     async def start(self) -> None:
         from ..server.clock import Clock
@@ -389,15 +400,56 @@ class ClusterService(Service):
         log.info("serving on ray", extra={"nodes": self.nodes, "router": self.scheduler.router.name,
                                           "gpus_per_node": self.cfg.gpus, "executor": self.cfg.executor})
 
+    def accept(self, req: GenerationRequest, sync: bool, idempotency_key: str | None = None) -> Job:
+        self._accepting = req  # the dispatcher forwards the parsed request to the node
+        try:
+            return super().accept(req, sync, idempotency_key)
+        finally:
+            self._accepting = None
+
+    def request_of(self, job: Job) -> GenerationRequest:
+        assert self._accepting is not None, "jobs reach the dispatcher through accept()"
+        return self._accepting
+
+    def cancel(self, job: Job, reason: str) -> bool:
+        job.abandoned = reason == "client disconnected"
+        return self.scheduler.cancel(job, reason)
+
     def cluster_view(self) -> dict[str, Any]:
         d = self.scheduler
         return {"router": d.router.name, "nodes": [
-            {"index": n.index, "up": n.up, "host": n.host, "ray_node": n.ray_node, "incarnation": n.incarnation, "restarts": n.restarts,
-             "routed": n.routed, "unfinished_jobs": sum(1 for i in d.assign.values() if i == n.index),
+            {"index": n.index, "up": n.up, "host": n.host, "ray_node": n.ray_node, "incarnation": n.incarnation,
+             "restarts": n.restarts, "routed": n.routed,
+             "unfinished_jobs": sum(1 for i in d.assign.values() if i == n.index),
              "pending_images": len(n.tasks), **{k: n.stats.get(k) for k in
                                                  ("rounds", "fallback_rounds", "solve_ms_p99", "overhead_ms_p99",
                                                   "gpu_busy_fraction", "images_finished", "slo_attainment")}}
             for n in d.nodes], **d.counts}
+
+
+class ClusterSchedule:
+    """The dashboard's schedule (GET /v1/schedule) for the whole cluster: every node's recent
+    rounds on one time axis, node i's GPU g drawn as GPU i x G + g."""
+
+    def __init__(self, log: Any, d: RayDispatcher):
+        self.log = log  # the front-end's own (empty: it plans nothing); its snapshot gives queue and series
+        self.d = d
+
+    def snapshot(self, svc: "ClusterService") -> dict[str, Any]:
+        out = self.log.snapshot(svc)
+        g, at = svc.cfg.gpus, svc.clock.from_epoch_ms
+        rounds = []
+        for n in self.d.nodes:
+            for r in n.rounds:
+                rounds.append({**r, "start_us": at(r["start_ms"]), "end_us": at(r["end_ms"]),
+                               "note": f"node {n.index}" + (f": {r['note']}" if r.get("note") else ""),
+                               "assignments": [{**a, "gpus": [n.index * g + x for x in a["gpus"]],
+                                                "start_us": at(a["start_ms"]), "end_us": at(a["end_ms"])}
+                                               for a in r["assignments"]]})
+        rounds.sort(key=lambda r: r["start_us"])
+        out.update(gpus=g * len(self.d.nodes), rounds=rounds[-60 * max(1, len(self.d.nodes)):],
+                   nodes=svc.cluster_view()["nodes"])
+        return out
 
 
 class NodeCollector:
