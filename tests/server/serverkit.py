@@ -49,6 +49,9 @@ class ServerThread:
         self.thread.join(timeout=20)
 
 
+STARTED: list[subprocess.Popen] = []  # children of start_subprocess; conftest kills leftovers after each test
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,6 +69,7 @@ def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Po
            "--profile", FAST_PROFILE, *store, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    STARTED.append(proc)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:

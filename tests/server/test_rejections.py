@@ -47,7 +47,7 @@ BAD = [
     ({**GOOD, "deadline_ms": 1e308}, 400, "deadline_ms", "between"),
     ({**GOOD, "deadline_ms": 9e13}, 400, "deadline_ms", "days ahead"),
     # sizes the runtime cannot split: 272x272 is 17 x 17 = 289 tokens, odd, over degrees 1, 2, 4
-    ({**GOOD, "size": "272x272"}, 400, "size", "289 image tokens"),
+    ({**GOOD, "size": "272x272"}, 400, "size", "289 image tokens do not split over 2 ranks"),
     # work per request: 10 x 1000 steps of 1024x1024 at 24 GPU-ms = 240 GPU-s, over the 20 GPU-s limit below
     ({**GOOD, "size": "1024x1024", "n": 10, "steps": 1000}, 400, "steps", "GPU-s of work"),
     ({**GOOD, "stream": True}, 400, "stream", "/v1/jobs"),

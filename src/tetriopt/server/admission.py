@@ -77,16 +77,6 @@ def cheapest_step_gpu_us(profile: CostProfile, cluster: Cluster, degrees: tuple[
     return min((k * t for k, t in steps.items()), default=None)
 
 
-def tokens_of(width: int, height: int) -> int:
-    """Image tokens of a request (2x2 patches of the 8x latent): what sequence parallelism splits."""
-    return (width // 16) * (height // 16)
-
-
-def splittable(width: int, height: int, degrees: tuple[int, ...]) -> list[int]:
-    """Degrees over which the image tokens of width x height do not split evenly (the runtime refuses them)."""
-    return [k for k in degrees if tokens_of(width, height) % k]
-
-
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
@@ -148,6 +138,9 @@ class JointAdmission:
         return Verdict(ok=ok, committed_gpu_us=work, retry_after_s=retry)
 
 
+MAX_CHECK_POINTS = 64  # deadlines the forced-work test looks at: bounds its cost at any backlog
+
+
 def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any]) -> bool:
     """The joint test extended by forced work, at the deadlines where the new images add demand.
 
@@ -156,6 +149,8 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     fastest degree (lookahead.steps_possible); a big image with a long deadline cannot be squeezed
     into its last rounds, so small requests admitted ahead of it would push it out. Work is at the
     cheapest deadline-meeting cost (as in the joint test), so this stays a necessary condition.
+    At most MAX_CHECK_POINTS deadlines are checked (the nearest ones where the new images add
+    demand, then a spread of the rest), so that an admission stays cheap at a large backlog.
     """
     if not kept:
         return True
@@ -165,15 +160,21 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
     fast = np.array([looks[r.id].step[looks[r.id].fastest] for r in kept], dtype=np.int64)
     is_new = np.array([r.id in new_ids for r in kept])
-    D = np.unique(due[due > state.now_us])[:, None]                     # check points x requests
-    span = np.maximum(due[None, :] - D, 0)
-    full, rest = np.divmod(span, R)
-    after_d = np.where(span >= fast, full * (R // fast) + rest // fast, 0)  # steps that fit after D
-    forced = np.where(due[None, :] <= D, rem, np.maximum(rem - after_d, 0)) * cost
-    demand = forced.sum(axis=1)
-    cap = state.cluster.gpus * (D[:, 0] - state.now_us)
-    touched = (forced[:, is_new] > 0).any(axis=1)
-    return bool(np.all(demand[touched] <= cap[touched]))
+
+    def forced(D: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Work each request in `cols` must have done by each check point D (rows)."""
+        span = np.maximum(due[cols][None, :] - D[:, None], 0)
+        full, rest = np.divmod(span, R)
+        after = np.where(span >= fast[cols], full * (R // fast[cols]) + rest // fast[cols], 0)
+        return np.where(due[cols][None, :] <= D[:, None], rem[cols], np.maximum(rem[cols] - after, 0)) * cost[cols]
+
+    D = np.unique(due[due > state.now_us])
+    D = D[forced(D, np.flatnonzero(is_new)).sum(axis=1) > 0]           # where the new images add demand
+    if len(D) > MAX_CHECK_POINTS:
+        half = MAX_CHECK_POINTS // 2
+        D = np.concatenate([D[:half], D[half:][np.linspace(0, len(D) - half - 1, half).astype(int)]])
+    demand = forced(D, np.arange(len(kept))).sum(axis=1)
+    return bool(np.all(demand <= state.cluster.gpus * (D - state.now_us)))
 
 
 class PlanWindow:

@@ -8,6 +8,7 @@ rather than coerced or replaced by a default (only JSON null means "default").
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -86,17 +87,24 @@ def _str(body: dict[str, Any], name: str, choices: tuple[str, ...] | None = None
     return v
 
 
-def json_depth(raw: bytes) -> int:
-    """Deepest nesting of arrays and objects, strings skipped; linear and without recursion."""
-    depth = best = 0
-    for tok in re.finditer(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', raw):
-        c = tok.group()[:1]
-        if c in (b"[", b"{"):
-            depth += 1
-            best = max(best, depth)
-        elif c in (b"]", b"}"):
-            depth -= 1
-    return best
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_DELTA = [0] * 256
+for _c in b"[{":
+    _DELTA[_c] = 1
+for _c in b"]}":
+    _DELTA[_c] = -1
+
+
+def nests_deeper_than(raw: bytes, limit: int) -> bool:
+    """Whether arrays and objects nest deeper than `limit` (brackets inside strings skipped).
+
+    Linear, without recursion, and in C loops (regex, translate, accumulate): a megabyte of
+    brackets costs tens of milliseconds, not a RecursionError in json.loads."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    return max(itertools.accumulate(map(_DELTA.__getitem__, brackets)), default=0) > limit
 
 
 def parse_json_body(raw: bytes, content_type: str | None = None) -> dict[str, Any]:
@@ -105,7 +113,7 @@ def parse_json_body(raw: bytes, content_type: str | None = None) -> dict[str, An
     if media != "application/json" and not media.endswith("+json"):
         raise ApiError(415, f"Content-Type: must be application/json (got {content_type!r})",
                        param="Content-Type", code="unsupported_media_type")
-    if json_depth(raw) > MAX_JSON_DEPTH:
+    if nests_deeper_than(raw, MAX_JSON_DEPTH):
         raise ApiError(400, f"request body nests arrays/objects deeper than {MAX_JSON_DEPTH} levels",
                        code="invalid_json")
     try:

@@ -16,9 +16,9 @@ from ..errors import InputError
 from ..instance import make_cluster
 from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
+from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import (JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us,
-                        splittable, tokens_of)
+from .admission import JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
 from .clock import Clock
 from .config import ServerConfig
 from .durable import SqliteJobs
@@ -244,10 +244,13 @@ class Service:
             lo, hi = self.profile.points[0], self.profile.points[-1]
             raise invalid("size", size, f"outside the resolutions of profile {self.profile.name!r} "
                                         f"({lo.width}x{lo.height} .. {hi.width}x{hi.height} in pixels)")
-        bad = splittable(req.width, req.height, self.degrees)
-        if bad:
-            raise invalid("size", size, f"its {tokens_of(req.width, req.height)} image tokens ((w/16) x (h/16)) do "
-                                        f"not split evenly over {bad} GPUs, degrees this server may use")
+        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees)
+        if runnable != self.degrees:
+            # the planner may pick any of the server's degrees for any request, so all must run
+            why = "; ".join(split_problem(image_tokens(req.width, req.height), heads_of(self.model), k) or ""
+                            for k in self.degrees if k not in runnable)
+            raise invalid("size", size, f"the runtime cannot split it over every degree this server plans with "
+                                        f"{list(self.degrees)}: {why}")
         steps = self._steps(req)
         now = self.clock.now_us()
         best = best_finish_us(self.profile, self.cluster, self.degrees, self.timing, req.width, req.height,
