@@ -76,6 +76,11 @@ def test_node_killed_mid_load_loses_and_duplicates_nothing_and_comes_back(front,
     with httpx.Client(base_url=front.url, timeout=60) as c:
         # 20 steps of 1024 px at degree 4 = 160 ms of work each, arriving together: a backlog
         ids = submit(c, 45, size="1024x1024", steps=20, slo_ms=30000)
+        # progress reaches the front-end while jobs run (from the nodes' reports)
+        t0 = time.monotonic()
+        while not any(0 < c.get(f"/v1/jobs/{j}").json()["steps_done"] < 20 for j in ids):
+            assert time.monotonic() - t0 < 30, "no job ever reported partial progress"
+            time.sleep(0.02)
         view = cluster_view(c)
         victim = max(view["nodes"], key=lambda n: n["unfinished_jobs"])
         assert victim["unfinished_jobs"] > 0

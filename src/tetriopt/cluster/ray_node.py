@@ -112,7 +112,7 @@ class NodeActor:
         front = {id(j): fid for fid, j in self.jobs.items()}
         to_ms = lambda us: svc.clock.to_epoch_s(us) * 1e3  # noqa: E731
         tasks = [{"job": front[id(t.job)], "index": int(t.id.rsplit(".", 1)[1]), "width": t.width,
-                  "height": t.height, "remaining": t.planned_remaining, "steps": t.steps,
+                  "height": t.height, "remaining": t.planned_remaining, "done": t.done, "steps": t.steps,
                   "deadline_epoch_ms": to_ms(t.deadline_us), "arrival_epoch_ms": to_ms(t.arrival_us),
                   "location": list(t.planned_location or t.location)}
                  for t in svc.store.tasks.values() if id(t.job) in front and t.planned_remaining > 0]

@@ -334,9 +334,24 @@ class RayDispatcher:
                     pass
                 log.info("node up", extra={"node": n.index})
             n.tasks, n.stats, n.rounds, n.seen_at = v["tasks"], v["stats"], v["rounds"], time.monotonic()
+            self._progress(n)
 
         await asyncio.gather(*(one(n) for n in self.nodes))
         self.alive = any(n.up for n in self.nodes)
+
+    def _progress(self, n: Node) -> None:
+        """Steps the node confirmed, onto the front-end's jobs (job status and SSE `progress`)."""
+        changed = set()
+        for t in n.tasks:
+            job = self.svc.store.get(t["job"])
+            if job is None or job.terminal or self.assign.get(job.id) != n.index:
+                continue
+            task = job.tasks[t["index"]]
+            if t["done"] > task.done:
+                task.done = t["done"]
+                changed.add(job.id)
+        for jid in changed:
+            self.svc.store.progressed(self.svc.store.get(jid))
 
     def _moves(self) -> None:
         for m in self.router.moves(self.views()):
