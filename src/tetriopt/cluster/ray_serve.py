@@ -83,6 +83,7 @@ class RayDispatcher:
         self.owns_ray = False
         self._moving: set[str] = set()
         self.start_timeout_s = 120.0  # first start of a node actor (imports, planner warm-up)
+        self.answer_s = max(2.0, 4 * self.poll_s)  # a node silent this long is down (a busy one answers sooner)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -257,7 +258,7 @@ class RayDispatcher:
     async def _still_there(self, node: Node, inc: str | None) -> bool:
         """After an actor error: does the same incarnation still hold the job? (then wait again)"""
         try:
-            v = await asyncio.wait_for(node.actor.view.remote(), timeout=max(1.0, 4 * self.poll_s))
+            v = await asyncio.wait_for(node.actor.view.remote(), timeout=self.answer_s)
         except Exception:  # noqa: BLE001
             return False
         return inc is not None and v["incarnation"] == inc
@@ -315,7 +316,7 @@ class RayDispatcher:
         """Ask every node for its state; mark the silent ones down and the returning ones up."""
         async def one(n: Node) -> None:
             try:
-                v = await asyncio.wait_for(n.actor.view.remote(), timeout=max(1.0, 4 * self.poll_s))
+                v = await asyncio.wait_for(n.actor.view.remote(), timeout=self.answer_s)
             except Exception:  # noqa: BLE001
                 self._node_down(n)
                 return
