@@ -26,7 +26,7 @@ def submit(c: httpx.Client, n: int, **body) -> list[str]:
     return ids
 
 
-def wait_all(c: httpx.Client, ids: list[str], timeout: float = 90) -> dict[str, dict]:
+def wait_all(c: httpx.Client, ids: list[str], timeout: float = 180) -> dict[str, dict]:
     out: dict[str, dict] = {}
     t0 = time.monotonic()
     while len(out) < len(ids):
@@ -79,11 +79,11 @@ def test_node_killed_mid_load_loses_and_duplicates_nothing_and_comes_back(front,
         # progress reaches the front-end while jobs run (from the nodes' reports)
         t0 = time.monotonic()
         while not any(0 < c.get(f"/v1/jobs/{j}").json()["steps_done"] < 20 for j in ids):
-            assert time.monotonic() - t0 < 30, "no job ever reported partial progress"
+            assert time.monotonic() - t0 < 60, "no job ever reported partial progress"
             time.sleep(0.02)
         view = cluster_view(c)
         victim = max(view["nodes"], key=lambda n: n["unfinished_jobs"])
-        assert victim["unfinished_jobs"] > 0
+        assert victim["unfinished_jobs"] > 0, view
         worker = next(w for w in workers if w.node_id == victim["ray_node"])
         cluster.remove_node(worker)
         workers.remove(worker)
@@ -93,21 +93,21 @@ def test_node_killed_mid_load_loses_and_duplicates_nothing_and_comes_back(front,
         assert [b["status"] for b in done.values()].count("succeeded") == len(ids)
         assert all(b["images_done"] == b["n"] == 1 for b in done.values())
         view = cluster_view(c)
-        assert view["rerouted"] >= 1 and view["duplicate_results"] == 0
+        assert view["rerouted"] >= 1 and view["duplicate_results"] == 0, view
         assert not next(n for n in view["nodes"] if n["index"] == victim["index"])["up"]
         # a node comes back: Ray restarts the actor there, the front-end sees a new incarnation
         workers.append(cluster.add_node(**NODE_ARGS))
         t0 = time.monotonic()
         while not all(n["up"] for n in cluster_view(c)["nodes"]):
-            assert time.monotonic() - t0 < 60, cluster_view(c)
+            assert time.monotonic() - t0 < 120, cluster_view(c)
             time.sleep(0.2)
         back = next(n for n in cluster_view(c)["nodes"] if n["index"] == victim["index"])
-        assert back["incarnation"] != victim["incarnation"] and back["ray_node"] == workers[-1].node_id
+        assert back["incarnation"] != victim["incarnation"] and back["ray_node"] == workers[-1].node_id, back
         before = back["routed"]
         more = submit(c, 12, size="1024x1024", steps=16, slo_ms=4000)
         assert all(b["status"] == "succeeded" for b in wait_all(c, more).values())
         after = next(n for n in cluster_view(c)["nodes"] if n["index"] == victim["index"])["routed"]
-        assert after > before, "the node that came back takes work again"
+        assert after > before, ("the node that came back takes work again", cluster_view(c))
 
 
 def test_drain_finishes_accepted_jobs_and_refuses_new_ones(front):
