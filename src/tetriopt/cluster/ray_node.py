@@ -25,7 +25,8 @@ class NodeActor:
 
     def __init__(self, index: int, cfg: ServerConfig):
         # the front-end admitted the request already: never refuse it here
-        self.cfg = replace(cfg, admission="best-effort", max_queue=1 << 30, api_key=None)
+        self.cfg = replace(cfg, admission="best-effort", max_queue=1 << 30, max_backlog_gpu_s=float("inf"),
+                           api_key=None, store_path=None)
         self.index = index
         self.incarnation = uuid.uuid4().hex[:12]
         self.svc: Any = None
