@@ -44,8 +44,8 @@ class RoundState:
     def sets(self) -> dict[int, tuple[tuple[int, ...], ...]]:
         return {k: self.cluster.sets(k) for k in self.degrees}
 
-    def step_us(self, r: RequestState, k: int) -> int:
-        return self.profile.step_us(r.width, r.height, k)
+    def step_us(self, r: RequestState, k: int, batch: int = 1) -> int:
+        return self.profile.step_us(r.width, r.height, k, batch)
 
     def decode_us(self, r: RequestState) -> int:
         return self.profile.vae_decode_us(r.width, r.height)
@@ -57,15 +57,29 @@ class RoundState:
 
 @dataclass(frozen=True)
 class Assignment:
+    """`steps` steps of `request` on `gpus` in [start_us, end_us).
+
+    `batch`: the other requests (same resolution) whose latents share every one of these steps,
+    each advancing by `steps`; empty for a request alone. `immediate`: started on arrival, mid-round,
+    on GPUs the round's plan leaves idle (simulate's immediate starts).
+    """
+
     request: str
     gpus: tuple[int, ...]
     steps: int
     start_us: int
     end_us: int
+    batch: tuple[str, ...] = ()
+    immediate: bool = False
 
     @property
     def degree(self) -> int:
         return len(self.gpus)
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """Every request this assignment advances (the first is `request`)."""
+        return (self.request, *self.batch)
 
 
 @dataclass(frozen=True)
