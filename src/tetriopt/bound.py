@@ -17,6 +17,11 @@ the requests it meets is a solution, so the optimum is >= the best met count. It
 CP-SAT per connected component of overlapping request windows; when a component is not proven
 optimal within its time limit, CP-SAT's proven objective bound is used instead, which is still an
 upper bound of the relaxation and so of every plan.
+
+The extended model (`arrival_visible`, `batching`; docs/bound.md) bounds plans that may start a
+request mid-round at its arrival and share steps between same-size requests: request i's first
+round is the one it arrives in, with only the time after its arrival usable, and in the GPU-time
+rows a step costs i its cheapest share of any batch, min over B of k T_i(k, B) / B.
 """
 
 from __future__ import annotations
@@ -36,6 +41,10 @@ class Window:
     due_us: int
     step: dict[int, int]            # useful degree -> step latency (us)
     caps: dict[int, int]            # round -> usable time in that round (us)
+    gpu: dict[int, int] = field(default_factory=dict)  # degree -> GPU-time charged per step (us)
+
+    def gpu_us(self, k: int) -> int:
+        return self.gpu.get(k, k * self.step[k])
 
     @property
     def last_round(self) -> int:
@@ -59,17 +68,36 @@ def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
     return out
 
 
-def window(inst: Instance, r: Request) -> Window:
+def batched_steps(inst: Instance, r: Request) -> tuple[dict[int, int], dict[int, int]]:
+    """(step time, GPU-time charged per step) by degree when steps may be shared: the shortest step
+    of any batch size and the cheapest per-member share k T(k, B) / B. No degree is dropped as
+    dominated (a wider set may pay off for a batch only)."""
+    p, step, gpu = inst.profile, {}, {}
+    for k in sorted(inst.degrees):
+        if not inst.cluster.sets(k):
+            continue
+        t = min(p.step_us(r.width, r.height, k, b) for b in p.batch_sizes)
+        if t > inst.round_us:
+            continue
+        step[k] = t
+        gpu[k] = min(k * p.step_us(r.width, r.height, k, b) // b for b in p.batch_sizes)
+    return step, gpu
+
+
+def window(inst: Instance, r: Request, arrival_visible: bool = False, batching: bool = False) -> Window:
     R = inst.round_us
-    first = -(-r.arrival_us // R)  # the simulator shows a request from the first boundary >= arrival
+    # the simulator shows a request from the first boundary >= arrival; with immediate starts it
+    # may run from its arrival on, inside the round it arrives in
+    first = r.arrival_us // R if arrival_visible else -(-r.arrival_us // R)
     due = r.deadline_us - inst.profile.vae_decode_us(r.width, r.height)
-    step = useful_steps(inst, r)
+    step, gpu = batched_steps(inst, r) if batching else (useful_steps(inst, r), {})
     caps = {}
     j = first
     while step and j * R < due:
-        caps[j] = min(R, due - j * R)
+        caps[j] = min(R, due - j * R) - max(0, r.arrival_us - j * R)
         j += 1
-    return Window(r, first, due, step, caps)
+    caps = {j: c for j, c in caps.items() if c > 0}
+    return Window(r, first, due, step, caps, gpu)
 
 
 @dataclass
@@ -151,28 +179,28 @@ def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, work
                     continue
                 n = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
                 terms.append((n, t))
-                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id))
+                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id, w.gpu_us(k)))
             if len(terms) > 1:
                 m.add(sum(t * n for n, t in terms) <= cap)
             all_n.extend(n for n, _ in terms)
         m.add(sum(all_n) == r.steps * y)
     levels = block_levels(inst)
     for j, terms in by_round.items():
-        m.add(sum(k * t * n for _, n, k, t, _ in terms) <= N * R)
+        m.add(sum(g * n for _, n, _, _, _, g in terms) <= N * R)
         start, end = j * R, (j + 1) * R
         dues = sorted({d for d, *_ in terms if start < d < end})
         for d in dues:
-            m.add(sum(k * t * n for dd, n, k, t, _ in terms if dd <= d) <= N * (d - start))
+            m.add(sum(g * n for dd, n, _, _, _, g in terms if dd <= d) <= N * (d - start))
         # blocks of size b partition the GPUs and every wider set is a union of them: while a
         # request runs narrower than b, its block runs no wide step, so
         # b * (its narrow time) + GPU-time of all steps at degree >= b <= N * R
-        owners = {rid for *_, rid in terms}
+        owners = {term[4] for term in terms}
         for b in levels:
-            wide = [k * t * n for _, n, k, t, _ in terms if k >= b]
+            wide = [g * n for _, n, k, _, _, g in terms if k >= b]
             if not wide:
                 continue
             for rid in owners:
-                narrow = [b * t * n for _, n, k, t, o in terms if o == rid and k < b]
+                narrow = [b * t * n for _, n, k, t, o, _ in terms if o == rid and k < b]
                 if narrow:
                     m.add(sum(narrow) + sum(wide) <= N * R)
     m.maximize(sum(ys))
@@ -190,10 +218,14 @@ def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, work
     return min(ub, len(ws)), inc, False, met
 
 
-def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) -> BoundResult:
-    """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md)."""
+def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
+                batching: bool = False) -> BoundResult:
+    """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
+
+    Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
+    and `batching` widen the plan space bounded to immediate starts and shared steps."""
     t0 = time.perf_counter()
-    ws = [window(inst, r) for r in inst.requests]
+    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
     alone = [w for w in ws if w.max_steps() >= w.request.steps]
     comps = components(alone)
     total_work = sum(len(c) for c in comps) or 1
