@@ -3,15 +3,15 @@
 Round-boundary schedulers (TetriServe, every policy here) let a request wait up to a whole round
 for the next boundary, which a small request with a tight target cannot afford. The rule below
 runs between boundaries, after the round's plan is committed: it never moves or delays a
-committed assignment, it only uses an aligned GPU set from the moment all its GPUs are idle for
-the rest of the round (and not before the request's arrival). The next round plans the request
-as usual from wherever it got to.
+committed assignment, it only uses an aligned GPU set while all its GPUs are idle (from the
+request's arrival on: the rest of the round, or a gap the plan leaves before its next task
+there). The next round plans the request as usual from wherever it got to.
 
 The rule is the greedy policy's per-request choice, made fast: the cheapest useful degree
 (GPU-time per step) at which the steps that fit before the round ends still leave the rest
 doable by the deadline at that degree; otherwise the set that does the most steps. Among sets of
-the chosen degree it takes the one that frees up latest (best fit: the earliest-free sets stay
-for later arrivals), then the lowest GPU ids.
+the chosen degree it takes the one doing the most steps, then starting earliest, then the lowest
+GPU ids.
 """
 
 from __future__ import annotations
@@ -22,19 +22,34 @@ from .lookahead import steps_possible, useful_degrees
 from .state import Assignment, RequestState, RoundState
 
 
-def free_from(state: RoundState, assignments: Iterable[Assignment]) -> list[int]:
-    """Per GPU, the time from which nothing is scheduled on it until the round ends."""
-    free = [state.now_us] * state.cluster.gpus
+def busy_intervals(state: RoundState, assignments: Iterable[Assignment]) -> list[list[tuple[int, int]]]:
+    """Per GPU, the sorted (start, end) of what is scheduled on it in the round."""
+    busy: list[list[tuple[int, int]]] = [[] for _ in range(state.cluster.gpus)]
     for a in assignments:
         for g in a.gpus:
-            free[g] = max(free[g], a.end_us)
-    return free
+            busy[g].append((a.start_us, a.end_us))
+    for b in busy:
+        b.sort()
+    return busy
 
 
-def start_on_idle(state: RoundState, r: RequestState, free: list[int]) -> Assignment | None:
+def idle_window(busy: list[list[tuple[int, int]]], gpus: tuple[int, ...], at: int, end: int) -> list[tuple[int, int]]:
+    """The (start, stop) windows from `at` to `end` in which every GPU of the set is idle."""
+    ivs = sorted(iv for g in gpus for iv in busy[g] if iv[1] > at)
+    out, t = [], at
+    for s, e in ivs:
+        if s > t:
+            out.append((t, min(s, end)))
+        t = max(t, e)
+    if t < end:
+        out.append((t, end))
+    return [(s, e) for s, e in out if e > s]
+
+
+def start_on_idle(state: RoundState, r: RequestState, busy: list[list[tuple[int, int]]]) -> Assignment | None:
     """An assignment for `r` (arrived at r.arrival_us, inside the round) on idle GPUs, or None.
 
-    `free` is what free_from returns; the caller adds the answer to it before the next arrival.
+    `busy` is what busy_intervals returns; the caller adds the answer to it (`occupy`).
     """
     end = state.end_us
     due = r.deadline_us - state.decode_us(r)
@@ -44,13 +59,13 @@ def start_on_idle(state: RoundState, r: RequestState, free: list[int]) -> Assign
         t = steps[k]
         options = []
         for gpus in state.sets[k]:
-            start = max(r.arrival_us, max(free[g] for g in gpus))
-            n = min(r.remaining_steps, (end - start) // t)
-            if n > 0:
-                options.append((-n, -start, gpus, start))
+            for s, e in idle_window(busy, gpus, max(r.arrival_us, state.now_us), end):
+                n = min(r.remaining_steps, (e - s) // t)
+                if n > 0:
+                    options.append((-n, s, gpus))
         if not options:
             continue
-        neg_n, _, gpus, start = min(options)
+        neg_n, start, gpus = min(options)
         a = Assignment(request=r.id, gpus=gpus, steps=-neg_n, start_us=start, end_us=start - neg_n * t,
                        immediate=True)
         after = r.remaining_steps - a.steps
@@ -59,3 +74,9 @@ def start_on_idle(state: RoundState, r: RequestState, free: list[int]) -> Assign
         if best_partial is None or (a.steps, -k) > (best_partial.steps, -best_partial.degree):
             best_partial = a
     return best_partial
+
+
+def occupy(busy: list[list[tuple[int, int]]], a: Assignment) -> None:
+    for g in a.gpus:
+        busy[g].append((a.start_us, a.end_us))
+        busy[g].sort()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .instance import Instance
-from .immediate import free_from, start_on_idle
+from .immediate import busy_intervals, occupy, start_on_idle
 from .plan import batch_error, decisions_of, overfull_gpus
 from .policies import Policy, make_policy
 from .result import RequestOutcome, RoundRecord, SolveResult
@@ -62,17 +62,16 @@ def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], Non
             raise RuntimeError(f"policy {pol.name} produced an invalid plan in round {now // R}: {plan}")
         done_now = list(plan.assignments)
         if immediate_start:  # arrivals inside this round, in order, on GPUs idle for its rest
-            free = free_from(state, plan.assignments)
+            busy = busy_intervals(state, plan.assignments)
             while nxt < len(reqs) and reqs[nxt].arrival_us < now + R:
                 r = reqs[nxt]
                 nxt += 1
                 active[r.id] = r
                 a = start_on_idle(state, RequestState(id=r.id, width=r.width, height=r.height,
                                                       remaining_steps=r.steps, deadline_us=r.deadline_us,
-                                                      arrival_us=r.arrival_us), free)
+                                                      arrival_us=r.arrival_us), busy)
                 if a is not None:
-                    for g in a.gpus:
-                        free[g] = a.end_us
+                    occupy(busy, a)
                     done_now.append(a)
         for a in done_now:
             assignments.append((now // R, a))

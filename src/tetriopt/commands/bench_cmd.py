@@ -42,6 +42,10 @@ def _policies(text: str) -> list[str]:
                    "for every K that fits). 'rssp' = oracle static mapping chosen with hindsight per instance.")
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=200.0, show_default=True,
               help="Per-round MIP time limit for cpsat/pulp.")
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name).")
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Every policy (and the bound) with immediate starts (suffix '+immediate').")
 @click.option("--bound/--no-bound", default=True, show_default=True, help="Also compute the hindsight upper bound.")
 @click.option("--bound-time-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPUs).")
@@ -53,7 +57,7 @@ def _policies(text: str) -> list[str]:
 @click.option("--gantt-window-s", default="0,120", show_default=True, help="Time window of the Gantt chart (s).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, steps, cv, policies, time_limit_ms,
-          bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress) -> None:
+          batching, immediate_start, bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress) -> None:
     """Run policies side by side on the same workloads (cartesian product of the lists)."""
     from .. import bench as B
     from ..errors import InputError
@@ -84,6 +88,11 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         assert len(window) == 2 and window[0] < window[1]
     except (ValueError, AssertionError):
         raise InputError("gantt-window-s", gantt_window_s, "expected START,END in seconds") from None
+    suffix = "".join(f for f, on in (("+batching", batching), ("+immediate", immediate_start)) if on)
+    if suffix:
+        pols = [p + suffix for p in pols]
+        if bound:
+            pols.append(B.BOUND + suffix)
     jobs = jobs or os.cpu_count() or 1
     total = len(pts) * (len(pols) + bound)
     bar = None
@@ -125,10 +134,11 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         else:
             from ..policies import make_policy
             inst = first.instance()
-            pol = make_policy(gantt_policy, time_limit_ms=time_limit_ms) if gantt_policy in ("cpsat", "pulp") \
-                else make_policy(gantt_policy)
-        made.append(plots.gantt(simulate(inst, pol), os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"),
-                                window_s=window))
+            base, feats = B.split_features(gantt_policy + suffix)
+            pol = make_policy(base, batching="batching" in feats,
+                              **({"time_limit_ms": time_limit_ms} if base in ("cpsat", "pulp") else {}))
+        made.append(plots.gantt(simulate(inst, pol, immediate_start="immediate" in B.split_features(gantt_policy + suffix)[1]),
+                                os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"), window_s=window))
         if json_out != "-":
             click.echo("plots: " + ", ".join(str(p) for p in made))
     if json_out:

@@ -83,6 +83,11 @@ class RoundModel:
     running: list = field(default_factory=list)  # (acc var, {u var: GPU-ms}, previous acc var)
     urgent: list = field(default_factory=list)  # (request, keep var, budget us), deadline order
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
+    batches: list = field(default_factory=list)  # batching.BatchOption of a model built with batching
+    joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+
+    def joint_us(self, rid: str) -> int:
+        return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
         """Set the running-sum variables from the u values (for warm starts)."""
@@ -95,6 +100,9 @@ class RoundModel:
             for gpus, _, x, s in cs:
                 if sol[x] and sol[s] > 0:
                     out.append((rid, gpus, sol[s]))
+        if self.batches:
+            from .batching import batch_decisions
+            out.extend(batch_decisions(self.batches, sol))
         return out
 
 
@@ -143,8 +151,9 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
 
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
-          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0) -> RoundModel:
-    """The round model.
+          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
+          batching: bool = False) -> RoundModel:
+    """The round model (with `batching`, also batch options: policies/batching.py).
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
     `placed` (None: all are placed) get no steps this round but still take part in the keep
@@ -166,12 +175,20 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     pairs = sum(len(state.sets[k]) for r in movable for k in looks[r.id].degrees)
     set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
                                                                               for r in movable)))
+    batch_xs: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
+    batch_steps: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
+    batches, joint_cost = [], {}
+    if batching and state.profile.max_batch > 1:
+        from .batching import add_batch_options, shared_costs
+        joint_cost = shared_costs(state, looks)
+        due_now = {r.id for r in state.requests if r.deadline_us - state.decode_us(r) < state.end_us}
+        batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms)
     for index, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.id))):
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
         cand[r.id] = []
-        xs, steps_expr, dur_expr = {}, {}, {}
+        xs, steps_expr, dur_expr = dict(batch_xs[r.id]), dict(batch_steps[r.id]), {}
         for k in o.degrees if placed is None or r.id in placed else ():
             t = o.step[k]
             mk = state.max_steps(r, k)
@@ -219,7 +236,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
-        joint.append((r.deadline_us - state.decode_us(r), u, o.cheapest_cost))
+        joint.append((r.deadline_us - state.decode_us(r), u, joint_cost.get(r.id, o.cheapest_cost)))
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
@@ -245,4 +262,5 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         running.append((acc, group, prev))
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
-                      restricted=set_cap is not None or len(movable) < len(state.requests))
+                      restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
+                      joint_cost=joint_cost)

@@ -9,6 +9,7 @@ from ..lookahead import outlook
 from ..plan import Decision, decisions_of, make_plan
 from ..state import RoundPlan, RoundState
 from .backends import BACKENDS
+from .batching import set_batch
 from .formulation import RoundModel, build, gpu_ms, joint_cap_ms, keep_allowed
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
@@ -26,6 +27,10 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     sol = [0] * len(m.names)
     want = {}
     for rid, g, n in decisions:
+        if not isinstance(rid, str):  # a batch: expressible only in a model built with batching
+            if set_batch(m, rm.batches, sol, rid, g, n):
+                want.update({i: (g, n) for i in rid})
+            continue
         hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
         if hit and n <= m.ub[hit[0][1]]:
             sol[hit[0][0]], sol[hit[0][1]] = 1, n
@@ -47,7 +52,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
     due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
             for i in by_id}
     prefix: list[str] = []
     total = 0
@@ -76,7 +81,7 @@ SHORT_S = 0.1  # seconds of search left
 class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
-                 joint_capacity: float = 1.0, deterministic: bool = False):
+                 joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False):
         self.backend = backend
         self.name = backend
         self.time_limit_ms = time_limit_ms
@@ -86,6 +91,7 @@ class MipPolicy:
         self.core_per_gpu = core_per_gpu
         self.min_core = min_core
         self.joint_capacity = joint_capacity
+        self.batching = batching  # batch options in the model, and the batching greedy as a warm start
         # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
         # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
         self.deterministic = deterministic
@@ -112,7 +118,7 @@ class MipPolicy:
             return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
         placed = self.core(state)
         plan = self._plan(state, t0, placed)
-        self._last = {a.request: a.gpus for a in plan.assignments}
+        self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         if placed is None:
             return plan
@@ -128,6 +134,9 @@ class MipPolicy:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to."""
         g_dec, g_kept = greedy_decisions(state)
         out = [("greedy", g_dec, tuple(g_kept))]
+        if self.batching:
+            b_dec, b_kept = greedy_decisions(state, batching=True)
+            out.append(("greedy-batching", b_dec, tuple(b_kept)))
         if self.deterministic or time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # when cheap enough
             ts = self._tetriserve.plan(state)
             out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
@@ -147,8 +156,9 @@ class MipPolicy:
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
-                hinted[rid] = hinted.get(rid, ()) + (g,)
-        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity)
+                if isinstance(rid, str):
+                    hinted[rid] = hinted.get(rid, ()) + (g,)
+        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, batching=self.batching)
         best = None
         for name, dec, kept in heuristics:
             sol = complete(rm, dec, kept, self.joint_capacity)
