@@ -22,11 +22,10 @@ from tqdm import tqdm
 
 from tetriopt import bench as B
 from tetriopt import plots
+from tetriopt.policies import bench_policies
 
-FLUX_POL = ["cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
-            "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8"]
-SD3_POL = ["cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
-           "fixed-sp-1", "fixed-sp-2", "fixed-sp-4"]
+FLUX_POL = bench_policies(8)  # the registry's defaults: 8x H100
+SD3_POL = bench_policies(4)   # 4x A40
 
 
 def markdown(agg: list[dict], axis: str) -> str:

@@ -1,6 +1,8 @@
 """Derive the shipped cost profiles in this folder from their sources.
 
-Run `python models/derive.py` to rewrite the JSON files. Every number in the output carries a
+Run `python models/derive.py` to rewrite the JSON files, here (what people read and review) and
+in the package (src/tetriopt/profiles/, what an installed tetriopt loads; tests/test_profile.py
+checks that the two copies agree). Every number in the output carries a
 `source` saying whether it was measured (and where) or modelled (and how). The model is:
 
     T(k) = max(L, C / k) + comm(k)
@@ -28,6 +30,7 @@ import json
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PACKAGE = HERE.parent / "src" / "tetriopt" / "profiles"
 SHARED = "../shared/measured/h200-eager-step-latency.jsonl (one H200, torch 2.11 cu130, diffusers 0.42.1, bf16 eager, median of 5)"
 
 ARCH = {  # layers with joint attention, hidden size, text tokens
@@ -84,7 +87,8 @@ def batch_entries(arch, tokens, compute_ms, floor_ms, gbps, lat_us, steps: dict,
 
 
 def write(name: str, data: dict) -> None:
-    (HERE / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
+    for folder in (HERE, PACKAGE):
+        (folder / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
 def h200_profile(model: str, arch_key: str, measured: dict, floor: float, vae: dict, round_ms: float,

@@ -73,17 +73,31 @@ def test_measured_h200_batch_points_carry_their_source():
 
 def test_batch_errors(tmp_path):
     import json
+    from pathlib import Path
     p = load_profile("flux.1-dev-h100")
+    src = Path(__file__).resolve().parents[1] / "models" / "flux.1-dev-h100.json"
     with pytest.raises(InputError, match="batch size"):
         p.step_us(512, 512, 1, 5)
-    data = json.loads(open(p.path).read())
+    data = json.loads(src.read_text())
     del data["points"][0]["batches"]["3"]
     f = tmp_path / "bad.json"
     f.write_text(json.dumps(data))
     with pytest.raises(InputError, match="same batch sizes"):
         load_profile(str(f))
-    data = json.loads(open(p.path).read())
+    data = json.loads(src.read_text())
     for pt in data["points"]:
         pt.pop("batches")
     f.write_text(json.dumps(data))
     assert load_profile(str(f)).batch_sizes == (1,)
+
+
+def test_package_profiles_are_the_models_folder_ones():
+    """models/derive.py writes each profile twice: models/ (read by people) and the package (loaded)."""
+    from pathlib import Path
+
+    from tetriopt.profile import profiles_dir
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    shipped = {p.name: p.read_bytes() for p in models.glob("*.json")}
+    packaged = {p.name: p.read_bytes() for p in profiles_dir().iterdir() if p.name.endswith(".json")}
+    assert shipped and packaged == shipped

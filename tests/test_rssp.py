@@ -6,10 +6,11 @@ from __future__ import annotations
 import pytest
 
 import tetriopt
+from tetriopt.bench import oracle_mapping
 from tetriopt.errors import InputError
 from tetriopt.instance import parse_instance
 from tetriopt.policies import make_policy
-from tetriopt.policies.rssp import PAPER_FLUX_H100, RSSP, doubling_rule, oracle_mapping
+from tetriopt.policies.rssp import PAPER_FLUX_H100, RSSP, doubling_rule
 from tetriopt.validate import validate_result
 from tetriopt.workload import generate
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from .errors import InputError
 from .instance import Cluster, Instance, Request, load_instance, make_cluster, parse_instance
+from .plan import Assignment, RoundPlan
 from .policies import make_policy
 from .profile import CostProfile, load_profile
 from .result import SolveResult
-from .state import Assignment, RequestState, RoundPlan, RoundState
+from .state import RequestState, RoundState
 
 __all__ = ["Assignment", "Cluster", "CostProfile", "InputError", "Instance", "Request", "RequestState",
            "RoundPlan", "RoundState", "SolveResult", "load_instance", "load_profile", "make_cluster",

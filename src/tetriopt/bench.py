@@ -7,7 +7,7 @@ dicts, aggregated over seeds (mean, standard deviation, min, max) for the tables
 
 Policy names are those of `make_policy`, except "rssp", which here means the paper's "oracle
 static" baseline: the per-resolution degree mapping chosen with hindsight on each instance
-(policies.rssp.oracle_mapping); the mapping found is kept in the row ("detail"). A name may end
+(`oracle_mapping`, below); the mapping found is kept in the row ("detail"). A name may end
 in `+batching` and/or `+immediate` (e.g. `cpsat+batching+immediate`, `bound+batching+immediate`):
 that policy (or the bound of that extended model) with the feature on, so that runs with and
 without the features sit side by side on the same workloads.
@@ -21,12 +21,14 @@ import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import InputError
+from .policies import Policy, bench_policies, make_policy
+from .policies.rssp import RSSP, doubling_rule, mapping_name
+from .simulate import simulate
 
-DEFAULT_POLICIES = ("cpsat", "tetriserve", "tetriserve-placement", "tetriserve-schedule", "rssp", "greedy",
-                    "fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8")
+DEFAULT_POLICIES = tuple(bench_policies(8))  # the registry's, on 8 GPUs
 METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
            "solver_ms_p99", "fallback_rounds")
 AXES = ("slo_scale", "rate", "round_ms")
@@ -89,14 +91,72 @@ def split_features(name: str) -> tuple[str, set[str]]:
     return base, set(feats)
 
 
+def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
+                   sizes: tuple[int, ...] | None = None) -> tuple[dict[int, int], dict]:
+    """The best static mapping for this workload, with hindsight: coordinate descent on met
+    deadlines (ties: fewer GPU-hours), one resolution at a time over every usable degree.
+
+    Returns (mapping, info) with info = {"simulations": n, "met": best met count}.
+    """
+    if sizes is None:
+        sizes = tuple(sorted({int(round(math.sqrt(r.width * r.height))) for r in inst.requests}))
+    cache: dict[tuple, tuple[int, float]] = {}
+
+    def fill(base: Mapping[int, int]) -> dict[int, int]:
+        return {s: base.get(s, min(base.items(), key=lambda kv: abs(math.log(kv[0] / s)))[1]) for s in sizes}
+
+    def score(mp: dict[int, int]) -> tuple[int, float]:
+        key = tuple(sorted(mp.items()))
+        if key not in cache:
+            res = simulate(inst, RSSP(mp))
+            cache[key] = (res.summary["met"], -res.summary["gpu_hours"])
+        return cache[key]
+
+    if start:
+        mapping = fill(start)
+    else:  # the best of the doubling rule and every uniform degree, then descend
+        starts = [fill(doubling_rule(inst.profile, inst.degrees, inst.round_us))]
+        starts += [{s: k for s in sizes} for k in inst.degrees
+                   if all(inst.profile.step_us(s, s, k) <= inst.round_us for s in sizes)]
+        mapping = max(starts, key=lambda mp: score(mp))
+
+    best = score(mapping)
+    for _ in range(passes):
+        improved = False
+        for s in sizes:
+            for k in inst.degrees:
+                if k == mapping[s]:
+                    continue
+                trial = {**mapping, s: k}
+                if inst.profile.step_us(s, s, k) > inst.round_us:
+                    continue
+                sc = score(trial)
+                if sc > best:
+                    best, mapping, improved = sc, trial, True
+        if not improved:
+            break
+    return mapping, {"simulations": len(cache), "met": best[0]}
+
+
+def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
+    """The policy `bench` runs under a name (features stripped: see split_features), and the detail
+    its row keeps: "rssp" is the hindsight mapping for this instance (`oracle_mapping`), every
+    other name is `make_policy`'s."""
+    name, feats = split_features(name)
+    if name == "rssp":
+        mapping, _ = oracle_mapping(inst)
+        return RSSP(mapping, name="rssp"), mapping_name(mapping)
+    return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats), ""
+
+
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
             instance=None) -> dict[str, Any]:
     """One policy (or "bound") on one point: a flat row."""
     inst = instance if instance is not None else point.instance()
     row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
     t0 = time.perf_counter()
-    policy, feats = split_features(policy)
-    if policy == BOUND:
+    base, feats = split_features(policy)
+    if base == BOUND:
         from .bound import upper_bound
 
         b = upper_bound(inst, time_limit_s=bound_time_s, arrival_visible="immediate" in feats,
@@ -104,20 +164,7 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
         row.update(slo_attainment=b.slo_attainment_bound, met=b.met_bound, requests=b.requests,
                    detail=b.status, wall_s=round(time.perf_counter() - t0, 3))
         return row
-    from .simulate import simulate
-
-    detail = ""
-    if policy == "rssp":
-        from .policies.rssp import RSSP, mapping_name, oracle_mapping
-
-        mapping, info = oracle_mapping(inst)
-        pol = RSSP(mapping, name="rssp")
-        detail = mapping_name(mapping)
-    else:
-        from .policies import make_policy
-
-        pol = make_policy(policy, batching="batching" in feats,
-                          **({"time_limit_ms": time_limit_ms} if policy in ("cpsat", "pulp") else {}))
+    pol, detail = bench_policy(policy, inst, time_limit_ms)
     t1 = time.perf_counter()
     res = simulate(inst, pol, immediate_start="immediate" in feats)
     s = res.summary

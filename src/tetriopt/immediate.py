@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from .lookahead import steps_possible, useful_degrees
-from .state import Assignment, RequestState, RoundState
+from .plan import Assignment
+from .state import RequestState, RoundState
 
 
 def busy_intervals(state: RoundState, assignments: Iterable[Assignment]) -> list[list[tuple[int, int]]]:

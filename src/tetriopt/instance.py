@@ -13,7 +13,8 @@ import jsonschema
 
 from .errors import InputError
 from .gpusets import aligned_sets
-from .profile import CostProfile, load_profile, ms_to_us
+from .profile import CostProfile, load_profile
+from .units import ms_to_us, us_to_ms
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
             raise InputError("degrees", d, f"not profiled in {profile.name!r} (has {list(profile.degrees)})")
         if not cluster.sets(d):
             raise InputError("degrees", d, f"no aligned GPU set of that size fits cluster {c}")
-    round_us = ms_to_us(float(data.get("round_ms", profile.default_round_us / 1000)))
+    round_us = ms_to_us(float(data.get("round_ms", us_to_ms(profile.default_round_us))))
     reqs, ids = [], set()
     for i, r in enumerate(data["requests"]):
         if r["id"] in ids:
@@ -124,9 +125,9 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
                              f"{profile.points[-1].width}x{profile.points[-1].height} in tokens)")
         fastest = min(profile.step_us(r["width"], r["height"], d) for d in degrees if cluster.sets(d))
         if fastest > round_us:
-            raise InputError("round_ms", round_us / 1000,
+            raise InputError("round_ms", us_to_ms(round_us),
                              f"shorter than one step of requests[{i}] ({r['width']}x{r['height']}) at any "
-                             f"allowed degree ({fastest / 1000:g} ms at best)")
+                             f"allowed degree ({us_to_ms(fastest):g} ms at best)")
         reqs.append(Request(id=str(r["id"]), arrival_us=ms_to_us(r["arrival_ms"]),
                             deadline_us=ms_to_us(r["deadline_ms"]), width=int(r["width"]),
                             height=int(r["height"]), steps=int(r["steps"]), prompt=r.get("prompt", "")))

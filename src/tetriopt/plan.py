@@ -1,11 +1,18 @@
-"""Turning a policy's decisions (request, GPU set, steps) into a timed RoundPlan."""
+"""A round's answer: assignments with times, how decisions become one, and the one plan checker.
+
+`make_plan` turns a policy's decisions (request, GPU set, steps) into a timed `RoundPlan`;
+`check_plan` is the single gate every plan passes before anything executes it (the simulator,
+the server's planner and, through the server, the runtime), with the strictest rules.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import Enum
 from typing import Iterable
 
 from .gpusets import gpu_loads, layout
-from .state import Assignment, RoundPlan, RoundState
+from .state import RoundState
 
 # request id (or, for a batch sharing every step, the tuple of its members' ids), GPUs, steps
 Decision = tuple["str | tuple[str, ...]", tuple[int, ...], int]
@@ -20,6 +27,59 @@ def decision_us(state: RoundState, by_id, rid: str | tuple[str, ...], gpus: tupl
     """How long a decision keeps its GPUs busy (a batch: its members' shared step cost)."""
     ids = members(rid)
     return steps * state.step_us(by_id[ids[0]], len(gpus), len(ids))
+
+
+class PlanStatus(str, Enum):
+    """How a round's plan was found (str-valued: JSON and comparisons with plain strings unchanged)."""
+
+    OPTIMAL = "OPTIMAL"      # the solver proved it best
+    FEASIBLE = "FEASIBLE"    # the solver's best within its limit, or of a restricted model
+    FALLBACK = "FALLBACK"    # a heuristic answered for the solver (limit, error, or better)
+    HEURISTIC = "HEURISTIC"  # a heuristic policy's own plan
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """`steps` steps of `request` on `gpus` in [start_us, end_us).
+
+    `batch`: the other requests (same resolution) whose latents share every one of these steps,
+    each advancing by `steps`; empty for a request alone. `immediate`: started on arrival, mid-round,
+    on GPUs the round's plan leaves idle (immediate.py).
+    """
+
+    request: str
+    gpus: tuple[int, ...]
+    steps: int
+    start_us: int
+    end_us: int
+    batch: tuple[str, ...] = ()
+    immediate: bool = False
+
+    @property
+    def degree(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """Every request this assignment advances (the first is `request`)."""
+        return (self.request, *self.batch)
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """A round's decisions. `kept` are the requests the policy still aims to finish on time."""
+
+    assignments: tuple[Assignment, ...]
+    backend: str
+    status: str = PlanStatus.HEURISTIC  # a PlanStatus (solver backends may hand plain strings)
+    objective: float | None = None
+    bound: float | None = None
+    solve_ms: float = 0.0
+    kept: tuple[str, ...] | None = None
+    note: str = ""
 
 
 def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
@@ -50,6 +110,63 @@ def overfull_gpus(state: RoundState, decisions: Iterable[Decision]) -> dict[int,
 
 def decisions_of(plan: RoundPlan) -> list[Decision]:
     return [(a.requests if a.batch else a.request, a.gpus, a.steps) for a in plan.assignments]
+
+
+def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
+    """Why `plan` cannot be executed on `state` (None if it can); the first rule broken.
+
+    Each assignment: a known request, distinct GPUs forming an aligned set of an allowed degree,
+    0 < steps, inside the round, lasting exactly steps x the profile's step time at that degree.
+    Per request: steps summing to at most its remaining ones, no two assignments at once. Per
+    GPU: no two assignments at once (so no GPU is over the round either). A batch (`batch`):
+    distinct pending members of one resolution, a batch size the profile prices, its cost.
+    """
+    by_id = {r.id: r for r in state.requests}
+    per_req: dict[str, list[tuple[int, int, int]]] = {}
+    per_gpu: dict[int, list[tuple[int, int, str]]] = {}
+    for a in plan.assignments:
+        r = by_id.get(a.request)
+        if r is None:
+            return f"assignment for unknown request {a.request!r}"
+        k = len(a.gpus)
+        if len(set(a.gpus)) != k:
+            return f"{a.request}: GPUs {a.gpus} repeat a GPU"
+        if k not in state.degrees:
+            return f"{a.request}: degree {k} not allowed (degrees {state.degrees})"
+        if a.gpus not in state.sets[k]:
+            return f"{a.request}: GPU set {a.gpus} is not an aligned set"
+        if not 0 < a.steps <= r.remaining_steps:
+            return f"{a.request}: {a.steps} steps, {r.remaining_steps} remaining"
+        if a.start_us < state.now_us or a.end_us > state.end_us:
+            return f"{a.request}: [{a.start_us}, {a.end_us}] outside the round [{state.now_us}, {state.end_us}]"
+        if a.batch:
+            why = batch_error(state, a)
+            if why:
+                return why
+        else:
+            step = state.step_us(r, k)
+            if a.end_us - a.start_us != a.steps * step:
+                return f"{a.request}: lasts {a.end_us - a.start_us} us, the profile says {a.steps} x {step} us"
+        for i in a.requests:
+            if not a.steps <= by_id[i].remaining_steps:
+                return f"{i}: {a.steps} steps, {by_id[i].remaining_steps} remaining"
+            per_req.setdefault(i, []).append((a.start_us, a.end_us, a.steps))
+        for g in a.gpus:
+            per_gpu.setdefault(g, []).append((a.start_us, a.end_us, a.request))
+    for rid, ivs in per_req.items():
+        total = sum(n for _, _, n in ivs)
+        if total > by_id[rid].remaining_steps:
+            return f"{rid}: {total} steps over its assignments, {by_id[rid].remaining_steps} remaining"
+        ivs.sort()
+        for (s1, e1, _), (s2, _, _) in zip(ivs, ivs[1:]):
+            if s2 < e1:
+                return f"{rid}: two assignments at once ([{s1}, {e1}] and one starting at {s2})"
+    for g, ivs in per_gpu.items():
+        ivs.sort()
+        for (s1, e1, r1), (s2, e2, r2) in zip(ivs, ivs[1:]):
+            if s2 < e1:
+                return f"GPU {g} double-booked: {r1} [{s1}, {e1}] and {r2} [{s2}, {e2}]"
+    return None
 
 
 def batch_error(state: RoundState, a: Assignment) -> str | None:

@@ -19,20 +19,21 @@ import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import InputError
+from .units import ms_to_us
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 PIXELS_PER_TOKEN = 256  # FLUX and SD3: 8x VAE downsampling, 2x2 patches -> 16x16 px per token
 
 
 def tokens(width: int, height: int, pixels_per_token: int = PIXELS_PER_TOKEN) -> int:
     return (width * height) // pixels_per_token
-
-
-def ms_to_us(ms: float) -> int:
-    return int(round(ms * 1000.0))
 
 
 @dataclass(frozen=True)
@@ -177,39 +178,42 @@ def _parse_batches(raw: Mapping[str, Any], degrees: tuple[int, ...], where: str
     return out, src
 
 
-def models_dir() -> Path:
-    """Where named profiles live: $TETRIOPT_MODELS, else the repository's models/ folder."""
+def profiles_dir() -> Traversable:
+    """Where named profiles live: $TETRIOPT_MODELS, else the package's profiles/ (package data, found
+    through importlib.resources so that an installed wheel has them; models/derive.py writes them
+    beside the human-facing copies in models/)."""
     env = os.environ.get("TETRIOPT_MODELS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "models"
+    return resources.files("tetriopt") / "profiles"
 
 
 def available_profiles() -> list[str]:
-    d = models_dir()
-    return sorted(p.stem for p in d.glob("*.json")) if d.is_dir() else []
+    d = profiles_dir()
+    return sorted(p.name[:-len(".json")] for p in d.iterdir() if p.name.endswith(".json")) if d.is_dir() else []
 
 
 @lru_cache(maxsize=64)
-def _load_cached(path: str) -> CostProfile:
+def _load_cached(source: Traversable) -> CostProfile:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(source.read_text())
     except json.JSONDecodeError as e:
-        raise InputError("model", path, f"profile is not valid JSON: {e}") from None
-    return _parse(data, path)
+        raise InputError("model", str(source), f"profile is not valid JSON: {e}") from None
+    return _parse(data, str(source))
 
 
 def load_profile(name_or_path: str, base_dir: str | os.PathLike | None = None) -> CostProfile:
-    """A profile by name (a file stem in models/) or by path (absolute or relative to base_dir)."""
+    """A profile by name (a file stem in `profiles_dir()`) or by path (absolute or relative to base_dir)."""
     candidates = []
     p = Path(name_or_path)
     if p.suffix == ".json":
         candidates.append(p if p.is_absolute() or base_dir is None else Path(base_dir) / p)
         candidates.append(p)
-    candidates.append(models_dir() / f"{name_or_path}.json")
+    named = profiles_dir() / f"{name_or_path}.json"
     for c in candidates:
         if c.is_file():
-            return _load_cached(str(c.resolve()))
+            return _load_cached(c.resolve())
+    if named.is_file():
+        return _load_cached(named)
     raise InputError("model", name_or_path,
                      f"unknown model profile; known: {', '.join(available_profiles()) or 'none'}")

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from .instance import Instance
-from .state import Assignment
+from .plan import Assignment, PlanStatus
+from .units import gpu_hours, us_to_ms
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class SolveResult:
         n = len(self.requests)
         met = sum(r.met for r in self.requests)
         arrival = {r.id: r.arrival_us for r in self.instance.requests}
-        lat = [(r.finish_us - arrival[r.id]) / 1e3 for r in self.requests]
+        lat = [us_to_ms(r.finish_us - arrival[r.id]) for r in self.requests]
         solve = [r.solve_ms for r in self.rounds]
         gpu_us = sum((a.end_us - a.start_us) * a.degree for _, a in self.assignments)
         batched = sum(bool(a.batch) for _, a in self.assignments)
@@ -59,14 +60,14 @@ class SolveResult:
             "requests": n,
             "met": met,
             "slo_attainment": round(met / n, 6) if n else 1.0,
-            "gpu_hours": round(gpu_us / 3.6e9, 6),
+            "gpu_hours": round(gpu_hours(gpu_us), 6),
             "latency_ms_p50": pct(lat, 50),
             "latency_ms_p99": pct(lat, 99),
             "rounds": len(self.rounds),
             "solver_ms_p50": pct(solve, 50),
             "solver_ms_p99": pct(solve, 99),
             "solver_ms_max": round(max(solve), 3) if solve else 0.0,
-            "fallback_rounds": sum(r.status == "FALLBACK" for r in self.rounds),
+            "fallback_rounds": sum(r.status == PlanStatus.FALLBACK for r in self.rounds),
             **({"batched_assignments": batched} if batched else {}),
             **({"immediate_starts": immediate} if immediate else {}),
         }
@@ -82,13 +83,13 @@ class SolveResult:
             "instance": self.instance.name,
             "model": self.instance.profile.name,
             "summary": summary,
-            "requests": [{"id": r.id, "finish_ms": r.finish_us / 1e3, "met": r.met} for r in self.requests],
+            "requests": [{"id": r.id, "finish_ms": us_to_ms(r.finish_us), "met": r.met} for r in self.requests],
             "assignments": [{"round": rd, "request": a.request, "gpus": list(a.gpus), "steps": a.steps,
-                             "start_ms": a.start_us / 1e3, "end_ms": a.end_us / 1e3,
+                             "start_ms": us_to_ms(a.start_us), "end_ms": us_to_ms(a.end_us),
                              **({"batch": list(a.batch)} if a.batch else {}),
                              **({"immediate": True} if a.immediate else {})}
                             for rd, a in self.assignments],
-            "rounds": [{"round": r.round, "start_ms": r.start_us / 1e3, "pending": r.pending, "kept": r.kept,
+            "rounds": [{"round": r.round, "start_ms": us_to_ms(r.start_us), "pending": r.pending, "kept": r.kept,
                         "backend": r.backend, "status": r.status,
                         "solve_ms": round(r.solve_ms, 3) if timings else None,
                         "objective": r.objective, "bound": r.bound, **({"note": r.note} if r.note else {})}

@@ -1,24 +1,27 @@
-"""Whole-workload scheduling in simulated time: round after round until every request is done.
+"""Whole-workload scheduling in simulated time: the round engine on a virtual clock.
 
-A request is visible from the first round boundary at or after its arrival. Its image is done
-when its last step ends plus its VAE decode (decode runs on the request's GPU set outside the
-round capacity: about half a step for FLUX 1024 px; see README, "Model assumptions").
+Round after round until every request is done, `RoundEngine.run_round` takes the snapshot,
+asks the policy, checks the plan and runs it on the simulated executor (the server's `sim`
+executor, without sleeping and without images), which reports each assignment at its planned
+end. A request is visible from the first round boundary at or after its arrival. Its image is
+done when its last step ends plus its VAE decode (decode runs on the request's GPU set outside
+the round capacity: about half a step for FLUX 1024 px; see README, "Model assumptions").
 
-With `immediate_start`, a request arriving mid-round also starts at once on GPUs the round's
-committed plan leaves idle until the round ends (immediate.py); the next boundary plans it as
-usual. A batched assignment advances each of its members by its steps.
+With `immediate_start`, requests arriving inside a round also start at once on GPUs the round's
+checked plan leaves idle (RoundEngine.add_immediate, immediate.py); the next boundary plans them
+as usual. A batched assignment advances each of its members by its steps.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from .engine import InvalidPlan, RoundEngine, Tracked, VirtualClock
 from .instance import Instance
-from .immediate import busy_intervals, occupy, start_on_idle
-from .plan import batch_error, decisions_of, overfull_gpus
+from .plan import RoundPlan
 from .policies import Policy, make_policy
 from .result import RequestOutcome, RoundRecord, SolveResult
-from .state import RequestState, RoundPlan, RoundState
+from .server.executors.sim import SimExecutor
 
 MAX_IDLE_ROUNDS = 1000
 
@@ -27,17 +30,21 @@ def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], Non
              immediate_start: bool = False, **options) -> SolveResult:
     pol = make_policy(policy, **options) if isinstance(policy, str) else policy
     R = inst.round_us
+    clock = VirtualClock()
+    executor = SimExecutor(gpus=inst.cluster.gpus, profile=inst.profile, images=False)
+    executor.start(clock)
+    engine = RoundEngine(cluster=inst.cluster, profile=inst.profile, degrees=inst.degrees, round_us=R,
+                         executor=executor, clock=clock)
     reqs = sorted(inst.requests, key=lambda r: (r.arrival_us, r.id))
-    remaining = {r.id: r.steps for r in reqs}
-    location: dict[str, tuple[int, ...]] = {r.id: () for r in reqs}
-    active: dict[str, object] = {}
     rounds, assignments, outcomes = [], [], {}
     nxt, now, idle = 0, 0, 0
     while True:
         while nxt < len(reqs) and reqs[nxt].arrival_us <= now:
-            active[reqs[nxt].id] = reqs[nxt]
+            r = reqs[nxt]
+            engine.submit(Tracked(id=r.id, width=r.width, height=r.height, steps=r.steps,
+                                  arrival_us=r.arrival_us, deadline_us=r.deadline_us))
             nxt += 1
-        if not active:
+        if not engine.pending:
             if nxt >= len(reqs):
                 break
             a = reqs[nxt].arrival_us
@@ -47,47 +54,27 @@ def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], Non
             if a >= now + R:  # immediate starts: idle until the round the next request arrives in
                 now = a // R * R
                 continue
-        state = RoundState(
-            now_us=now, round_us=R, cluster=inst.cluster, profile=inst.profile, degrees=inst.degrees,
-            round_index=now // R,
-            requests=tuple(RequestState(id=r.id, width=r.width, height=r.height, remaining_steps=remaining[r.id],
-                                        deadline_us=r.deadline_us, arrival_us=r.arrival_us, location=location[r.id])
-                           for r in active.values()))
-        plan = pol.plan(state) if active else RoundPlan(assignments=(), backend="idle", status="OPTIMAL")
-        bad = overfull_gpus(state, decisions_of(plan))
-        ids = [i for a in plan.assignments for i in a.requests]
-        if bad or len(ids) != len(set(ids)) or any(
-                any(i not in active or a.steps > remaining[i] for i in a.requests) or a.start_us < now
-                or a.end_us > now + R or batch_error(state, a) for a in plan.assignments):
-            raise RuntimeError(f"policy {pol.name} produced an invalid plan in round {now // R}: {plan}")
-        done_now = list(plan.assignments)
-        if immediate_start:  # arrivals inside this round, in order, on GPUs idle for its rest
-            busy = busy_intervals(state, plan.assignments)
-            while nxt < len(reqs) and reqs[nxt].arrival_us < now + R:
-                r = reqs[nxt]
-                nxt += 1
-                active[r.id] = r
-                a = start_on_idle(state, RequestState(id=r.id, width=r.width, height=r.height,
-                                                      remaining_steps=r.steps, deadline_us=r.deadline_us,
-                                                      arrival_us=r.arrival_us), busy)
-                if a is not None:
-                    occupy(busy, a)
-                    done_now.append(a)
-        for a in done_now:
-            assignments.append((now // R, a))
-            for i in a.requests:
-                remaining[i] -= a.steps
-                location[i] = a.gpus
-                if remaining[i] == 0:
-                    r = active.pop(i)
-                    fin = a.end_us + inst.profile.vae_decode_us(r.width, r.height)
-                    outcomes[r.id] = RequestOutcome(r.id, fin, fin <= r.deadline_us)
-                    if progress:
-                        progress(1)
-        idle = idle + 1 if not done_now else 0
+        arrivals = []
+        while immediate_start and nxt < len(reqs) and reqs[nxt].arrival_us < now + R:
+            r = reqs[nxt]
+            arrivals.append(Tracked(id=r.id, width=r.width, height=r.height, steps=r.steps,
+                                    arrival_us=r.arrival_us, deadline_us=r.deadline_us))
+            nxt += 1
+        try:
+            run = engine.run_round(lambda s: pol.plan(s) if s.requests else RoundPlan((), backend="idle"),
+                                   now, now // R, arrivals)
+        except InvalidPlan as e:
+            raise RuntimeError(f"policy {pol.name} produced an invalid plan: {e}") from None
+        plan = run.plan
+        assignments.extend((now // R, a) for a in plan.assignments)
+        for t in run.finished:
+            outcomes[t.id] = RequestOutcome(t.id, t.finish_us, t.finish_us <= t.deadline_us)
+            if progress:
+                progress(1)
+        idle = idle + 1 if not plan.assignments else 0
         if idle > MAX_IDLE_ROUNDS:
-            raise RuntimeError(f"policy {pol.name} ran nothing for {idle} rounds with {len(active)} pending")
-        rounds.append(RoundRecord(round=now // R, start_us=now, pending=len(state.requests),
+            raise RuntimeError(f"policy {pol.name} ran nothing for {idle} rounds with {len(engine.pending)} pending")
+        rounds.append(RoundRecord(round=now // R, start_us=now, pending=len(run.state.requests),
                                   kept=None if plan.kept is None else len(plan.kept), backend=plan.backend,
                                   status=plan.status, solve_ms=plan.solve_ms, objective=plan.objective,
                                   bound=plan.bound, note=plan.note))

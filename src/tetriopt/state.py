@@ -1,7 +1,7 @@
-"""Round-level problem and answer: what a scheduler knows at a round boundary, and its plan.
+"""Round-level problem: what a scheduler knows at a round boundary (its answer is in `plan`).
 
 These are the types another scheduler uses with `solve_round`: it builds a `RoundState` from its
-own bookkeeping and gets back a `RoundPlan` it can execute.
+own bookkeeping and gets back a `tetriopt.plan.RoundPlan` it can execute.
 """
 
 from __future__ import annotations
@@ -53,44 +53,3 @@ class RoundState:
     def max_steps(self, r: RequestState, k: int) -> int:
         """Most steps of r that fit in one round at degree k."""
         return min(r.remaining_steps, self.round_us // self.step_us(r, k))
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """`steps` steps of `request` on `gpus` in [start_us, end_us).
-
-    `batch`: the other requests (same resolution) whose latents share every one of these steps,
-    each advancing by `steps`; empty for a request alone. `immediate`: started on arrival, mid-round,
-    on GPUs the round's plan leaves idle (simulate's immediate starts).
-    """
-
-    request: str
-    gpus: tuple[int, ...]
-    steps: int
-    start_us: int
-    end_us: int
-    batch: tuple[str, ...] = ()
-    immediate: bool = False
-
-    @property
-    def degree(self) -> int:
-        return len(self.gpus)
-
-    @property
-    def requests(self) -> tuple[str, ...]:
-        """Every request this assignment advances (the first is `request`)."""
-        return (self.request, *self.batch)
-
-
-@dataclass(frozen=True)
-class RoundPlan:
-    """A round's decisions. `kept` are the requests the policy still aims to finish on time."""
-
-    assignments: tuple[Assignment, ...]
-    backend: str
-    status: str = "HEURISTIC"  # OPTIMAL / FEASIBLE / FALLBACK / HEURISTIC
-    objective: float | None = None
-    bound: float | None = None
-    solve_ms: float = 0.0
-    kept: tuple[str, ...] | None = None
-    note: str = ""

@@ -7,7 +7,7 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tetriopt.state import Assignment  # noqa: E402
+from tetriopt.plan import Assignment  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 from tetriopt_runtime.executor import RoundExecutor  # noqa: E402
 from tetriopt_runtime.png import decode_png_size  # noqa: E402

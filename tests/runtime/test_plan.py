@@ -32,7 +32,7 @@ def test_order_routes_and_conditioning():
 
 
 def test_accepts_tetriopt_round_plans():
-    from tetriopt.state import Assignment, RoundPlan
+    from tetriopt.plan import Assignment, RoundPlan
 
     plan = RoundPlan(assignments=(Assignment("a", (0, 1), 3, 0, 10),), backend="test")
     tasks = compile_plan([plan], {"a": 3}, 2)

@@ -48,7 +48,7 @@ class _OverbookingPolicy:
     name = "overbooking"
 
     def plan(self, state):
-        from tetriopt.state import Assignment, RoundPlan
+        from tetriopt.plan import Assignment, RoundPlan
 
         r = state.requests[0]
         return RoundPlan(assignments=(Assignment(r.id, (0,), r.remaining_steps, state.now_us,

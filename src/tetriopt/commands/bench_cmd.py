@@ -8,6 +8,8 @@ import sys
 
 import click
 
+from ..policies import REGISTRY, bench_policies, policy_help
+
 
 def _list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
@@ -38,8 +40,9 @@ def _policies(text: str) -> list[str]:
 @click.option("--steps", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--cv", type=float, default=1.0, show_default=True, help="Inter-arrival CV (1: Poisson).")
 @click.option("--policies", default=None,
-              help="Comma-separated (default: cpsat, tetriserve and its ablations, rssp, greedy, fixed-sp-K "
-                   "for every K that fits). 'rssp' = oracle static mapping chosen with hindsight per instance.")
+              help=f"Comma-separated, of: {policy_help()} (default: all but "
+                   f"{', '.join(k.pattern for k in REGISTRY if not k.bench)}; fixed-sp-K for every K that fits). "
+                   "'rssp' = oracle static mapping chosen with hindsight per instance.")
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=200.0, show_default=True,
               help="Per-round MIP time limit for cpsat/pulp.")
 @click.option("--batching/--no-batching", default=False, show_default=True,
@@ -78,11 +81,7 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     if policies:
         pols = _policies(policies)
     else:
-        k, fixed = 1, []
-        while k <= gpus:
-            fixed.append(f"fixed-sp-{k}")
-            k *= 2
-        pols = [p for p in B.DEFAULT_POLICIES if not p.startswith("fixed-sp-")] + fixed
+        pols = bench_policies(gpus)
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
         assert len(window) == 2 and window[0] < window[1]
@@ -127,16 +126,8 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         for ax in axes:
             made += plots.slo_vs_axis(agg, ax, plot_dir)
         first = pts[0]
-        if gantt_policy == "rssp":
-            from ..policies.rssp import RSSP, oracle_mapping
-            inst = first.instance()
-            pol = RSSP(oracle_mapping(inst)[0], name="rssp")
-        else:
-            from ..policies import make_policy
-            inst = first.instance()
-            base, feats = B.split_features(gantt_policy + suffix)
-            pol = make_policy(base, batching="batching" in feats,
-                              **({"time_limit_ms": time_limit_ms} if base in ("cpsat", "pulp") else {}))
+        inst = first.instance()
+        pol, _ = B.bench_policy(gantt_policy + suffix, inst, time_limit_ms)
         made.append(plots.gantt(simulate(inst, pol, immediate_start="immediate" in B.split_features(gantt_policy + suffix)[1]),
                                 os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"), window_s=window))
         if json_out != "-":

@@ -11,6 +11,7 @@ import os
 import click
 
 from ..errors import InputError
+from ..policies import policy_help
 
 
 def _rounds(value: str | None) -> frozenset[int]:
@@ -32,7 +33,7 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--round-ms", type=click.FloatRange(min=0.001), default=None,
               help="Round length (default: the profile's default_round_ms).")
 @click.option("--policy", default="cpsat", show_default=True,
-              help="cpsat, pulp, tetriserve, greedy, fixed-sp-K.")
+              help=policy_help())
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=None,
               help="Per-round solver limit (default: 20% of a round).")
 @click.option("--solver-mode", type=click.Choice(["thread", "process"]), default="thread", show_default=True,

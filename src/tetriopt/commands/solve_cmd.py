@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..instance import load_instance
+from ..policies import policy_help
 
 
 def write_json(path: str, data) -> None:
@@ -35,7 +36,7 @@ def print_summary(res) -> None:
 @click.command()
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--policy", default="cpsat", show_default=True,
-              help="cpsat, pulp, tetriserve[-schedule|-placement], greedy, fixed-sp-K")
+              help=policy_help())
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=500.0, show_default=True,
               help="Wall-clock limit of each round's MIP solve (the fallback answers when it is hit).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .base import POLICY_NAMES, Policy, make_policy
+from .base import POLICY_NAMES, REGISTRY, Policy, PolicyKind, bench_policies, make_policy, policy_help
 
-__all__ = ["POLICY_NAMES", "Policy", "make_policy"]
+__all__ = ["POLICY_NAMES", "REGISTRY", "Policy", "PolicyKind", "bench_policies", "make_policy", "policy_help"]

@@ -6,13 +6,14 @@ import math
 import time
 from dataclasses import dataclass
 
+from ..plan import PlanStatus
 from .formulation import LinearModel
 
 
 @dataclass(frozen=True)
 class SolveOutcome:
     solution: list[int] | None
-    status: str  # OPTIMAL / FEASIBLE / NO_SOLUTION / ERROR
+    status: str  # PlanStatus.OPTIMAL / FEASIBLE when a solution came back, else the solver's word
     objective: float | None
     bound: float | None
 
@@ -46,7 +47,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     for k, v in params.items():
         setattr(p, k, v)
     code = solver.solve(model)
-    name = {cp_model.OPTIMAL: "OPTIMAL", cp_model.FEASIBLE: "FEASIBLE"}.get(code)
+    name = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE}.get(code)
     if name is None:
         return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None)
     sol = [int(solver.value(x)) for x in xs]
@@ -89,7 +90,7 @@ def solve_pulp(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int 
         return SolveOutcome(None, "NO_SOLUTION", None, None)
     optimal = status == "Optimal" and sol_status == pulp.LpSolutionOptimal
     val = float(m.value(sol))
-    return SolveOutcome(sol, "OPTIMAL" if optimal else "FEASIBLE", val, val if optimal else None)
+    return SolveOutcome(sol, PlanStatus.OPTIMAL if optimal else PlanStatus.FEASIBLE, val, val if optimal else None)
 
 
 BACKENDS = {"cpsat": solve_cpsat, "pulp": solve_pulp}

@@ -1,12 +1,14 @@
-"""The policy interface and the registry of names usable on the command line."""
+"""The policy interface and the one registry of policy names (CLI help, errors, bench defaults)."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..errors import InputError
-from ..state import RoundPlan, RoundState
+from ..plan import RoundPlan
+from ..state import RoundState
 
 
 class Policy(Protocol):
@@ -16,11 +18,49 @@ class Policy(Protocol):
         """Decide one round. May keep state between calls (hints, sticky groups)."""
 
 
-POLICY_NAMES = ("cpsat", "pulp", "tetriserve", "greedy", "fixed-sp-K", "rssp[:SIZE=K,...]")
+@dataclass(frozen=True)
+class PolicyKind:
+    """A family of policy names: how it is written, what it is, and whether `bench` runs it by default."""
+
+    pattern: str   # the name as written on the command line (K, SIZE: numbers to fill in)
+    help: str
+    bench: bool = True
+
+
+REGISTRY = (
+    PolicyKind("cpsat", "the round MIP on OR-Tools CP-SAT (the default)"),
+    PolicyKind("pulp", "the same MIP through PuLP/CBC", bench=False),
+    PolicyKind("tetriserve", "the TetriServe paper's policy, re-implemented"),
+    PolicyKind("tetriserve-placement", "TetriServe ablation: without the work-conserving scale-up"),
+    PolicyKind("tetriserve-schedule", "TetriServe ablation: its schedule on first-fit placement"),
+    PolicyKind("rssp[:SIZE=K,...]", "one fixed degree per resolution (bench: the hindsight mapping)"),
+    PolicyKind("greedy", "EDF with admission by the joint test (the MIP's fallback)"),
+    PolicyKind("fixed-sp-K", "xDiT-style: N/K fixed groups of K GPUs, first come first served"),
+)
+POLICY_NAMES = tuple(k.pattern for k in REGISTRY)
+
+
+def policy_help() -> str:
+    """One line for a `--policy` option."""
+    return ", ".join(POLICY_NAMES)
+
+
+def bench_policies(gpus: int) -> list[str]:
+    """The policies `tetriopt bench` runs by default on `gpus` GPUs (fixed-sp-K for every K that fits)."""
+    out: list[str] = []
+    for kind in REGISTRY:
+        if not kind.bench:
+            continue
+        if kind.pattern == "fixed-sp-K":
+            out += [f"fixed-sp-{1 << i}" for i in range(gpus.bit_length()) if 1 << i <= gpus]
+        else:
+            out.append(kind.pattern.split("[")[0])
+    return out
 
 
 def make_policy(name: str, **options: Any) -> Policy:
-    """A fresh policy by name: cpsat, pulp, tetriserve[-schedule|-placement], greedy, fixed-sp-K."""
+    """A fresh policy by name (see REGISTRY). Heuristics take no solver options; the CLI passes
+    them to every policy alike."""
     from .fixed import FixedSP
     from .greedy import Greedy
     from .mip import MipPolicy
@@ -28,8 +68,7 @@ def make_policy(name: str, **options: Any) -> Policy:
 
     if name in ("cpsat", "pulp"):
         return MipPolicy(backend=name, **options)
-    # heuristics take no solver options; the CLI passes them to every policy alike
-    batching = bool(options.get("batching", False))  # policies that cannot batch ignore it
+    batching = bool(options.get("batching", False))  # heuristics that cannot batch ignore it
     if name == "greedy":
         return Greedy(batching=batching)
     m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full))?", name)
@@ -41,4 +80,4 @@ def make_policy(name: str, **options: Any) -> Policy:
     m = re.fullmatch(r"fixed-sp-(\d+)", name)
     if m:
         return FixedSP(int(m.group(1)))
-    raise InputError("policy", name, f"unknown policy; choose from {', '.join(POLICY_NAMES)}")
+    raise InputError("policy", name, f"unknown policy; choose from {policy_help()}")

@@ -9,8 +9,8 @@ from __future__ import annotations
 import time
 
 from ..errors import InputError
-from ..plan import make_plan
-from ..state import RoundPlan, RoundState
+from ..plan import PlanStatus, RoundPlan, make_plan
+from ..state import RoundState
 
 
 class FixedSP:
@@ -55,5 +55,5 @@ class FixedSP:
                 if n < r.remaining_steps:
                     break
                 current = None  # finished inside the round: take the next in line
-        return make_plan(state, decisions, backend=self.name, status="HEURISTIC", keep_order=True,
+        return make_plan(state, decisions, backend=self.name, status=PlanStatus.HEURISTIC, keep_order=True,
                          solve_ms=(time.perf_counter() - t0) * 1e3)

@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..lookahead import Outlook, outlook
+from ..plan import Decision
 from ..state import RequestState, RoundState
 
 
@@ -264,3 +265,63 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
                       joint_cost=joint_cost)
+
+
+def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
+             jc: float = 1.0) -> list[int] | None:
+    """A full model solution from a heuristic's decisions (None if none is feasible).
+
+    Decisions the model cannot express (a set outside a request's candidates) are left out. Keep
+    flags start from the heuristic's own, minus those failing the individual test; where a
+    deadline's joint test overflows, the kept request with the most remaining work is given up.
+    """
+    m = rm.model
+    sol = [0] * len(m.names)
+    want = {}
+    for rid, g, n in decisions:
+        if not isinstance(rid, str):  # a batch: expressible only in a model built with batching
+            from .batching import set_batch
+            if set_batch(m, rm.batches, sol, rid, g, n):
+                want.update({i: (g, n) for i in rid})
+            continue
+        hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
+        if hit and n <= m.ub[hit[0][1]]:
+            sol[hit[0][0]], sol[hit[0][1]] = 1, n
+            want[rid] = (g, n)
+    st = rm.state
+    by_id = {r.id: r for r in st.requests}
+    kept_in = set(kept)
+    keep = {}
+    for i, r in by_id.items():
+        g, n = want.get(i, ((), 0))
+        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
+    # requests due inside the round, in deadline order: their GPUs must get through it in time
+    load: dict[int, int] = {}
+    for r, _, budget in rm.urgent:
+        g, n = want.get(r.id, ((), 0))
+        for gpu in g:
+            load[gpu] = load.get(gpu, 0) + n * st.step_us(r, len(g))
+        if keep[r.id] and any(load[gpu] > budget for gpu in g):
+            keep[r.id] = False
+    # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
+    due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
+    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+            for i in by_id}
+    prefix: list[str] = []
+    total = 0
+    for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
+        prefix.append(i)
+        total += work[i]
+        cap = joint_cap_ms(st, due(i), jc)
+        while total > cap:
+            j = max(prefix, key=lambda j: (work[j], due(j), j))
+            prefix.remove(j)
+            total -= work[j]
+            keep[j] = False
+    for i, r in by_id.items():
+        n = want.get(i, ((), 0))[1]
+        sol[rm.done[i]] = int(n == r.remaining_steps)
+        sol[rm.keep[i]] = int(keep[i])
+        sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
+    rm.derive(sol)
+    return sol if m.feasible(sol) else None

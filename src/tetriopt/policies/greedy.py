@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 
 from ..lookahead import Outlook, outlook, steps_possible
-from ..plan import Decision, decision_us, make_plan, members
-from ..state import RequestState, RoundPlan, RoundState
+from ..plan import Decision, PlanStatus, RoundPlan, decision_us, make_plan, members
+from ..state import RequestState, RoundState
 
 
 def admit(state: RoundState, looks: dict[str, Outlook]) -> list[str]:
@@ -152,5 +152,5 @@ class Greedy:
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         decisions, kept = greedy_decisions(state, self.batching)
-        return make_plan(state, decisions, backend="greedy", status="HEURISTIC", kept=tuple(kept),
+        return make_plan(state, decisions, backend="greedy", status=PlanStatus.HEURISTIC, kept=tuple(kept),
                          solve_ms=(time.perf_counter() - t0) * 1e3)

@@ -6,76 +6,20 @@ from __future__ import annotations
 import time
 
 from ..lookahead import outlook
-from ..plan import Decision, decisions_of, make_plan
-from ..state import RoundPlan, RoundState
+from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
+from ..state import RoundState
+from ..units import ms_to_s
 from .backends import BACKENDS
-from .batching import set_batch
-from .formulation import RoundModel, build, gpu_ms, joint_cap_ms, keep_allowed
+from .formulation import build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
-
-def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
-             jc: float = 1.0) -> list[int] | None:
-    """A full model solution from a heuristic's decisions (None if none is feasible).
-
-    Decisions the model cannot express (a set outside a request's candidates) are left out. Keep
-    flags start from the heuristic's own, minus those failing the individual test; where a
-    deadline's joint test overflows, the kept request with the most remaining work is given up.
-    """
-    m = rm.model
-    sol = [0] * len(m.names)
-    want = {}
-    for rid, g, n in decisions:
-        if not isinstance(rid, str):  # a batch: expressible only in a model built with batching
-            if set_batch(m, rm.batches, sol, rid, g, n):
-                want.update({i: (g, n) for i in rid})
-            continue
-        hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
-        if hit and n <= m.ub[hit[0][1]]:
-            sol[hit[0][0]], sol[hit[0][1]] = 1, n
-            want[rid] = (g, n)
-    st = rm.state
-    by_id = {r.id: r for r in st.requests}
-    kept_in = set(kept)
-    keep = {}
-    for i, r in by_id.items():
-        g, n = want.get(i, ((), 0))
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
-    # requests due inside the round, in deadline order: their GPUs must get through it in time
-    load: dict[int, int] = {}
-    for r, _, budget in rm.urgent:
-        g, n = want.get(r.id, ((), 0))
-        for gpu in g:
-            load[gpu] = load.get(gpu, 0) + n * st.step_us(r, len(g))
-        if keep[r.id] and any(load[gpu] > budget for gpu in g):
-            keep[r.id] = False
-    # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
-    due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
-            for i in by_id}
-    prefix: list[str] = []
-    total = 0
-    for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
-        prefix.append(i)
-        total += work[i]
-        cap = joint_cap_ms(st, due(i), jc)
-        while total > cap:
-            j = max(prefix, key=lambda j: (work[j], due(j), j))
-            prefix.remove(j)
-            total -= work[j]
-            keep[j] = False
-    for i, r in by_id.items():
-        n = want.get(i, ((), 0))[1]
-        sol[rm.done[i]] = int(n == r.remaining_steps)
-        sol[rm.keep[i]] = int(keep[i])
-        sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
-    rm.derive(sol)
-    return sol if m.feasible(sol) else None
-
-
 LARGE_MODEL = 2000  # variables
 SHORT_S = 0.1  # seconds of search left
+# TetriServe's plan joins the warm starts only while the greedy one took less than this part of the limit
+TETRISERVE_WARM_FRACTION = 0.2
+# warm starts that took more than this part of the limit leave too little for the model: greedy answers
+MODEL_FRACTION = 0.5
 
 
 class MipPolicy:
@@ -84,7 +28,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False):
         self.backend = backend
         self.name = backend
-        self.time_limit_ms = time_limit_ms
+        self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
         self.seed = seed
         self.workers = workers
         self.hints = hints
@@ -115,7 +59,7 @@ class MipPolicy:
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
-            return make_plan(state, [], backend=self.backend, status="OPTIMAL", objective=0.0, bound=0.0)
+            return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
         placed = self.core(state)
         plan = self._plan(state, t0, placed)
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
@@ -123,7 +67,9 @@ class MipPolicy:
         if placed is None:
             return plan
         kept = set(plan.kept or ())
-        outside = sorted((r for r in state.requests if r.id not in placed),
+        # a heuristic plan that answered for the model may already hold requests outside `placed`
+        held = {a.request for a in plan.assignments}
+        outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
                          key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
         decisions = fill_leftover(state, decisions_of(plan), outside, ordered=True)
         return make_plan(state, decisions, backend=plan.backend, status=plan.status, objective=plan.objective,
@@ -137,7 +83,7 @@ class MipPolicy:
         if self.batching:
             b_dec, b_kept = greedy_decisions(state, batching=True)
             out.append(("greedy-batching", b_dec, tuple(b_kept)))
-        if self.deterministic or time.perf_counter() - t0 < 0.2 * self.time_limit_ms / 1e3:  # when cheap enough
+        if self.deterministic or time.perf_counter() - t0 < TETRISERVE_WARM_FRACTION * self.limit_s:
             ts = self._tetriserve.plan(state)
             out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
         if self._last:  # the previous round's placement, continued
@@ -149,9 +95,9 @@ class MipPolicy:
 
     def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
         heuristics = self._warm_starts(state, t0)
-        if not self.deterministic and time.perf_counter() - t0 > 0.5 * self.time_limit_ms / 1e3:  # no time left
+        if not self.deterministic and time.perf_counter() - t0 > MODEL_FRACTION * self.limit_s:
             _, dec, kept = heuristics[0]
-            return make_plan(state, dec, backend="greedy", status="FALLBACK", kept=kept,
+            return make_plan(state, dec, backend="greedy", status=PlanStatus.FALLBACK, kept=kept,
                              solve_ms=(time.perf_counter() - t0) * 1e3, note="time limit before the model")
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
@@ -164,9 +110,9 @@ class MipPolicy:
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
-        left_s = self.time_limit_ms / 1e3 - (time.perf_counter() - t0)
+        left_s = self.limit_s - (time.perf_counter() - t0)
         if self.deterministic:
-            left_s = self.time_limit_ms / 1e3
+            left_s = self.limit_s
         outcome, error = None, ""
         if left_s > 0:
             try:
@@ -192,14 +138,14 @@ class MipPolicy:
                 kept = tuple(i for i, v in rm.keep.items() if sol[v])
             note = error or ("time limit before a solution" if outcome is None or outcome.solution is None
                              else "heuristic better")
-            return make_plan(state, dec, backend=name, status="FALLBACK", objective=val,
+            return make_plan(state, dec, backend=name, status=PlanStatus.FALLBACK, objective=val,
                              bound=outcome.bound if outcome else None, kept=tuple(kept),
                              solve_ms=(time.perf_counter() - t0) * 1e3, note=note)
         sol = outcome.solution
         kept = tuple(i for i, v in rm.keep.items() if sol[v])
         status, bound, note = outcome.status, outcome.bound, ""
         if rm.restricted:  # optimal among the capped candidate sets only: no proof for the full round
-            status, bound, note = "FEASIBLE", None, "restricted model (capped sets or unplaced backlog)"
+            status, bound, note = PlanStatus.FEASIBLE, None, "restricted model (capped sets or unplaced backlog)"
         return make_plan(state, rm.decisions(sol), backend=self.backend, status=status,
                          objective=outcome.objective, bound=bound, kept=kept, note=note,
                          solve_ms=(time.perf_counter() - t0) * 1e3)

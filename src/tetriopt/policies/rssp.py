@@ -13,8 +13,8 @@ small ones, and small ones are not blocked behind a wide one when GPUs are idle 
 
 The default mapping without a workload (`make_policy("rssp")`) is the profile's "doubling rule":
 per resolution, keep doubling the degree while one step gets at least 25% faster. The paper's
-baseline instead picks the mapping with hindsight on the workload; `oracle_mapping` does that
-by coordinate descent on simulated SLO attainment (`tetriopt bench` uses it for "rssp").
+baseline instead picks the mapping with hindsight on the workload; `bench.oracle_mapping` does
+that by coordinate descent on simulated SLO attainment (`tetriopt bench` uses it for "rssp").
 An explicit mapping is given as `rssp:256=1,512=1,1024=2,2048=8` (keys: square size in pixels;
 a request maps to the key nearest in token count).
 """
@@ -26,8 +26,8 @@ import time
 from typing import Mapping
 
 from ..errors import InputError
-from ..plan import make_plan
-from ..state import RequestState, RoundPlan, RoundState
+from ..plan import PlanStatus, RoundPlan, make_plan
+from ..state import RequestState, RoundState
 
 PAPER_FLUX_H100 = {256: 1, 512: 1, 1024: 2, 2048: 8}
 
@@ -141,54 +141,5 @@ class RSSP:
                 self.bound[r.id] = g
                 for x in g:
                     holders[x] = r.id
-        return make_plan(state, decisions, backend=self.name, status="HEURISTIC", keep_order=True,
+        return make_plan(state, decisions, backend=self.name, status=PlanStatus.HEURISTIC, keep_order=True,
                          solve_ms=(time.perf_counter() - t0) * 1e3)
-
-
-def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
-                   sizes: tuple[int, ...] | None = None) -> tuple[dict[int, int], dict]:
-    """The best static mapping for this workload, with hindsight: coordinate descent on met
-    deadlines (ties: fewer GPU-hours), one resolution at a time over every usable degree.
-
-    Returns (mapping, info) with info = {"simulations": n, "met": best met count}.
-    """
-    from ..simulate import simulate
-
-    if sizes is None:
-        sizes = tuple(sorted({int(round(math.sqrt(r.width * r.height))) for r in inst.requests}))
-    cache: dict[tuple, tuple[int, float]] = {}
-
-    def fill(base: Mapping[int, int]) -> dict[int, int]:
-        return {s: base.get(s, min(base.items(), key=lambda kv: abs(math.log(kv[0] / s)))[1]) for s in sizes}
-
-    def score(mp: dict[int, int]) -> tuple[int, float]:
-        key = tuple(sorted(mp.items()))
-        if key not in cache:
-            res = simulate(inst, RSSP(mp))
-            cache[key] = (res.summary["met"], -res.summary["gpu_hours"])
-        return cache[key]
-
-    if start:
-        mapping = fill(start)
-    else:  # the best of the doubling rule and every uniform degree, then descend
-        starts = [fill(doubling_rule(inst.profile, inst.degrees, inst.round_us))]
-        starts += [{s: k for s in sizes} for k in inst.degrees
-                   if all(inst.profile.step_us(s, s, k) <= inst.round_us for s in sizes)]
-        mapping = max(starts, key=lambda mp: score(mp))
-
-    best = score(mapping)
-    for _ in range(passes):
-        improved = False
-        for s in sizes:
-            for k in inst.degrees:
-                if k == mapping[s]:
-                    continue
-                trial = {**mapping, s: k}
-                if inst.profile.step_us(s, s, k) > inst.round_us:
-                    continue
-                sc = score(trial)
-                if sc > best:
-                    best, mapping, improved = sc, trial, True
-        if not improved:
-            break
-    return mapping, {"simulations": len(cache), "met": best[0]}

@@ -38,8 +38,8 @@ from __future__ import annotations
 import time
 
 from ..lookahead import outlook
-from ..plan import make_plan
-from ..state import RequestState, RoundPlan, RoundState
+from ..plan import PlanStatus, RoundPlan, make_plan
+from ..state import RequestState, RoundState
 
 
 def smallest_fit(state: RoundState, r: RequestState) -> int:
@@ -143,7 +143,7 @@ class TetriServe:
         if self.variant == "full":
             self._scale_up(state, {i: r for i, r in by_id.items() if i not in batched}, placed, free, late)
         decisions = [(rid, g, n) for rid, (g, n) in placed.items()] + list(batches.values())
-        return make_plan(state, decisions, backend=self.name, status="HEURISTIC",
+        return make_plan(state, decisions, backend=self.name, status=PlanStatus.HEURISTIC,
                          kept=tuple(r.id for r in reqs if r.id not in late),
                          solve_ms=(time.perf_counter() - t0) * 1e3)
 

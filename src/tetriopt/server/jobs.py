@@ -9,38 +9,25 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
+
+from ..engine import Tracked, WorkItem
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-@dataclass
-class ImageTask:
-    """One image: a request of the round problem. done/inflight count steps."""
+@dataclass(eq=False)
+class ImageTask(Tracked):
+    """One image: a request of the round engine (which alone changes its progress fields)."""
 
-    id: str
-    job: "Job"
-    width: int
-    height: int
-    steps: int
-    arrival_us: int
-    deadline_us: int
-    done: int = 0                 # steps confirmed finished
-    inflight: int = 0             # steps assigned to rounds still running
-    location: tuple[int, ...] = ()
-    planned_location: tuple[int, ...] = ()
-    finish_us: int | None = None
+    job: "Job | None" = None
+    index: int = 0                # which of the job's n images (its seed is the job's + index)
     image: bytes | None = None
 
-    @property
-    def planned_remaining(self) -> int:
-        """Steps left once the rounds in flight succeed (what the next round is planned on)."""
-        return self.steps - self.done - self.inflight
-
-    @property
-    def finished(self) -> bool:
-        return self.finish_us is not None
+    def work_item(self) -> WorkItem:
+        assert self.job is not None
+        return replace(super().work_item(), prompt=self.job.prompt, seed=self.job.seed + self.index)
 
 
 @dataclass

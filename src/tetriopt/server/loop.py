@@ -1,11 +1,12 @@
-"""The round loop: plan round k+1 while round k runs, dispatch it at its boundary, apply reports.
+"""The round loop on the wall clock: plan round k+1 while round k runs, dispatch it at its boundary.
 
-Rounds start at k x round_us on the scheduler clock. Planning of round k starts lead_us
-before its boundary, on the state round k will meet if the rounds in flight succeed (their
-steps are counted as done: `ImageTask.planned_remaining`). That hides the solver's time
-behind execution, as `tetriopt solve` assumes. A request that arrives after that snapshot
-waits for the next round. Executors report assignments from their threads; a failed round
-gives its unreported steps back to the pending set (re-queued, not lost).
+The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simulator's too);
+this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
+Planning of round k starts lead_us before its boundary, on the engine's snapshot of the state
+round k will meet if the rounds in flight succeed. That hides the solver's time behind
+execution, as `tetriopt solve` assumes. A request that arrives after that snapshot waits for
+the next round. Executors report assignments from their threads; a failed round gives its
+unreported steps back to the pending set (re-queued, not lost).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
+from ..plan import RoundPlan
 from ..profile import CostProfile
-from ..state import RequestState, RoundPlan, RoundState
 from .admission import Timing
 from .clock import Clock
 from .executors import Completion, Executor, WorkItem
@@ -41,6 +43,8 @@ class Scheduler:
         self.store = store
         self.metrics = metrics
         self.clock = clock
+        self.engine = RoundEngine(cluster=cluster, profile=profile, degrees=degrees, round_us=timing.round_us,
+                                  executor=executor, clock=clock)
         # one thread keeps rounds in order for executors that cannot overlap them
         self._pool = ThreadPoolExecutor(4 if getattr(executor, "concurrent_rounds", True) else 1,
                                         thread_name_prefix="tetriopt-exec")
@@ -54,6 +58,7 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self.engine.clock = self.clock  # the service may have replaced the clock since __init__
         self.executor.start(self.clock)
         self._task = asyncio.create_task(self._run(), name="tetriopt-rounds")
         self.alive = True
@@ -99,33 +104,23 @@ class Scheduler:
             except asyncio.TimeoutError:
                 pass
 
-    def _snapshot(self, k: int, boundary: int) -> RoundState:
-        cutoff = self.clock.now_us()
-        reqs = tuple(
-            RequestState(id=t.id, width=t.width, height=t.height, remaining_steps=t.planned_remaining,
-                         deadline_us=t.deadline_us, arrival_us=t.arrival_us, location=t.planned_location)
-            for t in self.store.tasks.values() if t.planned_remaining > 0 and t.arrival_us <= cutoff)
-        return RoundState(now_us=boundary, round_us=self.timing.round_us, cluster=self.cluster,
-                          profile=self.profile, degrees=self.degrees, requests=reqs, round_index=k)
-
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
-        state = self._snapshot(k, boundary)
+        state = self.engine.snapshot(boundary, k, cutoff_us=self.clock.now_us())
         self.metrics.queue.set(self.store.pending_images())
         if not state.requests:
             return
         plan = await self.planner.plan(state)
         t_solved = time.perf_counter()
-        work = {}
+        try:
+            plan, work = self.engine.dispatch(state, plan)
+        except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
+            log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
+            return
         for a in plan.assignments:
-            t = self.store.tasks[a.request]
-            work[t.id] = WorkItem(id=t.id, prompt=t.job.prompt, width=t.width, height=t.height,
-                                  total_steps=t.steps, done_steps=t.steps - t.planned_remaining,
-                                  seed=t.job.seed + int(t.id.rsplit(".", 1)[1]))
-            t.inflight += a.steps
-            t.planned_location = a.gpus
-            if t.job.status == "queued":
-                t.job.status = "running"
+            job = self.store.tasks[a.request].job
+            if job.status == "queued":
+                job.status = "running"
         late_ms = (self.clock.now_us() - boundary) / 1e3
         overhead_ms = (time.perf_counter() - t0) * 1e3
         self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
@@ -167,13 +162,10 @@ class Scheduler:
         t = self.store.tasks.get(a.request)
         if t is None:  # cancelled meanwhile
             return
-        t.inflight -= a.steps
-        t.done += a.steps
-        t.location = a.gpus
+        finished = self.engine.apply(c)
         self.metrics.gpu_work(a.degree * (a.end_us - a.start_us), self.clock.now_us())
         job = t.job
-        if t.done >= t.steps:
-            t.finish_us = c.finish_us
+        if finished is not None:
             t.image = c.image
             self.store.drop_task(t)
             met = c.finish_us <= t.deadline_us
@@ -184,22 +176,7 @@ class Scheduler:
             self._finish_job(job, "succeeded")
 
     def _requeue(self, k: int, lost: list, err: BaseException) -> None:
-        steps = 0
-        for a in lost:
-            t = self.store.tasks.get(a.request)
-            if t is None:
-                continue
-            t.inflight -= a.steps
-            t.location = ()  # the latent on the failed set is gone; resume from the last finished step
-            t.planned_location = ()
-            steps += a.steps
-        if not getattr(self.executor, "resumable", True):
-            # the workers restarted empty: every started request begins again from step 0
-            for t in self.store.tasks.values():
-                if t.done:
-                    steps += t.done
-                    t.done = 0
-                    t.location = t.planned_location = ()
+        steps = self.engine.fail(lost, getattr(self.executor, "resumable", True))
         self.metrics.failures.inc()
         self.metrics.requeued.inc(steps)
         log.error("executor failed; steps re-queued", extra={"round": k, "error": repr(err),
@@ -217,6 +194,8 @@ class Scheduler:
     # -- from the API (loop thread) --------------------------------------------------------------
     def submit(self, job: Job) -> None:
         self.store.add(job)
+        for t in job.tasks:
+            self.engine.submit(t)
         self.metrics.queue.set(self.store.pending_images())
 
     def cancel(self, job: Job) -> bool:
@@ -224,6 +203,7 @@ class Scheduler:
             return False
         for t in job.tasks:
             self.store.drop_task(t)
+            self.engine.drop(t.id)
         self.metrics.queue.set(self.store.pending_images())
         self._finish_job(job, "cancelled")
         return True

@@ -3,8 +3,9 @@
 The policy runs on one dedicated thread (CP-SAT and CBC release the GIL while they search) or,
 with mode="process", in one long-lived worker process (a policy in pure Python then cannot
 stall the event loop). One worker keeps stateful policies (fixed-sp, TetriServe's hints)
-consistent. If the policy raises, the worker process dies, or its plan breaks a rule the
-simulator enforces, the round falls back to the greedy heuristic, computed right here.
+consistent. If the policy raises, the worker process dies, or its plan breaks a rule of
+`tetriopt.plan.check_plan` (the engine's gate, the simulator's too), the round falls back to
+the greedy heuristic, computed right here.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from ..plan import overfull_gpus
+from ..plan import PlanStatus, RoundPlan, check_plan
 from ..policies import make_policy
-from ..state import RoundPlan, RoundState
+from ..state import RoundState
 
 log = logging.getLogger("tetriopt.server.planner")
 
@@ -33,29 +34,6 @@ def _init_process(name: str, options: dict[str, Any]) -> None:
 
 def _plan_in_process(state: RoundState) -> RoundPlan:
     return _POLICY.plan(state)
-
-
-def plan_problem(state: RoundState, plan: RoundPlan) -> str | None:
-    """Why a plan cannot be executed on this state (None if it can): the simulator's checks."""
-    by_id = {r.id: r for r in state.requests}
-    seen = set()
-    for a in plan.assignments:
-        r = by_id.get(a.request)
-        if r is None:
-            return f"assignment for unknown request {a.request!r}"
-        if a.request in seen:
-            return f"two assignments for {a.request!r}"
-        seen.add(a.request)
-        if not 0 < a.steps <= r.remaining_steps:
-            return f"{a.request}: {a.steps} steps, {r.remaining_steps} remaining"
-        if a.start_us < state.now_us or a.end_us > state.end_us:
-            return f"{a.request}: [{a.start_us}, {a.end_us}] outside the round"
-        if a.gpus not in state.sets.get(a.degree, ()):
-            return f"{a.request}: GPU set {a.gpus} is not an aligned set"
-    bad = overfull_gpus(state, [(a.request, a.gpus, a.steps) for a in plan.assignments])
-    if bad:
-        return f"GPUs over the round: {bad}"
-    return None
 
 
 class Planner:
@@ -82,7 +60,7 @@ class Planner:
                 plan = await loop.run_in_executor(self._pool, _plan_in_process, state)
             else:
                 plan = await loop.run_in_executor(self._pool, self._policy.plan, state)
-            why = plan_problem(state, plan)
+            why = check_plan(state, plan)
             if why is None:
                 return plan
             reason = f"invalid plan from {self.policy_name}: {why}"
@@ -92,7 +70,7 @@ class Planner:
                 self._pool = self._new_pool()
         log.error("round planning fell back to greedy", extra={"round": state.round_index, "reason": reason})
         plan = self._fallback.plan(state)
-        return replace(plan, status="FALLBACK", note=reason, solve_ms=(time.perf_counter() - t0) * 1e3)
+        return replace(plan, status=PlanStatus.FALLBACK, note=reason, solve_ms=(time.perf_counter() - t0) * 1e3)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

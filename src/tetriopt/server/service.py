@@ -177,7 +177,7 @@ class Service:
         job = Job(id=jid, prompt=req.prompt, width=req.width, height=req.height, steps=steps, n=req.n, seed=seed,
                   response_format=req.response_format, arrival_us=now, deadline_us=deadline,
                   created=int(self.clock.to_epoch_s(now)), best_effort=best_effort, sync=sync)
-        job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, width=req.width, height=req.height, steps=steps,
+        job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=req.width, height=req.height, steps=steps,
                                arrival_us=now, deadline_us=deadline) for i in range(req.n)]
         self.scheduler.submit(job)
         log.info("accepted", extra={"job": jid, "size": size, "n": req.n, "steps": steps,

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ...errors import InputError
+from ...plan import RoundPlan
 from ...profile import CostProfile
-from ...state import RoundPlan
 from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import threading
 from typing import Callable, Mapping
 
+from ...engine import ClockLike
+from ...plan import RoundPlan
 from ...profile import CostProfile
-from ...state import RoundPlan
-from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 from .png import placeholder_png
 
@@ -24,16 +24,18 @@ class SimExecutor:
     resumable = True
     concurrent_rounds = True
 
-    def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset()):
+    def __init__(self, gpus: int, profile: CostProfile, fail_rounds: frozenset[int] = frozenset(),
+                 images: bool = True):
         self.gpus = gpus
         self.profile = profile
+        self.images = images  # False: no placeholder PNGs (`tetriopt solve` needs only the times)
         self._fail = set(fail_rounds)
         self._executed = 0
         self._free_us = [0] * gpus  # when each virtual GPU finishes its queued work
         self._lock = threading.Lock()
-        self.clock: Clock | None = None
+        self.clock: ClockLike | None = None
 
-    def start(self, clock: Clock) -> None:
+    def start(self, clock: ClockLike) -> None:
         self.clock = clock
 
     def execute(self, plan: RoundPlan, work: Mapping[str, WorkItem], round_index: int,
@@ -44,14 +46,15 @@ class SimExecutor:
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
-                step = self.profile.step_us(w.width, w.height, a.degree)
+                step = self.profile.step_us(w.width, w.height, a.degree, len(a.requests))
                 start = max([a.start_us, clock.now_us()] + [self._free_us[g] for g in a.gpus])
                 end = start + a.steps * step
                 for g in a.gpus:
                     self._free_us[g] = end
-                last = w.done_steps + a.steps >= w.total_steps
+                # a batch decodes (once, same size) when any member takes its last step
+                last = any(work[i].done_steps + a.steps >= work[i].total_steps for i in a.requests if i in work)
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
-                image = placeholder_png(w.width, w.height, w.prompt) if last else None
+                image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
                 events.append((finish, a, image))
         events.sort(key=lambda e: e[0])
         crash_at = None

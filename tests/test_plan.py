@@ -1,0 +1,60 @@
+"""The one plan checker: each rule refuses the plan that breaks it, and policies' plans pass."""
+
+from __future__ import annotations
+
+import pytest
+
+import tetriopt
+from tetriopt import RequestState, RoundState
+from tetriopt.plan import Assignment, RoundPlan, check_plan
+
+PROF = tetriopt.load_profile("flux.1-dev-h100")
+R = 900_000
+T1 = PROF.step_us(512, 512, 1)
+T2 = PROF.step_us(512, 512, 2)
+
+STATE = RoundState(now_us=R, round_us=R, cluster=tetriopt.make_cluster(4, [[0, 1], [2, 3]]), profile=PROF,
+                   degrees=(1, 2), round_index=1,
+                   requests=(RequestState("a", 512, 512, remaining_steps=4, deadline_us=9_000_000),
+                             RequestState("b", 512, 512, remaining_steps=2, deadline_us=9_000_000)))
+
+
+def plan(*assignments) -> RoundPlan:
+    return RoundPlan(assignments=tuple(Assignment(*a) for a in assignments), backend="test")
+
+
+def test_a_valid_plan_passes():
+    # a runs twice in a row (a batch-free split over two sets), b shares GPU 0 after it
+    p = plan(("a", (0,), 2, R, R + 2 * T1), ("a", (2, 3), 2, R + 2 * T1, R + 2 * T1 + 2 * T2),
+             ("b", (0, 1), 1, R + 2 * T1, R + 2 * T1 + T2))
+    assert check_plan(STATE, p) is None
+
+
+@pytest.mark.parametrize("assignments, why", [
+    ([("x", (0,), 1, R, R + T1)], "unknown request 'x'"),
+    ([("a", (0, 0), 1, R, R + T2)], "repeat a GPU"),
+    ([("a", (0, 1, 2, 3), 1, R, R + PROF.step_us(512, 512, 4))], "degree 4 not allowed"),
+    ([("a", (1, 2), 1, R, R + T2)], "not an aligned set"),
+    ([("a", (0,), 0, R, R)], "0 steps"),
+    ([("a", (0,), 5, R, R + 5 * T1)], "5 steps, 4 remaining"),
+    ([("a", (0,), 1, R - 1, R - 1 + T1)], "outside the round"),
+    ([("a", (0,), 1, 2 * R - T1 + 1, 2 * R + 1)], "outside the round"),
+    ([("a", (0,), 2, R, R + T1)], "the profile says 2 x"),
+    ([("a", (0,), 3, R, R + 3 * T1), ("a", (1,), 2, R + 3 * T1, R + 3 * T1 + 2 * T1)], "5 steps over"),
+    ([("a", (0,), 1, R, R + T1), ("a", (1,), 1, R, R + T1)], "two assignments at once"),
+    ([("a", (0,), 1, R, R + T1), ("b", (0, 1), 1, R + T1 - 1, R + T1 - 1 + T2)], "GPU 0 double-booked"),
+])
+def test_each_rule_refuses(assignments, why):
+    got = check_plan(STATE, plan(*assignments))
+    assert got is not None and why in got, got
+
+
+@pytest.mark.parametrize("policy", ["cpsat", "greedy", "tetriserve", "fixed-sp-2", "rssp"])
+def test_policies_plans_pass(policy):
+    state = RoundState(now_us=0, round_us=R, cluster=tetriopt.make_cluster(8), profile=PROF, degrees=(1, 2, 4, 8),
+                       requests=tuple(RequestState(f"r{i}", s, s, remaining_steps=20, deadline_us=d)
+                                      for i, (s, d) in enumerate([(256, 800_000), (512, 2_000_000),
+                                                                  (1024, 3_000_000), (2048, 6_000_000),
+                                                                  (1024, 1_500_000), (512, 900_000)])))
+    p = tetriopt.solve_round(state, policy, **({"workers": 1, "time_limit_ms": 200} if policy == "cpsat" else {}))
+    assert p.assignments and check_plan(state, p) is None
