@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 import tetriopt
 from tetriopt.bound import upper_bound
 from tetriopt.instance import parse_instance, make_cluster
-from tetriopt.plan import batch_error, make_plan
+from tetriopt.plan import Assignment, batch_error
 from tetriopt.policies import make_policy
 from tetriopt.policies.formulation import build
-from tetriopt.policies.mip import complete
-from tetriopt.state import Assignment, RequestState, RoundState
+from tetriopt.policies.formulation import complete
+from tetriopt.state import RequestState, RoundState
 from tetriopt.validate import validate_result
 from tetriopt.workload import generate
 
