@@ -70,6 +70,10 @@ class Completion:
     assignment: Assignment
     finish_us: int              # on the engine's clock; includes the VAE decode when finished
     image: bytes | None = None
+    images: tuple[tuple[str, bytes], ...] = ()  # a batch: (member, PNG) for each member it finished
+
+    def image_of(self, rid: str) -> bytes | None:
+        return dict(self.images).get(rid, self.image if rid == self.assignment.request else None)
 
 
 class ExecutorFailure(RuntimeError):

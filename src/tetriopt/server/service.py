@@ -61,11 +61,13 @@ class Service:
         self.metrics = Metrics(cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
         self.clock = Clock()
-        self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode)
+        self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
+                               batching=cfg.batching)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model)
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
-                                   store=self.store, metrics=self.metrics, clock=self.clock)
+                                   store=self.store, metrics=self.metrics, clock=self.clock,
+                                   immediate_start=cfg.immediate_start)
         self.scheduler.on_job_done = self._job_done
         self.draining = False
         self.started = False

@@ -55,7 +55,9 @@ class SimExecutor:
                 last = any(work[i].done_steps + a.steps >= work[i].total_steps for i in a.requests if i in work)
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
                 image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
-                events.append((finish, a, image))
+                images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
+                               if i in work and work[i].done_steps + a.steps >= work[i].total_steps and self.images)
+                events.append((finish, a, image, images))
         events.sort(key=lambda e: e[0])
         crash_at = None
         with self._lock:
@@ -64,8 +66,8 @@ class SimExecutor:
         if fail:
             # crash half-way through the round's work: earlier completions stand, later ones are lost
             if events:
-                crash_at = (min(a.start_us for _, a, _ in events) + events[-1][0]) // 2
-        for finish, a, image in events:
+                crash_at = (min(e[1].start_us for e in events) + events[-1][0]) // 2
+        for finish, a, image, images in events:
             if crash_at is not None and finish > crash_at:
                 clock.sleep_until(crash_at)
                 with self._lock:
@@ -73,7 +75,7 @@ class SimExecutor:
                         self._free_us[g] = min(self._free_us[g], crash_at)
                 raise ExecutorFailure(f"sim: injected crash in round {round_index} at {crash_at} us")
             clock.sleep_until(finish)
-            on_complete(Completion(assignment=a, finish_us=finish, image=image))
+            on_complete(Completion(assignment=a, finish_us=finish, image=image, images=images))
 
     def close(self) -> None:
         pass
