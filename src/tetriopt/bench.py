@@ -146,7 +146,8 @@ def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
     if name == "rssp":
         mapping, _ = oracle_mapping(inst)
         return RSSP(mapping, name="rssp"), mapping_name(mapping)
-    return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats), ""
+    return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats,
+                       immediate_start="immediate" in feats), ""
 
 
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .lookahead import steps_possible, useful_degrees
-from .plan import Assignment
+from .plan import Assignment, RoundPlan, decisions_of, make_plan, members
 from .state import RequestState, RoundState
 
 
@@ -81,3 +81,19 @@ def occupy(busy: list[list[tuple[int, int]]], a: Assignment) -> None:
     for g in a.gpus:
         busy[g].append((a.start_us, a.end_us))
         busy[g].sort()
+
+
+def reserve_idle(state: RoundState, plan: RoundPlan) -> RoundPlan:
+    """A planner's side of immediate starts: in a round where requests it keeps on track run, the
+    requests it gave up (best effort) do not, so that their GPUs stay idle for arrivals; they run
+    in rounds where no kept request does. Measured: +9 deadlines over 4 FLUX workloads at SLO 1.0
+    for cpsat with immediate starts (docs/evaluation.md, section E)."""
+    kept = set(plan.kept or ())
+    if not kept:
+        return plan
+    dec = [d for d in decisions_of(plan) if any(i in kept for i in members(d[0]))]
+    if not dec or len(dec) == len(plan.assignments):
+        return plan
+    return make_plan(state, dec, backend=plan.backend, status=plan.status, objective=plan.objective,
+                     bound=plan.bound, kept=plan.kept, solve_ms=plan.solve_ms,
+                     note=(plan.note + "; " if plan.note else "") + "given-up work left out for immediate starts")

@@ -28,7 +28,7 @@ MAX_IDLE_ROUNDS = 1000
 
 def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], None] | None = None,
              immediate_start: bool = False, **options) -> SolveResult:
-    pol = make_policy(policy, **options) if isinstance(policy, str) else policy
+    pol = make_policy(policy, immediate_start=immediate_start, **options) if isinstance(policy, str) else policy
     R = inst.round_us
     clock = VirtualClock()
     executor = SimExecutor(gpus=inst.cluster.gpus, profile=inst.profile, images=False)

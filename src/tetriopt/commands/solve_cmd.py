@@ -63,7 +63,7 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batchin
 
     inst = load_instance(instance)
     pol = make_policy(policy, time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic,
-                      batching=batching)
+                      batching=batching, immediate_start=immediate_start)
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm

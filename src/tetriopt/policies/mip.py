@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from ..lookahead import outlook
+from ..immediate import reserve_idle
 from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
 from ..state import RoundState
 from ..units import ms_to_s
@@ -25,7 +26,8 @@ MODEL_FRACTION = 0.5
 class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
-                 joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False):
+                 joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
+                 immediate_start: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -36,6 +38,9 @@ class MipPolicy:
         self.min_core = min_core
         self.joint_capacity = joint_capacity
         self.batching = batching  # batch options in the model, and the batching greedy as a warm start
+        # the executor starts arrivals at once on idle GPUs: leave them idle rather than fill them with
+        # work already given up (immediate.reserve_idle)
+        self.immediate_start = immediate_start
         # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
         # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
         self.deterministic = deterministic
@@ -57,6 +62,10 @@ class MipPolicy:
         return {r.id for r in ranked[:cap]}
 
     def plan(self, state: RoundState) -> RoundPlan:
+        plan = self._plan_round(state)
+        return reserve_idle(state, plan) if self.immediate_start else plan
+
+    def _plan_round(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)

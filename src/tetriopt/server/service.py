@@ -62,7 +62,7 @@ class Service:
         self.store = JobStore(cfg.job_ttl_s)
         self.clock = Clock()
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
-                               batching=cfg.batching)
+                               batching=cfg.batching, immediate_start=cfg.immediate_start)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model)
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
