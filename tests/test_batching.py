@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import tetriopt
 from tetriopt.bound import upper_bound
 from tetriopt.instance import parse_instance, make_cluster
-from tetriopt.plan import Assignment, batch_error
+from tetriopt.plan import Assignment, RoundPlan, batch_error, check_plan
 from tetriopt.policies import make_policy
 from tetriopt.policies.formulation import build
 from tetriopt.policies.formulation import complete
@@ -90,6 +90,11 @@ def test_checker_rejects_broken_batches():
     assert "twice" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("a",)))
     assert "profile says" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * st_.step_us(reqs[0], 1), batch=("b",)))
     assert "not pending" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("zz",)))
+    # the one plan checker applies the batch rules, and counts a member's steps like its own
+    assert check_plan(st_, RoundPlan((ok,), "test")) is None
+    assert "mixes" in check_plan(st_, RoundPlan((Assignment("a", (0,), 3, 0, 3 * t2, batch=("c",)),), "test"))
+    alone_b = Assignment("b", (1,), 3, 0, 3 * st_.step_us(reqs[1], 1))
+    assert "two assignments at once" in check_plan(st_, RoundPlan((ok, alone_b), "test"))
     # the independent validator: a batch priced as one request, and a mid-round start not marked immediate
     inst = gen(n=12, rate=120.0)
     out = run(inst, "greedy").to_json()
