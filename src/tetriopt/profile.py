@@ -123,12 +123,7 @@ def _parse(data: Mapping[str, Any], path: str) -> CostProfile:
         degrees = tuple(sorted(int(d) for d in data["degrees"]))
         points = []
         for i, p in enumerate(data["points"]):
-            step = {int(k): ms_to_us(float(v)) for k, v in p["step_ms"].items()}
-            missing = [d for d in degrees if d not in step]
-            if missing:
-                raise InputError(f"points[{i}].step_ms", missing, "missing degrees")
-            if any(v <= 0 for v in step.values()):
-                raise InputError(f"points[{i}].step_ms", p["step_ms"], "step latencies must be positive")
+            step = _step_table(p["step_ms"], degrees, f"points[{i}].step_ms")
             w, h = int(p["width"]), int(p["height"])
             ppt = int(data.get("pixels_per_token", PIXELS_PER_TOKEN))
             batch_us, batch_src = _parse_batches(p.get("batches", {}), degrees, f"points[{i}].batches")
@@ -156,6 +151,17 @@ def _parse(data: Mapping[str, Any], path: str) -> CostProfile:
         raise InputError("profile", path, f"malformed profile: {e}") from None
 
 
+def _step_table(raw: Mapping[str, Any], degrees: tuple[int, ...], where: str) -> dict[int, int]:
+    """{degree: us} from a `step_ms` table: every degree present, every latency positive."""
+    step = {int(k): ms_to_us(float(v)) for k, v in raw.items()}
+    missing = [d for d in degrees if d not in step]
+    if missing:
+        raise InputError(where, missing, "missing degrees")
+    if any(v <= 0 for v in step.values()):
+        raise InputError(where, dict(raw), "step latencies must be positive")
+    return step
+
+
 def _parse_batches(raw: Mapping[str, Any], degrees: tuple[int, ...], where: str
                    ) -> tuple[dict[tuple[int, int], int], dict[str, str]]:
     """{(batch, degree): us} and {"batch:degree": source} of one point's `batches` entry."""
@@ -165,12 +171,7 @@ def _parse_batches(raw: Mapping[str, Any], degrees: tuple[int, ...], where: str
         b = int(b_raw)
         if b < 2:
             raise InputError(f"{where}.{b_raw}", b_raw, "batch sizes listed must be at least 2")
-        step = {int(k): ms_to_us(float(v)) for k, v in entry["step_ms"].items()}
-        missing = [d for d in degrees if d not in step]
-        if missing:
-            raise InputError(f"{where}.{b_raw}.step_ms", missing, "missing degrees")
-        if any(v <= 0 for v in step.values()):
-            raise InputError(f"{where}.{b_raw}.step_ms", entry["step_ms"], "step latencies must be positive")
+        step = _step_table(entry["step_ms"], degrees, f"{where}.{b_raw}.step_ms")
         for d in degrees:
             out[(b, d)] = step[d]
         for d, text in entry.get("source", {}).items():
