@@ -69,18 +69,24 @@ def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
 
 
 def batched_steps(inst: Instance, r: Request) -> tuple[dict[int, int], dict[int, int]]:
-    """(step time, GPU-time charged per step) by degree when steps may be shared: the shortest step
-    of any batch size and the cheapest per-member share k T(k, B) / B. No degree is dropped as
-    dominated (a wider set may pay off for a batch only)."""
+    """(step time, GPU-time charged per step) by degree when steps may be shared: over the batch
+    sizes B at which degree k is faster than every smaller degree, the shortest step and the
+    cheapest per-member share k T(k, B) / B. (A batch on a set no faster than a smaller aligned
+    subset can move there without finishing later or adding load, so other (k, B) never help.)"""
     p, step, gpu = inst.profile, {}, {}
+    best: dict[int, int] = {}  # batch size -> fastest step of the smaller degrees so far
     for k in sorted(inst.degrees):
         if not inst.cluster.sets(k):
             continue
-        t = min(p.step_us(r.width, r.height, k, b) for b in p.batch_sizes)
-        if t > inst.round_us:
-            continue
-        step[k] = t
-        gpu[k] = min(k * p.step_us(r.width, r.height, k, b) // b for b in p.batch_sizes)
+        useful = []
+        for b in p.batch_sizes:
+            t = p.step_us(r.width, r.height, k, b)
+            if t <= inst.round_us and t < best.get(b, t + 1):
+                useful.append((t, b))
+            best[b] = min(best.get(b, t), t)
+        if useful:
+            step[k] = min(t for t, _ in useful)
+            gpu[k] = min(k * t // b for t, b in useful)
     return step, gpu
 
 
@@ -111,6 +117,7 @@ class BoundResult:
     solve_s: float
     per_component: list[dict] = field(default_factory=list)
     incumbent_met: tuple[str, ...] = ()  # requests met in the relaxation's best solution (a witness, not a plan)
+    features: tuple[str, ...] = ()      # the extended model's: "immediate_start", "batching" (empty: TetriServe's)
 
     @property
     def slo_attainment_bound(self) -> float:
@@ -124,7 +131,8 @@ class BoundResult:
         return {"slo_attainment_bound": round(self.slo_attainment_bound, 6), "met_bound": self.met_bound,
                 "requests": self.requests, "status": self.status, "feasible_alone": self.feasible_alone,
                 "components": self.components, "optimal_components": self.optimal_components,
-                "relaxation_incumbent": self.incumbent, "solve_s": round(self.solve_s, 3)}
+                "relaxation_incumbent": self.incumbent, "solve_s": round(self.solve_s, 3),
+                **({"features": list(self.features)} if self.features else {})}
 
 
 def components(ws: list[Window]) -> list[list[Window]]:
@@ -246,4 +254,5 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
                         "rounds": [c[0].first_round, max(w.last_round for w in c)]})
     return BoundResult(requests=len(inst.requests), met_bound=met, feasible_alone=len(alone),
                        components=len(comps), optimal_components=opt, incumbent=inc,
-                       solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)))
+                       solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)),
+                       features=tuple(f for f, on in (("immediate_start", arrival_visible), ("batching", batching)) if on))
