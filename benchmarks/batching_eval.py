@@ -102,14 +102,16 @@ def main() -> None:
     for name in a.only.split(","):
         pts, pols, axis = exps[name]
         if not a.markdown:
-            todo = [p for p in pts if any((p.label(), q) not in done for q in pols)]
+            todo = {q: [p for p in pts if (p.label(), q) not in done] for q in pols}  # resume: missing rows only
             t0 = time.time()
-            if todo:
-                with tqdm(total=len(todo) * len(pols), desc=name, file=sys.stderr) as bar:
-                    for r in B.run(todo, pols, bound=False, time_limit_ms=a.time_limit_ms,
+            with tqdm(total=sum(map(len, todo.values())), desc=name, file=sys.stderr) as bar:
+                for q, qpts in todo.items():
+                    if not qpts:
+                        continue
+                    for r in B.run(qpts, [q], bound=False, time_limit_ms=a.time_limit_ms,
                                    bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update):
                         done[(r["instance"], r["policy"])] = r
-                rows_path.write_text(json.dumps(list(done.values())))
+                    rows_path.write_text(json.dumps(list(done.values())))
             print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
         rows = [done[(p.label(), q)] for p in pts for q in pols if (p.label(), q) in done]
         agg = B.aggregate(rows)
