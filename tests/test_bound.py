@@ -181,6 +181,7 @@ def test_bound_excludes_hopeless_and_counts_capacity(tiny_profile):
     assert b.to_json()["slo_attainment_bound"] == pytest.approx(1 / 3, abs=1e-6)
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow],
           phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(seed=st.integers(0, 10_000), n=st.integers(5, 30), rate=st.sampled_from([12.0, 30.0, 60.0, 120.0]),

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 import tetriopt
 from tetriopt import RequestState, RoundState, make_cluster
 from tetriopt.lookahead import steps_possible
@@ -45,6 +47,7 @@ def test_same_seed_same_bytes(tmp_path):
     assert outs[0] == outs[1]
 
 
+@pytest.mark.slow
 def test_deterministic_mode_is_reproducible_where_the_limit_binds(tmp_path):
     """A 300-request workload with a tight limit: many rounds end on the limit, yet reruns agree."""
     inst = str(ROOT / "instances" / "flux-h100-skewed-slo1.0.json")

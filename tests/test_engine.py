@@ -161,6 +161,7 @@ def test_submitting_twice_is_an_error():
         e.submit(req("a"))
 
 
+@pytest.mark.slow
 def test_mip_fallback_under_backlog_never_assigns_a_request_twice():
     """Regression: `tetriopt workload --gpus 8 -n 320 --rate 142.2 --seed 0` then `solve --time-limit-ms 1`
     crashed: the heuristic plan that answered for the model already held requests outside the placed
@@ -172,3 +173,23 @@ def test_mip_fallback_under_backlog_never_assigns_a_request_twice():
     for rd, a in res.assignments:
         per_round[rd, a.request] = per_round.get((rd, a.request), 0) + 1
     assert max(per_round.values()) == 1
+
+
+def test_a_request_split_over_two_sets_in_one_round_finishes_once_on_the_sim_executor():
+    """Several assignments of one request in a round (batching, immediate starts): the sim executor
+    runs them one after the other and only the last carries the decode; the engine finishes it once."""
+    from tetriopt.server.executors.sim import SimExecutor
+
+    clock = VirtualClock()
+    ex = SimExecutor(gpus=4, profile=PROF, images=False)
+    ex.start(clock)
+    e = engine(ex)
+    e.clock = clock
+    e.submit(req("a", steps=5))
+    t1, t2 = PROF.step_us(512, 512, 1), PROF.step_us(512, 512, 2)
+    split = RoundPlan(assignments=(Assignment("a", (0,), 2, 0, 2 * t1),
+                                   Assignment("a", (2, 3), 3, 2 * t1, 2 * t1 + 3 * t2)), backend="test")
+    run = e.run_round(lambda state: split, 0, 0)
+    assert [t.id for t in run.finished] == ["a"] and not e.pending
+    assert run.finished[0].finish_us == 2 * t1 + 3 * t2 + PROF.vae_decode_us(512, 512)
+    assert run.finished[0].location == (2, 3)

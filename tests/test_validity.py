@@ -23,7 +23,8 @@ def test_shipped_instances_heuristics(path):
         solve_checked(inst, policy)
 
 
-@pytest.mark.parametrize("path", INSTANCES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if "overload" in p.stem else p
+                                  for p in INSTANCES], ids=lambda p: p.stem)
 def test_shipped_instances_cpsat(path):
     solve_checked(tetriopt.load_instance(path), "cpsat", time_limit_ms=200, workers=1)
 
@@ -72,6 +73,7 @@ def test_random_instances_every_policy(inst):
     solve_checked(inst, "cpsat", time_limit_ms=100, workers=1)
 
 
+@pytest.mark.slow
 @settings(max_examples=8, deadline=None)
 @given(instances())
 def test_random_instances_pulp(inst):

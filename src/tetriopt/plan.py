@@ -133,7 +133,7 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
             return f"{a.request}: GPUs {a.gpus} repeat a GPU"
         if k not in state.degrees:
             return f"{a.request}: degree {k} not allowed (degrees {state.degrees})"
-        if a.gpus not in state.sets[k]:
+        if a.gpus not in state.cluster.sets(k):  # (not state.sets: that builds every degree's list)
             return f"{a.request}: GPU set {a.gpus} is not an aligned set"
         if not 0 < a.steps <= r.remaining_steps:
             return f"{a.request}: {a.steps} steps, {r.remaining_steps} remaining"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from ..policies import REGISTRY, bench_policies, policy_help
+from .solve_cmd import write_json
 
 
 def _list(text: str) -> list[str]:
@@ -105,38 +105,43 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         if bar:
             bar.close()
     agg = B.aggregate(rows)
-    errors = [r for r in rows if "error" in r]
     axes = B.varying_axes(agg) or ["slo_scale"]
-    text = []
-    for ax in axes:
-        text.append(B.table(agg, "slo_attainment", axis=ax))
+    text, issues = _report(B, rows, agg, axes)
+    if json_out != "-":
+        click.echo(text)
+    if plot_dir:
+        made = _plots(B, agg, axes, pts[0], plot_dir, gantt_policy + suffix, time_limit_ms, window)
+        if json_out != "-":
+            click.echo("plots: " + ", ".join(str(p) for p in made))
+    if json_out:
+        write_json(json_out, {"rows": rows, "aggregate": agg, "issues": issues})
+
+
+def _report(B, rows: list[dict], agg: list[dict], axes: list[str]) -> tuple[str, list[str]]:
+    """The tables, runs that could not run, and where cpsat is not on top (or a policy above the bound)."""
+    errors = [r for r in rows if "error" in r]
+    text = [B.table(agg, "slo_attainment", axis=ax) for ax in axes]
     text.append(B.summary_table(agg))
     issues = B.check_dominance(agg)
     if errors:
         text.append("could not run:\n" + "\n".join(f"  {r['policy']} on {r['instance']}: {r['error']}" for r in errors[:20]))
     text.append("cpsat below another policy / policy above the bound:\n" + ("\n".join("  " + i for i in issues)
                                                                           if issues else "  none"))
-    if json_out != "-":
-        click.echo("\n".join(text))
-    if plot_dir:
-        from .. import plots
-        from ..simulate import simulate
+    return "\n".join(text), issues
 
-        made = []
-        for ax in axes:
-            made += plots.slo_vs_axis(agg, ax, plot_dir)
-        first = pts[0]
-        inst = first.instance()
-        pol, _ = B.bench_policy(gantt_policy + suffix, inst, time_limit_ms)
-        made.append(plots.gantt(simulate(inst, pol, immediate_start="immediate" in B.split_features(gantt_policy + suffix)[1]),
-                                os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"), window_s=window))
-        if json_out != "-":
-            click.echo("plots: " + ", ".join(str(p) for p in made))
-    if json_out:
-        data = {"rows": rows, "aggregate": agg, "issues": issues}
-        text_out = json.dumps(data, indent=1) + "\n"
-        if json_out == "-":
-            sys.stdout.write(text_out)
-        else:
-            with open(json_out, "w") as f:
-                f.write(text_out)
+
+def _plots(B, agg: list[dict], axes: list[str], first, plot_dir: str, gantt_policy: str, time_limit_ms: float,
+           window: tuple[float, float]) -> list:
+    """SLO attainment vs each swept axis, and a Gantt chart of the first point's instance."""
+    from .. import plots
+    from ..simulate import simulate
+
+    made = []
+    for ax in axes:
+        made += plots.slo_vs_axis(agg, ax, plot_dir)
+    inst = first.instance()
+    pol, _ = B.bench_policy(gantt_policy, inst, time_limit_ms)
+    immediate = "immediate" in B.split_features(gantt_policy)[1]
+    made.append(plots.gantt(simulate(inst, pol, immediate_start=immediate),
+                            os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"), window_s=window))
+    return made

@@ -37,9 +37,6 @@ class Scheduler:
     def __init__(self, *, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                  planner: Planner, executor: Executor, store: JobStore, metrics: Metrics, clock: Clock,
                  immediate_start: bool = False):
-        self.profile = profile
-        self.cluster = cluster
-        self.degrees = degrees
         self.timing = timing
         self.planner = planner
         self.executor = executor

@@ -43,20 +43,27 @@ class SimExecutor:
         assert self.clock is not None, "start() first"
         clock = self.clock
         events = []
+        done: dict[str, int] = {}   # a request's steps through its assignments so far (several a round)
+        ready: dict[str, int] = {}  # when its previous assignment in this round ends
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
                 step = self.profile.step_us(w.width, w.height, a.degree, len(a.requests))
-                start = max([a.start_us, clock.now_us()] + [self._free_us[g] for g in a.gpus])
+                start = max([a.start_us, clock.now_us()] + [ready.get(i, 0) for i in a.requests]
+                            + [self._free_us[g] for g in a.gpus])
                 end = start + a.steps * step
                 for g in a.gpus:
                     self._free_us[g] = end
+                for i in a.requests:  # a batch advances every member
+                    ready[i] = end
+                    done[i] = done.get(i, work[i].done_steps if i in work else 0) + a.steps
                 # a batch decodes (once, same size) when any member takes its last step
-                last = any(work[i].done_steps + a.steps >= work[i].total_steps for i in a.requests if i in work)
+                last = any(done[i] >= work[i].total_steps for i in a.requests if i in work)
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
-                image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
+                image = (placeholder_png(w.width, w.height, w.prompt)
+                         if self.images and done[a.request] >= w.total_steps else None)
                 images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
-                               if i in work and work[i].done_steps + a.steps >= work[i].total_steps and self.images)
+                               if self.images and i in work and done[i] >= work[i].total_steps)
                 events.append((finish, a, image, images))
         events.sort(key=lambda e: e[0])
         crash_at = None
