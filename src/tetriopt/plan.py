@@ -92,8 +92,7 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
     tasks = [(gpus, decision_us(state, by_id, rid, gpus, steps), (rid, gpus, steps)) for rid, gpus, steps in ds]
     # requests that finish this round with their deadline inside it go first where that fits
     urgent = [j for j, (rid, _, steps) in enumerate(ds) if any(
-        steps == by_id[i].remaining_steps and by_id[i].deadline_us - state.decode_us(by_id[i]) < state.end_us
-        for i in members(rid))]
+        steps == by_id[i].remaining_steps and state.due_us(by_id[i]) < state.end_us for i in members(rid))]
     placed = layout(tasks, state.now_us, state.round_us, urgent if not keep_order else ())
     assignments = tuple(Assignment(request=members(rid)[0], batch=members(rid)[1:], gpus=gpus, steps=steps,
                                    start_us=s, end_us=e)
