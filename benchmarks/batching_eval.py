@@ -6,8 +6,8 @@
 E1: FLUX.1-dev with its default 28 steps on 8x H100 and 8x H200 profiles, uniform and skewed,
     SLO scale 1.0/1.2/1.5 at 12 req/min.
 E2: SD3-Medium (28 steps) on 4x A40 (islands of 2) at 12 req/min, and on one 8x H200 node at 36.
-E3: saturation: FLUX H100 and SD3 H200, SLO 1.0, rate sweep; the rate at which attainment falls
-    below 90%, with and without the features.
+E3: saturation: FLUX H100 (SLO 1.0 and 1.5) and SD3 H200 (SLO 1.0), rate sweep; the rate at which
+    attainment falls below 90%, with and without the features.
 Policies side by side on the same instances: cpsat without and with both features, tetriserve
 without and with selective batching + immediate starts, the bound of TetriServe's model (`bound`)
 and of the extended one (`bound+batching+immediate`). Writes <out>/rows.json and E*.txt tables.
@@ -38,21 +38,21 @@ def experiments(seeds, n):
                     slo_scales=(1.0, 1.2, 1.5), rates=(12,), seeds=seeds, n=n, steps=28)
            + B.points(models=("sd3-medium-h200",), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5),
                       rates=(36,), seeds=seeds, n=n, steps=28))
-    sat = (B.points(models=("flux.1-dev-h100",), mixes=("uniform",), slo_scales=(1.0,), rates=(6, 9, 12, 18, 24),
-                    seeds=seeds, n=n, steps=28)
+    sat = (B.points(models=("flux.1-dev-h100",), mixes=("uniform",), slo_scales=(1.0, 1.5),
+                    rates=(6, 9, 12, 18, 24), seeds=seeds, n=n, steps=28)
            + B.points(models=("sd3-medium-h200",), mixes=("uniform",), slo_scales=(1.0,),
-                      rates=(36, 72, 108, 144, 216), seeds=seeds, n=n, steps=28))
+                      rates=(36, 72, 108, 144, 216, 324, 432, 648), seeds=seeds, n=n, steps=28))
     return {"E1": (flux, POL, "slo_scale"), "E2": (sd3, POL, "slo_scale"), "E3": (sat, SAT_POL, "rate")}
 
 
 def saturation(agg: list[dict], level: float = 0.9) -> list[str]:
-    """Per (model, policy): the rate at which mean attainment first falls below `level`
+    """Per (model, SLO scale, policy): the rate at which mean attainment first falls below `level`
     (linear interpolation between swept rates; '>' the largest rate when it never does)."""
     out = []
-    for model in dict.fromkeys(r["model"] for r in agg):
+    for model, slo in dict.fromkeys((r["model"], r["slo_scale"]) for r in agg):
         for pol in dict.fromkeys(r["policy"] for r in agg if r["model"] == model):
-            pts = sorted((r["rate"], r["slo_attainment"]["mean"]) for r in agg
-                         if r["model"] == model and r["policy"] == pol and "slo_attainment" in r)
+            pts = sorted((r["rate"], r["slo_attainment"]["mean"]) for r in agg if r["model"] == model
+                         and r["slo_scale"] == slo and r["policy"] == pol and "slo_attainment" in r)
             rate = f"> {pts[-1][0]:g}"
             if pts[0][1] < level:
                 rate = f"< {pts[0][0]:g}"
@@ -61,18 +61,21 @@ def saturation(agg: list[dict], level: float = 0.9) -> list[str]:
                     if a1 < level <= a0:
                         rate = f"{r0 + (a0 - level) / (a0 - a1) * (r1 - r0):.1f}"
                         break
-            out.append(f"| {model} | {pol} | {rate} | " + " | ".join(f"{r:g}: {100 * a:.1f}" for r, a in pts) + " |")
+            out.append(f"| {model} | {slo:g} | {pol} | {rate} | " + ", ".join(f"{r:g}: {100 * a:.1f}" for r, a in pts) + " |")
     return out
 
 
 def markdown(agg: list[dict], axis: str) -> str:
     out = []
-    for key in dict.fromkeys((r["model"], r["gpus"], r["mix"]) for r in agg):
-        rs = [r for r in agg if (r["model"], r["gpus"], r["mix"]) == key and "slo_attainment" in r]
+    for key in dict.fromkeys((r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"])
+                             for r in agg):
+        rs = [r for r in agg if (r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"]) == key
+              and "slo_attainment" in r]
         cols = sorted({r[axis] for r in rs})
         cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
-        out.append(f"**{key[0]}, {key[1]} GPUs, {key[2]} mix, rate {rs[0]['rate']:g}/min** "
-                   f"(SLO attainment %, mean ± sd over seeds {rs[0]['seeds']})\n")
+        out.append(f"**{key[0]}, {key[1]} GPUs, {key[2]} mix, "
+                   + (f"SLO scale {key[3]:g}** " if axis == "rate" else f"rate {key[3]:g}/min** ")
+                   + f"(SLO attainment %, mean ± sd over seeds {rs[0]['seeds']})\n")
         out.append(f"| policy | " + " | ".join(f"{c:g}" for c in cols) + " |")
         out.append("|---|" + "---:|" * len(cols))
         for p in dict.fromkeys(r["policy"] for r in rs):
@@ -117,7 +120,7 @@ def main() -> None:
         agg = B.aggregate(rows)
         text = markdown(agg, axis)
         if name == "E3":
-            text += "\n| model | policy | rate at 90% | attainment by rate |\n|---|---|---:|---|\n"
+            text += "\n| model | SLO scale | policy | req/min at 90% | attainment % by rate |\n|---|---:|---|---:|---|\n"
             text += "\n".join(saturation(agg)) + "\n"
         text += B.summary_table(agg)
         issues = B.check_dominance(agg)
