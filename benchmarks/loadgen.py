@@ -5,12 +5,14 @@ Arrivals are Poisson (or bursty: gamma inter-arrivals with a coefficient of vari
 --rate requests/s for --duration-s; each request draws a size and an SLO scale, and its
 deadline is scale x the request's best latency alone on the server's cluster (same rule as
 TetriServe's SLO scales). Requests go to POST /v1/images/generations and the script reports
-SLO attainment, goodput, client-side latency percentiles and the server's per-round
-scheduling overhead (from GET /v1/stats).
+SLO attainment (of all sent and of those accepted), goodput, 429s, client-side latency
+percentiles (also as a multiple of each request's SLO) and the server's per-round scheduling
+overhead (from GET /v1/stats).
 
 --instance PATH writes what was actually sent (send times as arrivals) as a tetriopt instance,
 and --compare then runs `tetriopt solve` on it with the server's policy, so the server's
-attainment on the sim executor can be checked against the offline simulation.
+attainment on the sim executor can be checked against the offline simulation (the offline
+solve schedules every request sent, 429s included; if it fails, the report says why).
 
     tetriopt serve --gpus 8 &
     python benchmarks/loadgen.py --rate 3 --duration-s 45 --instance /tmp/sent.json --compare
@@ -44,6 +46,7 @@ class Sent:
     height: int
     steps: int
     slo_ms: float
+    scale: float = 0.0
     status: int = 0
     latency_ms: float | None = None      # client-side, send to response
     met: bool = False                    # the server's verdict (image ready by the deadline)
@@ -84,10 +87,14 @@ async def one(client: httpx.AsyncClient, s: Sent, t0: float, headers: dict[str, 
         return
     s.status = r.status_code
     s.latency_ms = (time.monotonic() - t0) * 1e3 - s.at_ms
+    try:
+        body = r.json()
+    except ValueError:
+        body = {}
     if r.status_code == 200:
-        s.met = bool(r.json()["tetriopt"]["deadline_met"])
+        s.met = bool(body["tetriopt"]["deadline_met"])
     else:
-        s.error = r.json().get("error", {}).get("message", r.text)[:200]
+        s.error = (body.get("error") or {}).get("message", r.text)[:200] if isinstance(body, dict) else r.text[:200]
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -132,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         scale, = rng.choices([s for s, _ in scales], [x for _, x in scales])
         solo = solo_latency_us(profile, cluster, degrees, w, h, a.steps, round_us)
         sent.append(Sent(id=f"q{i:05d}", at_ms=t * 1e3, width=w, height=h, steps=a.steps,
-                         slo_ms=round(scale * solo / 1e3, 3)))
+                         slo_ms=round(scale * solo / 1e3, 3), scale=scale))
     before = httpx.get(a.url + "/v1/stats", headers=headers, timeout=10).json()
 
     async def run() -> float:
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = [s for s in sent if s.status == 200]
     met = sum(s.met for s in sent)
     lat = [s.latency_ms for s in ok if s.latency_ms is not None]
+    over_slo = [s.latency_ms / s.slo_ms for s in ok if s.latency_ms is not None]
     codes: dict[str, int] = {}
     for s in sent:
         codes[str(s.status or "error")] = codes.get(str(s.status or "error"), 0) + 1
@@ -157,7 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         "requests": len(sent), "status_codes": codes, "met": met,
         "slo_attainment": round(met / len(sent), 4) if sent else None,
         "goodput_rps": round(met / wall, 3), "wall_s": round(wall, 2),
+        "accepted": len(ok), "rejected_429": codes.get("429", 0),
+        "met_of_accepted": round(met / len(ok), 4) if ok else None,
         "latency_ms_p50": pct(lat, 50), "latency_ms_p99": pct(lat, 99),
+        "latency_over_slo_p99": round(float(np.percentile(over_slo, 99)), 3) if over_slo else None,
+        "by_size_and_scale": {f"{w}x{h} x{sc:g}": {"sent": len(g), "accepted": sum(x.status == 200 for x in g),
+                                                   "met": sum(x.met for x in g)}
+                              for (w, h, sc) in sorted({(x.width, x.height, x.scale) for x in sent})
+                              for g in [[x for x in sent if (x.width, x.height, x.scale) == (w, h, sc)]]},
         "server": {k: stats.get(k) for k in ("policy", "round_ms", "time_limit_ms", "solve_ms_p50", "solve_ms_p99",
                                              "overhead_ms_p50", "overhead_ms_p99", "overhead_ms_max",
                                              "gpu_busy_fraction", "executor_failures")},
@@ -178,11 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "solve", a.instance,
                "--policy", info["policy"], "--time-limit-ms", str(info["time_limit_ms"]), "--json", "-",
                "--no-progress"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        summ = json.loads(out.stdout)["summary"]
-        report["solve"] = {k: summ[k] for k in ("slo_attainment", "met", "latency_ms_p50", "latency_ms_p99",
-                                                "rounds", "fallback_rounds")}
-        report["attainment_gap_points"] = round(100 * (report["slo_attainment"] - summ["slo_attainment"]), 2)
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            summ = json.loads(out.stdout)["summary"]
+        except (ValueError, KeyError):  # the offline solve failed: report why, keep the server's figures
+            lines = (out.stderr or out.stdout).strip().splitlines()
+            report["solve"] = {"error": f"tetriopt solve exited {out.returncode}: {lines[-1] if lines else ''}"[:300]}
+        else:
+            report["solve"] = {k: summ[k] for k in ("slo_attainment", "met", "latency_ms_p50", "latency_ms_p99",
+                                                    "rounds", "fallback_rounds")}
+            report["attainment_gap_points"] = round(100 * (report["slo_attainment"] - summ["slo_attainment"]), 2)
     text = json.dumps(report, indent=1)
     print(text)
     if a.json_out:

@@ -1,8 +1,10 @@
 """The runtime's front: spawns one worker per GPU/CPU rank and executes round plans on them.
 
-The driver holds the text encoders and VAE (`Aux`), encodes each request once, ships the
-initial latent and conditioning to the request's first GPU set, hands every worker the same
-compiled task list, collects the final latents and decodes them to PNG.
+The driver checks and compiles plans (sizes that do not split over a task's degree are refused
+before dispatch), hands every worker the same task list with each request's start (prompt and
+seed; a latent when it resumes), collects reports (timings, final latents, decoded images,
+checkpoints) and writes PNGs. The text encoders and VAE live in the workers (the leaders of a
+request's first and last sets run them) unless an aux device puts them here.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 import torch
 import torch.multiprocessing as mp
 
-from .models import Aux, ModelSpec, check_size, tokens_of
-from .plan import Task, compile_plan, first_ranks
+from tetriopt.runnable import split_problem
+
+from .models import Aux, Conditioning, ModelSpec, check_size, initial_noise, tokens_of, transformer_config
+from .plan import PlanError, Task, compile_plan, first_ranks
 from .png import encode_png
-from .worker import Job, ReqMeta, WorkerConfig, worker_main
+from .sp_attention import resolve_backend
+from .worker import Init, Job, ReqMeta, WorkerConfig, worker_main
 
 
 @dataclass(frozen=True)
@@ -52,23 +57,37 @@ def free_port() -> int:
 class Runtime:
     """`with Runtime(ModelSpec('tiny-flux'), world_size=4) as rt: rt.generate(requests, rounds)`.
 
-    device 'cpu' runs gloo workers; 'cuda' runs one NCCL worker per GPU (rank r on cuda:r).
-    sp_backend: 'torch' (own all_to_all_single + SDPA), 'yunchang' (CUDA), 'auto'.
+    device 'cpu' runs gloo workers; 'cuda' runs one NCCL worker per GPU (rank r on cuda:r), or with
+    share_gpu every rank on cuda:0 over gloo (degree switching checked on a one-GPU machine).
+    sp_backend: 'own' (all_to_all_single + SDPA; the CPU path), 'yunchang', 'xfuser' (CUDA), 'auto'.
+    aux_device: None (default) puts the text encoders and VAE in every worker, on its device:
+    the leader of a request's first set encodes, the leader of its last set decodes. A device
+    name ('cpu', 'cuda:0') keeps them in this process on that device instead.
     A worker error or a timeout closes the runtime (groups may be wedged); start a new one.
+    `startup_s` is how long the workers took to come up (weights, groups, warm-up).
     """
 
     def __init__(self, spec: ModelSpec, world_size: int, device: str = "cpu", sp_backend: str = "auto",
-                 timeout_s: float = 120.0, aux_device: Optional[str] = None, threads: Optional[int] = None):
+                 timeout_s: float = 120.0, aux_device: Optional[str] = None, threads: Optional[int] = None,
+                 compile: bool = False, warm_sizes: Sequence[tuple[int, int]] = (), share_gpu: bool = False):
         if world_size < 1 or world_size & (world_size - 1):
             raise ValueError(f"world_size must be a power of two, got {world_size}")
-        if device == "cuda" and torch.cuda.device_count() < world_size:
+        if device == "cuda" and not share_gpu and torch.cuda.device_count() < world_size:
             raise ValueError(f"{world_size} workers need {world_size} GPUs, found {torch.cuda.device_count()}")
         if device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {device!r}")
         self.spec, self.world, self.device, self.timeout_s = spec, world_size, device, timeout_s
-        self.sp_backend = sp_backend
+        self.sp_backend = resolve_backend(sp_backend, device)
+        self.share_gpu = share_gpu
         self.threads = threads or max(1, (os.cpu_count() or 1) // world_size)
-        self.aux = Aux(spec, torch.device(aux_device or "cpu"))
+        self.compiled, self.warm_sizes = compile, tuple((int(w), int(h)) for w, h in warm_sizes)
+        self.aux = Aux(spec, torch.device(aux_device)) if aux_device else None
+        cfg = transformer_config(spec)
+        self.heads = int(cfg["num_attention_heads"])
+        self.channels = int(cfg["in_channels"]) * (4 if spec.family == "sd3" else 1)  # per packed token
+        self.cond_shape = self.aux.cond_shape() if self.aux else None
+        self.worker_info: list[dict[str, Any]] = []
+        self.startup_s = 0.0
         self._procs: list[Any] = []
         self._jobs: list[Any] = []
         self._results: Any = None
@@ -77,24 +96,31 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _start(self) -> None:
+        t0 = time.perf_counter()
         ctx = mp.get_context("spawn")
         self._results = ctx.Queue()
         port = free_port()
         for r in range(self.world):
             q = ctx.Queue()
             cfg = WorkerConfig(rank=r, world=self.world, port=port, spec=self.spec, device=self.device,
-                               sp_backend=self.sp_backend, timeout_s=self.timeout_s, threads=self.threads)
+                               sp_backend=self.sp_backend, timeout_s=self.timeout_s, threads=self.threads,
+                               aux=self.aux is None, compile=self.compiled, warm_sizes=self.warm_sizes,
+                               cond_shape=self.cond_shape, share_gpu=self.share_gpu)
             p = ctx.Process(target=worker_main, args=(cfg, q, self._results), daemon=True)
             p.start()
             self._procs.append(p)
             self._jobs.append(q)
-        ready = set()
-        while len(ready) < self.world:
+        info: dict[int, dict[str, Any]] = {}
+        while len(info) < self.world:
             kind, rank, payload = self._get()
             if kind != "ready":
                 self.close()
                 raise RuntimeError(f"worker {rank} failed to start:\n{payload}")
-            ready.add(rank)
+            info[rank] = payload
+        self.worker_info = [info[r] for r in range(self.world)]
+        if self.cond_shape is None:
+            self.cond_shape = tuple(self.worker_info[0]["cond_shape"])
+        self.startup_s = time.perf_counter() - t0
 
     def _get(self) -> tuple[str, int, Any]:
         deadline = time.monotonic() + self.timeout_s
@@ -104,11 +130,12 @@ class Runtime:
             except queue.Empty:
                 dead = [p.pid for p in self._procs if not p.is_alive()]
                 if dead or time.monotonic() > deadline:
-                    self.close()
+                    self.close(wait_s=0.0 if dead else 10.0)  # survivors may be stuck with a dead peer
                     why = f"workers {dead} died" if dead else f"no answer in {self.timeout_s:.0f} s"
                     raise RuntimeError(f"runtime stopped: {why}") from None
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 10.0) -> None:
+        """Stop the workers: ask, wait up to wait_s each, then kill."""
         for q, p in zip(self._jobs, self._procs):
             if p.is_alive():
                 try:
@@ -116,7 +143,7 @@ class Runtime:
                 except Exception:
                     pass
         for p in self._procs:
-            p.join(timeout=10)
+            p.join(timeout=wait_s)
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
@@ -129,31 +156,74 @@ class Runtime:
         self.close()
 
     # -- execution ---------------------------------------------------------------------------
+    def split_problem(self, width: int, height: int, degree: int) -> Optional[str]:
+        """Why this runtime's model cannot run a width x height request on `degree` ranks (None: it can)."""
+        return split_problem(tokens_of(width, height), self.heads, degree)
+
     def compile(self, requests: Sequence[GenRequest], rounds: Iterable[Any]) -> list[Task]:
         for r in requests:
             check_size(r.width, r.height)
         if len({r.id for r in requests}) != len(requests):
             raise ValueError("request ids must be unique")
-        return compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
+        tasks = compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
+        size = {r.id: (r.width, r.height) for r in requests}
+        for t in tasks:
+            why = self.split_problem(*size[t.request], t.degree)
+            if why:
+                raise PlanError(f"request {t.request!r} on GPUs {t.gpus}: {why}")
+        return tasks
+
+    def meta_of(self, r: GenRequest) -> ReqMeta:
+        t, j, p = self.cond_shape
+        return ReqMeta(width=r.width, height=r.height, steps=r.steps, tokens=tokens_of(r.width, r.height),
+                       channels=self.channels, text_tokens=t, joint_dim=j, pooled_dim=p)
+
+    def noise(self, width: int, height: int, seed: int) -> torch.Tensor:
+        """The initial latent workers draw for a request (the same numbers on every rank)."""
+        return initial_noise(tokens_of(width, height), self.channels, seed)
+
+    def init_of(self, r: GenRequest, latent: Optional[torch.Tensor] = None,
+                cond: Optional[Conditioning] = None) -> tuple[Init, float]:
+        """How request r starts on its first set; with the aux models here, its conditioning is
+        encoded now (returns the ms it took), else the set's leader encodes it."""
+        if cond is None and self.aux is not None:
+            t0 = time.perf_counter()
+            cond = self.aux.encode(r.prompt)
+            return Init(r.prompt, r.seed, latent, cond), (time.perf_counter() - t0) * 1e3
+        return Init(r.prompt, r.seed, latent, cond), 0.0
+
+    def image_of(self, r: GenRequest, latent: torch.Tensor, image: Any) -> tuple[bytes, float]:
+        """PNG of a finished request: the worker's decoded image, or decoded here (returns ms)."""
+        if image is not None:
+            return encode_png(image), 0.0
+        t0 = time.perf_counter()
+        png = encode_png(self.aux.decode(latent, r.width, r.height))
+        return png, (time.perf_counter() - t0) * 1e3
 
     def _prepare(self, requests: Sequence[GenRequest]) -> tuple[dict, dict, dict]:
         meta, inits, encode_ms = {}, {}, {}
         for r in requests:
             check_size(r.width, r.height)
-            t0 = time.perf_counter()
-            cond = self.aux.encode(r.prompt)
-            encode_ms[r.id] = (time.perf_counter() - t0) * 1e3
-            noise = self.aux.noise(r.width, r.height, r.seed)
-            meta[r.id] = ReqMeta(width=r.width, height=r.height, steps=r.steps, tokens=tokens_of(r.width, r.height),
-                                 channels=self.aux.channels, text_tokens=cond.embeds.shape[1],
-                                 joint_dim=cond.embeds.shape[2], pooled_dim=cond.pooled.shape[1])
-            inits[r.id] = (noise, cond)
+            meta[r.id] = self.meta_of(r)
+            inits[r.id], ms = self.init_of(r)
+            if self.aux is not None:
+                encode_ms[r.id] = ms
         return meta, inits, encode_ms
 
+    def alive(self) -> bool:
+        """Every worker process is running (a dead one means: close and start a new runtime)."""
+        return bool(self._procs) and all(p.is_alive() for p in self._procs)
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
     def run_tasks(self, tasks: list[Task], meta: dict, inits: dict,
-                  on_task: Callable[[dict[str, Any], Optional[torch.Tensor]], None]) -> float:
-        """Send one job (tasks in global order) to every worker; on_task(timing, latent|None) is
-        called as each task ends (latent: the final one, on a request's last task). Returns ms."""
+                  on_task: Callable[[dict[str, Any], Optional[torch.Tensor], bool, Any], None],
+                  checkpoint: bool = False) -> float:
+        """Send one job (tasks in global order) to every worker; on_task(timing, latent|None, final,
+        image|None) is called as each task ends (latent: the final one on a request's last task,
+        and with `checkpoint` the full latent after every task; image: the decoded uint8 image
+        when a worker decoded it). Returns ms."""
         if not self._procs:
             raise RuntimeError("runtime is closed")
         firsts = first_ranks([t for t in tasks if t.is_first])
@@ -161,13 +231,13 @@ class Runtime:
         t0 = time.perf_counter()
         for rank, q in enumerate(self._jobs):
             mine = {rid: v for rid, v in inits.items() if rank in firsts.get(rid, ())}
-            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine))
+            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine, checkpoint=checkpoint))
         done = 0
         while done < self.world:
             kind, rank, payload = self._get()
             if kind == "task":
-                _, timing, latent = payload
-                on_task(timing, latent)
+                _, timing, latent, final, image = payload
+                on_task(timing, None if latent is None else torch.from_numpy(latent), final, image)
             elif kind == "done":
                 done += 1
             else:
@@ -181,21 +251,27 @@ class Runtime:
             raise RuntimeError("runtime is closed")
         tasks = self.compile(requests, rounds)
         meta, inits, encode_ms = self._prepare(requests)
+        by_id = {r.id: r for r in requests}
         latents: dict[str, torch.Tensor] = {}
+        images: dict[str, bytes] = {}
+        decode_ms: dict[str, float] = {}
         timings: list[dict[str, Any]] = []
 
-        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor]) -> None:
+        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool, image: Any) -> None:
             timings.append(timing)
-            if latent is not None:
-                latents[timing["request"]] = latent
+            rid = timing["request"]
+            if timing.get("encode_ms"):
+                encode_ms[rid] = timing["encode_ms"]
+            if final:
+                latents[rid] = latent
+                if image is not None:
+                    decode_ms[rid] = timing["decode_ms"]
+                    images[rid] = encode_png(image)
 
         wall_ms = self.run_tasks(tasks, meta, inits, on_task)
         timings.sort(key=lambda d: d["task"])
-        images, decode_ms = {}, {}
-        if decode:
-            for r in requests:
-                t1 = time.perf_counter()
-                images[r.id] = encode_png(self.aux.decode(latents[r.id], r.width, r.height))
-                decode_ms[r.id] = (time.perf_counter() - t1) * 1e3
-        return RunResult(images=images, latents=latents, timings=timings, encode_ms=encode_ms,
+        if decode and self.aux is not None:
+            for rid, lat in latents.items():
+                images[rid], decode_ms[rid] = self.image_of(by_id[rid], lat, None)
+        return RunResult(images=images if decode else {}, latents=latents, timings=timings, encode_ms=encode_ms,
                          decode_ms=decode_ms, wall_ms=wall_ms)

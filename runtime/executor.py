@@ -1,22 +1,33 @@
 """Round-by-round execution for a server: one call per round, latents kept on their GPU sets.
 
 `tetriopt.server.executors.runtime` drives this: each round's assignments arrive as tetriopt
-Assignments with a `work` entry per request (prompt, size, total and done steps, seed), and
-`on_done(assignment, png|None)` is called as each assignment ends (PNG when it ran the last step).
+Assignments (run in their planned start order) with a `work` entry per request (prompt, size,
+total and done steps, seed), and `on_done(assignment, png|None)` is called as each assignment
+ends (PNG when it ran the last step).
+
+Failures stay small:
+- An assignment this runtime cannot run (a degree that does not split the request's tokens or
+  the model's heads, or progress that disagrees with what the runtime holds) is refused before
+  dispatch, alone: `on_failed(assignment, reason)`; the rest of the round runs.
+- Each assignment's leader also reports the request's full latent as it ends (a checkpoint,
+  kept here with the request's conditioning; about 1 MB for FLUX at 1024 px). A worker death or
+  a collective timeout therefore fails one round, once: the workers restart (at the start of the
+  next call, or before it if the death happened between rounds, which then costs no failure) and
+  every request resumes from its last finished assignment on whatever set the next plan gives it.
+  Only the steps of the failed round's unreported assignments are lost.
 """
 
 from __future__ import annotations
 
-import copy
 import os
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
 from .driver import GenRequest, Runtime
-from .models import ModelSpec
-from .plan import PlanState
-from .png import encode_png
+from .models import Conditioning, ModelSpec
+from .plan import PlanError, PlanState, Task
 
 DEFAULT_PATHS = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
 
@@ -31,69 +42,130 @@ def spec_for(model: str, device: str, path: Optional[str] = None) -> ModelSpec:
                      dtype="float32" if device == "cpu" else "bfloat16")
 
 
+@dataclass
+class _Held:
+    """A request this executor has seen and not finished: enough to resume it after a restart."""
+
+    req: GenRequest
+    cond: Optional[Conditioning] = None     # encoded here when the driver holds the aux models
+    done: int = 0                            # steps finished (reported)
+    latent: Optional[torch.Tensor] = None    # full latent after `done` steps (fp32, CPU)
+
+
 class RoundExecutor:
     def __init__(self, device: str, world: int, model: str, path: Optional[str] = None,
-                 sp_backend: str = "auto", timeout_s: float = 300.0):
+                 sp_backend: str = "auto", timeout_s: float = 300.0, aux_device: Optional[str] = None,
+                 compile: bool = False, warm_sizes: Sequence[tuple[int, int]] = ()):
         self.spec = spec_for(model, device, path)
         self.device, self.world, self.sp_backend, self.timeout_s = device, world, sp_backend, timeout_s
+        self.options = dict(aux_device=aux_device, compile=compile, warm_sizes=tuple(warm_sizes))
         self.runtime: Optional[Runtime] = None
         self.plan = PlanState(world)
+        self.held: dict[str, _Held] = {}
+        self.restarts = 0
         self.last_latents: dict[str, torch.Tensor] = {}  # final latents of the last round (tests, debugging)
         self._start()
 
     def _start(self) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
+            self.restarts += 1
         self.runtime = Runtime(self.spec, self.world, device=self.device, sp_backend=self.sp_backend,
-                               timeout_s=self.timeout_s)
-        self.plan = PlanState(self.world)  # a fresh runtime holds no request
+                               timeout_s=self.timeout_s, **self.options)
+        self.plan = PlanState(self.world)  # a fresh runtime holds no latent: requests resume from `held`
+
+    def _admit(self, plan: PlanState, a: Any, w: Mapping[str, Any]) -> Optional[str]:
+        """Make sure request a.request can run this assignment; why not, if it cannot."""
+        rid, done = a.request, int(w["done_steps"])
+        h = self.held.get(rid)
+        if h is not None and h.done != done:
+            if done != 0:
+                return (f"the runtime holds {h.done} finished steps of {rid!r}, the scheduler says {done}; "
+                        "it must restart from step 0")
+            plan.forget(rid)  # the scheduler restarts it from scratch
+            h = None
+        if h is None:
+            if done != 0:
+                return f"{rid!r} has {done} steps done but its latent is not on this runtime"
+            req = GenRequest(rid, str(w["prompt"]), int(w["width"]), int(w["height"]), int(w["total_steps"]),
+                             int(w.get("seed", 0)))
+            h = self.held[rid] = _Held(req)
+        why = self.runtime.split_problem(h.req.width, h.req.height, len(a.gpus))
+        if why:
+            return why
+        if rid not in plan.total:  # new, or resumed after a restart: starts from the driver's copy
+            plan.add_request(rid, h.req.steps, done=h.done)
+        return None
 
     def run_round(self, assignments: Sequence[Any], work: Mapping[str, Mapping[str, Any]],
-                  on_done: Callable[[Any, Optional[bytes]], None]) -> None:
-        """Run one round (blocking). A request not yet on the runtime must have done_steps == 0;
-        after a failure the workers restart empty, so requests that were in flight cannot resume."""
-        if self.runtime is None or not self.runtime._procs:
+                  on_done: Callable[[Any, Optional[bytes]], None],
+                  on_failed: Optional[Callable[[Any, str], None]] = None) -> None:
+        """Run one round (blocking). Assignments refused before dispatch go to `on_failed` (with
+        none given, a PlanError names them after the rest has run)."""
+        if self.runtime is None or not self.runtime.alive():
             self._start()
-        plan = copy.deepcopy(self.plan)  # committed only if the round compiles
-        new: list[GenRequest] = []
-        for a in assignments:
-            w = work[a.request]
-            if a.request in plan.total:
-                if plan.done[a.request] != int(w["done_steps"]):
-                    raise RuntimeError(f"request {a.request!r}: runtime has {plan.done[a.request]} steps done, "
-                                       f"scheduler says {w['done_steps']}")
-                continue
-            if int(w["done_steps"]) != 0:
-                raise RuntimeError(f"request {a.request!r} has {w['done_steps']} steps done but its latent is not "
-                                   "on this runtime (lost when the workers restarted)")
-            plan.add_request(a.request, int(w["total_steps"]))
-            new.append(GenRequest(a.request, str(w["prompt"]), int(w["width"]), int(w["height"]),
-                                  int(w["total_steps"]), int(w.get("seed", 0))))
-        tasks = plan.add_round(assignments)
         rt = self.runtime
-        meta, inits, _ = rt._prepare(new)
-        by_task = {}
-        pool = {}
+        plan = PlanState.copy(self.plan)  # committed only if the round compiles
+        refused: dict[str, str] = {}
         for a in assignments:
-            pool.setdefault((a.request, tuple(a.gpus), int(a.steps)), []).append(a)
+            if a.request not in refused:
+                why = self._admit(plan, a, work[a.request])
+                if why:
+                    refused[a.request] = why
+        for rid in refused:
+            plan.forget(rid)
+        run = [a for a in assignments if a.request not in refused]
+        tasks = plan.add_round(run)
+        meta, inits = {}, {}
         for t in tasks:
-            by_task[t.index] = pool[(t.request, t.gpus, t.steps)].pop(0)
+            if t.is_first:
+                h = self.held[t.request]
+                meta[t.request] = rt.meta_of(h.req)
+                inits[t.request], _ = rt.init_of(h.req, h.latent, h.cond)
+                h.cond = inits[t.request].cond
+        by_task = _match(tasks, run)
+        task_of = {t.index: t for t in tasks}
         self.last_latents = {}
 
-        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor]) -> None:
-            a = by_task[timing["task"]]
+        def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool, image: Any) -> None:
+            t, a = task_of[timing["task"]], by_task[timing["task"]]
+            h = self.held[t.request]
+            h.done, h.latent = t.step_start + t.steps, latent
             png = None
-            if latent is not None:
-                w = work[a.request]
-                self.last_latents[a.request] = latent
-                png = encode_png(rt.aux.decode(latent, int(w["width"]), int(w["height"])))
+            if final:
+                del self.held[t.request]
+                self.last_latents[t.request] = latent
+                png, _ = rt.image_of(h.req, latent, image)
             on_done(a, png)
 
         self.plan = plan
         try:
-            rt.run_tasks(tasks, meta, inits, on_task)
+            if tasks:
+                rt.run_tasks(tasks, meta, inits, on_task, checkpoint=True)
         except Exception:
-            self.plan = PlanState(self.world)  # the runtime closed itself: nothing survives
+            self.plan = PlanState(self.world)  # the runtime closed itself; `held` has every checkpoint
             raise
+        finally:
+            bad = [a for a in assignments if a.request in refused]
+            for a in bad:
+                if on_failed is not None:
+                    on_failed(a, refused[a.request])
+        if refused and on_failed is None:
+            raise PlanError("; ".join(f"{rid}: {why}" for rid, why in refused.items()))
+
+    def forget(self, rid: str) -> None:
+        """Drop a request (cancelled or failed): its checkpoint here and its place in the plan."""
+        self.held.pop(rid, None)
+        self.plan.forget(rid)
 
     def close(self) -> None:
         if self.runtime is not None:
             self.runtime.close()
+
+
+def _match(tasks: Sequence[Task], assignments: Sequence[Any]) -> dict[int, Any]:
+    """Task index -> the assignment it came from (tasks carry request, set and steps)."""
+    pool: dict[tuple, list] = {}
+    for a in assignments:
+        pool.setdefault((a.request, tuple(a.gpus), int(a.steps)), []).append(a)
+    return {t.index: pool[(t.request, t.gpus, t.steps)].pop(0) for t in tasks}

@@ -9,7 +9,7 @@ messages between steps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 
 class PlanError(ValueError):
@@ -59,18 +59,44 @@ class Task:
         return self.next_gpus is None
 
 
-def _triples(round_: Any) -> list[tuple[str, tuple[int, ...], int]]:
+def _items(round_: Any) -> list[tuple[str, tuple[int, ...], int, Optional[int]]]:
+    """(request, gpus, steps, planned start in us or None) of each assignment of a round."""
     items = getattr(round_, "assignments", round_)  # a tetriopt RoundPlan or a list
     out = []
     for a in items:
+        start = None
         if isinstance(a, Mapping):
             rid, gpus, steps = a["request"], a["gpus"], a["steps"]
+            if "start_us" in a:
+                start = a["start_us"]
+            elif "start_ms" in a:
+                start = round(float(a["start_ms"]) * 1000)
         elif hasattr(a, "request"):
             rid, gpus, steps = a.request, a.gpus, a.steps
+            start = getattr(a, "start_us", None)
         else:
             rid, gpus, steps = a
-        out.append((str(rid), tuple(int(g) for g in gpus), int(steps)))
+        out.append((str(rid), tuple(int(g) for g in gpus), int(steps), None if start is None else int(start)))
     return out
+
+
+def execution_order(round_: Any, r: int = 0) -> list[int]:
+    """Indices of a round's assignments in the order they run: the plan's start times.
+
+    The scheduler's layout (tetriopt.gpusets.layout) decides who goes first on a shared GPU
+    (for example a request due inside the round before a wider one), and the simulator follows
+    those start times; re-deriving an order here would make GPUs and simulation disagree. Any
+    total order consistent with every GPU's sequence is deadlock-free (see the module
+    docstring), and sorting by start does that because a valid plan never overlaps work on a
+    GPU. Assignments without start times (plain triples) run in the order given.
+    """
+    ts = _items(round_)
+    starts = [t[3] for t in ts]
+    if all(s is None for s in starts):
+        return list(range(len(ts)))
+    if any(s is None for s in starts):
+        raise PlanError(f"round {r}: some assignments have planned start times and some do not")
+    return sorted(range(len(ts)), key=lambda i: (starts[i], i))
 
 
 class PlanState:
@@ -86,24 +112,29 @@ class PlanState:
         self.held: dict[str, set[int]] = {}
         self.next_index = 0
 
-    def add_request(self, rid: str, steps: int) -> None:
+    def copy(self) -> "PlanState":
+        c = PlanState(self.world)
+        c.total, c.done, c.where = dict(self.total), dict(self.done), dict(self.where)
+        c.held = {k: set(v) for k, v in self.held.items()}
+        c.next_index = self.next_index
+        return c
+
+    def add_request(self, rid: str, steps: int, done: int = 0) -> None:
+        """A request whose first task here starts at step `done` (above 0: resumed from a copy of
+        its latent that the driver ships like initial noise)."""
         if rid in self.total:
             raise PlanError(f"request {rid!r} is already running")
-        if steps <= 0:
-            raise PlanError(f"request {rid!r} has {steps} steps")
-        self.total[rid], self.done[rid] = steps, 0
+        if steps <= 0 or not 0 <= done < steps:
+            raise PlanError(f"request {rid!r} has {steps} steps, {done} done")
+        self.total[rid], self.done[rid] = steps, done
 
     def add_round(self, round_: Any, r: int = 0) -> list[Task]:
-        """Tasks of one round in execution order (checked against the history, which it updates).
-
-        Order inside a round follows tetriopt's layout rule (larger sets first, then first GPU,
-        then plan order), which is also the order they run in on a shared GPU.
-        """
-        ts = _triples(round_)
-        order = sorted(range(len(ts)), key=lambda i: (-len(ts[i][1]), ts[i][1][0] if ts[i][1] else 0, i))
+        """Tasks of one round in execution order (the plan's start times, `execution_order`),
+        checked against the history, which it updates."""
+        ts = _items(round_)
         out: list[Task] = []
-        for i in order:
-            rid, gpus, steps = ts[i]
+        for i in execution_order(round_, r):
+            rid, gpus, steps, _ = ts[i]
             if rid not in self.total:
                 raise PlanError(f"round {r}: unknown request {rid!r}")
             if gpus not in self.allowed:

@@ -27,3 +27,18 @@ def decode_png_size(data: bytes) -> tuple[int, int]:
     if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         raise ValueError("not a PNG")
     return struct.unpack(">II", data[16:24])
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """uint8 [H, W, 3] from a PNG written by `encode_png` (8-bit RGB, filter 0 rows only)."""
+    w, h = decode_png_size(data)
+    pos, idat = 8, b""
+    while pos < len(data):
+        (n,), tag = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        if tag == b"IDAT":
+            idat += data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+    raw = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(h, 1 + 3 * w)
+    if raw[:, 0].any():
+        raise ValueError("only filter-0 PNGs (as encode_png writes) are decoded here")
+    return raw[:, 1:].reshape(h, w, 3).copy()

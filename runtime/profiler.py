@@ -2,7 +2,8 @@
 
 Each (resolution, degree) is one request run on ranks 0..k-1 through the same runtime path the
 scheduler's plans use; the first `warmup` steps are dropped and the median of the rest is kept.
-Text encoding and VAE decoding are timed in the driver, where they run.
+Text encoding and VAE decoding are timed where they run: on the leader of the request's first /
+last GPU set (default), or in the driver when an aux device is given.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import torch
 
 from .driver import GenRequest, Runtime
 from .models import ModelSpec
-from .sp_attention import yunchang_available
 
 CPU_RESOLUTIONS = (64, 128, 192, 256)
 GPU_RESOLUTIONS = (256, 512, 768, 1024, 1536, 2048)
@@ -52,7 +52,8 @@ def _software() -> str:
 
 def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequence[int], warmup: int = 2,
                     timed: int = 3, name: Optional[str] = None, round_ms: Optional[float] = None,
-                    sp_backend: str = "auto", timeout_s: float = 300.0) -> dict[str, Any]:
+                    sp_backend: str = "auto", timeout_s: float = 300.0, aux_device: Optional[str] = None,
+                    compile: bool = False) -> dict[str, Any]:
     """Run the measurements and return the profile as a JSON-ready dict."""
     degrees = degrees_for(gpus)
     steps = warmup + timed
@@ -62,11 +63,16 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
             rid = f"{px}-{k}"
             reqs.append(GenRequest(rid, f"profile {px}px", px, px, steps, seed=px))
             rounds.append([(rid, tuple(range(k)), steps)])
-    with Runtime(spec, gpus, device=device, sp_backend=sp_backend, timeout_s=timeout_s) as rt:
+    where = f"driver ({aux_device})" if aux_device else "the request's GPU-set leader"
+    with Runtime(spec, gpus, device=device, sp_backend=sp_backend, timeout_s=timeout_s, aux_device=aux_device,
+                 compile=compile) as rt:
         rt.generate(reqs[:1], rounds[:1])  # warm the processes (allocator, kernels) once
         res = rt.generate(reqs, rounds)
-        backend = sp_backend if sp_backend != "auto" else (
-            "yunchang" if device == "cuda" and yunchang_available() else "torch")
+        backend = rt.sp_backend
+        mem = [w["gpu_mem_gib"] for w in rt.worker_info if "gpu_mem_gib" in w]
+        startup = (f"{rt.startup_s:.1f} s for {gpus} workers (communicators warmed in "
+                   f"{max(w['comm_warm_s'] for w in rt.worker_info):.2f} s)"
+                   + (f"; GPU memory per rank after start-up {max(mem):.2f} GiB" if mem else ""))
     by_req = {t["request"]: t for t in res.timings}
     what = f"median of {timed} steps after {warmup} warm-up steps"
     points = []
@@ -79,7 +85,7 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
         points.append(dict(width=px, height=px, step_ms=step_ms,
                            vae_decode_ms=round(statistics.median(
                                res.decode_ms[f"{px}-{k}"] for k in degrees), 3),
-                           source={**src, "vae_decode_ms": f"measured: driver-side decode ({device})"}))
+                           source={**src, "vae_decode_ms": f"measured: decode on {where} ({device})"}))
     slowest = max(p["step_ms"]["1"] for p in points)
     model = spec.kind
     return dict(
@@ -96,8 +102,9 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
             model=spec.name(),
             dtype=spec.dtype,
             sp_attention=backend,
-            method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1, {what}; "
-                   "text encode and decode timed in the driver process",
+            runtime_startup=startup,
+            method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1, {what}"
+                   f"{', torch.compile' if compile else ', eager'}; text encode and decode timed on {where}",
             default_round_ms=("given by --round-ms" if round_ms else
                               "5 x the slowest degree-1 step measured"),
         ),

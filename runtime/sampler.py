@@ -29,7 +29,23 @@ def flow_sigmas(scheduler_config: Mapping[str, Any], steps: int, image_tokens: i
     return sched.sigmas.to(torch.float32).cpu()
 
 
-def euler_step(x: torch.Tensor, v: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+def euler_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next) -> torch.Tensor:
     """x_{i+1} = x_i + (sigma_{i+1} - sigma_i) * v, in fp32 like diffusers' scheduler. Per element,
-    so it runs on a sequence shard unchanged."""
-    return (x.to(torch.float32) + (sigma_next - sigma) * v.to(torch.float32)).to(x.dtype)
+    so it runs on a sequence shard unchanged. `sigma`, `sigma_next`: floats, or one per sample of
+    a batch [B, n, C] (requests at different steps); the difference is taken in float64 and
+    rounded once, as for floats, so a batched step equals the unbatched ones."""
+    if isinstance(sigma, float) and isinstance(sigma_next, float):
+        d: Any = sigma_next - sigma
+    else:
+        d = (torch.as_tensor(sigma_next, dtype=torch.float64) - torch.as_tensor(sigma, dtype=torch.float64))
+        d = d.to(device=x.device, dtype=torch.float32).reshape(-1, *([1] * (x.dim() - 1)))
+    return (x.to(torch.float32) + d * v.to(torch.float32)).to(x.dtype)
+
+
+def denoise_step(adapter: Any, x: torch.Tensor, start: int, width: int, height: int, sigma, sigma_next,
+                 cond: Any) -> torch.Tensor:
+    """One denoising step of a shard: the transformer's velocity, then the Euler update. `x` may
+    be a batch [B, n, C] of same-size requests with per-sample sigmas and stacked conditioning
+    (`Conditioning.stack`): the worker's step for batched assignments."""
+    v = adapter.velocity(x, start, width, height, sigma, cond)
+    return euler_step(x, v, sigma, sigma_next)

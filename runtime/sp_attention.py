@@ -7,11 +7,13 @@ then the image output goes back with a second all-to-all and the text output is 
 over heads. Attention per head sees the whole sequence in the original order, so the result
 equals unsharded attention up to GEMM reassociation in the surrounding layers.
 
-Two backends share that interface:
-- `TorchUlysses`: own all_to_all_single + SDPA; runs over gloo (CPU) and NCCL.
-- `YunchangUlysses`: yunchang's all_to_all_4D for the exchange and flash-attn when present
-  (else SDPA); for CUDA. xfuser's own USP layer is not used because its parallel degree is
-  process-wide state; here the group is chosen per task.
+Three backends share that interface (`--sp-backend`):
+- `own` (`TorchUlysses`): own all_to_all_single + SDPA; runs over gloo (CPU) and NCCL. The
+  CPU/gloo path.
+- `yunchang` (`YunchangUlysses`): yunchang's all_to_all_4D for the exchange and flash-attn when
+  present (else SDPA); CUDA.
+- `xfuser` (`XfuserUlysses`): xfuser's xFuserLongContextAttention, one instance per GPU set
+  (xfuser's process-wide degree is never used; the group is chosen per task); CUDA.
 """
 
 from __future__ import annotations
@@ -149,17 +151,108 @@ def yunchang_available() -> bool:
     return True
 
 
-def make_attention(backend: str, group, degree: int, rank_in_group: int):
-    """The SP attention for one GPU set: `backend` is 'torch', 'yunchang' or 'auto'.
+def _stub_yunchang_for_xfuser() -> None:
+    """xfuser 0.7.0 imports `yunchang.ring.utils.update_npu_out`, which yunchang 0.6.4 (the newest)
+    lacks; it is used only on Ascend NPUs, so a stub that raises is enough to import it on CUDA."""
+    import yunchang.ring.utils as ru
 
-    'auto' picks yunchang on CUDA when it imports, else the own torch backend.
+    if not hasattr(ru, "update_npu_out"):
+        def update_npu_out(*args, **kwargs):
+            raise NotImplementedError("update_npu_out: Ascend NPU only (stub for xfuser 0.7.0 on yunchang 0.6.4)")
+
+        ru.update_npu_out = update_npu_out
+
+
+def xfuser_available() -> bool:
+    """xfuser's attention imports (it needs CUDA: without a GPU it skips importing yunchang)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        _stub_yunchang_for_xfuser()
+        from xfuser.core.long_ctx_attention import xFuserLongContextAttention  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+class XfuserUlysses:
+    """xfuser's `xFuserLongContextAttention` on one GPU set (CUDA).
+
+    Its yunchang base class reads the Ulysses and ring groups from yunchang's process-wide
+    PROCESS_GROUP when it is constructed, so each set's instance is built with that set's group
+    in place (one instance per set, chosen per task; xfuser's own process-wide degree is never
+    used). The ring group is the rank's explicit one-rank group: Ulysses only. Text goes in as
+    xfuser's joint tensors (FLUX in front, SD3 behind): only its heads slice is attended per rank,
+    not replicated through the all-to-alls. q, k, v travel packed in one all-to-all, the output
+    in a second one: two collectives per attention layer.
     """
+
+    name = "xfuser"
+
+    def __init__(self, group, degree: int, rank_in_group: int, ring_group):
+        _stub_yunchang_for_xfuser()
+        from xfuser.core.long_ctx_attention import AttnType, xFuserLongContextAttention
+        from yunchang.globals import PROCESS_GROUP
+
+        if ring_group is None:
+            raise ValueError("the xfuser backend needs an explicit one-rank ring group per rank")
+        try:
+            import flash_attn  # noqa: F401
+            kind = AttnType.FA
+        except ImportError:
+            kind = AttnType.TORCH_EFFICIENT
+        saved = PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG
+        PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG = group, ring_group
+        try:
+            self.impl = xFuserLongContextAttention(use_pack_qkv=True, attn_type=kind)
+        finally:
+            PROCESS_GROUP.ULYSSES_PG, PROCESS_GROUP.RING_PG = saved
+        self.degree, self.rank = degree, rank_in_group
+
+    def __call__(self, img: tuple[Tensor, Tensor, Tensor], txt: Optional[tuple[Tensor, Tensor, Tensor]],
+                 text_first: bool) -> tuple[Tensor, Optional[Tensor]]:
+        heads = img[0].shape[2]
+        if heads % self.degree:
+            raise ValueError(f"{heads} attention heads do not split over {self.degree} ranks")
+        q, k, v = (t.contiguous() for t in img)
+        if txt is None:
+            return self.impl(None, q, k, v), None
+        out = self.impl(None, q, k, v, joint_tensor_query=txt[0].contiguous(), joint_tensor_key=txt[1].contiguous(),
+                        joint_tensor_value=txt[2].contiguous(), joint_strategy="front" if text_first else "rear")
+        n_txt = txt[0].shape[1]
+        if text_first:
+            return out[:, n_txt:], out[:, :n_txt]
+        return out[:, :-n_txt], out[:, -n_txt:]
+
+
+BACKENDS = ("auto", "own", "torch", "yunchang", "xfuser")
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """'auto' -> xfuser on CUDA when it imports, else yunchang when it imports, else own; 'torch' is
+    the old name of 'own'."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown SP attention backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "torch":
+        return "own"
+    if backend == "auto":
+        if device == "cuda" and xfuser_available():
+            return "xfuser"
+        if device == "cuda" and yunchang_available():
+            return "yunchang"
+        return "own"
+    return backend
+
+
+def make_attention(backend: str, group, degree: int, rank_in_group: int, ring_group=None):
+    """The SP attention for one GPU set: `backend` is 'own', 'yunchang', 'xfuser' (resolved, see
+    `resolve_backend`). Degree 1 is plain attention whatever the backend."""
     if degree == 1:
         return LocalAttention()
-    if backend == "auto":
-        backend = "yunchang" if torch.cuda.is_available() and yunchang_available() else "torch"
     if backend == "yunchang":
         return YunchangUlysses(group, degree, rank_in_group)
-    if backend == "torch":
+    if backend == "xfuser":
+        return XfuserUlysses(group, degree, rank_in_group, ring_group)
+    if backend in ("own", "torch"):
         return TorchUlysses(group, degree, rank_in_group)
-    raise ValueError(f"unknown SP attention backend {backend!r} (torch, yunchang, auto)")
+    raise ValueError(f"unknown SP attention backend {backend!r} (own, yunchang, xfuser)")

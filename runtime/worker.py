@@ -26,9 +26,10 @@ import torch
 import torch.distributed as dist
 
 from .groups import build_groups
-from .models import Adapter, Conditioning, ModelSpec, load_transformer, scheduler_config
+from .models import (Adapter, Aux, Conditioning, ModelSpec, initial_noise, load_transformer, scheduler_config,
+                     tokens_of)
 from .plan import Task, aligned_blocks
-from .sampler import euler_step, flow_sigmas
+from .sampler import denoise_step, flow_sigmas
 from .sp_attention import make_attention
 
 
@@ -46,12 +47,24 @@ class ReqMeta:
     pooled_dim: int
 
 
+@dataclass(frozen=True)
+class Init:
+    """How a request starts on its first set: a latent (None: noise from `seed`, drawn on each
+    rank) and conditioning (None: the set's leader encodes `prompt` and shares it)."""
+
+    prompt: str
+    seed: int
+    latent: Optional[torch.Tensor] = None
+    cond: Optional[Conditioning] = None
+
+
 @dataclass
 class Job:
     job_id: int
     tasks: list[Task]
     meta: dict[str, ReqMeta]
-    inits: dict[str, tuple[torch.Tensor, Conditioning]] = field(default_factory=dict)
+    inits: dict[str, Init] = field(default_factory=dict)
+    checkpoint: bool = False  # leaders also report the full latent after every task (see executor.py)
 
 
 @dataclass
@@ -64,6 +77,7 @@ class RequestStore:
     outbox: dict[str, torch.Tensor] = field(default_factory=dict)  # full latent this rank keeps for itself
     sigmas: dict[str, list[float]] = field(default_factory=dict)
     finished: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: dict[str, Any] = field(default_factory=dict)  # decoded final image (uint8 numpy) on the leader
     last_timing: dict[str, Any] = field(default_factory=dict)
 
 
@@ -77,6 +91,11 @@ class WorkerConfig:
     sp_backend: str
     timeout_s: float
     threads: int
+    aux: bool = True  # this worker holds the text encoders and VAE (else the driver does)
+    compile: bool = False  # torch.compile the transformer blocks (one graph per shard shape)
+    warm_sizes: tuple[tuple[int, int], ...] = ()  # (width, height) run once per set at start-up
+    cond_shape: Optional[tuple[int, int, int]] = None  # (text tokens, joint dim, pooled dim) when aux is off
+    share_gpu: bool = False  # every rank on cuda:0 over gloo (a one-GPU correctness check; NCCL refuses it)
 
 
 class Worker:
@@ -84,30 +103,88 @@ class Worker:
         self.cfg = cfg
         self.rank = cfg.rank
         if cfg.device == "cuda":
-            torch.cuda.set_device(cfg.rank)
-            self.device = torch.device("cuda", cfg.rank)
-            backend = "nccl"
+            index = 0 if cfg.share_gpu else cfg.rank
+            torch.cuda.set_device(index)
+            self.device = torch.device("cuda", index)
+            backend = "gloo" if cfg.share_gpu else "nccl"
         else:
             self.device = torch.device("cpu")
             backend = "gloo"
             torch.set_num_threads(cfg.threads)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{cfg.port}", rank=cfg.rank,
                                 world_size=cfg.world, timeout=timedelta(seconds=cfg.timeout_s))
-        self.groups = build_groups(cfg.world, backend, cfg.timeout_s)
-        self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank))
+        # gloo moves CUDA tensors only in collectives (all_to_all, all_gather, broadcast);
+        # point-to-point hand-offs and gathers are staged through host memory
+        self.stage = self.device.type == "cuda" and backend == "gloo"
+        self.groups = build_groups(cfg.world, backend, cfg.timeout_s, singletons=cfg.sp_backend == "xfuser")
+        self.attention = {g: make_attention(cfg.sp_backend, self.groups[g], len(g), g.index(self.rank),
+                                            ring_group=self.groups.get(("ring", self.rank)))
                           for g in aligned_blocks(cfg.world) if self.rank in g}
+        self.aux = Aux(cfg.spec, self.device) if cfg.aux else None
+        self.cond_shape = self.aux.cond_shape() if self.aux else cfg.cond_shape
         model, ctx = load_transformer(cfg.spec, self.device)
+        if cfg.compile:
+            compile_blocks(model)
         self.adapter = Adapter(cfg.spec, model, ctx)
         self.sched_cfg = scheduler_config(cfg.spec)
         self.dtype = cfg.spec.torch_dtype
         self.state = RequestStore()
+        t0 = time.perf_counter()
+        self.warm_communicators()
+        self.comm_warm_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.warm_shapes(cfg.warm_sizes)
+        self.shape_warm_s = time.perf_counter() - t0
+
+    def warm_communicators(self) -> None:
+        """Create every communicator now, not inside a request's step: NCCL makes a set's
+        communicator on its first collective and one per rank pair on its first send/recv (GF-DiT
+        measured 778 ms for one group). All ranks walk the same order (sets, then pairs), so the
+        exchanges cannot deadlock."""
+        x = torch.ones(1, device="cpu" if self.stage else self.device)
+        for g in aligned_blocks(self.cfg.world):
+            if len(g) > 1 and self.rank in g:
+                dist.all_reduce(x, group=self.groups[g])
+        for a in range(self.cfg.world):  # every pair a hand-off may use
+            for b in range(a + 1, self.cfg.world):
+                if self.rank == a:
+                    dist.send(x, b)
+                elif self.rank == b:
+                    dist.recv(x, a)
+        self._sync()
+
+    @torch.no_grad()
+    def warm_shapes(self, sizes) -> None:
+        """One forward per (set, size) this rank may run, so kernels (and torch.compile graphs)
+        exist before the first request; every member of a set runs it together."""
+        from tetriopt.runnable import split_problem
+
+        heads = self.adapter.model.config.num_attention_heads
+        shape = self.cond_shape
+        cond = Conditioning(torch.zeros(1, shape[0], shape[1], device=self.device, dtype=self.dtype),
+                            torch.zeros(1, shape[2], device=self.device, dtype=self.dtype))
+        channels = self.adapter.model.config.in_channels * (4 if self.cfg.spec.family == "sd3" else 1)
+        for g in aligned_blocks(self.cfg.world):
+            if self.rank not in g:
+                continue
+            for w, h in sizes:
+                tokens = tokens_of(w, h)
+                if split_problem(tokens, heads, len(g)):
+                    continue
+                n = tokens // len(g)
+                self.adapter.ctx.attention = self.attention[g]
+                x = torch.zeros(1, n, channels, device=self.device, dtype=self.dtype)
+                self.adapter.velocity(x, g.index(self.rank) * n, w, h, 1.0, cond)
+        self._sync()
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
     def run(self, job: Job, report) -> dict[str, Any]:
-        """Execute a job's tasks; `report(timing, latent)` is called as each task this rank leads ends.
+        """Execute a job's tasks; `report(timing, latent, final)` is called as each task this rank
+        leads ends (latent: the full latent after a request's last task, or after every task
+        when the job asks for checkpoints; else None).
 
         Request state persists across jobs (a server runs one round per job): shards stay on
         their set until a later task on another set asks for them.
@@ -116,7 +193,9 @@ class Worker:
         st = self.state
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
         for t in job.tasks:
-            if t.is_first:
+            if t.is_first:  # a new request, or one resumed from the driver's copy after a restart
+                for d in (st.shards, st.conds, st.outbox, st.sigmas, st.finished):
+                    d.pop(t.request, None)
                 st.meta[t.request] = job.meta[t.request]
             m = st.meta[t.request]
             moving = t.prev_gpus is not None and t.prev_gpus != t.gpus
@@ -129,20 +208,20 @@ class Worker:
                         if dst == rank:
                             st.outbox[t.request] = full
                             continue
-                        pending.append((dist.isend(full, dst, tag=2 * t.index), full))
+                        pending.append(self._isend(full, dst, 2 * t.index))
                         if dst in t.needs_cond:
                             c = st.conds[t.request]
-                            pending.append((dist.isend(c.embeds, dst, tag=2 * t.index + 1), c.embeds))
-                            pending.append((dist.isend(c.pooled, dst, tag=2 * t.index + 1), c.pooled))
+                            pending.append(self._isend(c.embeds, dst, 2 * t.index + 1))
+                            pending.append(self._isend(c.pooled, dst, 2 * t.index + 1))
             if rank in t.gpus:
                 self._run_task(t, m, job)
             if t.is_last:  # every rank drops what it cached for a finished request
                 for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
                     d.pop(t.request, None)
                 if rank == t.leader:
-                    report(st.last_timing, st.finished.pop(t.request))
+                    report(st.last_timing, st.finished.pop(t.request), True, st.images.pop(t.request, None))
             elif rank == t.leader and rank in t.gpus:
-                report(st.last_timing, None)
+                report(st.last_timing, st.finished.pop(t.request, None), False, None)
         for h, _ in pending:
             h.wait()
         return dict(rank=rank)
@@ -154,10 +233,17 @@ class Worker:
             raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
         n = m.tokens // k
         t0 = time.perf_counter()
+        encode_ms = decode_ms = 0.0
         if t.is_first:
-            noise, cond = job.inits[t.request]
-            st.conds[t.request] = cond.to(dev, self.dtype)
-            x = noise[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
+            init: Init = job.inits[t.request]
+            if init.cond is not None:
+                st.conds[t.request] = init.cond.to(dev, self.dtype)
+            else:
+                te = time.perf_counter()
+                st.conds[t.request] = self._encode_on_set(init.prompt, t, m)
+                encode_ms = (time.perf_counter() - te) * 1e3
+            full = init.latent if init.latent is not None else initial_noise(m.tokens, m.channels, init.seed)
+            x = full[:, i * n:(i + 1) * n].to(dev, self.dtype).contiguous()
         elif t.prev_gpus == t.gpus:
             x = st.shards.pop(t.request)
         else:
@@ -165,13 +251,10 @@ class Worker:
             if src == rank:
                 full = st.outbox.pop(t.request)
             else:
-                full = torch.empty(1, m.tokens, m.channels, device=dev, dtype=self.dtype)
-                dist.recv(full, src, tag=2 * t.index)
+                full = self._recv((1, m.tokens, m.channels), src, 2 * t.index)
                 if rank in t.needs_cond:
-                    emb = torch.empty(1, m.text_tokens, m.joint_dim, device=dev, dtype=self.dtype)
-                    pooled = torch.empty(1, m.pooled_dim, device=dev, dtype=self.dtype)
-                    dist.recv(emb, src, tag=2 * t.index + 1)
-                    dist.recv(pooled, src, tag=2 * t.index + 1)
+                    emb = self._recv((1, m.text_tokens, m.joint_dim), src, 2 * t.index + 1)
+                    pooled = self._recv((1, m.pooled_dim), src, 2 * t.index + 1)
                     st.conds[t.request] = Conditioning(emb, pooled)
             x = full[:, i * n:(i + 1) * n].contiguous()
         self._sync()
@@ -183,41 +266,93 @@ class Worker:
         step_ms = []
         for s in range(t.step_start, t.step_start + t.steps):
             ts = time.perf_counter()
-            v = self.adapter.velocity(x, i * n, m.width, m.height, sg[s], st.conds[t.request])
-            x = euler_step(x, v, sg[s], sg[s + 1])
+            x = denoise_step(self.adapter, x, i * n, m.width, m.height, sg[s], sg[s + 1], st.conds[t.request])
             self._sync()
             step_ms.append((time.perf_counter() - ts) * 1e3)
         t2 = time.perf_counter()
-        if t.is_last:
+        if t.is_last or job.checkpoint:
             full = self._gather(x, t.gpus)
             if rank == t.leader:
-                st.finished[t.request] = full.to("cpu", torch.float32)
-        else:
+                st.finished[t.request] = full.to("cpu", torch.float32, copy=True)
+        if not t.is_last:
             st.shards[t.request] = x
         self._sync()
+        t3 = time.perf_counter()
+        if t.is_last and rank == t.leader and self.aux is not None:
+            st.images[t.request] = self.aux.decode(full, m.width, m.height)
+            decode_ms = (time.perf_counter() - t3) * 1e3
         st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
-                              handoff_in_ms=(t1 - t0) * 1e3, step_ms=step_ms,
-                              gather_ms=(time.perf_counter() - t2) * 1e3)
+                              handoff_in_ms=(t1 - t0) * 1e3 - encode_ms, encode_ms=encode_ms, step_ms=step_ms,
+                              gather_ms=(t3 - t2) * 1e3, decode_ms=decode_ms)
+
+    def _encode_on_set(self, prompt: str, t: Task, m: ReqMeta) -> Conditioning:
+        """The set's leader encodes the prompt; the other ranks of the set get it by broadcast."""
+        if self.rank == t.leader:
+            c = self.aux.encode(prompt).to(self.device, self.dtype)
+        else:
+            c = Conditioning(torch.empty(1, m.text_tokens, m.joint_dim, device=self.device, dtype=self.dtype),
+                             torch.empty(1, m.pooled_dim, device=self.device, dtype=self.dtype))
+        if t.degree > 1:
+            g = self.groups[t.gpus]
+            out = []
+            for x in (c.embeds, c.pooled):
+                y = x.cpu() if self.stage else x
+                dist.broadcast(y, t.leader, group=g)
+                out.append(y.to(self.device))
+            c = Conditioning(*out)
+        return c
+
+    def _isend(self, x: torch.Tensor, dst: int, tag: int) -> tuple[Any, torch.Tensor]:
+        """Start sending x; returns (handle, the tensor to keep alive until it is waited on)."""
+        y = x.cpu() if self.stage else x
+        return dist.isend(y, dst, tag=tag), y
+
+    def _recv(self, shape: tuple[int, ...], src: int, tag: int) -> torch.Tensor:
+        y = torch.empty(shape, dtype=self.dtype, device="cpu" if self.stage else self.device)
+        dist.recv(y, src, tag=tag)
+        return y.to(self.device)
 
     def _gather(self, x: torch.Tensor, gpus: tuple[int, ...]) -> torch.Tensor:
         """The full latent on gpus[0] (other ranks get their shard back)."""
         if len(gpus) == 1:
             return x
-        parts = [torch.empty_like(x) for _ in gpus] if self.rank == gpus[0] else None
-        dist.gather(x.contiguous(), parts, dst=gpus[0], group=self.groups[gpus])
-        return torch.cat(parts, dim=1) if parts is not None else x
+        y = x.cpu() if self.stage else x.contiguous()
+        parts = [torch.empty_like(y) for _ in gpus] if self.rank == gpus[0] else None
+        dist.gather(y, parts, dst=gpus[0], group=self.groups[gpus])
+        return torch.cat(parts, dim=1).to(self.device) if parts is not None else x
+
+    def startup_report(self, seconds: float) -> dict[str, Any]:
+        out: dict[str, Any] = dict(startup_s=round(seconds, 3), comm_warm_s=round(self.comm_warm_s, 3),
+                                   shape_warm_s=round(self.shape_warm_s, 3), cond_shape=self.cond_shape)
+        if self.device.type == "cuda":
+            out["gpu_mem_gib"] = round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 3)
+        return out
 
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
+def compile_blocks(model) -> None:
+    """torch.compile every transformer block in place (shapes static: one graph per shard shape;
+    the SP collectives inside attention are graph breaks). Blocks rather than the whole model so
+    the SD3 adapter, which calls blocks one by one, is compiled the same way."""
+    import torch._dynamo
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    backend = os.environ.get("TETRIOPT_COMPILE_BACKEND", "inductor")  # 'eager': tracing only (CPU dry runs)
+    for name in ("transformer_blocks", "single_transformer_blocks"):
+        for block in getattr(model, name, ()):
+            block.compile(dynamic=False, backend=backend)
+
+
 def worker_main(cfg: WorkerConfig, jobs, results) -> None:
     """Process entry point: start up, report ready, then serve jobs until a None arrives."""
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
     try:
+        t0 = time.perf_counter()
         w = Worker(cfg)
-        results.put(("ready", cfg.rank, None))
+        results.put(("ready", cfg.rank, w.startup_report(time.perf_counter() - t0)))
     except BaseException:
         results.put(("error", cfg.rank, traceback.format_exc()))
         return
@@ -227,8 +362,11 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
             if job is None:
                 break
             try:
-                def report(timing, latent, _id=job.job_id):
-                    results.put(("task", cfg.rank, (_id, timing, latent)))
+                def report(timing, latent, final, image, _id=job.job_id):
+                    # numpy, not a tensor: a queued tensor is a shared-memory handle the driver
+                    # fetches from this process later, which fails once this process has died
+                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final,
+                                                    image)))
 
                 results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:

@@ -1,12 +1,19 @@
 """Run a function in N real gloo processes with a deadline, so a broken collective fails the test
-instead of hanging CI."""
+instead of hanging CI.
+
+Results travel as `torch.save` bytes, not tensors: torch.multiprocessing queues pass tensors as
+shared-memory file descriptors that the parent fetches from the child, which fails with
+FileNotFoundError (resource_sharer) when the child has already exited.
+"""
 
 from __future__ import annotations
 
+import io
 import socket
 import traceback
 from datetime import timedelta
 
+import torch
 import torch.multiprocessing as mp
 
 
@@ -24,7 +31,9 @@ def _entry(fn, rank, world, port, out, args):
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                                 timeout=timedelta(seconds=30))
-        out.put((rank, "ok", fn(rank, world, *args)))
+        buf = io.BytesIO()
+        torch.save(fn(rank, world, *args), buf)
+        out.put((rank, "ok", buf.getvalue()))
     except BaseException:
         out.put((rank, "error", traceback.format_exc()))
     finally:
@@ -46,7 +55,7 @@ def run_ranks(fn, world: int, *args, timeout: float = 90.0) -> list:
             rank, status, val = out.get(timeout=timeout)
             if status != "ok":
                 raise AssertionError(f"rank {rank} failed:\n{val}")
-            results[rank] = val
+            results[rank] = torch.load(io.BytesIO(val), weights_only=False)
     finally:
         for p in procs:
             p.join(timeout=5)

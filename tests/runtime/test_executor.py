@@ -7,9 +7,11 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
+from _plans import urgent_and_wide_plan  # noqa: E402
 from tetriopt.plan import Assignment  # noqa: E402
 from tetriopt_runtime import GenRequest  # noqa: E402
 from tetriopt_runtime.executor import RoundExecutor  # noqa: E402
+from tetriopt_runtime.plan import PlanError  # noqa: E402
 from tetriopt_runtime.png import decode_png_size  # noqa: E402
 
 
@@ -49,10 +51,25 @@ def test_rounds_keep_latents_and_match_a_whole_plan(ex):
 
 def test_out_of_sync_step_counts_are_refused(ex):
     items = {"c": ("x", 64, 64, 4, 0)}
-    with pytest.raises(RuntimeError, match="not on this runtime"):
+    with pytest.raises(PlanError, match="not on this runtime"):
         _round(ex, items, {"c": 2}, ("c", (0,), 1))
     done = {"c": 0}
     _round(ex, items, done, ("c", (0,), 1))
-    with pytest.raises(RuntimeError, match="runtime has 1 steps done"):
-        _round(ex, items, {"c": 0}, ("c", (0,), 1))
-    _round(ex, items, done, ("c", (0, 1), 3))  # the refusals left the request intact
+    with pytest.raises(PlanError, match="holds 1 finished steps"):
+        _round(ex, items, {"c": 3}, ("c", (0,), 1))
+    calls = _round(ex, items, done, ("c", (0, 1), 3))  # the refusals left the request intact
+    assert [png is not None for _, png in calls] == [True]
+
+
+def test_runtime_runs_the_plans_start_order(ex):
+    """Issue 11 defect 1: the scheduler plans the urgent 1-GPU request before the 2-GPU one on
+    GPU 0; the runtime must run it first (both are led by rank 0, which reports in run order)."""
+    plan = urgent_and_wide_plan()
+    work = {"wide": dict(prompt="w", width=64, height=64, total_steps=20, done_steps=0, seed=1),
+            "urgent": dict(prompt="u", width=64, height=64, total_steps=2, done_steps=0, seed=2)}
+    calls = []
+    ex.run_round(list(plan.assignments), work, lambda a, png: calls.append((a.request, png is not None)))
+    assert calls == [("urgent", True), ("wide", False)]
+    ex.run_round([Assignment("wide", (0, 1), 16, 0, 0)], {**work, "wide": {**work["wide"], "done_steps": 4}},
+                 lambda a, png: calls.append((a.request, png is not None)))
+    assert calls[-1] == ("wide", True)

@@ -5,6 +5,7 @@ import pytest
 pytestmark = pytest.mark.runtime
 pytest.importorskip("torch")
 
+from _plans import urgent_and_wide_plan  # noqa: E402
 from tetriopt_runtime.plan import PlanError, aligned_blocks, compile_plan  # noqa: E402
 
 
@@ -18,9 +19,9 @@ def test_order_routes_and_conditioning():
               [("a", (0, 1), 2), ("b", (2, 3), 1)],
               [("a", (0, 1, 2, 3), 1), ("b", (1,), 1)]]
     tasks = compile_plan(rounds, {"a": 5, "b": 3}, 4)
-    # larger sets first inside a round, then by first GPU
+    # plain triples carry no start times: they run in the order given
     assert [(t.request, t.gpus) for t in tasks] == [
-        ("b", (2, 3)), ("a", (0,)), ("a", (0, 1)), ("b", (2, 3)), ("a", (0, 1, 2, 3)), ("b", (1,))]
+        ("a", (0,)), ("b", (2, 3)), ("a", (0, 1)), ("b", (2, 3)), ("a", (0, 1, 2, 3)), ("b", (1,))]
     a = [t for t in tasks if t.request == "a"]
     assert [t.step_start for t in a] == [0, 2, 4]
     assert a[0].prev_gpus is None and a[1].prev_gpus == (0,) and not a[0].is_last
@@ -37,6 +38,21 @@ def test_accepts_tetriopt_round_plans():
     plan = RoundPlan(assignments=(Assignment("a", (0, 1), 3, 0, 10),), backend="test")
     tasks = compile_plan([plan], {"a": 3}, 2)
     assert tasks[0].gpus == (0, 1) and tasks[0].steps == 3
+
+
+def test_tasks_follow_the_plans_start_times():
+    plan = urgent_and_wide_plan()
+    tasks = compile_plan([plan], {"wide": 4, "urgent": 2}, 2)
+    assert [t.request for t in tasks] == ["urgent", "wide"]
+    # the order comes from the start times, not from the listing
+    flipped = type(plan)(assignments=tuple(reversed(plan.assignments)), backend="test")
+    assert [t.request for t in compile_plan([flipped], {"wide": 4, "urgent": 2}, 2)] == ["urgent", "wide"]
+
+
+def test_mixed_timed_and_untimed_assignments_are_refused():
+    with pytest.raises(PlanError, match="start times"):
+        compile_plan([[{"request": "a", "gpus": (0,), "steps": 1, "start_us": 0}, ("b", (1,), 1)]],
+                     {"a": 1, "b": 1}, 2)
 
 
 @pytest.mark.parametrize("rounds,steps,msg", [

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.runtime
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from tetriopt_runtime import GenRequest, ModelSpec, PlanError, Runtime  # noqa: E402
+from tetriopt_runtime import GenRequest, ModelSpec, PlanError, Runtime, compile_plan  # noqa: E402
 from tetriopt_runtime.png import decode_png_size  # noqa: E402
 
 TOL = 1e-5
@@ -61,7 +61,7 @@ def test_mixed_degrees_match_degree_one(rt4, capsys):
         print(f"\n[runtime] degree 1->2->4 vs 1: max |latent diff| = {err:.3g} "
               f"(|latent| max {ref.latents['a'].abs().max().item():.2f})")
     assert err <= TOL
-    noise = rt4.aux.noise(128, 128, 3)
+    noise = rt4.noise(128, 128, 3)
     assert (ref.latents["a"] - noise).abs().max().item() > 0.1  # the steps did change the latent
     for k, r in {"a": (128, 128), "b": (128, 64)}.items():
         assert decode_png_size(mixed.images[k]) == r
@@ -110,11 +110,24 @@ def test_tiny_sd3_mixed_degrees(rt2_factory):
     assert _max_diff(ref, got) <= TOL
 
 
-def test_worker_error_is_reported_not_hung(rt2_factory):
+def test_unsplittable_size_is_refused_before_dispatch(rt2_factory):
     rt = rt2_factory()
+    pids = rt.worker_pids()
+    with pytest.raises(PlanError, match="do not split"):
+        rt.generate([GenRequest("odd", "x", 48, 16, 2)], [[("odd", (0, 1), 2)]])  # 3 tokens over 2 ranks
+    assert rt.worker_pids() == pids and rt.alive()
+
+
+def test_worker_error_is_reported_not_hung(rt2_factory):
+    """A task that raises inside a worker (here the worker's own split check, reached by
+    bypassing the driver's) is reported, and the runtime closes instead of hanging."""
+    rt = rt2_factory()
+    reqs = [GenRequest("odd", "x", 48, 16, 2)]
+    tasks = compile_plan([[("odd", (0, 1), 2)]], {"odd": 2}, 2)
+    meta, inits, _ = rt._prepare(reqs)
     t0 = time.monotonic()
     with pytest.raises(RuntimeError, match="do not split"):
-        rt.generate([GenRequest("odd", "x", 48, 16, 2)], [[("odd", (0, 1), 2)]])  # 3 tokens over 2 ranks
+        rt.run_tasks(tasks, meta, inits, lambda *a: None)
     assert time.monotonic() - t0 < 30
     assert not rt._procs  # closed: its groups may be wedged after a failure
 
@@ -126,3 +139,18 @@ def test_cuda_mixed_degrees_match():
         ref = rt.generate(reqs, [[("g", (0,), 4)]])
         got = rt.generate(reqs, [[("g", (1,), 2)], [("g", (0, 1), 2)]])
     assert _max_diff(ref, got) <= 1e-4  # TF32/cuBLAS choices differ by row count on GPU
+
+
+def test_aux_on_leaders_equals_aux_in_driver(rt4):
+    """Encoding on the first set's leader (shared by broadcast) and decoding on the last set's
+    leader give the same images as the aux models in the driver; their times are reported."""
+    reqs = [GenRequest("e", "a hill", 64, 64, 3, seed=9)]
+    rounds = [[("e", (0, 1), 2)], [("e", (1,), 1)]]
+    on_leaders = rt4.generate(reqs, rounds)
+    assert on_leaders.encode_ms["e"] > 0 and on_leaders.decode_ms["e"] > 0
+    assert [t["encode_ms"] > 0 for t in on_leaders.timings] == [True, False]
+    with Runtime(ModelSpec("tiny-flux"), world_size=2, timeout_s=60, aux_device="cpu") as rt:
+        assert rt.startup_s > 0 and all("comm_warm_s" in w for w in rt.worker_info)
+        in_driver = rt.generate(reqs, rounds)
+    assert in_driver.images["e"] == on_leaders.images["e"]
+    assert _max_diff(in_driver, on_leaders) == 0.0

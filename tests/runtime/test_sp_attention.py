@@ -51,7 +51,7 @@ def _all_cases(rank, world, backends):
 def _backends():
     from tetriopt_runtime.sp_attention import yunchang_available
 
-    return ["torch"] + (["yunchang"] if yunchang_available() else [])
+    return ["own"] + (["yunchang"] if yunchang_available() else [])
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["world2", "world4"])

@@ -11,7 +11,19 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+import serverkit  # noqa: E402
 from serverkit import BASE, ServerThread  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers():
+    """A test that fails half-way must not leave its `tetriopt serve` children running."""
+    yield
+    while serverkit.STARTED:
+        proc = serverkit.STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture

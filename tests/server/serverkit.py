@@ -49,19 +49,27 @@ class ServerThread:
         self.thread.join(timeout=20)
 
 
+STARTED: list[subprocess.Popen] = []  # children of start_subprocess; conftest kills leftovers after each test
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def start_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
-    """`tetriopt serve ARGS` in a child process; returns it and its base URL once /readyz says ready."""
-    port = free_port()
+def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`tetriopt serve ARGS` in a child process; returns it and its base URL once /readyz says ready.
+
+    Without `--store` in ARGS the job store is in memory (the default file would land in the cwd).
+    """
+    port = port or free_port()
+    store = () if "--store" in args else ("--store", "")
     cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "serve", "--port", str(port),
-           "--profile", FAST_PROFILE, *args]
+           "--profile", FAST_PROFILE, *store, *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    STARTED.append(proc)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while time.monotonic() - t0 < 30:
@@ -75,6 +83,17 @@ def start_subprocess(*args: str) -> tuple[subprocess.Popen, str]:
         time.sleep(0.05)
     proc.kill()
     raise RuntimeError("server did not become ready")
+
+
+def poll(check, timeout: float = 30, every: float = 0.02):
+    """Call check() until it returns something truthy (returned), or fail after `timeout` seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        got = check()
+        if got:
+            return got
+        time.sleep(every)
+    raise AssertionError(f"condition not met after {timeout}s: {check}")
 
 
 def wait_job(c: httpx.Client, job_id: str, timeout: float = 30) -> dict:

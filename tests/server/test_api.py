@@ -117,10 +117,24 @@ def test_health_ready_metrics_stats(client):
     assert client.get("/readyz").status_code == 200
     client.post("/v1/images/generations", json={"prompt": "p", "size": "256x256", "steps": 3, "slo_ms": 2000})
     text = client.get("/metrics").text
-    for name in ("tetriopt_requests_total{outcome=\"met\"} 1.0", "tetriopt_slo_attainment 1.0",
+    for name in ("tetriopt_requests_total{outcome=\"met\"} 1.0", "tetriopt_slo_attainment{window=\"1m\"} 1.0",
+                 "tetriopt_slo_attainment{window=\"all\"} 1.0", "tetriopt_image_slack_seconds_bucket",
+                 "tetriopt_goodput_images_per_second{window=\"5m\"}",
                  "tetriopt_queue_length", "tetriopt_round_solve_seconds_count", "tetriopt_gpu_busy_fraction",
                  "tetriopt_fallback_rounds_total", "tetriopt_round_overhead_seconds_bucket"):
         assert name in text, name
     st = client.get("/v1/stats").json()
     assert st["images_finished"] == 1 and st["rounds"] >= 1 and st["overhead_ms_p50"] > 0
     assert client.get("/v1/models").json()["data"][0]["id"] == "fast-dit"
+
+
+def test_grafana_dashboard_queries_existing_metrics(client):
+    """docs/grafana-tetriopt.json only queries metrics the server exports (names drift otherwise)."""
+    import re
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).parents[2] / "docs" / "grafana-tetriopt.json").read_text())
+    names = {m for p in doc["panels"] for t in p["targets"] for m in re.findall(r"tetriopt_\w+", t["expr"])}
+    client.post("/v1/images/generations", json={"prompt": "p", "size": "256x256", "steps": 2})
+    exported = set(re.findall(r"^(tetriopt_\w+)", client.get("/metrics").text, re.M))
+    assert len(names) >= 10 and names <= exported, names - exported

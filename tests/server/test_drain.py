@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 
 import httpx
 import pytest
 
-from serverkit import start_subprocess, wait_job
+from serverkit import poll, start_subprocess, wait_job
 
 pytestmark = pytest.mark.server
 
@@ -24,9 +23,10 @@ def test_sigterm_drains_accepted_work(tmp_path):
             sync: dict = {}
             t = threading.Thread(target=lambda: sync.update(r=c.post("/v1/images/generations", json=body)))
             t.start()
-            time.sleep(0.3)
+            # the sync request is accepted once 6 images are queued or done
+            poll(lambda: sum(c.get("/v1/stats").json()[k] for k in ("queue_length", "images_finished")) == 6)
             proc.send_signal(signal.SIGTERM)
-            time.sleep(0.2)
+            poll(lambda: c.get("/readyz").status_code == 503)
             r = c.post("/v1/jobs", json=body)
             assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
             assert c.get("/readyz").status_code == 503

@@ -6,6 +6,7 @@ torch and the runtime are imported inside the command, so `tetriopt` works witho
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
@@ -31,7 +32,13 @@ def _resolutions(text: str | None, device: str) -> list[int]:
               "Default: 2 on cpu, all visible GPUs on cuda.")
 @click.option("--model", "kind", type=click.Choice(["tiny-flux", "tiny-sd3", "flux", "sd3"]), default=None,
               help="default: tiny-flux on cpu, flux on cuda")
-@click.option("--path", default=None, help="diffusers model folder or hub id (flux / sd3)")
+@click.option("--path", "--model-path", "path", default=None,
+              help="diffusers model folder (flux / sd3); default $TETRIOPT_MODEL_PATH")
+@click.option("--aux-device", default=None, help="run text encoders and VAE in the calling process on this "
+              "device (cpu, cuda:0); default: on the leader GPU of each request's first / last set")
+@click.option("--sp-backend", type=click.Choice(["auto", "own", "torch", "yunchang", "xfuser"]), default="auto",
+              show_default=True, help="SP attention: own (torch all-to-all; CPU/gloo), yunchang, xfuser (CUDA)")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the transformer blocks")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="default: float32 on cpu, bfloat16 on cuda")
 @click.option("--resolutions", default=None, help="square sizes in px, e.g. 64,128,256")
@@ -40,7 +47,8 @@ def _resolutions(text: str | None, device: str) -> list[int]:
 @click.option("--name", default=None, help="profile name (default: MODEL-DEVICEgpus)")
 @click.option("--round-ms", type=float, default=None, help="default_round_ms (default: 5x slowest 1-GPU step)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="profile JSON to write")
-def profile(device, gpus, kind, path, dtype, resolutions, warmup, timed, name, round_ms, out) -> None:
+def profile(device, gpus, kind, path, aux_device, sp_backend, compile_, dtype, resolutions, warmup, timed, name,
+            round_ms, out) -> None:
     """Measure a cost profile for the scheduler (loadable by tetriopt.profile.load_profile)."""
     try:
         import torch
@@ -59,15 +67,18 @@ def profile(device, gpus, kind, path, dtype, resolutions, warmup, timed, name, r
     if warmup < 0 or timed < 1:
         raise InputError("steps", (warmup, timed), "need warmup >= 0 and at least one timed step")
     kind = kind or ("tiny-flux" if device == "cpu" else "flux")
+    path = path or os.environ.get("TETRIOPT_MODEL_PATH")
     if not kind.startswith("tiny-") and not path:
-        raise InputError("path", path, f"--model {kind} needs --path (a diffusers folder or hub id)")
+        raise InputError("model-path", path, f"--model {kind} needs --model-path or $TETRIOPT_MODEL_PATH "
+                         "(a local diffusers folder)")
     dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
     res = _resolutions(resolutions, device) or list(CPU_RESOLUTIONS if kind.startswith("tiny-") else GPU_RESOLUTIONS)
     bad = [r for r in res if ((r // 16) ** 2) % gpus]
     if bad:
         raise InputError("resolutions", bad, f"token counts must split evenly over {gpus} workers")
     spec = ModelSpec(kind=kind, path=path, dtype=dtype)
-    data = measure_profile(spec, device, gpus, res, warmup=warmup, timed=timed, name=name, round_ms=round_ms)
+    data = measure_profile(spec, device, gpus, res, warmup=warmup, timed=timed, name=name, round_ms=round_ms,
+                           sp_backend=sp_backend, aux_device=aux_device, compile=compile_)
     with open(out, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")

@@ -47,18 +47,35 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, help="Require 'Authorization: Bearer KEY' (or env TETRIOPT_API_KEY).")
-@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True,
+@click.option("--public-url", default=None,
+              help="Base of `url` results, e.g. https://images.example.com (default: the address listened on; "
+                   "never the request's Host header).")
+@click.option("--max-queue", type=click.IntRange(min=1), default=1024, show_default=True,
               help="Pending images before new requests get 429.")
+@click.option("--max-backlog-gpu-s", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Pending work (GPU-seconds at each image's cheapest degree) before 429 (default: 60 x GPUs).")
+@click.option("--max-request-gpu-s", type=click.FloatRange(min=0, min_open=True), default=240.0, show_default=True,
+              help="Most work one request may ask for (n x steps at its cheapest degree, GPU-seconds); above: 400.")
+@click.option("--max-plan-requests", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Most pending images a round is planned on (the most urgent ones): bounds planning time.")
+@click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.7,
+              show_default=True, help="Fraction of the cluster's GPU-time the joint admission test may promise.")
+@click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
+              help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")
 @click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)
 @click.option("--default-steps", type=click.IntRange(min=1, max=1000), default=20, show_default=True)
 @click.option("--default-size", default="1024x1024", show_default=True)
 @click.option("--default-slo-scale", type=click.FloatRange(min=1.0), default=5.0, show_default=True,
               help="Deadline when a request gives none: its earliest finish plus (scale - 1) times its latency alone.")
 @click.option("--admission", type=click.Choice(["reject", "best-effort"]), default="reject", show_default=True,
-              help="A deadline no schedule can meet: refuse it (400) or run it best-effort.")
+              help="A deadline that cannot be met (alone: 400; beside accepted work: 429): refuse it, "
+                   "or accept it best-effort (best_effort: true).")
 @click.option("--job-ttl-s", type=click.FloatRange(min=0), default=600.0, show_default=True,
               help="How long finished jobs stay retrievable.")
-@click.option("--drain-timeout-s", type=click.FloatRange(min=0), default=300.0, show_default=True,
+@click.option("--disconnect-grace-s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="A sync client with an Idempotency-Key that disconnects: how long its job waits for a retry "
+                   "before it is cancelled (without a key: cancelled at once).")
+@click.option("--drain-timeout-s", type=click.FloatRange(min=0), default=30.0, show_default=True,
               help="On SIGTERM, the longest wait for accepted jobs to finish.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info",
@@ -66,8 +83,9 @@ def _rounds(value: str | None) -> frozenset[int]:
 @click.option("--sim-fail-rounds", default=None, hidden=True,
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
 def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, host, port,
-          api_key, max_queue, max_body_bytes, default_steps, default_size, default_slo_scale, admission,
-          job_ttl_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
+          api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
+          store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
+          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
     """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
     try:
         from ..server.config import ServerConfig
@@ -80,8 +98,11 @@ def serve(gpus, model, profile, island_size, round_ms, policy, batching, immedia
                        time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
                        executor=executor, host=host, port=port,
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
-                       max_queue=max_queue, max_body_bytes=max_body_bytes, default_steps=default_steps,
+                       public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
+                       max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests,
+                       admission_headroom=admission_headroom,
+                       store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
-                       job_ttl_s=job_ttl_s, drain_timeout_s=drain_timeout_s,
+                       job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,
                        sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
     run_server(cfg)

@@ -1,18 +1,27 @@
-"""Admission: the earliest a request could finish alone on the whole cluster, from its arrival.
+"""Admission: can a request still meet its deadline, alone and beside the work already kept?
 
 A request is first planned at the next round boundary whose planning starts after it arrives
 (`first_round_us`); from there it can run at most floor(round / step) steps per round on one
 GPU set, then the VAE decode. If even that misses the deadline, no schedule can meet it, and
 the server says so at once (or accepts it best-effort, by flag) instead of queueing it.
+Beside that, `JointAdmission` runs the planner's own joint capacity test on the pending work
+plus the new request (429 when it does not fit), so overload is shed at the door by work,
+not by a count of images.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
 
 from ..instance import Cluster
-from ..lookahead import useful
+from ..lookahead import outlook, useful
+from ..policies.greedy import admit
 from ..profile import CostProfile
+from ..state import RequestState, RoundState
 
 
 @dataclass(frozen=True)
@@ -52,3 +61,147 @@ def solo_latency_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, 
                     steps: int, round_us: int) -> int | None:
     """Best latency alone from a round boundary (the unit that SLO scales multiply)."""
     return best_finish_us(profile, cluster, degrees, Timing(round_us, 0), width, height, steps, 0)
+
+
+def cheapest_step_gpu_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int,
+                         height: int, round_us: int) -> int | None:
+    """GPU-us of one step at the cheapest degree whose step fits in a round (None if none does)."""
+    steps = useful_steps(profile, cluster, degrees, width, height, round_us)
+    return min((k * t for k, t in steps.items()), default=None)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    committed_gpu_us: int       # kept work due by the new request's deadline, new request included
+    retry_after_s: int          # a hint when not ok: seconds until that much work has drained
+
+
+class JointAdmission:
+    """Predictive admission by work: the planner's joint test (greedy.admit) on pending + new.
+
+    The state is the one the next round will be planned on (its boundary, steps in flight
+    counted as done). A request is accepted when the EDF joint capacity test keeps every one of
+    its images and drops none of the requests it kept without them. Per-request figures
+    (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
+    computed once per request per round, not once per admission. Two corrections to the ideal
+    test: a step's cost includes its share of the round it cannot fill (round quantisation), and
+    `headroom` < 1 scales the cluster's GPU-time down for what it still ignores (packing, the
+    planner's preferences).
+    """
+
+    def __init__(self, headroom: float = 1.0):
+        if not 0 < headroom <= 1:
+            raise ValueError("headroom must be in (0, 1]")
+        self.headroom = headroom
+        self._boundary = -1
+        self._looks: dict[tuple[str, int], Any] = {}
+
+    def outlooks(self, state: RoundState) -> dict[str, Any]:
+        """lookahead.outlook of each request, cached per (id, remaining steps) within a round."""
+        if state.now_us != self._boundary:
+            self._boundary, self._looks = state.now_us, {}
+        out = {}
+        for r in state.requests:
+            key = (r.id, r.remaining_steps)
+            o = self._looks.get(key)
+            if o is None:
+                o = outlook(state, r)
+                # charge the GPU time a step holds in whole rounds: floor(round / step) steps fit in
+                # a round, the rest of it is lost to this set (20% for 2048x2048 on 4 H100s)
+                step = o.step[o.cheapest_degree]
+                used = state.round_us // step * step if step <= state.round_us else state.round_us
+                o = replace(o, cheapest_cost=int(o.cheapest_cost * state.round_us // used / self.headroom))
+                self._looks[key] = o
+            out[r.id] = o
+        return out
+
+    def check(self, state: RoundState, new: tuple[RequestState, ...]) -> Verdict:
+        after = replace(state, requests=state.requests + new)
+        looks = self.outlooks(after)
+        kept_after = set(admit(after, looks))
+        new_ids = {r.id for r in new}
+        ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after
+        if ok:
+            ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks)
+        due = max(r.deadline_us - state.decode_us(r) for r in new) if new else state.now_us
+        work = sum(looks[r.id].cheapest_cost * r.remaining_steps for r in after.requests
+                   if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
+        retry = max(1, math.ceil(max(state.round_us, work / state.cluster.gpus) / 1e6))
+        return Verdict(ok=ok, committed_gpu_us=work, retry_after_s=retry)
+
+
+MAX_CHECK_POINTS = 64  # deadlines the forced-work test looks at: bounds its cost at any backlog
+
+
+def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any]) -> bool:
+    """The joint test extended by forced work, at the deadlines where the new images add demand.
+
+    The planner's test counts, by each due time D, the work of requests due by D. A request due
+    later must also do by D whatever of its steps cannot fit between D and its own due time at its
+    fastest degree (lookahead.steps_possible); a big image with a long deadline cannot be squeezed
+    into its last rounds, so small requests admitted ahead of it would push it out. Work is at the
+    cheapest deadline-meeting cost (as in the joint test), so this stays a necessary condition.
+    At most MAX_CHECK_POINTS deadlines are checked (the nearest ones where the new images add
+    demand, then a spread of the rest), so that an admission stays cheap at a large backlog.
+    """
+    if not kept:
+        return True
+    R = state.round_us
+    due = np.array([r.deadline_us - state.decode_us(r) for r in kept], dtype=np.int64)
+    rem = np.array([r.remaining_steps for r in kept], dtype=np.int64)
+    cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
+    fast = np.array([looks[r.id].step[looks[r.id].fastest] for r in kept], dtype=np.int64)
+    is_new = np.array([r.id in new_ids for r in kept])
+
+    def forced(D: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Work each request in `cols` must have done by each check point D (rows)."""
+        span = np.maximum(due[cols][None, :] - D[:, None], 0)
+        full, rest = np.divmod(span, R)
+        after = np.where(span >= fast[cols], full * (R // fast[cols]) + rest // fast[cols], 0)
+        return np.where(due[cols][None, :] <= D[:, None], rem[cols], np.maximum(rem[cols] - after, 0)) * cost[cols]
+
+    D = np.unique(due[due > state.now_us])
+    D = D[forced(D, np.flatnonzero(is_new)).sum(axis=1) > 0]           # where the new images add demand
+    if len(D) > MAX_CHECK_POINTS:
+        half = MAX_CHECK_POINTS // 2
+        D = np.concatenate([D[:half], D[half:][np.linspace(0, len(D) - half - 1, half).astype(int)]])
+    demand = forced(D, np.arange(len(kept))).sum(axis=1)
+    return bool(np.all(demand <= state.cluster.gpus * (D - state.now_us)))
+
+
+class PlanWindow:
+    """The requests a round is planned on, at most `limit` of them, so that planning time stays
+    bounded at any backlog (the policy's model and even greedy grow with the pending set).
+
+    Order: requests that can still meet their deadline (alone at their fastest degree, counting
+    rounds: lookahead.steps_possible's rule without the fractional round) before those that cannot;
+    among them, those holding a latent on GPUs, then by due time. A round can run only so many
+    assignments, so what is left out would have waited anyway; it is seen again next round.
+    """
+
+    def __init__(self, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], round_us: int, limit: int):
+        self.profile, self.cluster, self.degrees, self.round_us, self.limit = profile, cluster, degrees, round_us, limit
+        self._fast: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def _fastest(self, width: int, height: int) -> tuple[int, int]:
+        """(step us at the fastest degree, decode us), cached per size."""
+        key = (width, height)
+        if key not in self._fast:
+            steps = useful_steps(self.profile, self.cluster, self.degrees, width, height, self.round_us)
+            self._fast[key] = (min(steps.values(), default=self.round_us), self.profile.vae_decode_us(width, height))
+        return self._fast[key]
+
+    def __call__(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        if len(requests) <= self.limit:
+            return requests
+
+        def key(r: RequestState) -> tuple[bool, bool, int, str]:
+            step, decode = self._fastest(r.width, r.height)
+            per_round = max(1, self.round_us // step)
+            rounds = -(-r.remaining_steps // per_round)
+            alive = boundary_us + (rounds - 1) * self.round_us + (r.remaining_steps - (rounds - 1) * per_round) * step \
+                + decode <= r.deadline_us
+            return (not alive, not r.location, r.deadline_us, r.id)
+
+        return tuple(sorted(requests, key=key)[:self.limit])

@@ -23,7 +23,12 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
-    max_queue: int = 256                  # pending images (not finished) before 429
+    public_url: str | None = None         # base of `url` results (default: the address the server listens on)
+    max_queue: int = 1024                 # pending images (not finished) before 429
+    max_backlog_gpu_s: float | None = None  # pending work (GPU-s at the cheapest degree) before 429; None: 60 s x GPUs
+    max_request_gpu_s: float = 240.0      # one request's work (n x steps, GPU-s at the cheapest degree); above: 400
+    max_plan_requests: int = 128          # requests a round is planned on (the most urgent; bounds planning time)
+    admission_headroom: float = 0.7       # joint test capacity fraction (1: the ideal packing the planner assumes)
     max_body_bytes: int = 1 << 20
     max_prompt_chars: int = 32000
     max_n: int = 10
@@ -33,6 +38,8 @@ class ServerConfig:
     default_slo_scale: float = 5.0        # no deadline given: earliest finish + (scale-1) x best latency alone
     admission: str = "reject"             # reject | best-effort (a deadline no schedule can meet)
     job_ttl_s: float = 600.0              # how long finished jobs (and images) stay retrievable
-    drain_timeout_s: float = 300.0        # SIGTERM: most time spent finishing accepted work
+    disconnect_grace_s: float = 10.0      # a sync client with an Idempotency-Key gone: wait this long for a retry
+    drain_timeout_s: float = 30.0         # SIGTERM: most time spent finishing accepted work (Kubernetes: 30 s)
+    store_path: str | None = None         # SQLite file for async jobs (None: in memory, lost at exit)
     sim_fail_rounds: frozenset[int] = field(default_factory=frozenset)  # sim: crash these executed rounds (1-based)
     log_level: str = "info"

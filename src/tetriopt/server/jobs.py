@@ -10,7 +10,7 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from ..engine import Tracked, WorkItem
 
@@ -45,11 +45,19 @@ class Job:
     created: int                  # Unix seconds (OpenAI's `created`)
     best_effort: bool = False
     sync: bool = True
+    quality: str = "auto"
+    output_format: str = "png"
+    output_compression: int | None = None
+    guidance_scale: float | None = None   # carried to executors that use it (the sim ignores it)
+    negative_prompt: str | None = None
+    idempotency_key: str | None = None
     tasks: list[ImageTask] = field(default_factory=list)
     status: str = "queued"        # queued | running | succeeded | failed | cancelled
     error: str | None = None
-    finished_at: float | None = None   # monotonic, for expiry
+    finished_at: float | None = None   # Unix time, for expiry (survives a restart with the durable store)
     delivered: bool = False            # result handed to the client (drain waits for it)
+    waiters: int = 0                   # sync requests waiting on it (an Idempotency-Key retry adds one)
+    abandoned: bool = False            # cancelled because its sync client went away
     done_event: asyncio.Event = field(default_factory=asyncio.Event)
     listeners: list[asyncio.Queue] = field(default_factory=list)
 
@@ -91,20 +99,38 @@ def new_job_id() -> str:
 
 
 class JobStore:
-    """Live and recently finished jobs; finished ones expire after ttl_s."""
+    """Live and recently finished jobs; finished ones expire after ttl_s.
 
-    def __init__(self, ttl_s: float):
+    Every change of a job's life goes through here (add, progress, finish, delivered, expire),
+    so the durable copy (`durable.SqliteJobs`, async jobs only) and the finish hooks (metrics,
+    logs) see each change exactly once.
+    """
+
+    def __init__(self, ttl_s: float, durable: Any = None):
         self.ttl_s = ttl_s
+        self.durable = durable
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, ImageTask] = {}  # unfinished image tasks only
+        self.by_key: dict[str, str] = {}       # Idempotency-Key (scoped, with a body digest) -> job id
+        self.on_finish: list[Callable[[Job], None]] = []
 
-    def add(self, job: Job) -> None:
+    def add(self, job: Job, persist: bool = True) -> None:
         self.jobs[job.id] = job
         for t in job.tasks:
-            self.tasks[t.id] = t
+            if not t.finished:
+                self.tasks[t.id] = t
+        if job.idempotency_key:
+            self.by_key[job.idempotency_key] = job.id
+        if persist and self.durable is not None and not job.sync:
+            self.durable.add(job)
 
     def get(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)
+
+    def by_idempotency_key(self, key: str) -> Job | None:
+        """The job a request with this key created, unless its client abandoned it (then a retry starts anew)."""
+        job = self.jobs.get(self.by_key.get(key, ""))
+        return None if job is None or job.abandoned else job
 
     def pending_images(self) -> int:
         return len(self.tasks)  # finished tasks are dropped from `tasks` as they finish
@@ -118,9 +144,41 @@ class JobStore:
     def drop_task(self, t: ImageTask) -> None:
         self.tasks.pop(t.id, None)
 
+    def progressed(self, job: Job) -> None:
+        """Steps finished: tell listeners; the durable copy keeps the marker."""
+        job.publish("progress", job.progress())
+        if self.durable is not None and not job.sync:
+            self.durable.progress(job)
+
+    def finish(self, job: Job, status: str, error: str | None = None) -> None:
+        """The one place a job ends: status, waiters woken, listeners told, store and hooks updated."""
+        if job.terminal:
+            return
+        for t in job.tasks:
+            self.drop_task(t)
+        job.status = status
+        job.error = error
+        job.finished_at = time.time()
+        if self.durable is not None and not job.sync:
+            self.durable.finish(job)
+        job.done_event.set()
+        job.publish("done", job.progress())
+        for hook in self.on_finish:
+            hook(job)
+
+    def delivered(self, job: Job) -> None:
+        if job.terminal and not job.delivered:
+            job.delivered = True
+            if self.durable is not None and not job.sync:
+                self.durable.delivered(job)
+
     def expire(self) -> int:
-        now = time.monotonic()
+        now = time.time()
         old = [j for j in self.jobs.values() if j.finished_at is not None and now - j.finished_at > self.ttl_s]
         for j in old:
             del self.jobs[j.id]
+            if j.idempotency_key:
+                self.by_key.pop(j.idempotency_key, None)
+        if old and self.durable is not None:
+            self.durable.delete([j.id for j in old])
         return len(old)

@@ -23,6 +23,7 @@ from ..instance import Cluster
 from ..plan import RoundPlan, check_plan
 from ..state import RoundState
 from ..profile import CostProfile
+from ..state import RequestState, RoundState
 from .admission import Timing
 from .clock import Clock
 from .executors import Completion, Executor, WorkItem
@@ -53,7 +54,10 @@ class Scheduler:
         self._task: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.alive = False
-        self.on_job_done: Callable[[Job], None] | None = None
+        # told of each plan before its round starts (the dashboard's schedule log)
+        self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
+        # picks the requests a round is planned on (bounds planning time at any backlog)
+        self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
 
@@ -109,7 +113,8 @@ class Scheduler:
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
         state = self.engine.snapshot(boundary, k, cutoff_us=self.clock.now_us())
-        self.metrics.queue.set(self.store.pending_images())
+        if self.window is not None:
+            state = replace(state, requests=self.window(state.requests, boundary))
         if not state.requests:
             return
         plan = await self.planner.plan(state)
@@ -123,6 +128,8 @@ class Scheduler:
         late_ms = (self.clock.now_us() - boundary) / 1e3
         overhead_ms = (time.perf_counter() - t0) * 1e3
         self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
+        if self.on_round:
+            self.on_round(state, plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
                                           "assignments": len(plan.assignments), "backend": plan.backend,
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
@@ -198,48 +205,42 @@ class Scheduler:
             if t.id in finished:
                 t.image = c.image_of(t.id)
                 self.store.drop_task(t)
-                met = c.finish_us <= t.deadline_us
-                self.metrics.image_done(met, (c.finish_us - t.arrival_us) / 1e6)
-                self.metrics.queue.set(self.store.pending_images())
-            job.publish("progress", job.progress())
+                self.metrics.image_done(c.finish_us <= t.deadline_us, t.width, t.height, c.finish_us - t.arrival_us,
+                                        t.deadline_us - c.finish_us, self.clock.now_us())
+            self.store.progressed(job)
             if all(x.finished for x in job.tasks) and not job.terminal:
-                self._finish_job(job, "succeeded")
+                self.store.finish(job, "succeeded")
 
     def _requeue(self, k: int, lost: list, err: BaseException) -> None:
         steps = self.engine.fail(lost, getattr(self.executor, "resumable", True))
-        self.metrics.failures.inc()
-        self.metrics.requeued.inc(steps)
+        self.metrics.executor_failed(steps)
         log.error("executor failed; steps re-queued", extra={"round": k, "error": repr(err),
                                                              "assignments": len(lost), "steps": steps})
 
-    def _finish_job(self, job: Job, status: str, error: str | None = None) -> None:
-        job.status = status
-        job.error = error
-        job.finished_at = time.monotonic()
-        job.done_event.set()
-        job.publish("done", job.progress())
-        if self.on_job_done:
-            self.on_job_done(job)
-
     # -- from the API (loop thread) --------------------------------------------------------------
-    def submit(self, job: Job) -> None:
-        self.store.add(job)
-        if self.immediate_start:
-            self._start_now(list(job.tasks))
+    def submit(self, job: Job, persist: bool = True) -> None:
+        """A new job (or one restored from the durable store, `persist=False`): its unfinished images
+        join the engine's pending set (with immediate starts, new ones may start at once)."""
+        self.store.add(job, persist=persist)
+        todo = [t for t in job.tasks if not t.finished]
+        if self.immediate_start and persist:
+            self._start_now(todo)
         else:
-            for t in job.tasks:
+            for t in todo:
                 self.engine.submit(t)
-        self.metrics.queue.set(self.store.pending_images())
 
-    def cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job, reason: str) -> bool:
+        """Its images leave the pending set now, so the next round plans (and frees GPUs) without them."""
         if job.terminal:
             return False
         for t in job.tasks:
-            self.store.drop_task(t)
             self.engine.drop(t.id)
-        self.metrics.queue.set(self.store.pending_images())
-        self._finish_job(job, "cancelled")
+        self.store.finish(job, "cancelled", reason)
         return True
+
+    def pending_state(self, now_us: int) -> RoundState:
+        """The pending work as the next round to be planned will see it (admission's view)."""
+        return self.engine.snapshot(self.timing.first_round_us(now_us), -1, cutoff_us=now_us)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

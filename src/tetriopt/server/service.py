@@ -7,22 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
+from typing import Any
 
 from ..errors import InputError
 from ..instance import make_cluster
+from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
-from .admission import Timing, best_finish_us, solo_latency_us
+from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
+from ..state import RequestState, RoundState
+from .admission import JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
 from .clock import Clock
 from .config import ServerConfig
+from .durable import SqliteJobs
 from .errors import ApiError, invalid
 from .executors import make_executor
 from .jobs import ImageTask, Job, JobStore, new_job_id
 from .loop import Scheduler
 from .metrics import Metrics
 from .planner import Planner
-from .requests import GenerationRequest
+from .requests import MAX_SLO_MS, GenerationRequest
+from .schedule import ScheduleLog
 
 log = logging.getLogger("tetriopt.server")
 
@@ -58,8 +65,16 @@ class Service:
         self.default_size = self._check_size(cfg.default_size)
         if cfg.admission not in ("reject", "best-effort"):
             raise InputError("admission", cfg.admission, "must be 'reject' or 'best-effort'")
-        self.metrics = Metrics(cfg.gpus)
+        self.metrics = Metrics(cfg.gpus, self._size_class)
+        if not 0 < cfg.admission_headroom <= 1:
+            raise InputError("admission_headroom", cfg.admission_headroom, "must be in (0, 1]")
+        self.joint = JointAdmission(cfg.admission_headroom)
+        self.max_backlog_gpu_s = (cfg.max_backlog_gpu_s if cfg.max_backlog_gpu_s is not None
+                                  else 60.0 * cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
+        self.store.on_finish.append(self._job_done)
+        self.schedule = ScheduleLog()
+        self._step_cost: dict[tuple[int, int], int | None] = {}
         self.clock = Clock()
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
                                batching=cfg.batching, immediate_start=cfg.immediate_start)
@@ -68,7 +83,8 @@ class Service:
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock,
                                    immediate_start=cfg.immediate_start)
-        self.scheduler.on_job_done = self._job_done
+        self.scheduler.on_round = self._planned
+        self.scheduler.window = PlanWindow(self.profile, self.cluster, self.degrees, round_us, cfg.max_plan_requests)
         self.draining = False
         self.started = False
 
@@ -82,9 +98,16 @@ class Service:
         return size
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def _size_class(self, width: int, height: int) -> str:
+        """The profile point nearest in pixels (a bounded label set for per-resolution histograms)."""
+        p = min(self.profile.points, key=lambda p: abs(p.width * p.height - width * height))
+        return f"{p.width}x{p.height}"
+
     async def start(self) -> None:
         self.clock = Clock()
         self.scheduler.clock = self.clock
+        if self.cfg.store_path:
+            self._restore(SqliteJobs(self.cfg.store_path, self.clock))
         await self._warm_up()
         self.scheduler.start()
         self.started = True
@@ -95,8 +118,6 @@ class Service:
 
     async def _warm_up(self) -> None:
         """Plan one throwaway round so the first real one does not pay for imports and JIT set-up."""
-        from ..state import RequestState, RoundState
-
         p = self.profile.points[len(self.profile.points) // 2]
         state = RoundState(now_us=0, round_us=self.timing.round_us, cluster=self.cluster, profile=self.profile,
                            degrees=self.degrees, round_index=-1,
@@ -104,21 +125,85 @@ class Service:
                                                   deadline_us=10 * self.timing.round_us),))
         await self.planner.plan(state)
 
+    def _restore(self, durable: SqliteJobs) -> None:
+        """Async jobs of an earlier run: finished ones served again, unfinished ones re-queued from step 0."""
+        finished, requeued = durable.load(self.cfg.job_ttl_s)
+        for job in finished + requeued:
+            self.scheduler.submit(job, persist=False)
+        self.store.durable = durable
+        if finished or requeued:
+            log.info("restored jobs", extra={"finished": len(finished), "requeued": len(requeued),
+                                             "store": self.cfg.store_path})
+
     async def stop(self) -> None:
         if self.started:
             self.started = False
             await self.scheduler.stop()
             for job in self.store.unfinished_jobs():
-                self.scheduler._finish_job(job, "failed", "server stopped before the job finished")
+                if job.sync or self.store.durable is None:
+                    self.store.finish(job, "failed", "server stopped before the job finished")
+                # else: left queued in the durable store; the next start re-queues it
+            if self.store.durable is not None:
+                self.store.durable.close()
+
+    def cancel(self, job: Job, reason: str) -> bool:
+        """Cancel a job: its images leave the pending set, so the next round frees their GPUs."""
+        if job.terminal:
+            return False
+        job.abandoned = reason == "client disconnected"
+        self.scheduler.cancel(job, reason)
+        log.info("cancelled", extra={"job": job.id, "reason": reason})
+        return True
+
+    def client_gone(self, job: Job) -> None:
+        """A sync client disconnected. Without an Idempotency-Key nobody can come back for the job:
+        cancel it now. With one, a retry may re-attach: cancel only if none has after the grace period."""
+        if job.idempotency_key is None or self.cfg.disconnect_grace_s <= 0:
+            if job.waiters == 0:
+                self.cancel(job, "client disconnected")
+            return
+
+        def check() -> None:
+            if job.waiters == 0:
+                self.cancel(job, "client disconnected")
+
+        asyncio.get_running_loop().call_later(self.cfg.disconnect_grace_s, check)
+
+    def _planned(self, state: RoundState, plan: RoundPlan, late_ms: float, overhead_ms: float) -> None:
+        """Each planned round: into the schedule log, and a point of the attainment series (at most 1/s)."""
+        self.schedule.planned(state, plan, late_ms, overhead_ms)
+        self.refresh_metrics()
+
+    def backlog_gpu_s(self) -> float:
+        return self._backlog_gpu_s(self._admission_state(self.clock.now_us()))
+
+    def stats(self) -> dict[str, Any]:
+        return self.metrics.stats(self.clock.now_us(), self.store.pending_images(), self.backlog_gpu_s())
+
+    def refresh_metrics(self) -> None:
+        self.metrics.refresh(self.clock.now_us(), self.store.pending_images(), self.backlog_gpu_s())
 
     async def drain(self) -> None:
-        """Refuse new work (503), finish every accepted job, wait for results to be fetched, stop."""
+        """Refuse new work (503), finish accepted jobs, wait for results to be fetched, stop.
+
+        At most drain_timeout_s. With the durable store, finished async results need no waiting
+        (the next start serves them) and unfinished async jobs left at the timeout stay in it.
+        """
         if self.draining:
             return
         self.draining = True
         log.info("draining", extra={"unfinished_jobs": len(self.store.unfinished_jobs())})
-        deadline = time.monotonic() + self.cfg.drain_timeout_s
-        while time.monotonic() < deadline and (self.store.unfinished_jobs() or self.store.undelivered_jobs()):
+        # keep two rounds (the one in flight and the one planned finish before the executor closes) and a second
+        # for the rest of the shutdown, so that the process is gone within drain_timeout_s
+        reserve = 2 * self.timing.round_us / 1e6 + 1.0
+        deadline = time.monotonic() + max(0.0, self.cfg.drain_timeout_s - reserve)
+
+        def waiting() -> bool:
+            if self.store.unfinished_jobs():
+                return True
+            return any(j.sync or self.store.durable is None for j in self.store.undelivered_jobs())
+
+        while time.monotonic() < deadline and waiting():
             await asyncio.sleep(0.05)
         left = len(self.store.unfinished_jobs())
         log.info("drained", extra={"unfinished_jobs": left,
@@ -130,32 +215,63 @@ class Service:
         return self.started and self.scheduler.alive and not self.draining
 
     # -- admission -------------------------------------------------------------------------------
-    def accept(self, req: GenerationRequest, sync: bool) -> Job:
-        """Admit a request (or raise ApiError) and hand its images to the scheduler."""
+    def _unavailable(self) -> None:
         if self.draining or not self.started:
-            self.metrics.requests.labels("rejected_draining").inc()
             raise ApiError(503, "server is draining and accepts no new requests" if self.draining
                            else "server is not ready", type="server_error", code="unavailable",
                            headers={"Retry-After": "5"})
+
+    def _overload(self, message: str, code: str, retry_s: int) -> ApiError:
+        return ApiError(429, message, type="rate_limit_error", code=code, headers={"Retry-After": str(retry_s)})
+
+    def _steps(self, req: GenerationRequest) -> int:
+        """Explicit steps, else the default scaled by gpt-image's `quality` (low: half, high/hd: double)."""
+        if req.steps:
+            return req.steps
+        scale = {"low": 0.5, "high": 2.0, "hd": 2.0}.get(req.quality, 1.0)
+        return max(1, min(self.cfg.max_steps, round(self.cfg.default_steps * scale)))
+
+    def accept(self, req: GenerationRequest, sync: bool, idempotency_key: str | None = None) -> Job:
+        """Admit a request (or raise ApiError) and hand its images to the scheduler."""
+        self._unavailable()
+        if idempotency_key is not None:
+            prior = self.store.by_idempotency_key(idempotency_key)
+            if prior is not None:
+                return prior
         if req.model is not None and req.model not in (self.model, self.profile.name):
-            raise ApiError(404, f"The model '{req.model}' does not exist; this server serves '{self.model}'",
+            raise ApiError(404, f"model: The model '{req.model}' does not exist; this server serves '{self.model}'",
                            param="model", code="model_not_found")
         size = f"{req.width}x{req.height}"
         if not self.profile.covers(req.width, req.height):
             lo, hi = self.profile.points[0], self.profile.points[-1]
             raise invalid("size", size, f"outside the resolutions of profile {self.profile.name!r} "
                                         f"({lo.width}x{lo.height} .. {hi.width}x{hi.height} in pixels)")
-        steps = req.steps or self.cfg.default_steps
+        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees)
+        if runnable != self.degrees:
+            # the planner may pick any of the server's degrees for any request, so all must run
+            why = "; ".join(split_problem(image_tokens(req.width, req.height), heads_of(self.model), k) or ""
+                            for k in self.degrees if k not in runnable)
+            raise invalid("size", size, f"the runtime cannot split it over every degree this server plans with "
+                                        f"{list(self.degrees)}: {why}")
+        steps = self._steps(req)
         now = self.clock.now_us()
         best = best_finish_us(self.profile, self.cluster, self.degrees, self.timing, req.width, req.height,
                               steps, now)
-        if best is None:
+        per_step = self._step_gpu_us(req.width, req.height)
+        if best is None or per_step is None:
             raise invalid("size", size, f"one denoising step takes longer than a round "
                                         f"({self.timing.round_us / 1e3:g} ms) on every GPU set")
+        work_s = per_step * steps * req.n / 1e6
+        if work_s > self.cfg.max_request_gpu_s:
+            raise invalid("steps", steps, f"n={req.n} x steps={steps} at {size} is {work_s:.1f} GPU-s of work, over "
+                                          f"the per-request limit of {self.cfg.max_request_gpu_s:g} GPU-s",
+                          code="request_too_large")
         if req.slo_ms is not None:
             deadline, field, given = now + ms_to_us(req.slo_ms), "slo_ms", req.slo_ms
         elif req.deadline_ms is not None:
             deadline, field, given = self.clock.from_epoch_ms(req.deadline_ms), "deadline_ms", req.deadline_ms
+            if deadline - now > ms_to_us(MAX_SLO_MS):
+                raise invalid(field, given, f"more than {MAX_SLO_MS / 864e5:g} days ahead")
         else:
             solo = solo_latency_us(self.profile, self.cluster, self.degrees, req.width, req.height, steps,
                                    self.timing.round_us)
@@ -166,19 +282,38 @@ class Service:
             msg = (f"deadline cannot be met even alone on all {self.cfg.gpus} GPUs: the earliest finish is "
                    f"{(best - now) / 1e3:.0f} ms after arrival, the deadline {(deadline - now) / 1e3:.0f} ms")
             if self.cfg.admission == "reject":
-                self.metrics.requests.labels("rejected_infeasible").inc()
                 raise invalid(field, given, msg, code="deadline_infeasible")
             best_effort = True
-        if self.store.pending_images() + req.n > self.cfg.max_queue:
-            self.metrics.requests.labels("rejected_overload").inc()
-            raise ApiError(429, f"queue full: {self.store.pending_images()} images pending, limit "
-                                f"{self.cfg.max_queue}; retry later", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": str(max(1, round(self.timing.round_us / 1e6)))})
+        pending = self.store.pending_images()
+        if pending + req.n > self.cfg.max_queue:
+            raise self._overload(f"queue full: {pending} images pending, limit {self.cfg.max_queue}; retry later",
+                                 "queue_full", max(1, round(self.timing.round_us / 1e6)))
+        state = self._admission_state(now)
+        backlog_s = self._backlog_gpu_s(state)
+        if backlog_s + work_s > self.max_backlog_gpu_s:
+            excess = backlog_s + work_s - self.max_backlog_gpu_s
+            raise self._overload(f"backlog full: {backlog_s:.1f} GPU-s of work pending, limit "
+                                 f"{self.max_backlog_gpu_s:g} GPU-s; retry later", "backlog_full",
+                                 max(1, math.ceil(excess / self.cfg.gpus)))
         jid = new_job_id()
+        if not best_effort:
+            new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
+                                     deadline_us=deadline, arrival_us=now) for i in range(req.n))
+            verdict = self.joint.check(state, new)
+            if not verdict.ok:
+                if self.cfg.admission == "reject":
+                    raise self._overload(
+                        f"{field}: the deadline cannot be met beside the work already accepted "
+                        f"({verdict.committed_gpu_us / 1e6:.1f} GPU-s due by then on {self.cfg.gpus} GPUs); "
+                        f"retry later", "deadline_overloaded", verdict.retry_after_s)
+                best_effort = True
         seed = req.seed if req.seed is not None else random.randrange(2**31)
         job = Job(id=jid, prompt=req.prompt, width=req.width, height=req.height, steps=steps, n=req.n, seed=seed,
                   response_format=req.response_format, arrival_us=now, deadline_us=deadline,
-                  created=int(self.clock.to_epoch_s(now)), best_effort=best_effort, sync=sync)
+                  created=int(self.clock.to_epoch_s(now)), best_effort=best_effort, sync=sync,
+                  quality=req.quality, output_format=req.output_format, output_compression=req.output_compression,
+                  guidance_scale=req.guidance_scale, negative_prompt=req.negative_prompt,
+                  idempotency_key=idempotency_key)
         job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=req.width, height=req.height, steps=steps,
                                arrival_us=now, deadline_us=deadline) for i in range(req.n)]
         self.scheduler.submit(job)
@@ -187,11 +322,23 @@ class Service:
                                     "sync": sync, "queue": self.store.pending_images()})
         return job
 
+    def _admission_state(self, now_us: int) -> RoundState:
+        return self.scheduler.pending_state(now_us)
+
+    def _step_gpu_us(self, width: int, height: int) -> int | None:
+        """GPU-us of a step at the cheapest degree, per size (cached: the backlog sums it per pending image)."""
+        key = (width, height)
+        if key not in self._step_cost:
+            self._step_cost[key] = cheapest_step_gpu_us(self.profile, self.cluster, self.degrees, width, height,
+                                                        self.timing.round_us)
+        return self._step_cost[key]
+
+    def _backlog_gpu_s(self, state: RoundState) -> float:
+        """Pending work in GPU-seconds, each image at its cheapest degree."""
+        return sum((self._step_gpu_us(r.width, r.height) or 0) * r.remaining_steps for r in state.requests) / 1e6
+
     def _job_done(self, job: Job) -> None:
-        if job.status == "succeeded":
-            self.metrics.requests.labels("met" if job.met else "missed").inc()
-        else:
-            self.metrics.requests.labels(job.status if job.status in ("cancelled", "failed") else "failed").inc()
+        self.metrics.job_done(job.status, job.met)
         fin = job.finish_us
         log.info("finished", extra={"job": job.id, "status": job.status, "met": job.met,
                                     "latency_ms": None if fin is None else round((fin - job.arrival_us) / 1e3, 3)})

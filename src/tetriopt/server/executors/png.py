@@ -33,3 +33,21 @@ def png_size(data: bytes) -> tuple[int, int]:
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError("not a PNG")
     return struct.unpack(">II", data[16:24])
+
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+
+
+def encode_image(png: bytes, fmt: str, compression: int | None = None) -> bytes:
+    """The PNG re-encoded as `fmt` (jpeg/webp need Pillow); `compression` 0..100 as OpenAI's
+    output_compression (100 = least compression, i.e. the highest quality)."""
+    if fmt == "png":
+        return png
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").save(out, format=fmt.upper(),
+                                                    quality=100 if compression is None else max(1, compression))
+    return out.getvalue()

@@ -1,25 +1,17 @@
-"""`cpu` and `cuda` executors: a bridge to the model runtime in the repository's runtime/ folder.
+"""`cpu` and `cuda` executors: the bridge to the model runtime, the installed `tetriopt_runtime`
+package (the repository's runtime/ folder, packaged under that name by pyproject.toml).
 
-The bridge expects runtime/executor.py (issue 4; importable as `tetriopt_runtime.executor`) to provide
-
-    class RoundExecutor:
-        def __init__(self, device: str, world: int, model: str): ...   # spawns the workers
-        def run_round(self, assignments, work, on_done) -> None: ...   # blocking, one round
-        def close(self) -> None: ...
-
-runtime/driver.py's `Runtime.generate(requests, rounds)` runs a whole multi-round plan in one
-call; a server needs one round at a time with each request's latent kept on its GPU set
-between calls, which is what RoundExecutor adds. Here `assignments` are tetriopt Assignments, `work` maps request id to a dict
-(prompt, width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)`
-is called as each assignment ends. Until that exists, `--executor cpu/cuda` stops at start-up
-with a message naming what is missing, rather than serving placeholder images as if they were real.
+`tetriopt_runtime.executor.RoundExecutor` runs one round per call and keeps each request's
+latent on its GPU set between calls: `run_round(assignments, work, on_done)` takes tetriopt
+Assignments (run in their planned start order), `work` maps request id to a dict (prompt,
+width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)` is
+called as each assignment ends. Without torch/diffusers installed, `--executor cpu/cuda` stops
+at start-up with one line naming what is missing.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ...errors import InputError
@@ -28,46 +20,46 @@ from ...profile import CostProfile
 from ..clock import Clock
 from .base import Completion, ExecutorFailure, WorkItem
 
-RUNTIME_DIR = Path(__file__).resolve().parents[4] / "runtime"
-
 
 def _load_runtime(device: str) -> Any:
-    if device == "cuda":
-        try:
-            import torch
-        except ModuleNotFoundError:
-            raise InputError("executor", device, "needs PyTorch with CUDA (pip install torch); "
-                             "use --executor sim on a machine without GPUs") from None
-        if not torch.cuda.is_available():
-            raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
-    if importlib.util.find_spec("tetriopt_runtime") is None or not (RUNTIME_DIR / "executor.py").is_file():
-        raise InputError("executor", device,
-                         f"needs the model runtime's round-by-round executor: {RUNTIME_DIR}/executor.py providing "
-                         "RoundExecutor(device, world, model) with run_round(assignments, work, on_done), "
-                         "keeping latents between rounds (issue 4), is not there yet (runtime/driver.py's "
-                         "Runtime.generate runs only whole plans); use --executor sim")
+    """RoundExecutor from the installed runtime package, or one clear line saying what is missing."""
     try:
         mod = importlib.import_module("tetriopt_runtime.executor")
     except ModuleNotFoundError as e:
-        raise InputError("executor", device, f"the runtime needs a package that is not installed: {e.name}") from None
-    if not hasattr(mod, "RoundExecutor"):
-        raise InputError("executor", device, "runtime/executor.py has no RoundExecutor class")
+        raise InputError("executor", device, f"the runtime needs a package that is not installed: {e.name} "
+                         "(pip install 'tetriopt[runtime]')") from None
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
     return mod.RoundExecutor
 
 
-class RuntimeExecutor:
-    """Rounds run one at a time, in order (the runtime checks each request's step count), and a
-    failure restarts the workers empty: requests that had started lose their latents."""
+class RequestsFailed(ExecutorFailure):
+    """Assignments the runtime refused before dispatch (their size does not split over the
+    planned degree, or their progress disagrees with the runtime's): those requests fail alone;
+    the rest of the round ran and was reported, and the runtime keeps running."""
 
-    resumable = False
+    def __init__(self, reasons: Mapping[str, str]):
+        self.reasons = dict(reasons)
+        super().__init__("; ".join(f"request {rid!r}: {why}" for rid, why in self.reasons.items()))
+
+
+class RuntimeExecutor:
+    """Rounds run one at a time, in their planned start order. The runtime keeps a copy of every
+    request's latent after each assignment, so after a failure (a worker died, a collective timed
+    out) requests resume from their last reported step: the round fails once, the workers restart."""
+
+    resumable = True
     concurrent_rounds = False
 
-    def __init__(self, device: str, gpus: int, profile: CostProfile, model: str):
+    def __init__(self, device: str, gpus: int, profile: CostProfile, model: str, **options: Any):
         cls = _load_runtime(device)
         self.name = device
         self.profile = profile
         try:
-            self._impl = cls(device=device, world=gpus, model=model)
+            self._impl = cls(device=device, world=gpus, model=model, **options)
         except Exception as e:  # noqa: BLE001 - missing weights or packages: say so at start-up
             raise InputError("executor", device, f"the runtime could not load model {model!r}: "
                              f"{type(e).__name__}: {str(e).strip()[:300]}") from None
@@ -82,16 +74,22 @@ class RuntimeExecutor:
         clock = self.clock
         items = {k: {"prompt": w.prompt, "width": w.width, "height": w.height, "total_steps": w.total_steps,
                      "done_steps": w.done_steps, "seed": w.seed} for k, w in work.items()}
+        refused: dict[str, str] = {}
 
         def done(a, png: bytes | None) -> None:
             on_complete(Completion(assignment=a, finish_us=clock.now_us(), image=png))
 
+        def failed(a, why: str) -> None:
+            refused[a.request] = why
+
         try:
-            self._impl.run_round(list(plan.assignments), items, done)
+            self._impl.run_round(list(plan.assignments), items, done, failed)
         except ExecutorFailure:
             raise
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
+        if refused:  # the runtime keeps their checkpoints: re-planned at a runnable degree, they resume
+            raise RequestsFailed(refused)
 
     def close(self) -> None:
         self._impl.close()

@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Serving under overload and faults (issue 15): three measurements against `tetriopt serve` (sim executor).
+
+1. overload: loadgen at --rate (default 8 req/s, about 5x the capacity of 8 simulated H100s on
+   FLUX's default mix) for --duration-s, once with the server's defaults and once with an
+   unbounded queue (no admission by work, no caps, no planning window: the server before
+   this change). Reports 429s, deadlines met of accepted requests, p99 latency over SLO,
+   and goodput of both, side by side.
+2. kill -9 during load with --jobs async jobs, then a restart on the same store: every accepted
+   job must finish exactly once (counted from both runs' "finished" log lines).
+3. SIGTERM with unfetched results and unfinished jobs: the exit time against --drain-timeout-s,
+   and after a restart every result is still there.
+
+    python benchmarks/overload.py --json overload.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+UNBOUNDED = ("--admission", "best-effort", "--max-backlog-gpu-s", "1e12", "--max-request-gpu-s", "1e12",
+             "--max-queue", "1000000", "--max-plan-requests", "1000000")
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+def start(gpus: int, port: int, *args: str) -> tuple[subprocess.Popen, str]:
+    """`tetriopt serve` in a child process (killed at exit if a measurement fails half-way)."""
+    cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "serve", "--gpus", str(gpus),
+           "--port", str(port), "--log-level", "info", *args]
+    log = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    _STARTED.append(proc)
+    proc.log = log  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 60:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"server exited {proc.returncode}: {log.read()[-2000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server not ready")
+
+
+def logs(proc: subprocess.Popen) -> list[dict]:
+    proc.log.seek(0)  # type: ignore[attr-defined]
+    return [json.loads(x) for x in proc.log.read().splitlines() if x.startswith("{")]  # type: ignore[attr-defined]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> float:
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return time.monotonic() - t0
+
+
+def overload(a: argparse.Namespace) -> dict:
+    out = {}
+    runs = [("defaults", tuple(a.server_args.split()))] + ([] if a.no_baseline else [("unbounded", UNBOUNDED)])
+    for name, extra in runs:
+        with tempfile.TemporaryDirectory() as d:
+            proc, url = start(a.gpus, _port(), "--store", "", *extra)
+            try:
+                rep = Path(d) / "report.json"
+                subprocess.run([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--rate", str(a.rate),
+                                "--duration-s", str(a.duration_s), "--seed", str(a.seed), "--json", str(rep)],
+                               check=True, stdout=subprocess.DEVNULL)
+                out[name] = json.loads(rep.read_text())
+            finally:
+                stop(proc)
+        r = out[name]
+        print(f"{name:9s}: sent {r['requests']}, 429 {r['rejected_429']}, accepted {r['accepted']}, "
+              f"met of accepted {r['met_of_accepted']}, p99 latency/SLO {r['latency_over_slo_p99']}, "
+              f"goodput {r['goodput_rps']}/s, fallback rounds {r['server_fallback_rounds']}/{r['server_rounds']}",
+              file=sys.stderr)
+    if "unbounded" in out:
+        d, u = out["defaults"], out["unbounded"]
+        # met per second of the run (the unbounded queue's run lasts far longer) and met in total
+        out["goodput_ratio"] = round(d["goodput_rps"] / max(u["goodput_rps"], 1e-9), 3)
+        out["met_ratio"] = round(d["met"] / max(u["met"], 1), 3)
+    return out
+
+
+def kill9(a: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        store, port = str(Path(d) / "jobs.sqlite3"), _port()
+        args = ("--store", store, "--admission", "best-effort")
+        proc, url = start(a.gpus, port, *args)
+        body = {"prompt": "p", "size": "1024x1024", "steps": 20}
+        with httpx.Client(base_url=url, timeout=30) as c:
+            ids = []
+            for i in range(a.jobs):
+                r = c.post("/v1/jobs", json={**body, "prompt": f"job {i}"})
+                if r.status_code == 202:
+                    ids.append(r.json()["id"])
+                time.sleep(0.02)
+            while c.get("/v1/stats").json()["images_finished"] < len(ids) // 3:
+                time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        first = [x["job"] for x in logs(proc) if x["msg"] == "finished"]
+        proc, url = start(a.gpus, port, *args)
+        restored = next((x for x in logs(proc) if x["msg"] == "restored jobs"), {})
+        with httpx.Client(base_url=url, timeout=30) as c:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 300:
+                st = [c.get(f"/v1/jobs/{j}").json()["status"] for j in ids]
+                if all(s in ("succeeded", "failed", "cancelled") for s in st):
+                    break
+                time.sleep(0.2)
+        stop(proc)
+        second = [x["job"] for x in logs(proc) if x["msg"] == "finished"]
+    both = first + second
+    res = {"accepted": len(ids), "finished_before_kill": len(first), "restored_finished": restored.get("finished"),
+           "requeued_after_restart": restored.get("requeued"), "finished_after_restart": len(second),
+           "succeeded": st.count("succeeded"), "finished_twice": len(both) - len(set(both)),
+           "never_finished": len(set(ids) - set(both)), "exactly_once": sorted(both) == sorted(ids)}
+    print(f"kill -9  : {res}", file=sys.stderr)
+    return res
+
+
+def sigterm(a: argparse.Namespace) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        store, port = str(Path(d) / "jobs.sqlite3"), _port()
+        args = ("--store", store, "--drain-timeout-s", str(a.drain_timeout_s), "--admission", "best-effort")
+        proc, url = start(a.gpus, port, *args)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            small = [c.post("/v1/jobs", json={"prompt": "p", "size": "512x512", "steps": 4}).json()["id"]
+                     for _ in range(a.jobs)]
+            while c.get("/v1/stats").json()["images_finished"] < len(small):
+                time.sleep(0.05)
+            answers = [c.post("/v1/jobs", json={"prompt": "p", "size": "2048x2048", "steps": 30}) for _ in range(10)]
+            big = [r.json()["id"] for r in answers if r.status_code == 202]
+        took = stop(proc, timeout=a.drain_timeout_s + 30)
+        drained = next((x for x in logs(proc) if x["msg"] == "drained"), {})
+        proc, url = start(a.gpus, port, *args)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            kept = sum(c.get(f"/v1/jobs/{j}").json()["status"] == "succeeded" for j in small)
+            known = sum(c.get(f"/v1/jobs/{j}").status_code == 200 for j in big)
+        stop(proc)
+    res = {"unfetched_results": len(small), "unfinished_at_sigterm": len(big), "exit_s": round(took, 2),
+           "drain_timeout_s": a.drain_timeout_s, "left_unfinished": drained.get("unfinished_jobs"),
+           "results_served_after_restart": kept, "unfinished_kept_for_restart": known}
+    print(f"SIGTERM  : {res}", file=sys.stderr)
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gpus", type=int, default=8)
+    ap.add_argument("--rate", type=float, default=8.0)
+    ap.add_argument("--duration-s", type=float, default=45.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=100, help="async jobs for the kill -9 and SIGTERM runs")
+    ap.add_argument("--drain-timeout-s", type=float, default=10.0)
+    ap.add_argument("--server-args", default="", help="extra `tetriopt serve` options for the defaults run")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unbounded-queue run")
+    ap.add_argument("--only", choices=["overload", "kill9", "sigterm"], action="append")
+    ap.add_argument("--json", dest="json_out", default=None)
+    a = ap.parse_args()
+    parts = a.only or ["overload", "kill9", "sigterm"]
+    try:
+        report = {"machine": f"{os.cpu_count()} CPUs (shared with other work while measured)",
+                  **{p: globals()[p](a) for p in parts}}
+    finally:
+        for proc in _STARTED:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = json.dumps(report, indent=1)
+    print(text)
+    if a.json_out:
+        Path(a.json_out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""Admission by work: the planner's joint test at the door (429), backlog and per-request caps,
+and the bounded planning window that keeps rounds on time at any backlog."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import httpx
+import pytest
+
+from tetriopt.instance import make_cluster
+from tetriopt.profile import load_profile
+from tetriopt.server.admission import JointAdmission, PlanWindow, forced_work_fits
+from tetriopt.state import RequestState, RoundState
+
+from serverkit import FAST_PROFILE, wait_job
+
+pytestmark = pytest.mark.server
+
+
+def _state(reqs, gpus=4):
+    return RoundState(now_us=0, round_us=60_000, cluster=make_cluster(gpus), profile=load_profile(FAST_PROFILE),
+                      degrees=(1, 2, 4), requests=tuple(reqs))
+
+
+def _req(i, steps=100, deadline_us=2_000_000, size=1024, location=()):
+    return RequestState(id=f"r{i}", width=size, height=size, remaining_steps=steps, deadline_us=deadline_us,
+                        location=location)
+
+
+def test_joint_test_accepts_what_fits_and_no_more():
+    # 1024x1024: 100 steps at 1 GPU (24 ms) miss a 2 s deadline, at 2 GPUs (13 ms, 26 GPU-ms) they meet it;
+    # 4 such steps fill 52 of a 60 ms round, so a step holds 26 x 60/52 = 30 GPU-ms: 3 GPU-s each.
+    # 4 GPUs x ~1.996 s before the due time hold 2 of them, not 3 (headroom 1)
+    adm = JointAdmission(headroom=1.0)
+    kept = []
+    for i in range(6):
+        if adm.check(_state(kept), (_req(i),)).ok:
+            kept.append(_req(i))
+    assert len(kept) == 2
+    v = adm.check(_state(kept), (_req(9),))
+    assert not v.ok and v.retry_after_s >= 1 and v.committed_gpu_us == 3 * 100 * 30_000
+    # an earlier deadline that would push a kept one out is refused too, a later one still fits
+    assert not adm.check(_state(kept), (_req(7, deadline_us=1_000_000),)).ok
+    assert adm.check(_state(kept), (_req(8, deadline_us=5_000_000),)).ok
+    # headroom < 1 promises less
+    assert not JointAdmission(headroom=0.6).check(_state(kept[:1]), (_req(5),)).ok
+
+
+def test_forced_work_protects_a_big_late_request():
+    # 125 steps of 1024x1024 due at 1.2 s need 18 of the 20 rounds on all 4 GPUs (7 steps of 8 ms a
+    # round): 0.48 GPU-s to spare. 60 steps of 512x512 due at 0.5 s need 0.72 GPU-s (2 GPUs, to be on
+    # time). The sum test passes (1.2 GPU-s due by 0.5 s is plenty); forced work sees that by 0.5 s
+    # the big one must already have done 125 - 7 x 11 = 48 steps, and refuses the small one.
+    from tetriopt.policies.greedy import admit
+
+    from tetriopt.lookahead import outlook
+
+    adm = JointAdmission(headroom=1.0)
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    after = _state([big, small])
+    looks = {r.id: outlook(after, r) for r in after.requests}
+    assert set(admit(after, looks)) == {"r0", "s"}                       # the planner's joint test: fine
+    assert not forced_work_fits(after, [big, small], {"s"}, looks)
+    assert not adm.check(_state([big]), (small,)).ok
+    assert adm.check(_state([big]), (replace(small, remaining_steps=20),)).ok
+
+
+def test_plan_window_keeps_the_urgent_and_the_started():
+    w = PlanWindow(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000, limit=5)
+    hopeless = [_req(i, steps=500, deadline_us=1_000_000 + i) for i in range(5)]   # 500 x 8 ms > 1 s
+    started = [_req(10 + i, deadline_us=9_000_000, location=(i,)) for i in range(2)]
+    fresh = [_req(20 + i, deadline_us=3_000_000 + i) for i in range(10)]
+    got = [r.id for r in w(tuple(hopeless + fresh + started), 0)]
+    assert got == ["r10", "r11", "r20", "r21", "r22"]
+    assert w(tuple(fresh[:3]), 0) == tuple(fresh[:3])
+
+
+def test_overload_is_shed_by_deadline_with_retry_after(make_server):
+    s = make_server(admission_headroom=1.0)
+    body = {"prompt": "p", "size": "1024x1024", "steps": 100, "slo_ms": 2500}
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        answers = [c.post("/v1/jobs", json=body) for _ in range(10)]
+        accepted = [r.json()["id"] for r in answers if r.status_code == 202]
+        refused = [r for r in answers if r.status_code == 429]
+        assert 1 <= len(accepted) <= 4 and len(accepted) + len(refused) == 10, [r.status_code for r in answers]
+        for r in refused:
+            err = r.json()["error"]
+            assert err["code"] == "deadline_overloaded" and err["param"] is None and "slo_ms" in err["message"]
+            assert int(r.headers["retry-after"]) >= 1
+        assert [wait_job(c, j)["status"] for j in accepted] == ["succeeded"] * len(accepted)
+        assert c.get("/v1/stats").json()["requests"]["rejected_overload"] == len(refused)
+
+
+def test_backlog_cap_and_best_effort(make_server):
+    # the backlog counts 24 GPU-ms a step (1024x1024 at 1 GPU); the joint test the cost that meets the
+    # deadline: 100 steps in 1 s need 4 GPUs, 7 steps of 8 ms in a 60 ms round: 34 GPU-ms a step held,
+    # 3.4 GPU-s of the 3.67 or more there are (4 GPUs from the next round, at most 78 ms away)
+    s = make_server(max_backlog_gpu_s=4.0, admission="best-effort", admission_headroom=1.0)
+    body = {"prompt": "p", "size": "1024x1024", "steps": 100, "slo_ms": 1000}
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        first = c.post("/v1/jobs", json=body)        # backlog 2.4 GPU-s
+        assert first.status_code == 202 and first.json()["best_effort"] is False
+        r = c.post("/v1/jobs", json=body)            # 4.8 > 4
+        assert r.status_code == 429 and r.json()["error"]["code"] == "backlog_full"
+        # 4 x 20 steps of 512x512 due in 0.6 s: within the backlog cap (0.64 GPU-s more), but with ~0.7 GPU-s
+        # due before the first job's deadline (3.4 of the ~3.7 there are), that one would no longer fit:
+        # accepted best-effort, not promised
+        small = c.post("/v1/jobs", json={**body, "size": "512x512", "n": 4, "steps": 20, "slo_ms": 600})
+        assert small.status_code == 202 and small.json()["best_effort"] is True
+        assert wait_job(c, first.json()["id"])["status"] == "succeeded"
