@@ -28,7 +28,9 @@ def batch_profile(tmp_path) -> str:
 
 
 def test_batched_and_immediate_assignments_serve_every_image(make_server, batch_profile):
-    s = make_server(profile=batch_profile, gpus=1, batching=True, immediate_start=True, round_ms=200)
+    # greedy's batching rule decides without a wall-clock limit (cpsat's batches: tests/test_batching.py)
+    s = make_server(profile=batch_profile, gpus=1, batching=True, immediate_start=True, round_ms=200,
+                    policy="greedy")
     executed = []
     ex = s.service.scheduler.executor
     run = ex.execute
@@ -40,7 +42,7 @@ def test_batched_and_immediate_assignments_serve_every_image(make_server, batch_
     ex.execute = spy
     with httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/images/generations",
-                   json={"prompt": "four foxes", "size": "256x256", "n": 4, "steps": 12, "slo_ms": 20000})
+                   json={"prompt": "four foxes", "size": "256x256", "n": 4, "steps": 40, "slo_ms": 20000})
         assert r.status_code == 200, r.text
         body = r.json()
     assert len(body["data"]) == 4 and all(base64.b64decode(d["b64_json"])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,4 +55,4 @@ def test_batched_and_immediate_assignments_serve_every_image(make_server, batch_
     for a in executed:
         for i in a.requests:
             done[i] = done.get(i, 0) + a.steps
-    assert sorted(done.values()) == [12, 12, 12, 12]
+    assert sorted(done.values()) == [40, 40, 40, 40]
