@@ -68,7 +68,7 @@ class MipPolicy:
         # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
         # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
         self.deterministic = deterministic
-        self._tetriserve = TetriServe()
+        self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
