@@ -37,7 +37,8 @@ MODEL = "flux.1-dev-h100"
 POLICIES = ("cpsat", "tetriserve", "tetriserve-stepgain")
 # (GPUs, pending target) -> requests per minute; the first six are the issue's, the rest from
 # --calibrate (tetriserve's median pending on seed 0 at N = 2.25 R)
-RATES = {(8, 10): 82.2, (8, 33): 142.2, (8, 109): 309.5, (16, 104): 399.5, (32, 28): 314.6, (64, 54): 642.2}
+RATES = {(8, 10): 82.2, (8, 33): 142.2, (8, 109): 309.5, (16, 104): 399.5, (32, 28): 314.6, (64, 54): 642.2,
+         (8, 8): 64.2, (8, 32): 133.9, (8, 64): 208.9, (8, 128): 297.1}
 
 
 def capacity_rate(gpus: int, steps: int = 20) -> float:

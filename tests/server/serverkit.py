@@ -58,7 +58,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_subprocess(*args: str, port: int | None = None, ready_s: float = 30) -> tuple[subprocess.Popen, str]:
     """`tetriopt serve ARGS` in a child process; returns it and its base URL once /readyz says ready.
 
     Without `--store` in ARGS the job store is in memory (the default file would land in the cwd).
@@ -72,7 +72,7 @@ def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Po
     STARTED.append(proc)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 30:
+    while time.monotonic() - t0 < ready_s:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read()}")
         try:

@@ -23,6 +23,7 @@ GPU-times in the objective are in GPU-ms (integers).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..lookahead import Outlook, outlook
@@ -151,9 +152,13 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
     return r.remaining_steps - steps <= slack
 
 
+class OutOfTime(Exception):
+    """Building the model ran past its deadline (the caller answers from its warm starts)."""
+
+
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          batching: bool = False) -> RoundModel:
+          deadline: float | None = None, batching: bool = False) -> RoundModel:
     """The round model (with `batching`, also batch options: policies/batching.py).
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
@@ -187,6 +192,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         due_now = {r.id for r in state.requests if state.due_us(r) < state.end_us}
         batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
+        if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
+            raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
@@ -247,6 +254,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     # if j is kept on set G, every GPU of G finishes the urgent work due by j's deadline within j's budget
     R = state.round_us
     for pos, (r, kp, budget) in enumerate(urgent):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime
         for gpus, _, x, _ in cand[r.id]:
             for gpu in gpus:
                 before = {s: t for q, _, _ in urgent[:pos + 1] for gg, t, _, s in cand[q.id] if gpu in gg}

@@ -11,7 +11,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .formulation import RoundModel, build, complete
+from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
@@ -20,7 +20,7 @@ LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see doc
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
-BUILD_SHARE = 0.5  # the model is built when its predicted cost fits in this share of what is left
+BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
                    # on only if that slice kept at least half a request more than the warm start
@@ -32,6 +32,7 @@ class Rate:
 
     def __init__(self, initial: float):
         self.value = initial
+        self.floor = initial  # the cheapest per-unit cost seen
 
     def predict(self, units: float) -> float:
         return self.value * units
@@ -39,6 +40,13 @@ class Rate:
     def observe(self, seconds: float, units: float) -> None:
         if units > 0:
             self.value = 0.7 * self.value + 0.3 * seconds / units
+            self.floor = min(self.floor, seconds / units)
+
+    def skipped(self) -> None:
+        """The stage was skipped on this estimate: relax it towards the cheapest cost seen, so
+        that one slow round (a busy machine) does not keep the stage off for good, while a stage
+        that never fits is not retried on a guess below anything measured."""
+        self.value = max(self.floor, 0.8 * self.value)
 
 
 class MipPolicy:
@@ -72,7 +80,7 @@ class MipPolicy:
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
-        self._build_rate = Rate(1.5e-5)   # model build + warm-start completion: seconds per variable
+        self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
@@ -136,6 +144,8 @@ class MipPolicy:
             ts = self._tetriserve.plan(state)
             self._ts_rate.observe(time.perf_counter() - t, cells)
             out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
+        else:
+            self._ts_rate.skipped()
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
@@ -162,6 +172,7 @@ class MipPolicy:
         n_alive = sum(outlook(state, r).alive for r in state.requests)
         est_vars = 2 * min(1200, n_placed * 32) + 4 * (n_alive + n_placed)
         if not self.deterministic and self._build_rate.predict(est_vars) > BUILD_SHARE * (self._left(t0) - reserve):
+            self._build_rate.skipped()
             return self._fallback(heuristics, "time limit before the model")
         t_build = time.perf_counter()
         hinted: dict[str, tuple] = {}
@@ -169,16 +180,24 @@ class MipPolicy:
             for rid, g, _ in dec:
                 if isinstance(rid, str):
                     hinted[rid] = hinted.get(rid, ()) + (g,)
-        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, batching=self.batching)
+        stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
+        try:
+            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop,
+                       batching=self.batching)
+        except OutOfTime:
+            self._build_rate.observe(time.perf_counter() - t_build, est_vars)
+            return self._fallback(heuristics, "time limit while building the model")
         best = None
         for name, dec, kept in heuristics:
+            if stop is not None and time.perf_counter() > stop:
+                break  # the warm starts completed so far are the candidates
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
         built_s = time.perf_counter() - t_build
         left_s = self._left(t0) - reserve
         if left_s < MIN_SEARCH_S:
-            self._build_rate.observe(built_s, len(rm.model.names))
+            self._build_rate.observe(built_s, est_vars)
             return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
         try:
@@ -199,7 +218,7 @@ class MipPolicy:
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
         # the estimate covers building, completing the warm starts and translating for the solver
-        self._build_rate.observe(built_s + (outcome.setup_s if outcome else 0.0), len(rm.model.names))
+        self._build_rate.observe(built_s + (outcome.setup_s if outcome else 0.0), est_vars)
         if outcome is None or outcome.solution is None or (best and rm.model.value(outcome.solution) < best[1]):
             note = error or ("time limit before a solution" if outcome is None or outcome.solution is None
                              else "heuristic better")

@@ -21,7 +21,7 @@ Where the paper is silent we guessed, and say so:
 - Placement: the DP counts GPUs, not aligned sets, so a chosen request may find no free aligned
   set of its degree; it is then seated at the next smaller option that fits (the DP's choice
   stands otherwise). Requests the DP left waiting that still survive are seated on idle GPUs,
-  earliest deadline first, at their cheapest option, before any scale-up ("no GPU remains
+  earliest deadline first, at their narrowest option, before any scale-up ("no GPU remains
   unused" comes after every request that could still make it has a seat).
 - Late requests get one GPU each (or the fewest on which a step fits in the round), oldest
   first, only from GPUs left after survivors are seated. Whatever is still unseated then
@@ -171,7 +171,7 @@ class TetriServe:
         if fair:  # survivors the DP left waiting get idle GPUs before any late request or scale-up
             for r in reqs:
                 if r.id not in placed and r.id not in late and len(options[r.id]) > 1:
-                    k, n, _ = options[r.id][1]  # its cheapest option
+                    k, n, _ = options[r.id][1]  # its narrowest option (the minimal allocation)
                     take(r.id, k, n)
         batches = self._batch(state, reqs, placed, free) if self.batching else {}
         batched = {i for ids, _, _ in batches.values() for i in ids}
