@@ -7,7 +7,10 @@ dicts, aggregated over seeds (mean, standard deviation, min, max) for the tables
 
 Policy names are those of `make_policy`, except "rssp", which here means the paper's "oracle
 static" baseline: the per-resolution degree mapping chosen with hindsight on each instance
-(`oracle_mapping`, below); the mapping found is kept in the row ("detail").
+(`oracle_mapping`, below); the mapping found is kept in the row ("detail"). A name may end
+in `+batching` and/or `+immediate` (e.g. `cpsat+batching+immediate`, `bound+batching+immediate`):
+that policy (or the bound of that extended model) with the feature on, so that runs with and
+without the features sit side by side on the same workloads.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .simulate import simulate
 DEFAULT_POLICIES = tuple(bench_policies(8))  # the registry's, on 8 GPUs
 METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
            "solver_ms_p99", "fallback_rounds")
+CLUSTER_METRICS = ("rejected", "infeasible", "moved", "decision_ms_p50", "decision_ms_p99")  # POLICY@ROUTER rows
 AXES = ("slo_scale", "rate", "round_ms")
 BOUND = "bound"
 
@@ -45,6 +49,7 @@ class Point:
     steps: int = 20
     seed: int = 0
     cv: float = 1.0
+    nodes: int = 1   # nodes of `gpus` each; policies named POLICY@ROUTER route across them
 
     def instance(self):
         from .instance import parse_instance
@@ -54,10 +59,12 @@ class Point:
                if self.islands else None)
         data = generate(self.model, self.gpus, self.n, self.rate, mix=self.mix, slo_scale=self.slo_scale,
                         steps=self.steps, seed=self.seed, cv=self.cv, islands=isl, round_ms=self.round_ms)
+        if self.nodes > 1:
+            data["cluster"]["nodes"] = self.nodes
         return parse_instance(data, name=self.label())
 
     def label(self) -> str:
-        return (f"{self.model}-{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
+        return (f"{self.model}-{str(self.nodes) + 'x' if self.nodes > 1 else ''}{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
                 f"-slo{self.slo_scale:g}-r{self.rate:g}{'-R' + format(self.round_ms, 'g') if self.round_ms else ''}"
                 f"-n{self.n}-s{self.seed}")
 
@@ -69,11 +76,23 @@ class Point:
 def points(models: Iterable[str] = ("flux.1-dev-h100",), gpus: int = 8, islands: int | None = None,
            mixes: Iterable[str] = ("uniform",), slo_scales: Iterable[float] = (1.0,), rates: Iterable[float] = (12.0,),
            round_ms: Iterable[float | None] = (None,), seeds: Iterable[int] = (0,), n: int = 300, steps: int = 20,
-           cv: float = 1.0) -> list[Point]:
+           cv: float = 1.0, nodes: int = 1) -> list[Point]:
     """The cartesian product of the given lists."""
     return [Point(model=m, gpus=gpus, islands=islands, mix=x, slo_scale=float(s), rate=float(r),
-                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv)
+                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv, nodes=nodes)
             for m, x, s, r, rm, sd in itertools.product(models, mixes, slo_scales, rates, round_ms, seeds)]
+
+
+FEATURES = ("batching", "immediate")
+
+
+def split_features(name: str) -> tuple[str, set[str]]:
+    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'})."""
+    base, *feats = name.split("+")
+    bad = [f for f in feats if f not in FEATURES]
+    if bad:
+        raise InputError("policies", name, f"unknown feature {bad[0]!r}; features: {', '.join(FEATURES)}")
+    return base, set(feats)
 
 
 def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
@@ -124,12 +143,15 @@ def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3
 
 
 def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
-    """The policy `bench` runs under a name, and the detail its row keeps: "rssp" is the hindsight
-    mapping for this instance (`oracle_mapping`), every other name is `make_policy`'s."""
+    """The policy `bench` runs under a name (features stripped: see split_features), and the detail
+    its row keeps: "rssp" is the hindsight mapping for this instance (`oracle_mapping`), every
+    other name is `make_policy`'s."""
+    name, feats = split_features(name)
     if name == "rssp":
         mapping, _ = oracle_mapping(inst)
         return RSSP(mapping, name="rssp"), mapping_name(mapping)
-    return make_policy(name, time_limit_ms=time_limit_ms), ""
+    return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats,
+                       immediate_start="immediate" in feats), ""
 
 
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
@@ -138,16 +160,26 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
     inst = instance if instance is not None else point.instance()
     row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
     t0 = time.perf_counter()
-    if policy == BOUND:
+    base, feats = split_features(policy)
+    if base == BOUND:
         from .bound import upper_bound
 
-        b = upper_bound(inst, time_limit_s=bound_time_s)
+        b = upper_bound(inst, time_limit_s=bound_time_s, arrival_visible="immediate" in feats,
+                        batching="batching" in feats)
         row.update(slo_attainment=b.slo_attainment_bound, met=b.met_bound, requests=b.requests,
                    detail=b.status, wall_s=round(time.perf_counter() - t0, 3))
         return row
+    if "@" in policy:  # POLICY@ROUTER on point.nodes nodes (ROUTER "global": one planner over all GPUs)
+        from .cluster.multinode import run_routed
+
+        run = run_routed(inst, point.nodes, *policy.split("@", 1), time_limit_ms=time_limit_ms)
+        s = run.summary
+        row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
+                   wall_s=round(time.perf_counter() - t0, 3))
+        return row
     pol, detail = bench_policy(policy, inst, time_limit_ms)
     t1 = time.perf_counter()
-    res = simulate(inst, pol)
+    res = simulate(inst, pol, immediate_start="immediate" in feats)
     s = res.summary
     row.update({k: s[k] for k in METRICS}, requests=s["requests"], detail=detail,
                wall_s=round(time.perf_counter() - t0, 3), sim_s=round(time.perf_counter() - t1, 3),
@@ -168,12 +200,18 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
         time_limit_ms: float = 200.0, bound_time_s: float = 60.0, jobs: int = 1,
         progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every policy (and the bound) on every point; rows in a stable order."""
-    pols = list(policies) + ([BOUND] if bound else [])
+    pols = list(policies) + ([BOUND] if bound and BOUND not in {split_features(p)[0] for p in policies} else [])
     from .policies import make_policy
 
     for p in pols:  # fail fast on a bad name, before any work
-        if p not in (BOUND, "rssp"):
-            make_policy(p)
+        if "@" in p:
+            from .cluster.multinode import check_router
+
+            p, router = p.split("@", 1)
+            check_router(router)
+        base, _ = split_features(p)
+        if base not in (BOUND, "rssp"):
+            make_policy(base)
     # expensive jobs first so that the pool does not end on one long cpsat run
     work = sorted(((pt, p, time_limit_ms, bound_time_s) for pt in pts for p in pols),
                   key=lambda a: (a[1] not in ("cpsat", "pulp"), -a[0].n * a[0].rate))
@@ -212,7 +250,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, rs in groups.items():
         agg = dict(key)
         agg["seeds"] = sorted(r["seed"] for r in rs)
-        for m in METRICS + ("wall_s",):
+        for m in METRICS + CLUSTER_METRICS + ("wall_s",):
             vals = [r[m] for r in rs if r.get(m) is not None]
             if vals:
                 agg[m] = _stats([float(v) for v in vals])
@@ -241,7 +279,9 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
         cols = sorted({r[axis] for r in rs}, key=lambda v: (v is None, v or 0))
         pols = list(dict.fromkeys(r["policy"] for r in rs))
         cell = {(r["policy"], r[axis]): r for r in rs}
-        head = (f"{key[0]} {key[1]} GPUs{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
+        nodes = rs[0].get("nodes", 1)
+        head = (f"{key[0]} {str(nodes) + ' nodes x ' if nodes > 1 else ''}{key[1]} GPUs"
+                f"{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
                 f"n={key[4]}, {key[5]} steps, " + ", ".join(f"{a}={v if v is not None else 'default'}"
                                                             for a, v in zip(fixed, key[6:])))
         out.append(f"{metric} by {axis} -- {head}")
@@ -293,10 +333,16 @@ def check_dominance(agg: list[dict], leader: str = "cpsat") -> list[str]:
     for k, v in by.items():
         where = ", ".join(f"{a}={b}" for a, b in k)
         for p, x in v.items():
-            if p not in (leader, BOUND) and leader in v and x > v[leader] + 1e-9:
-                issues.append(f"{p} {100 * x:.1f}% > {leader} {100 * v[leader]:.1f}% at {where}")
-            if BOUND in v and p != BOUND and x > v[BOUND] + 1e-9:
-                issues.append(f"{p} {100 * x:.1f}% above the bound {100 * v[BOUND]:.1f}% at {where}")
+            base, feats = split_features(p)
+            if base == BOUND:
+                continue
+            lead = "+".join([leader, *sorted(feats)])
+            if base != leader and lead in v and x > v[lead] + 1e-9:
+                issues.append(f"{p} {100 * x:.1f}% > {lead} {100 * v[lead]:.1f}% at {where}")
+            for b, y in v.items():  # a bound bounds the policies whose features its model includes
+                bb, bfeats = split_features(b)
+                if bb == BOUND and feats <= bfeats and x > y + 1e-9:
+                    issues.append(f"{p} {100 * x:.1f}% above the bound {b} {100 * y:.1f}% at {where}")
     return issues
 
 

@@ -34,6 +34,10 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Round length (default: the profile's default_round_ms).")
 @click.option("--policy", default="cpsat", show_default=True,
               help=policy_help())
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Let same-size requests share steps (the policy decides; see `tetriopt solve --batching`).")
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Start new requests at once on GPUs the running round leaves idle.")
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=None,
               help="Per-round solver limit (default: 20% of a round).")
 @click.option("--solver-mode", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
@@ -88,12 +92,22 @@ def _rounds(value: str | None) -> frozenset[int]:
               show_default=True)
 @click.option("--sim-fail-rounds", default=None, hidden=True,
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
-def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, model_path,
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Scale out on Ray: one node actor (round loop, planner, executor) per GPU node of --gpus "
+                   "GPUs, this process the HTTP front-end. ADDRESS of a running cluster ('auto': the one "
+                   "started on this machine), or none: start a new one here. Needs the ray extra.")
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="With --ray: node actors (default: the cluster's tetriopt_node resources, else GPUs / --gpus, "
+                   "else 1).")
+@click.option("--router", default="deadline-aware", show_default=True,
+              help="With --ray: round-robin, least-work or deadline-aware (429 when no node can keep a request).")
+def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, model_path,
           sp_backend, compile_, aux_device, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
           store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
-          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
-    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
+          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes,
+          router) -> None:
+    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs (per node with --ray)."""
     try:
         from ..server.config import ServerConfig
         from ..server.run import serve as run_server
@@ -101,7 +115,8 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
         raise click.ClickException(f"`tetriopt serve` needs the serve extra ({e.name} is missing): "
                                    "pip install 'tetriopt[serve]'") from None
     cfg = ServerConfig(gpus=gpus, profile=profile, model=model, island_size=island_size, round_ms=round_ms,
-                       policy=policy, time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
+                       policy=policy, batching=batching, immediate_start=immediate_start,
+                       time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
                        executor=executor, model_path=model_path, sp_backend=sp_backend, compile=compile_,
                        aux_device=aux_device, host=host, port=port,
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
@@ -112,4 +127,15 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,
                        sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
-    run_server(cfg)
+    if ray_address is None:
+        run_server(cfg)
+        return
+    from ..cluster.router import make_router
+
+    make_router(router)
+    try:
+        from ..cluster.ray_serve import serve_ray
+    except ModuleNotFoundError as e:
+        raise click.ClickException(f"`tetriopt serve --ray` needs the ray extra ({e.name} is missing): "
+                                   "pip install 'tetriopt[ray]'") from None
+    serve_ray(cfg, ray_address, nodes, router)

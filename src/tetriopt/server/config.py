@@ -13,6 +13,8 @@ class ServerConfig:
     island_size: int | None = None        # GPUs per fast-link island (default: one island)
     round_ms: float | None = None         # default: the profile's default_round_ms
     policy: str = "cpsat"
+    batching: bool = False                # same-size requests may share steps (policy option)
+    immediate_start: bool = False         # arrivals start at once on GPUs the running round leaves idle
     time_limit_ms: float | None = None    # per-round solver limit (default: 20% of a round)
     solver_workers: int = 1
     solver_mode: str = "thread"           # thread | process

@@ -37,9 +37,11 @@ def _plan_in_process(state: RoundState) -> RoundPlan:
 
 
 class Planner:
-    def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread"):
+    def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread",
+                 batching: bool = False, immediate_start: bool = False):
         self.policy_name = policy
-        self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers}
+        self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers, "batching": batching,
+                        "immediate_start": immediate_start}
         self.mode = mode
         make_policy(policy, **self.options)  # fail fast on a bad name, before the server starts
         self._pool: Executor = self._new_pool()
