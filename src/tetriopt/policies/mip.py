@@ -18,7 +18,6 @@ from .tetriserve import TetriServe
 
 
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
-SMALL_MODEL = 200  # variables: a light round's model at most this big runs without them too
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
@@ -223,13 +222,11 @@ class MipPolicy:
         outcome, error = None, ""
         try:
             params = {}
-            light = len(state.requests) <= state.cluster.gpus and len(rm.model.names) <= SMALL_MODEL
-            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S or light):
+            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
                 # big rounds or short limits: presolve and LP linearisation eat the whole limit
                 # before the first improving move; plain search from the hint does better
-                # (benchmarks/round_solve.py; presolve helps proofs when there is time); light
-                # rounds (a few requests, no backlog): they cost more than the search they save
-                # (docs/solver.md; under a backlog they do pay, even on small models)
+                # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
+                # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
                 params.update(cp_model_presolve=False, linearization_level=0)
             stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
             if self.deterministic and self.backend == "cpsat":
