@@ -10,7 +10,6 @@ request's first and last sets run them) unless an aux device puts them here.
 from __future__ import annotations
 
 import os
-import queue
 import socket
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import torch
 import torch.multiprocessing as mp
+from multiprocessing import connection as mp_connection
 
 from tetriopt.runnable import split_problem
 
@@ -90,7 +90,7 @@ class Runtime:
         self.startup_s = 0.0
         self._procs: list[Any] = []
         self._jobs: list[Any] = []
-        self._results: Any = None
+        self._readers: dict[Any, int] = {}  # one pipe per worker: its reading end -> rank
         self._job_id = 0
         self._start()
 
@@ -98,7 +98,6 @@ class Runtime:
     def _start(self) -> None:
         t0 = time.perf_counter()
         ctx = mp.get_context("spawn")
-        self._results = ctx.Queue()
         port = free_port()
         for r in range(self.world):
             q = ctx.Queue()
@@ -106,8 +105,14 @@ class Runtime:
                                sp_backend=self.sp_backend, timeout_s=self.timeout_s, threads=self.threads,
                                aux=self.aux is None, compile=self.compiled, warm_sizes=self.warm_sizes,
                                cond_shape=self.cond_shape, share_gpu=self.share_gpu)
-            p = ctx.Process(target=worker_main, args=(cfg, q, self._results), daemon=True)
+            reader, writer = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=worker_main, args=(cfg, q, writer), daemon=True)
             p.start()
+            # Only the worker holds the writing end: if it dies, even half-way through a message,
+            # the reader gets EOF. (A queue shared by all workers stays open, and a worker killed
+            # while writing to it left the driver blocked forever on the rest of the message.)
+            writer.close()
+            self._readers[reader] = r
             self._procs.append(p)
             self._jobs.append(q)
         info: dict[int, dict[str, Any]] = {}
@@ -125,14 +130,17 @@ class Runtime:
     def _get(self) -> tuple[str, int, Any]:
         deadline = time.monotonic() + self.timeout_s
         while True:
-            try:
-                return self._results.get(timeout=1.0)
-            except queue.Empty:
-                dead = [p.pid for p in self._procs if not p.is_alive()]
-                if dead or time.monotonic() > deadline:
-                    self.close(wait_s=0.0 if dead else 10.0)  # survivors may be stuck with a dead peer
-                    why = f"workers {dead} died" if dead else f"no answer in {self.timeout_s:.0f} s"
-                    raise RuntimeError(f"runtime stopped: {why}") from None
+            for conn in mp_connection.wait(list(self._readers), timeout=1.0):
+                try:
+                    return conn.recv()
+                except (EOFError, OSError):  # its worker died
+                    del self._readers[conn]
+                    conn.close()
+            dead = [p.pid for p in self._procs if not p.is_alive()]
+            if dead or time.monotonic() > deadline:
+                self.close(wait_s=0.0 if dead else 10.0)  # survivors may be stuck with a dead peer
+                why = f"workers {dead} died" if dead else f"no answer in {self.timeout_s:.0f} s"
+                raise RuntimeError(f"runtime stopped: {why}") from None
 
     def close(self, wait_s: float = 10.0) -> None:
         """Stop the workers: ask, wait up to wait_s each, then kill."""
@@ -147,7 +155,9 @@ class Runtime:
             if p.is_alive():
                 p.kill()
                 p.join(timeout=5)
-        self._procs, self._jobs = [], []
+        for conn in self._readers:
+            conn.close()
+        self._procs, self._jobs, self._readers = [], [], {}
 
     def __enter__(self) -> "Runtime":
         return self

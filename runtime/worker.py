@@ -355,9 +355,9 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
     try:
         t0 = time.perf_counter()
         w = Worker(cfg)
-        results.put(("ready", cfg.rank, w.startup_report(time.perf_counter() - t0)))
+        results.send(("ready", cfg.rank, w.startup_report(time.perf_counter() - t0)))
     except BaseException:
-        results.put(("error", cfg.rank, traceback.format_exc()))
+        results.send(("error", cfg.rank, traceback.format_exc()))
         return
     try:
         while True:
@@ -366,14 +366,14 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
                 break
             try:
                 def report(timing, latent, final, image, _id=job.job_id):
-                    # numpy, not a tensor: a queued tensor is a shared-memory handle the driver
+                    # numpy, not a tensor: a sent tensor is a shared-memory handle the driver
                     # fetches from this process later, which fails once this process has died
-                    results.put(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final,
+                    results.send(("task", cfg.rank, (_id, timing, None if latent is None else latent.numpy(), final,
                                                     image)))
 
-                results.put(("done", cfg.rank, (job.job_id, w.run(job, report))))
+                results.send(("done", cfg.rank, (job.job_id, w.run(job, report))))
             except BaseException:
-                results.put(("error", cfg.rank, traceback.format_exc()))
+                results.send(("error", cfg.rank, traceback.format_exc()))
                 break  # groups may be wedged after a failed collective: the driver restarts us
     finally:
         w.close()
