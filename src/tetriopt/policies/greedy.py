@@ -58,12 +58,13 @@ def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, w
     return None if best is None else (best[1], best[2])
 
 
-def greedy_decisions(state: RoundState) -> tuple[list[Decision], list[str]]:
+def greedy_decisions(state: RoundState, loads: Loads | None = None) -> tuple[list[Decision], list[str]]:
+    """EDF with the joint test; `loads`: GPU time already taken in the round (default: none)."""
     looks = {r.id: outlook(state, r) for r in state.requests}
     kept = admit(state, looks)
     kept_set = set(kept)
     by_id = {r.id: r for r in state.requests}
-    loads = Loads(state)
+    loads = Loads(state) if loads is None else loads
     decisions: list[Decision] = []
     for rid in kept:
         r, o = by_id[rid], looks[rid]

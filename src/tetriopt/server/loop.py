@@ -20,7 +20,7 @@ from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
-from ..plan import RoundPlan
+from ..plan import RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
 from .admission import Timing
@@ -28,7 +28,7 @@ from .clock import Clock
 from .executors import Completion, Executor, WorkItem
 from .jobs import Job, JobStore
 from .metrics import Metrics
-from .planner import Planner
+from .planner import Planner, fill_late
 
 log = logging.getLogger("tetriopt.server.loop")
 
@@ -108,25 +108,31 @@ class Scheduler:
 
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
-        state = self.engine.snapshot(boundary, k, cutoff_us=self.clock.now_us())
+        cutoff = self.clock.now_us()
+        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
         if self.window is not None:
             state = replace(state, requests=self.window(state.requests, boundary))
+        plan, work = RoundPlan(assignments=(), backend="none"), {}
+        late_ms = overhead_ms = 0.0
+        if state.requests:
+            plan = await self.planner.plan(state)
+            t_solved = time.perf_counter()
+            try:
+                plan, work = self.engine.dispatch(state, plan)
+            except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
+                log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
+                return
+            late_ms = (self.clock.now_us() - boundary) / 1e3
+            overhead_ms = (time.perf_counter() - t0) * 1e3
+            self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
+        await self._sleep_until(boundary)
+        state, plan, work = self._fill_late(state, plan, work, cutoff)
         if not state.requests:
-            return
-        plan = await self.planner.plan(state)
-        t_solved = time.perf_counter()
-        try:
-            plan, work = self.engine.dispatch(state, plan)
-        except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
-            log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
             return
         for a in plan.assignments:
             job = self.store.tasks[a.request].job
             if job.status == "queued":
                 job.status = "running"
-        late_ms = (self.clock.now_us() - boundary) / 1e3
-        overhead_ms = (time.perf_counter() - t0) * 1e3
-        self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
         if self.on_round:
             self.on_round(state, plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
@@ -134,8 +140,28 @@ class Scheduler:
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
                                           "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
         if plan.assignments:
-            await self._sleep_until(boundary)
             self._dispatch(k, plan, work)
+
+    def _fill_late(self, state: RoundState, plan: RoundPlan, work: dict[str, WorkItem],
+                   cutoff: int) -> tuple[RoundState, RoundPlan, dict[str, WorkItem]]:
+        """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
+        free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
+        as in `tetriopt solve`, whenever there is room."""
+        late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
+                     if r.arrival_us > cutoff)
+        if not late:
+            return state, plan, work
+        merged, full = fill_late(state, plan, late)
+        extra = full.assignments[len(plan.assignments):]
+        why = check_plan(merged, full) if extra else None
+        if why is not None:  # fill_late builds on the plan's free tails, so this is a bug
+            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+        log.debug("late arrivals", extra={"round": state.round_index, "late": len(late),
+                                          "assignments": [(a.request, a.gpus, a.steps) for a in extra]})
+        if not extra or why is not None:
+            return state, plan, work
+        _, late_work = self.engine.dispatch(replace(merged, requests=late), replace(plan, assignments=extra))
+        return merged, full, {**work, **late_work}
 
     def _dispatch(self, k: int, plan: RoundPlan, work: dict[str, WorkItem]) -> None:
         loop = self._loop
@@ -204,8 +230,9 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work as the next round to be planned will see it (admission's view)."""
-        return self.engine.snapshot(self.timing.first_round_us(now_us), -1, cutoff_us=now_us)
+        """The pending work from the first boundary a new request can run at (admission's view; in a
+        round's lead, after its plan is dispatched, that round's steps count as done)."""
+        return self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

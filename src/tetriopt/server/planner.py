@@ -18,9 +18,10 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
-from ..plan import PlanStatus, RoundPlan, check_plan
+from ..plan import Assignment, PlanStatus, RoundPlan, check_plan
 from ..policies import make_policy
-from ..state import RoundState
+from ..policies.greedy import Loads, greedy_decisions
+from ..state import RequestState, RoundState
 
 log = logging.getLogger("tetriopt.server.planner")
 
@@ -34,6 +35,38 @@ def _init_process(name: str, options: dict[str, Any]) -> None:
 
 def _plan_in_process(state: RoundState) -> RoundPlan:
     return _POLICY.plan(state)
+
+
+def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> tuple[RoundState, RoundPlan]:
+    """Add requests that arrived after the round's snapshot (during planning) to GPU time its plan
+    leaves free: greedy (EDF, joint test) on the tail of each GPU, after the plan's last end there.
+
+    The server snapshots a round `lead` before its boundary so the solver's time is hidden; without
+    this, a request arriving in that lead waits a whole round even on idle GPUs, where the offline
+    simulation (visible at the first boundary at or after arrival) starts it at once. Returns the
+    state with the late requests added and the plan with their assignments (the plan's own
+    assignments unchanged, so its start order stands).
+    """
+    merged = replace(state, requests=state.requests + late)
+
+    def tails() -> Loads:
+        loads = Loads(merged)
+        for a in plan.assignments:
+            for g in a.gpus:
+                loads.load[g] = max(loads.load[g], a.end_us - state.now_us)
+        return loads
+
+    decisions, _ = greedy_decisions(replace(merged, requests=late), loads=tails())
+    tail, by_id, extra = tails().load, {r.id: r for r in late}, []
+    for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
+        start = state.now_us + max(tail[g] for g in gpus)
+        end = start + n * merged.step_us(by_id[rid], len(gpus))
+        if end > merged.end_us:
+            continue
+        extra.append(Assignment(request=rid, gpus=gpus, steps=n, start_us=start, end_us=end))
+        for g in gpus:
+            tail[g] = end - state.now_us
+    return merged, replace(plan, assignments=plan.assignments + tuple(extra))
 
 
 class Planner:
