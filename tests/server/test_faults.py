@@ -57,8 +57,7 @@ class _OverbookingPolicy:
 
 @pytest.mark.parametrize("policy", [_ExplodingPolicy, _OverbookingPolicy])
 def test_solver_failure_falls_back_to_greedy(make_server, policy):
-    s = make_server()
-    s.service.planner._policy = policy()
+    s = make_server(policy_factory=policy)
     with httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/images/generations", json={"prompt": "p", "size": "512x512", "steps": 12, "slo_ms": 5000})
         assert r.status_code == 200, r.text

@@ -16,10 +16,10 @@ import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from ..plan import Assignment, PlanStatus, RoundPlan, check_plan
-from ..policies import make_policy
+from ..policies import Policy, make_policy
 from ..policies.greedy import Loads, greedy_decisions
 from ..state import RequestState, RoundState
 
@@ -70,13 +70,20 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
 
 
 class Planner:
-    def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread"):
-        self.policy_name = policy
+    """`policy` by name, or `factory`: a callable making a policy object of one's own (embedding,
+    tests), run on the worker thread under the same checks and fallback."""
+
+    def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread",
+                 factory: Callable[[], Policy] | None = None):
         self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers}
+        if factory is not None and mode != "thread":
+            raise ValueError("a policy factory runs on the worker thread (mode='thread')")
         self.mode = mode
-        make_policy(policy, **self.options)  # fail fast on a bad name, before the server starts
+        self._policy = factory() if factory is not None else make_policy(policy, **self.options)  # fails fast
+        self.policy_name = self._policy.name if factory is not None else policy
         self._pool: Executor = self._new_pool()
-        self._policy = make_policy(policy, **self.options) if mode == "thread" else None
+        if mode != "thread":
+            self._policy = None
         self._fallback = make_policy("greedy")
 
     def _new_pool(self) -> Executor:
