@@ -1,8 +1,10 @@
 """The runtime's front: spawns one worker per GPU/CPU rank and executes round plans on them.
 
-The driver holds the text encoders and VAE (`Aux`), encodes each request once, ships the
-initial latent and conditioning to the request's first GPU set, hands every worker the same
-compiled task list, collects the final latents and decodes them to PNG.
+The driver checks and compiles plans (sizes that do not split over a task's degree are refused
+before dispatch), hands every worker the same task list with each request's start (prompt and
+seed; a latent when it resumes), collects reports (timings, final latents, decoded images,
+checkpoints) and writes PNGs. The text encoders and VAE live in the workers (the leaders of a
+request's first and last sets run them) unless an aux device puts them here.
 """
 
 from __future__ import annotations

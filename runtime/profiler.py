@@ -69,6 +69,10 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
         rt.generate(reqs[:1], rounds[:1])  # warm the processes (allocator, kernels) once
         res = rt.generate(reqs, rounds)
         backend = rt.sp_backend
+        mem = [w["gpu_mem_gib"] for w in rt.worker_info if "gpu_mem_gib" in w]
+        startup = (f"{rt.startup_s:.1f} s for {gpus} workers (communicators warmed in "
+                   f"{max(w['comm_warm_s'] for w in rt.worker_info):.2f} s)"
+                   + (f"; GPU memory per rank after start-up {max(mem):.2f} GiB" if mem else ""))
     by_req = {t["request"]: t for t in res.timings}
     what = f"median of {timed} steps after {warmup} warm-up steps"
     points = []
@@ -98,6 +102,7 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
             model=spec.name(),
             dtype=spec.dtype,
             sp_attention=backend,
+            runtime_startup=startup,
             method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1, {what}"
                    f"{', torch.compile' if compile else ', eager'}; text encode and decode timed on {where}",
             default_round_ms=("given by --round-ms" if round_ms else

@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 
 from .groups import build_groups
-from .models import Adapter, Aux, Conditioning, ModelSpec, initial_noise, load_transformer, scheduler_config
+from .models import (Adapter, Aux, Conditioning, ModelSpec, initial_noise, load_transformer, scheduler_config,
+                     tokens_of)
 from .plan import Task, aligned_blocks
 from .sampler import denoise_step, flow_sigmas
 from .sp_attention import make_attention
@@ -167,7 +168,7 @@ class Worker:
             if self.rank not in g:
                 continue
             for w, h in sizes:
-                tokens = (w // 16) * (h // 16)
+                tokens = tokens_of(w, h)
                 if split_problem(tokens, heads, len(g)):
                     continue
                 n = tokens // len(g)

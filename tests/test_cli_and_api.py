@@ -54,7 +54,7 @@ def test_deterministic_mode_is_reproducible_where_the_limit_binds(tmp_path):
     outs = []
     for i in range(2):
         f = tmp_path / f"d{i}.json"
-        p = cli("solve", inst, "--deterministic", "--time-limit-ms", "20", "--no-timings", "--json", str(f))
+        p = cli("solve", inst, "--deterministic", "--time-limit-ms", "2", "--no-timings", "--json", str(f))
         assert p.returncode == 0, p.stderr
         outs.append(f.read_bytes())
     assert outs[0] == outs[1]

@@ -14,9 +14,13 @@ and useful degrees k, an integer n[i,j,k] counts its steps at degree k in round 
 
 Every valid plan (simulator semantics: rounds, aligned sets, steps inside rounds) restricted to
 the requests it meets is a solution, so the optimum is >= the best met count. It is solved with
-CP-SAT per connected component of overlapping request windows; when a component is not proven
-optimal within its time limit, CP-SAT's proven objective bound is used instead, which is still an
-upper bound of the relaxation and so of every plan.
+CP-SAT per connected component of overlapping request windows. A component not proven optimal
+within its share of the time limit contributes a looser bound that is still valid, and the result
+says which (`per_component[].method`): CP-SAT's proven objective bound when the search ended
+FEASIBLE (for this maximisation that is an upper bound on the integer optimum), else (no
+solution, or no time left to build or search the component) the number of its requests that
+could meet their deadline alone on an empty cluster. The time limit covers everything: model
+building counts, and components left when it runs out are not searched.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from .instance import Instance, Request
+from .lookahead import useful
 
 
 @dataclass(frozen=True)
@@ -48,15 +53,7 @@ class Window:
 
 def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
     """Degrees whose step fits in a round and is faster than every smaller degree's."""
-    out, best = {}, None
-    for k in sorted(inst.degrees):
-        if not inst.cluster.sets(k):
-            continue
-        t = inst.step_us(r, k)
-        if t > inst.round_us or (best is not None and t >= best):
-            continue
-        out[k], best = t, t
-    return out
+    return useful({k: inst.step_us(r, k) for k in inst.degrees if inst.cluster.sets(k)}, inst.round_us)
 
 
 def window(inst: Instance, r: Request) -> Window:
@@ -83,6 +80,7 @@ class BoundResult:
     solve_s: float
     per_component: list[dict] = field(default_factory=list)
     incumbent_met: tuple[str, ...] = ()  # requests met in the relaxation's best solution (a witness, not a plan)
+    methods: dict[str, int] = field(default_factory=dict)  # components bounded by each method (METHODS)
 
     @property
     def slo_attainment_bound(self) -> float:
@@ -96,7 +94,8 @@ class BoundResult:
         return {"slo_attainment_bound": round(self.slo_attainment_bound, 6), "met_bound": self.met_bound,
                 "requests": self.requests, "status": self.status, "feasible_alone": self.feasible_alone,
                 "components": self.components, "optimal_components": self.optimal_components,
-                "relaxation_incumbent": self.incumbent, "solve_s": round(self.solve_s, 3)}
+                "relaxation_incumbent": self.incumbent, "bound_methods": self.methods,
+                "solve_s": round(self.solve_s, 3)}
 
 
 def components(ws: list[Window]) -> list[list[Window]]:
@@ -127,11 +126,18 @@ def block_levels(inst: Instance) -> list[int]:
     return out
 
 
-def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, workers: int
-                     ) -> tuple[int, int, bool, list[str]]:
-    """(upper bound, incumbent, proven optimal, ids met in the incumbent) of the relaxation on one component."""
+METHODS = ("optimal", "cpsat-bound", "feasible-alone")
+
+
+def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int
+                     ) -> tuple[int, int, str, list[str]]:
+    """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
+    component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
+    alone, so len(ws) is always a valid bound."""
     if len(ws) == 1:
-        return 1, 1, True, [ws[0].request.id]  # feasible alone (checked by the caller)
+        return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
+    if deadline - time.perf_counter() <= 0:
+        return len(ws), 0, "feasible-alone", []
     from ortools.sat.python import cp_model
 
     N, R = inst.cluster.gpus, inst.round_us
@@ -176,42 +182,55 @@ def _solve_component(inst: Instance, ws: list[Window], time_limit_s: float, work
                 if narrow:
                     m.add(sum(narrow) + sum(wide) <= N * R)
     m.maximize(sum(ys))
+    for y in ys:  # meeting none is a solution: a search cut short still ends FEASIBLE with a bound
+        m.add_hint(y, 0)
+    left = deadline - time.perf_counter()  # building the model counts against the limit
+    if left <= 0:
+        return len(ws), 0, "feasible-alone", []
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit_s, 0.05)
+    solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = 0
     code = solver.solve(m)
     met = [w.request.id for w, y in zip(ws, ys) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.value(y)]
     if code == cp_model.OPTIMAL:
         v = int(round(solver.objective_value))
-        return v, v, True, met
-    ub = int(solver.best_objective_bound + 1e-6)
-    inc = int(round(solver.objective_value)) if code == cp_model.FEASIBLE else 0
-    return min(ub, len(ws)), inc, False, met
+        return v, v, "optimal", met
+    if code == cp_model.FEASIBLE:  # the proven bound of a maximisation that has a solution
+        ub = int(solver.best_objective_bound + 1e-6)
+        return max(len(met), min(ub, len(ws))), len(met), "cpsat-bound", met
+    return len(ws), 0, "feasible-alone", []
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md)."""
+    from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
+
     t0 = time.perf_counter()
     ws = [window(inst, r) for r in inst.requests]
     alone = [w for w in ws if w.max_steps() >= w.request.steps]
     comps = components(alone)
-    total_work = sum(len(c) for c in comps) or 1
     met = inc = opt = 0
     per: list[dict] = []
     met_ids: list[str] = []
-    for c in comps:
-        left = time_limit_s - (time.perf_counter() - t0)
-        share = max(0.2, left * len(c) / total_work) if len(c) > 1 else 0.0
-        ub, best, proven, ids = _solve_component(inst, c, share, workers)
+    end = t0 + time_limit_s
+    methods = dict.fromkeys(METHODS, 0)
+    # small components first, each an equal share of what is left: they are proven fast, and the
+    # time they leave rolls over to the big ones at the end
+    multi = sum(len(c) > 1 for c in comps)
+    for c in sorted(comps, key=len):
+        left = end - time.perf_counter()
+        share = left / multi if len(c) > 1 else 0.0
+        multi -= len(c) > 1
+        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers)
         met_ids.extend(ids)
-        total_work -= len(c)
         met += ub
         inc += best
-        opt += proven
+        opt += method == "optimal"
+        methods[method] += 1
         if len(c) > 1:
-            per.append({"requests": len(c), "bound": ub, "incumbent": best, "optimal": proven,
-                        "rounds": [c[0].first_round, max(w.last_round for w in c)]})
+            per.append({"requests": len(c), "bound": ub, "incumbent": best, "optimal": method == "optimal",
+                        "method": method, "rounds": [c[0].first_round, max(w.last_round for w in c)]})
     return BoundResult(requests=len(inst.requests), met_bound=met, feasible_alone=len(alone),
-                       components=len(comps), optimal_components=opt, incumbent=inc,
+                       components=len(comps), optimal_components=opt, incumbent=inc, methods=methods,
                        solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)))

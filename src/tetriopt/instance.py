@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -109,9 +110,15 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
             raise InputError("degrees", d, f"not profiled in {profile.name!r} (has {list(profile.degrees)})")
         if not cluster.sets(d):
             raise InputError("degrees", d, f"no aligned GPU set of that size fits cluster {c}")
-    round_us = ms_to_us(float(data.get("round_ms", us_to_ms(profile.default_round_us))))
+    round_ms = float(data.get("round_ms", us_to_ms(profile.default_round_us)))
+    if not math.isfinite(round_ms):
+        raise InputError("round_ms", round_ms, "must be a finite number of ms")
+    round_us = ms_to_us(round_ms)
     reqs, ids = [], set()
     for i, r in enumerate(data["requests"]):
+        for key in ("arrival_ms", "deadline_ms"):  # NaN passes every JSON Schema comparison
+            if not math.isfinite(r[key]):
+                raise InputError(f"requests[{i}].{key}", r[key], "must be a finite number of ms")
         if r["id"] in ids:
             raise InputError(f"requests[{i}].id", r["id"], "duplicate request id")
         ids.add(r["id"])
@@ -135,15 +142,28 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
                     requests=tuple(reqs), name=name)
 
 
+def _no_constant(name: str):
+    raise InputError("instance", name, "not valid JSON: NaN and Infinity are not numbers in JSON")
+
+
+def load_json(path: str | Path, field: str = "instance") -> Any:
+    """Strict JSON from a file: UTF-8, no NaN/Infinity, bounded nesting; InputError otherwise."""
+    p = Path(path)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise InputError(field, str(path), f"cannot read file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise InputError(field, str(path), f"not UTF-8 text (byte {e.start})") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise InputError(field, str(path), f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise InputError(field, str(path), "not valid JSON: nested too deeply") from None
+
+
 def load_instance(path: str | Path) -> Instance:
     """Read and validate an instance file; raises InputError naming the bad field and value."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise InputError("instance", str(path), f"cannot read file: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError("instance", str(path), f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-    return parse_instance(data, base_dir=p.parent, name=p.stem)
+    return parse_instance(load_json(p), base_dir=p.parent, name=p.stem)

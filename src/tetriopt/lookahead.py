@@ -35,28 +35,40 @@ class Outlook:
     alive: bool                       # can it still meet its deadline if it gets the best this round
 
 
-def useful_degrees(state: RoundState, r: RequestState) -> dict[int, int]:
-    """Degrees whose step fits in a round, dropping those no faster than a smaller degree."""
+def useful(step: dict[int, int], round_us: int) -> dict[int, int]:
+    """Of the per-degree step latencies given (degrees that have GPU sets), the degrees whose step
+    fits in a round, dropping those no faster than a smaller degree (the one copy of this rule:
+    policies through `outlook`, the bound through its windows)."""
     out: dict[int, int] = {}
     best = None
-    for k in sorted(state.degrees):
-        t = state.step_us(r, k)
-        if t > state.round_us or not state.sets.get(k):
-            continue
-        if best is not None and t >= best:
-            continue  # more GPUs, no faster: never worth it
-        out[k] = t
-        best = t
+    for k in sorted(step):
+        t = step[k]
+        if t > round_us or (best is not None and t >= best):
+            continue  # too slow for a round, or more GPUs and no faster: never worth it
+        out[k] = best = t
     return out
 
 
+def useful_degrees(state: RoundState, r: RequestState) -> dict[int, int]:
+    return useful({k: state.step_us(r, k) for k in state.degrees if state.sets.get(k)}, state.round_us)
+
+
 def outlook(state: RoundState, r: RequestState) -> Outlook:
+    """r's figures in this round, computed once per round state (memoised on it by request id)."""
+    key = ("outlook", r.id)
+    o = state.memo.get(key)
+    if o is None:
+        o = state.memo[key] = _outlook(state, r)
+    return o
+
+
+def _outlook(state: RoundState, r: RequestState) -> Outlook:
     step = useful_degrees(state, r)
     if not step:  # nothing fits in a round: report the smallest-latency degree anyway
         k = min(state.degrees, key=lambda d: (state.step_us(r, d), d))
         step = {k: state.step_us(r, k)}
     fastest = min(step, key=lambda k: (step[k], k))
-    due = r.deadline_us - state.decode_us(r)
+    due = state.due_us(r)
     slack = steps_possible(state, step[fastest], state.end_us, due)
     by_cost = sorted(step, key=lambda k: (k * step[k], k))
     cheapest_k = by_cost[0]  # if nothing meets the deadline any more: the cheapest degree

@@ -66,7 +66,7 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
     tasks = [(gpus, steps * state.step_us(by_id[rid], len(gpus)), (rid, gpus, steps)) for rid, gpus, steps in ds]
     # requests that finish this round with their deadline inside it go first where that fits
     urgent = [j for j, (rid, _, steps) in enumerate(ds) if steps == by_id[rid].remaining_steps
-              and by_id[rid].deadline_us - state.decode_us(by_id[rid]) < state.end_us]
+              and state.due_us(by_id[rid]) < state.end_us]
     placed = layout(tasks, state.now_us, state.round_us, urgent if not keep_order else ())
     assignments = tuple(Assignment(request=rid, gpus=gpus, steps=steps, start_us=s, end_us=e)
                         for (rid, gpus, steps), s, e in placed)

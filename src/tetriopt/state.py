@@ -50,6 +50,16 @@ class RoundState:
     def decode_us(self, r: RequestState) -> int:
         return self.profile.vae_decode_us(r.width, r.height)
 
+    def due_us(self, r: RequestState) -> int:
+        """When r's last step must end: its deadline less the VAE decode that follows it."""
+        return r.deadline_us - self.decode_us(r)
+
+    @cached_property
+    def memo(self) -> dict:
+        """Per-request figures computed once per round (lookahead.outlook fills it), so that every
+        policy, the model and its warm starts share them instead of recomputing."""
+        return {}
+
     def max_steps(self, r: RequestState, k: int) -> int:
         """Most steps of r that fit in one round at degree k."""
         return min(r.remaining_steps, self.round_us // self.step_us(r, k))

@@ -16,6 +16,9 @@ import numpy as np
 from .errors import InputError
 
 SIZES = (256, 512, 1024, 2048)
+MAX_STEPS = 1000  # the instance schema's limits
+MAX_ROUND_MS = 3_600_000
+MAX_TIME_MS = 1e12
 
 # Per-resolution SLO targets in ms. FLUX: the paper's (sec. 6.1). SD3: the paper gives none; ours
 # keep FLUX's ratio of target to the fastest isolated latency (about 1.5-2.4x) on the A40 profile.
@@ -51,12 +54,20 @@ def generate(model: str, gpus: int, n: int, rate_per_min: float, mix: Any = "uni
     """An instance as its JSON dict (write it with json.dump, load it with parse_instance)."""
     if n < 1:
         raise InputError("n", n, "need at least one request")
-    if rate_per_min <= 0:
-        raise InputError("rate", rate_per_min, "must be positive")
-    if cv <= 0:
-        raise InputError("cv", cv, "must be positive")
-    if slo_scale <= 0:
-        raise InputError("slo_scale", slo_scale, "must be positive")
+    for field, v in (("rate", rate_per_min), ("cv", cv), ("slo_scale", slo_scale)):
+        if not (math.isfinite(v) and v > 0):  # NaN fails every comparison: test it by name
+            raise InputError(field, v, "must be a positive finite number")
+    if round_ms is not None and not (math.isfinite(round_ms) and 0 < round_ms <= MAX_ROUND_MS):
+        raise InputError("round_ms", round_ms, f"must be a positive finite number of ms up to {MAX_ROUND_MS:g}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise InputError("steps", steps, f"must be 1..{MAX_STEPS} (the instance schema's range)")
+    if islands:
+        sizes = {len(i) for i in islands}
+        size = sizes.pop() if len(sizes) == 1 else 0
+        if size & (size - 1) or size == 0:
+            raise InputError("islands", [len(i) for i in islands],
+                             "islands must have one power-of-two size dividing the GPU count "
+                             "(otherwise some SP degrees have no aligned GPU set)")
     from .profile import load_profile
 
     prof = load_profile(model)
@@ -71,6 +82,9 @@ def generate(model: str, gpus: int, n: int, rate_per_min: float, mix: Any = "uni
             raise InputError("mix", s, f"no SLO target for size {s}")
     rng = np.random.default_rng(seed)
     mean = 60_000.0 / rate_per_min
+    if n * mean > MAX_TIME_MS / 2:
+        raise InputError("rate", rate_per_min, f"{n} arrivals at this rate span beyond the schema's "
+                         f"{MAX_TIME_MS:g} ms clock")
     shape = 1.0 / (cv * cv)
     gaps = rng.gamma(shape, mean / shape, size=n)
     sizes = rng.choice(list(mixp), p=list(mixp.values()), size=n)

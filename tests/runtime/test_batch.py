@@ -47,8 +47,6 @@ def _run(rank, world, kind):
 
 @pytest.mark.parametrize("kind", ["tiny-flux", "tiny-sd3"])
 def test_batched_step_equals_unbatched_degree_1(kind):
-    import torch.distributed as dist  # noqa: F401
-
     alone, batched = _run(0, 1, kind)
     assert (alone - batched).abs().max().item() <= 1e-5
     assert (alone[0] - alone[1]).abs().max().item() > 1e-2  # two different requests

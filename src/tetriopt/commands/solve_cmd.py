@@ -9,6 +9,7 @@ import click
 
 from ..instance import load_instance
 from ..policies import policy_help
+from .params import FiniteFloat
 
 
 def write_json(path: str, data) -> None:
@@ -37,8 +38,9 @@ def print_summary(res) -> None:
 @click.argument("instance", type=click.Path(dir_okay=False))
 @click.option("--policy", default="cpsat", show_default=True,
               help=policy_help())
-@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=500.0, show_default=True,
-              help="Wall-clock limit of each round's MIP solve (the fallback answers when it is hit).")
+@click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=500.0, show_default=True,
+              help="Wall-clock limit of each round's whole decision, from the round's snapshot to its plan "
+                   "(warm starts, model, search, repair; the fallback answers when it is hit).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Solver random seed.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Solver threads.")
 @click.option("--deterministic", is_flag=True,

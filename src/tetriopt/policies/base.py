@@ -30,7 +30,8 @@ class PolicyKind:
 REGISTRY = (
     PolicyKind("cpsat", "the round MIP on OR-Tools CP-SAT (the default)"),
     PolicyKind("pulp", "the same MIP through PuLP/CBC", bench=False),
-    PolicyKind("tetriserve", "the TetriServe paper's policy, re-implemented"),
+    PolicyKind("tetriserve", "the TetriServe paper's policy, re-implemented (work-conserving scale-up by per-step time saved)"),
+    PolicyKind("tetriserve-stepgain", "TetriServe ablation: the earlier scale-up rule (extra whole steps, buddy doubling only)"),
     PolicyKind("tetriserve-placement", "TetriServe ablation: without the work-conserving scale-up"),
     PolicyKind("tetriserve-schedule", "TetriServe ablation: its schedule on first-fit placement"),
     PolicyKind("rssp[:SIZE=K,...]", "one fixed degree per resolution (bench: the hindsight mapping)"),
@@ -70,7 +71,7 @@ def make_policy(name: str, **options: Any) -> Policy:
         return MipPolicy(backend=name, **options)
     if name == "greedy":
         return Greedy()
-    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full))?", name)
+    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full|stepgain))?", name)
     if m:
         return TetriServe(variant=m.group(1) or "full")
     if name == "rssp" or name.startswith("rssp:"):  # issue 8: resolution-specific static SP

@@ -23,6 +23,7 @@ GPU-times in the objective are in GPU-ms (integers).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from ..lookahead import Outlook, outlook
@@ -101,7 +102,7 @@ class RoundModel:
 
 def keepable(state: RoundState, r: RequestState, o: Outlook) -> tuple[bool, int | None]:
     """(can be kept at all, max steps left after the round if kept; None = must finish now)."""
-    due = r.deadline_us - state.decode_us(r)
+    due = state.due_us(r)
     if not o.alive:
         return False, None
     if due < state.end_us:
@@ -139,21 +140,28 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
     if not can:
         return False
     if slack is None:
-        return steps == r.remaining_steps and dur_us <= r.deadline_us - state.decode_us(r) - state.now_us
+        return steps == r.remaining_steps and dur_us <= state.due_us(r) - state.now_us
     return r.remaining_steps - steps <= slack
 
 
+class OutOfTime(Exception):
+    """Building the model ran past its deadline (the caller answers from its warm starts)."""
+
+
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
-          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0) -> RoundModel:
+          hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
+          deadline: float | None = None) -> RoundModel:
     """The round model.
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
     `placed` (None: all are placed) get no steps this round but still take part in the keep
     decision and the joint test, so a large backlog is judged whole while only the most urgent
-    requests carry placement variables.
+    requests carry placement variables; those of them that cannot be kept any more are left out
+    of the model (they could only appear with every variable at 0).
     """
     m = LinearModel()
     looks = {r.id: outlook(state, r) for r in state.requests}
+    modelled = [r for r in state.requests if placed is None or r.id in placed or looks[r.id].alive]
     total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
     w = Weights(keep=15 * total + state.cluster.gpus * gpu_ms(state.round_us) + len(state.requests) + 1)
     cand: dict[str, list] = {}
@@ -163,11 +171,13 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     gpu_terms: dict[int, dict[int, int]] = {g: {} for g in range(state.cluster.gpus)}
     joint: list[tuple[int, int, int]] = []  # (deadline, u var, cost)
     urgent: list[tuple[RequestState, int, int]] = []  # due inside the round: (request, keep var, budget)
-    movable = [r for r in state.requests if placed is None or r.id in placed]
+    movable = [r for r in modelled if placed is None or r.id in placed]
     pairs = sum(len(state.sets[k]) for r in movable for k in looks[r.id].degrees)
     set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
                                                                               for r in movable)))
-    for index, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.id))):
+    for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
+        if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
+            raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
@@ -211,7 +221,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             # the deadline falls inside this round: keep only if it finishes in time now, after
             # the other requests due inside the round that go before it on its GPUs (below)
             m.add({kp: 1, dn: -1}, ub=0)
-            urgent.append((r, kp, r.deadline_us - state.decode_us(r) - state.now_us))
+            urgent.append((r, kp, state.due_us(r) - state.now_us))
         elif can_keep:
             m.add({u: 1}, ub=slack)
             need = rem - slack  # steps this round without which it cannot make it
@@ -220,7 +230,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
-        joint.append((r.deadline_us - state.decode_us(r), u, o.cheapest_cost))
+        joint.append((state.due_us(r), u, o.cheapest_cost))
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
@@ -228,6 +238,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     # if j is kept on set G, every GPU of G finishes the urgent work due by j's deadline within j's budget
     R = state.round_us
     for pos, (r, kp, budget) in enumerate(urgent):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise OutOfTime
         for gpus, _, x, _ in cand[r.id]:
             for gpu in gpus:
                 before = {s: t for q, _, _ in urgent[:pos + 1] for gg, t, _, s in cand[q.id] if gpu in gg}
@@ -266,7 +278,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             sol[hit[0][0]], sol[hit[0][1]] = 1, n
             want[rid] = (g, n)
     st = rm.state
-    by_id = {r.id: r for r in st.requests}
+    by_id = {r.id: r for r in st.requests if r.id in rm.keep}  # the modelled ones
     kept_in = set(kept)
     keep = {}
     for i, r in by_id.items():
@@ -281,7 +293,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         if keep[r.id] and any(load[gpu] > budget for gpu in g):
             keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
-    due = lambda i: by_id[i].deadline_us - st.decode_us(by_id[i])  # noqa: E731
+    due = lambda i: st.due_us(by_id[i])  # noqa: E731
     work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
             for i in by_id}
     prefix: list[str] = []

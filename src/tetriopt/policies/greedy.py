@@ -24,7 +24,7 @@ def admit(state: RoundState, looks: dict[str, Outlook]) -> list[str]:
         if not o.alive:
             continue
         w = o.cheapest_cost * r.remaining_steps
-        if work + w <= state.cluster.gpus * (r.deadline_us - state.decode_us(r) - state.now_us):
+        if work + w <= state.cluster.gpus * (state.due_us(r) - state.now_us):
             kept.append(r.id)
             work += w
     return kept
@@ -47,6 +47,8 @@ class Loads:
 
 def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, want: int) -> tuple[tuple[int, ...], int] | None:
     """Best set of size k for r: most steps (up to want), then its own GPUs, then tightest fit."""
+    if state.round_us - min(loads.load) < step:
+        return None  # no GPU has room for one step: skip the scan over every set
     best = None
     for gpus in state.sets[k]:
         n = min(want, loads.free(gpus) // step)
@@ -68,7 +70,7 @@ def greedy_decisions(state: RoundState, loads: Loads | None = None) -> tuple[lis
     decisions: list[Decision] = []
     for rid in kept:
         r, o = by_id[rid], looks[rid]
-        due = r.deadline_us - state.decode_us(r)
+        due = state.due_us(r)
         choice = partial = None
         for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):
             # steps needed now so that the rest still fits at this degree afterwards

@@ -10,19 +10,51 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .formulation import build, complete
+from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
 
-LARGE_MODEL = 2000  # variables
-SHORT_S = 0.1  # seconds of search left
-# TetriServe's plan joins the warm starts only while the greedy one took less than this part of the limit
-TETRISERVE_WARM_FRACTION = 0.2
-# warm starts that took more than this part of the limit leave too little for the model: greedy answers
-MODEL_FRACTION = 0.5
+
+LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
+SHORT_S = 0.1  # seconds of search left: below this too
+MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
+TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
+BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
+SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
+STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
+                   # on only if that slice kept at least half a request more than the warm start
+
+
+class Rate:
+    """Seconds per unit of work of one stage, learnt from the rounds seen (an exponential average,
+    starting pessimistic), so that a stage is skipped before it would run past the limit."""
+
+    def __init__(self, initial: float):
+        self.value = initial
+        self.floor = initial  # the cheapest per-unit cost seen
+
+    def predict(self, units: float) -> float:
+        return self.value * units
+
+    def observe(self, seconds: float, units: float) -> None:
+        if units > 0:
+            self.value = 0.7 * self.value + 0.3 * seconds / units
+            self.floor = min(self.floor, seconds / units)
+
+    def skipped(self) -> None:
+        """The stage was skipped on this estimate: relax it towards the cheapest cost seen, so
+        that one slow round (a busy machine) does not keep the stage off for good, while a stage
+        that never fits is not retried on a guess below anything measured."""
+        self.value = max(self.floor, 0.8 * self.value)
 
 
 class MipPolicy:
+    """The decision of one round within a hard wall-clock limit measured from the call (the
+    round's snapshot): greedy always runs first (it is the answer of last resort); the TetriServe
+    warm start, the model and the search each run only when their predicted cost fits in what
+    is left after a reserve for finishing the plan; the search gets the rest and stops early
+    once its incumbent stalls."""
+
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False):
@@ -41,6 +73,9 @@ class MipPolicy:
         self._tetriserve = TetriServe()
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
+        self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
+        self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
+        self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -55,92 +90,128 @@ class MipPolicy:
                                                        r.deadline_us if alive[r.id] else r.arrival_us, r.id))
         return {r.id for r in ranked[:cap]}
 
+    def _left(self, t0: float) -> float:
+        """Seconds left of the limit (the whole limit, whatever the wall clock, when deterministic)."""
+        if self.deterministic:
+            return self.limit_s
+        return self.limit_s - (time.perf_counter() - t0)
+
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
+        # time kept back for filling leftovers and laying the plan out (none when deterministic:
+        # then no decision may depend on the wall clock)
+        reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
         placed = self.core(state)
-        plan = self._plan(state, t0, placed)
+        decisions, meta = self._decide(state, t0, placed, reserve)
+        t_fin = time.perf_counter()
+        if placed is not None:
+            held = {d[0] for d in decisions}  # a fallback plan may already hold some of them
+            kept = set(meta["kept"] or ())
+            outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
+                             key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
+            decisions = fill_leftover(state, decisions, outside, ordered=True)
+            meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
+        plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
+        self._finish_rate.observe(time.perf_counter() - t_fin, len(state.requests))
         self._last = {a.request: a.gpus for a in plan.assignments}
         self._last_kept = plan.kept or ()
-        if placed is None:
-            return plan
-        kept = set(plan.kept or ())
-        # a heuristic plan that answered for the model may already hold requests outside `placed`
-        held = {a.request for a in plan.assignments}
-        outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
-                         key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
-        decisions = fill_leftover(state, decisions_of(plan), outside, ordered=True)
-        return make_plan(state, decisions, backend=plan.backend, status=plan.status, objective=plan.objective,
-                         bound=plan.bound, kept=plan.kept, solve_ms=(time.perf_counter() - t0) * 1e3,
-                         note=plan.note or f"placement for the {len(placed)} most urgent of {len(state.requests)}")
+        return plan
 
-    def _warm_starts(self, state: RoundState, t0: float) -> list[tuple[str, list[Decision], tuple[str, ...]]]:
-        """(name, decisions, kept) of the fast plans the MIP starts from and falls back to."""
+    def _warm_starts(self, state: RoundState, t0: float, reserve: float
+                     ) -> list[tuple[str, list[Decision], tuple[str, ...]]]:
+        """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
+        greedy first, always."""
         g_dec, g_kept = greedy_decisions(state)
         out = [("greedy", g_dec, tuple(g_kept))]
-        if self.deterministic or time.perf_counter() - t0 < TETRISERVE_WARM_FRACTION * self.limit_s:
+        cells = len(state.requests) * (state.cluster.gpus + 1)
+        if self.deterministic or self._ts_rate.predict(cells) < TETRISERVE_SHARE * (self._left(t0) - reserve):
+            t = time.perf_counter()
             ts = self._tetriserve.plan(state)
+            self._ts_rate.observe(time.perf_counter() - t, cells)
             out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
+        else:
+            self._ts_rate.skipped()
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
             prev = [d for d in prev if d[2] > 0]
-            out.append(("previous-round", prev, tuple(i for i in self._last_kept if any(d[0] == i for d in prev))))
+            ids = {d[0] for d in prev}
+            out.append(("previous-round", prev, tuple(i for i in self._last_kept if i in ids)))
         return out
 
-    def _plan(self, state: RoundState, t0: float, placed: set[str] | None) -> RoundPlan:
-        heuristics = self._warm_starts(state, t0)
-        if not self.deterministic and time.perf_counter() - t0 > MODEL_FRACTION * self.limit_s:
-            _, dec, kept = heuristics[0]
-            return make_plan(state, dec, backend="greedy", status=PlanStatus.FALLBACK, kept=kept,
-                             solve_ms=(time.perf_counter() - t0) * 1e3, note="time limit before the model")
+    def _fallback(self, heuristics, note: str, rm: RoundModel | None = None, best=None, bound=None):
+        """The best warm start scored in the model; without a model (or when none is expressible)
+        TetriServe's plan where it was computed (it meets more deadlines than greedy on every
+        workload measured), else greedy's."""
+        if best is None:
+            name, dec, kept = next((h for h in heuristics if h[0] == "tetriserve"), heuristics[0])
+            val = None
+        else:  # the keep flags the model allows for this plan
+            name, val, sol, dec, _ = best
+            kept = tuple(i for i, v in rm.keep.items() if sol[v])
+        return list(dec), dict(backend=name, status=PlanStatus.FALLBACK, objective=val, bound=bound, kept=tuple(kept), note=note)
+
+    def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
+        heuristics = self._warm_starts(state, t0, reserve)
+        n_placed = len(state.requests) if placed is None else len(placed)
+        n_alive = sum(outlook(state, r).alive for r in state.requests)
+        est_vars = 2 * min(1200, n_placed * 32) + 4 * (n_alive + n_placed)
+        if not self.deterministic and self._build_rate.predict(est_vars) > BUILD_SHARE * (self._left(t0) - reserve):
+            self._build_rate.skipped()
+            return self._fallback(heuristics, "time limit before the model")
+        t_build = time.perf_counter()
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
                 hinted[rid] = hinted.get(rid, ()) + (g,)
-        rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity)
+        stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
+        try:
+            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop)
+        except OutOfTime:
+            self._build_rate.observe(time.perf_counter() - t_build, est_vars)
+            return self._fallback(heuristics, "time limit while building the model")
         best = None
         for name, dec, kept in heuristics:
+            if stop is not None and time.perf_counter() > stop:
+                break  # the warm starts completed so far are the candidates
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
-        left_s = self.limit_s - (time.perf_counter() - t0)
-        if self.deterministic:
-            left_s = self.limit_s
+        built_s = time.perf_counter() - t_build
+        left_s = self._left(t0) - reserve
+        if left_s < MIN_SEARCH_S:
+            self._build_rate.observe(built_s, est_vars)
+            return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
-        if left_s > 0:
-            try:
-                params = {}
-                if self.deterministic and self.backend == "cpsat":
-                    params["max_deterministic_time"] = left_s
-                    left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
-                if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
-                    # big rounds or short limits: presolve and LP linearisation eat the whole limit
-                    # before the first improving move; plain search from the hint does better
-                    # (benchmarks/round_solve.py; presolve helps proofs when there is time)
-                    params = {"cp_model_presolve": False, "linearization_level": 0}
-                outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
-                                                 hint=best[2] if (best and self.hints) else None, **params)
-            except Exception as e:  # a solver error must never lose the round: fall back below
-                outcome, error = None, f"solver error: {type(e).__name__}: {e}"
+        try:
+            params = {}
+            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
+                # big rounds or short limits: presolve and LP linearisation eat the whole limit
+                # before the first improving move; plain search from the hint does better
+                # (benchmarks/round_solve.py; presolve helps proofs when there is time)
+                params.update(cp_model_presolve=False, linearization_level=0)
+            stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
+            if self.deterministic and self.backend == "cpsat":
+                params["max_deterministic_time"] = left_s
+                left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
+            left_s = SEARCH_SHARE * left_s - 0.001  # the solver's own overshoot under load
+            outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
+                                             hint=best[2] if (best and self.hints) else None,
+                                             stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
+        except Exception as e:  # a solver error must never lose the round: fall back below
+            outcome, error = None, f"solver error: {type(e).__name__}: {e}"
+        # the estimate covers building, completing the warm starts and translating for the solver
+        self._build_rate.observe(built_s + (outcome.setup_s if outcome else 0.0), est_vars)
         if outcome is None or outcome.solution is None or (best and rm.model.value(outcome.solution) < best[1]):
-            if best is None:  # nothing expressible in the model: plain greedy, still valid
-                name, dec, kept = heuristics[0]
-                val = None
-            else:  # the keep flags the model allows for this plan
-                name, val, sol, dec, _ = best
-                kept = tuple(i for i, v in rm.keep.items() if sol[v])
             note = error or ("time limit before a solution" if outcome is None or outcome.solution is None
                              else "heuristic better")
-            return make_plan(state, dec, backend=name, status=PlanStatus.FALLBACK, objective=val,
-                             bound=outcome.bound if outcome else None, kept=tuple(kept),
-                             solve_ms=(time.perf_counter() - t0) * 1e3, note=note)
+            return self._fallback(heuristics, note, rm, best, outcome.bound if outcome else None)
         sol = outcome.solution
         kept = tuple(i for i, v in rm.keep.items() if sol[v])
         status, bound, note = outcome.status, outcome.bound, ""
         if rm.restricted:  # optimal among the capped candidate sets only: no proof for the full round
             status, bound, note = PlanStatus.FEASIBLE, None, "restricted model (capped sets or unplaced backlog)"
-        return make_plan(state, rm.decisions(sol), backend=self.backend, status=status,
-                         objective=outcome.objective, bound=bound, kept=kept, note=note,
-                         solve_ms=(time.perf_counter() - t0) * 1e3)
+        return rm.decisions(sol), dict(backend=self.backend, status=status, objective=outcome.objective,
+                                       bound=bound, kept=kept, note=note)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..instance import Cluster
-from ..lookahead import outlook
+from ..lookahead import outlook, useful
 from ..policies.greedy import admit
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
@@ -42,15 +42,8 @@ class Timing:
 
 def useful_steps(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int, height: int,
                  round_us: int) -> dict[int, int]:
-    """Per-step latency by degree, for degrees with a GPU set and whose step fits in a round."""
-    out = {}
-    for k in degrees:
-        if not cluster.sets(k):
-            continue
-        t = profile.step_us(width, height, k)
-        if t <= round_us:
-            out[k] = t
-    return out
+    """Per-step latency by degree, for the useful degrees (lookahead.useful)."""
+    return useful({k: profile.step_us(width, height, k) for k in degrees if cluster.sets(k)}, round_us)
 
 
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,

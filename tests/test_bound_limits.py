@@ -1,0 +1,38 @@
+"""`tetriopt bound` stays a bound whatever its time limit: a component the search does not finish
+contributes a looser valid bound, never the search's incumbent or an unproven figure."""
+
+from __future__ import annotations
+
+import pytest
+
+import tetriopt
+from tetriopt.bound import METHODS, upper_bound
+from tetriopt.workload import generate
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    # 2 GPUs at 4x the paper's rate: long overlapping windows, so components are big
+    return tetriopt.parse_instance(generate("flux.1-dev-h100", 2, 60, 24.0, mix="skewed", seed=5), name="loaded")
+
+
+@pytest.fixture(scope="module")
+def met(loaded):
+    out = {p: tetriopt.solve(loaded, p).summary["met"] for p in ("greedy", "tetriserve", "tetriserve-stepgain")}
+    out["cpsat"] = tetriopt.solve(loaded, "cpsat", time_limit_ms=100, deterministic=True).summary["met"]
+    return out
+
+
+@pytest.mark.parametrize("limit_s", [0.0001, 0.05, 2.0])
+def test_bound_never_below_any_policy(loaded, met, limit_s):
+    b = upper_bound(loaded, time_limit_s=limit_s)
+    assert b.met_bound >= max(met.values()), (limit_s, b.to_json(), met)
+    assert b.met_bound <= b.feasible_alone
+    assert sum(b.methods.values()) == b.components and set(b.methods) == set(METHODS)
+    assert all(c["bound"] >= c["incumbent"] for c in b.per_component)
+
+
+def test_tiny_limit_falls_back_to_feasible_alone(loaded):
+    b = upper_bound(loaded, time_limit_s=1e-6)
+    assert b.methods["feasible-alone"] == sum(1 for c in b.per_component)  # no multi-request component searched
+    assert b.met_bound == b.feasible_alone
