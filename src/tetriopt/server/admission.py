@@ -85,14 +85,14 @@ class Verdict:
 class JointAdmission:
     """Predictive admission by work: the planner's joint test (greedy.admit) on pending + new.
 
-    The state is the pending work at the first boundary the new request can run at (steps in
-    flight counted as done). A request is accepted when the EDF joint capacity test keeps every one of
+    The state is the one the next round will be planned on (its boundary, steps in flight
+    counted as done). A request is accepted when the EDF joint capacity test keeps every one of
     its images and drops none of the requests it kept without them. Per-request figures
     (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
     computed once per request per round, not once per admission. Two corrections to the ideal
     test: a step's cost includes its share of the round it cannot fill (round quantisation), and
-    `headroom` < 1 inflates the work already pending (not the new request's own) for what the
-    test still ignores (packing, the planner's preferences).
+    `headroom` < 1 inflates every cost for what the test still ignores (packing, the planner's
+    preferences), except a new request's own on an idle cluster.
     """
 
     def __init__(self, headroom: float = 1.0):
@@ -127,10 +127,10 @@ class JointAdmission:
     def check(self, state: RoundState, new: tuple[RequestState, ...]) -> Verdict:
         after = replace(state, requests=state.requests + new)
         # the headroom is for what the test ignores between requests (packing, the planner's
-        # preferences): the new request's own work counts at its cost, so that on an idle cluster
-        # a request that can meet its deadline alone is accepted (a 2048 px image whose deadline
-        # needs all 8 GPUs was refused at headroom 0.7)
-        looks = self.outlooks(after, frozenset(r.id for r in new))
+        # preferences): with nothing else pending the new request's work counts at its cost, so an
+        # idle cluster takes what can meet its deadline alone (a 2048 px image whose deadline needs
+        # all 8 GPUs was refused at 0.7); beside any pending work, every cost is inflated
+        looks = self.outlooks(after, frozenset(r.id for r in new) if not state.requests else frozenset())
         kept_after = set(admit(after, looks))
         new_ids = {r.id for r in new}
         ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after

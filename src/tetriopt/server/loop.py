@@ -231,9 +231,10 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work from the first boundary a new request can run at (admission's view; in a
-        round's lead, after its plan is dispatched, that round's steps count as done)."""
-        return self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us)
+        """The pending work as the next round to be planned will see it (admission's view: from the
+        first boundary after the arrival, in a round's lead, that round's dispatched steps would
+        count as done a round early, and overload would be let in)."""
+        return self.engine.snapshot(self.timing.first_round_us(now_us), -1, cutoff_us=now_us)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()
