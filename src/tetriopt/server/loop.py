@@ -55,6 +55,8 @@ class Scheduler:
         self.alive = False
         # told of each plan before its round starts (the dashboard's schedule log)
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
+        # the next round's dispatched steps, per request, until it starts (admission's view)
+        self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
 
@@ -126,6 +128,10 @@ class Scheduler:
             late_ms = (self.clock.now_us() - boundary) / 1e3
             overhead_ms = (time.perf_counter() - t0) * 1e3
             self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
+            steps: dict[str, int] = {}
+            for a in plan.assignments:
+                steps[a.request] = steps.get(a.request, 0) + a.steps
+            self._next_round = (boundary, steps)
         await self._sleep_until(boundary)
         state, plan, work = self._fill_late(state, plan, work, cutoff)
         if not state.requests:
@@ -231,10 +237,11 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work as the next round to be planned will see it (admission's view: from the
-        first boundary after the arrival, in a round's lead, that round's dispatched steps would
-        count as done a round early, and overload would be let in)."""
-        return self.engine.snapshot(self.timing.first_round_us(now_us), -1, cutoff_us=now_us)
+        """The pending work at the first boundary a new request can run at (admission's view). In
+        a round's lead its plan may be dispatched already: its steps are still to do at its start."""
+        boundary = self.timing.first_start_us(now_us)
+        at, steps = self._next_round
+        return self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=steps if at == boundary else None)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()
