@@ -85,8 +85,9 @@ class Verdict:
 class JointAdmission:
     """Predictive admission by work: the planner's joint test (greedy.admit) on pending + new.
 
-    The state is the one the next round will be planned on (its boundary, steps in flight
-    counted as done). A request is accepted when the EDF joint capacity test keeps every one of
+    The state is the pending work at the first boundary the new request can run at
+    (`Scheduler.pending_state`: steps of earlier rounds in flight counted as done, those
+    already dispatched for that round still to do). A request is accepted when the EDF joint capacity test keeps every one of
     its images and drops none of the requests it kept without them. Per-request figures
     (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
     computed once per request per round, not once per admission. Two corrections to the ideal
