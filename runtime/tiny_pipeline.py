@@ -67,13 +67,14 @@ def _vae(latent_channels: int, shift: float, scale: float, seed: int):
                          use_post_quant_conv=False).eval()
 
 
-def build_flux(seed: int = 0) -> Any:
-    """FluxPipeline: CLIP (pooled, 16) + T5 (32) text encoders, 4-channel VAE (8x), tiny transformer."""
+def build_flux(seed: int = 0, heads: int = 4) -> Any:
+    """FluxPipeline: CLIP (pooled, 16) + T5 (32) text encoders, 4-channel VAE (8x), tiny transformer
+    (`heads` x 16 attention heads: fewer than the degree makes the runtime refuse that degree)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
     torch.manual_seed(seed)
     transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=4, joint_attention_dim=32,
+                                         attention_head_dim=16, num_attention_heads=heads, joint_attention_dim=32,
                                          pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(4, 6, 6))
     sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True,
                                             base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
@@ -135,9 +136,9 @@ def build_flux_dev_aux(device: str | torch.device, dtype: torch.dtype, seed: int
                         text_encoder_2=t5, tokenizer_2=_tokenizer(512, False), transformer=None)
 
 
-def write_tiny_pipeline(kind: str, folder: str | Path, seed: int = 0) -> Path:
+def write_tiny_pipeline(kind: str, folder: str | Path, seed: int = 0, **options: Any) -> Path:
     """Build the tiny `kind` ('flux' or 'sd3') pipeline and save it as a diffusers folder."""
-    pipe = {"flux": build_flux, "sd3": build_sd3}[kind](seed)
+    pipe = {"flux": build_flux, "sd3": build_sd3}[kind](seed, **options)
     folder = Path(folder)
     pipe.save_pretrained(folder)
     return folder

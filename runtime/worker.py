@@ -281,9 +281,12 @@ class Worker:
         if t.is_last and rank == t.leader and self.aux is not None:
             st.images[t.request] = self.aux.decode(full, m.width, m.height)
             decode_ms = (time.perf_counter() - t3) * 1e3
+        # began_s / ended_s: time.perf_counter(), CLOCK_MONOTONIC on Linux, so comparable across
+        # the workers and the driver of one machine (how far tasks drift from their planned starts)
         st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
                               handoff_in_ms=(t1 - t0) * 1e3 - encode_ms, encode_ms=encode_ms, step_ms=step_ms,
-                              gather_ms=(t3 - t2) * 1e3, decode_ms=decode_ms)
+                              gather_ms=(t3 - t2) * 1e3, decode_ms=decode_ms, began_s=t0,
+                              ended_s=time.perf_counter())
 
     def _encode_on_set(self, prompt: str, t: Task, m: ReqMeta) -> Conditioning:
         """The set's leader encodes the prompt; the other ranks of the set get it by broadcast."""

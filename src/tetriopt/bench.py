@@ -28,6 +28,7 @@ from .simulate import simulate
 DEFAULT_POLICIES = tuple(bench_policies(8))  # the registry's, on 8 GPUs
 METRICS = ("slo_attainment", "met", "gpu_hours", "latency_ms_p50", "latency_ms_p99", "solver_ms_p50",
            "solver_ms_p99", "fallback_rounds")
+CLUSTER_METRICS = ("rejected", "infeasible", "moved", "decision_ms_p50", "decision_ms_p99")  # POLICY@ROUTER rows
 AXES = ("slo_scale", "rate", "round_ms")
 BOUND = "bound"
 
@@ -45,6 +46,7 @@ class Point:
     steps: int = 20
     seed: int = 0
     cv: float = 1.0
+    nodes: int = 1   # nodes of `gpus` each; policies named POLICY@ROUTER route across them
 
     def instance(self):
         from .instance import parse_instance
@@ -54,10 +56,12 @@ class Point:
                if self.islands else None)
         data = generate(self.model, self.gpus, self.n, self.rate, mix=self.mix, slo_scale=self.slo_scale,
                         steps=self.steps, seed=self.seed, cv=self.cv, islands=isl, round_ms=self.round_ms)
+        if self.nodes > 1:
+            data["cluster"]["nodes"] = self.nodes
         return parse_instance(data, name=self.label())
 
     def label(self) -> str:
-        return (f"{self.model}-{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
+        return (f"{self.model}-{str(self.nodes) + 'x' if self.nodes > 1 else ''}{self.gpus}g{'-i' + str(self.islands) if self.islands else ''}-{self.mix}"
                 f"-slo{self.slo_scale:g}-r{self.rate:g}{'-R' + format(self.round_ms, 'g') if self.round_ms else ''}"
                 f"-n{self.n}-s{self.seed}")
 
@@ -69,10 +73,10 @@ class Point:
 def points(models: Iterable[str] = ("flux.1-dev-h100",), gpus: int = 8, islands: int | None = None,
            mixes: Iterable[str] = ("uniform",), slo_scales: Iterable[float] = (1.0,), rates: Iterable[float] = (12.0,),
            round_ms: Iterable[float | None] = (None,), seeds: Iterable[int] = (0,), n: int = 300, steps: int = 20,
-           cv: float = 1.0) -> list[Point]:
+           cv: float = 1.0, nodes: int = 1) -> list[Point]:
     """The cartesian product of the given lists."""
     return [Point(model=m, gpus=gpus, islands=islands, mix=x, slo_scale=float(s), rate=float(r),
-                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv)
+                  round_ms=rm, n=n, steps=steps, seed=sd, cv=cv, nodes=nodes)
             for m, x, s, r, rm, sd in itertools.product(models, mixes, slo_scales, rates, round_ms, seeds)]
 
 
@@ -145,6 +149,14 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
         row.update(slo_attainment=b.slo_attainment_bound, met=b.met_bound, requests=b.requests,
                    detail=b.status, wall_s=round(time.perf_counter() - t0, 3))
         return row
+    if "@" in policy:  # POLICY@ROUTER on point.nodes nodes (ROUTER "global": one planner over all GPUs)
+        from .cluster.multinode import run_routed
+
+        run = run_routed(inst, point.nodes, *policy.split("@", 1), time_limit_ms=time_limit_ms)
+        s = run.summary
+        row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
+                   wall_s=round(time.perf_counter() - t0, 3))
+        return row
     pol, detail = bench_policy(policy, inst, time_limit_ms)
     t1 = time.perf_counter()
     res = simulate(inst, pol)
@@ -172,6 +184,11 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
     from .policies import make_policy
 
     for p in pols:  # fail fast on a bad name, before any work
+        if "@" in p:
+            from .cluster.multinode import check_router
+
+            p, router = p.split("@", 1)
+            check_router(router)
         if p not in (BOUND, "rssp"):
             make_policy(p)
     # expensive jobs first so that the pool does not end on one long cpsat run
@@ -212,7 +229,7 @@ def aggregate(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for key, rs in groups.items():
         agg = dict(key)
         agg["seeds"] = sorted(r["seed"] for r in rs)
-        for m in METRICS + ("wall_s",):
+        for m in METRICS + CLUSTER_METRICS + ("wall_s",):
             vals = [r[m] for r in rs if r.get(m) is not None]
             if vals:
                 agg[m] = _stats([float(v) for v in vals])
@@ -241,7 +258,9 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
         cols = sorted({r[axis] for r in rs}, key=lambda v: (v is None, v or 0))
         pols = list(dict.fromkeys(r["policy"] for r in rs))
         cell = {(r["policy"], r[axis]): r for r in rs}
-        head = (f"{key[0]} {key[1]} GPUs{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
+        nodes = rs[0].get("nodes", 1)
+        head = (f"{key[0]} {str(nodes) + ' nodes x ' if nodes > 1 else ''}{key[1]} GPUs"
+                f"{' (islands of %d)' % key[2] if key[2] else ''}, {key[3]} mix, "
                 f"n={key[4]}, {key[5]} steps, " + ", ".join(f"{a}={v if v is not None else 'default'}"
                                                             for a, v in zip(fixed, key[6:])))
         out.append(f"{metric} by {axis} -- {head}")

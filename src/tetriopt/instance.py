@@ -48,6 +48,7 @@ class Instance:
     degrees: tuple[int, ...]
     requests: tuple[Request, ...]
     name: str = ""
+    nodes: int = 1  # identical nodes of `cluster` each (cluster.nodes); SP never crosses a node
 
     @cached_property
     def by_id(self) -> dict[str, Request]:
@@ -139,7 +140,7 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
                             deadline_us=ms_to_us(r["deadline_ms"]), width=int(r["width"]),
                             height=int(r["height"]), steps=int(r["steps"]), prompt=r.get("prompt", "")))
     return Instance(profile=profile, cluster=cluster, round_us=round_us, degrees=degrees,
-                    requests=tuple(reqs), name=name)
+                    requests=tuple(reqs), name=name, nodes=int(c.get("nodes", 1)))
 
 
 def _no_constant(name: str):

@@ -154,3 +154,16 @@ def test_aux_on_leaders_equals_aux_in_driver(rt4):
         in_driver = rt.generate(reqs, rounds)
     assert in_driver.images["e"] == on_leaders.images["e"]
     assert _max_diff(in_driver, on_leaders) == 0.0
+
+
+def test_decode_and_encode_on_a_leader_hold_its_gpu(rt4):
+    """What docs/runtime.md's encode/decode charge rests on: each task reports when it began and
+    ended (perf_counter stamps, comparable across workers), a task that finishes a request ends
+    after its decode, and the next task on that GPU begins only then, in the plan's order, so the
+    decode holds the GPU; and a request's first task on a set includes its leader's encode."""
+    reqs = [GenRequest(r, f"a {r}", 64, 64, 2, seed=i) for i, r in enumerate("abc")]
+    res = rt4.generate(reqs, [[("a", (0,), 2), ("b", (0, 1), 2), ("c", (0,), 2)]], decode=False)
+    t = {d["request"]: d for d in res.timings}
+    assert all(d["began_s"] <= d["ended_s"] for d in t.values())
+    assert t["a"]["decode_ms"] > 0 and t["a"]["encode_ms"] > 0 and t["b"]["encode_ms"] > 0
+    assert t["a"]["ended_s"] <= t["b"]["began_s"] and t["b"]["ended_s"] <= t["c"]["began_s"]

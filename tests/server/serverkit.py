@@ -52,7 +52,7 @@ class ServerThread:
 STARTED: list[subprocess.Popen] = []  # children of start_subprocess; conftest kills leftovers after each test
 
 
-def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_subprocess(*args: str, port: int | None = None, ready_s: float = 30) -> tuple[subprocess.Popen, str]:
     """`tetriopt serve ARGS` in a child process; returns it and its base URL once /readyz says ready.
 
     Without `--store` in ARGS the job store is in memory (the default file would land in the cwd).
@@ -65,7 +65,7 @@ def start_subprocess(*args: str, port: int | None = None) -> tuple[subprocess.Po
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     STARTED.append(proc)
     url = f"http://127.0.0.1:{port}"
-    wait_ready(url, proc, 30, lambda: proc.stderr.read() if proc.poll() is not None else "")
+    wait_ready(url, proc, ready_s, lambda: proc.stderr.read() if proc.poll() is not None else "")
     return proc, url
 
 

@@ -7,7 +7,10 @@ import base64
 import httpx
 import pytest
 
+from tetriopt.cli import main
 from tetriopt.server.executors.png import png_size
+
+from serverkit import start_subprocess, wait_job
 
 pytestmark = pytest.mark.server
 
@@ -27,20 +30,69 @@ def test_cpu_executor_runs_a_request_over_several_rounds(make_server):
         assert st["rounds"] >= 2 and st["executor_failures"] == 0
 
 
-def test_cpu_executor_whole_pipeline_from_a_local_folder(make_server, tmp_path, monkeypatch):
-    """Prompt -> PNG through the server with a whole diffusers pipeline (tokenizers, text
-    encoders, transformer, VAE) loaded offline from a local folder, as real weights would be."""
+def test_cpu_executor_whole_pipeline_from_a_local_folder(tmp_path, monkeypatch):
+    """Prompt -> PNG through `tetriopt serve --model-path DIR --sp-backend own` with a whole
+    diffusers pipeline (tokenizers, text encoders, transformer, VAE) loaded offline from a local
+    folder, as real weights would be."""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from tetriopt_runtime.tiny_pipeline import write_tiny_pipeline
 
-    monkeypatch.setenv("TETRIOPT_MODEL_PATH", str(write_tiny_pipeline("flux", tmp_path / "flux")))
+    folder = write_tiny_pipeline("flux", tmp_path / "flux")
+    monkeypatch.delenv("TETRIOPT_MODEL_PATH", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    s = make_server(executor="cpu", model="flux.1-dev", gpus=2, round_ms=200, policy="greedy")
-    with httpx.Client(base_url=s.url, timeout=180) as c:
+    _, url = start_subprocess("--executor", "cpu", "--model", "flux.1-dev", "--model-path", str(folder),
+                              "--sp-backend", "own", "--gpus", "2", "--round-ms", "200", "--policy", "greedy",
+                              ready_s=180)
+    with httpx.Client(base_url=url, timeout=180) as c:
         r = c.post("/v1/images/generations", json={"prompt": "a red fox", "size": "256x256", "n": 2, "steps": 4,
                                                    "slo_ms": 120000})
         assert r.status_code == 200, r.text
         imgs = [base64.b64decode(d["b64_json"]) for d in r.json()["data"]]
         assert [png_size(i) for i in imgs] == [(256, 256)] * 2 and imgs[0] != imgs[1]
         assert c.get("/v1/stats").json()["executor_failures"] == 0
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--executor", "cpu", "--sp-backend", "nccl"], "--sp-backend"),
+    (["--executor", "cpu", "--aux-device", "gpu0"], "aux_device: must be cpu, cuda or cuda:N (got 'gpu0')"),
+    (["--executor", "cpu", "--aux-device", "cuda:0"], "aux_device: the cpu executor has no CUDA device"),
+    (["--compile"], "compile: applies to --executor cpu or cuda only, not sim"),
+    (["--sp-backend", "own"], "sp_backend: applies to --executor cpu or cuda only, not sim"),
+])
+def test_runtime_flags_bad_values_exit_2(args, field):
+    """A bad runtime flag stops `tetriopt serve` before anything loads: one line naming it, exit 2."""
+    from click.testing import CliRunner
+
+    r = CliRunner().invoke(main, ["serve", "--store", "", "--port", "0", *args])
+    assert r.exit_code == 2 and field in r.output, r.output
+
+
+def test_a_request_the_runtime_cannot_split_fails_alone(make_server, tmp_path, monkeypatch):
+    """A real path to a refused assignment: the served name says FLUX (24 heads, so admission
+    lets degree 2 through) while the weights at --model-path have 1 head. The policy runs 512 px
+    at degree 2: the runtime refuses it before dispatch. That job fails once with the reason
+    (OpenAI error shape on the sync route), a 256 px job beside it succeeds, the executor
+    failure is counted once, and nothing is re-queued to be refused again."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from tetriopt_runtime.tiny_pipeline import write_tiny_pipeline
+
+    folder = write_tiny_pipeline("flux", tmp_path / "flux1", heads=1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    s = make_server(executor="cpu", model="flux.1-dev", model_path=str(folder), sp_backend="own", gpus=2,
+                    round_ms=200, policy="rssp:256=1,512=2")
+    body = {"prompt": "a red fox", "steps": 3, "slo_ms": 120000}
+    with httpx.Client(base_url=s.url, timeout=180) as c:
+        ok = c.post("/v1/jobs", json={**body, "size": "256x256"})
+        assert ok.status_code == 202, ok.text
+        bad = c.post("/v1/images/generations", json={**body, "size": "512x512"})
+        assert bad.status_code == 503, bad.text
+        err = bad.json()["error"]
+        assert err["code"] == "failed" and "1 attention heads do not split over 2 ranks" in err["message"], err
+        done = wait_job(c, ok.json()["id"], timeout=180)
+        assert done["status"] == "succeeded", done
+        png = base64.b64decode(done["result"]["data"][0]["b64_json"])
+        assert png_size(png) == (256, 256)
+        st = c.get("/v1/stats").json()
+        assert st["executor_failures"] == 1 and st["requeued_steps"] == 0, st

@@ -55,8 +55,13 @@ def _policies(text: str) -> list[str]:
 @click.option("--gantt-policy", default="cpsat", show_default=True, help="Policy drawn in the Gantt chart.")
 @click.option("--gantt-window-s", default="0,120", show_default=True, help="Time window of the Gantt chart (s).")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--nodes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Nodes of --gpus GPUs each; with K > 1 every policy P runs as P@ROUTER for each --router.")
+@click.option("--router", "routers", default="global,round-robin,least-work,deadline-aware", show_default=True,
+              help="With --nodes > 1: routers, comma-separated ('global': one planner over all GPUs).")
 def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, steps, cv, policies, time_limit_ms,
-          bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress) -> None:
+          bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress, nodes,
+          routers) -> None:
     """Run policies side by side on the same workloads (cartesian product of the lists)."""
     from .. import bench as B
     from ..errors import InputError
@@ -71,13 +76,17 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         raise InputError("seeds", seeds, "need at least one seed")
     pts = B.points(models=_list(models), gpus=gpus, islands=islands, mixes=_list(mixes),
                    slo_scales=B.parse_floats(slo_scales, "slo-scales"), rates=B.parse_floats(rates, "rates"),
-                   round_ms=rms, seeds=seed_list, n=n, steps=steps, cv=cv)
+                   round_ms=rms, seeds=seed_list, n=n, steps=steps, cv=cv, nodes=nodes)
     for p in {(p.model, p.mix) for p in pts}:  # validate model and mix names once, before the pool
         B.Point(model=p[0], mix=p[1], gpus=gpus, islands=islands, n=1).instance()
     if policies:
         pols = _policies(policies)
     else:
         pols = bench_policies(gpus)
+    if nodes > 1:
+        pols = list(dict.fromkeys(p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"])
+                                  for r in _list(routers)))
+        bound, plot_dir = False, None  # the bound and the plots are single-node
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
         assert len(window) == 2 and window[0] < window[1]

@@ -40,6 +40,16 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Run the policy on a worker thread or in a worker process.")
 @click.option("--executor", type=click.Choice(["sim", "cpu", "cuda"]), default="sim", show_default=True,
               help="sim: virtual GPUs taking the profile's time (placeholder PNGs); cpu/cuda: runtime/.")
+@click.option("--model-path", envvar="TETRIOPT_MODEL_PATH", default=None,
+              help="cpu/cuda: local diffusers pipeline folder with the weights (env TETRIOPT_MODEL_PATH).")
+@click.option("--sp-backend", type=click.Choice(["auto", "own", "yunchang", "xfuser"]), default="auto",
+              show_default=True, help="cpu/cuda: SP attention; own = torch all-to-all (the CPU/gloo path), "
+                                      "yunchang, xfuser (CUDA); auto picks xfuser > yunchang > own.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="cpu/cuda: torch.compile the transformer blocks, warmed at start-up for the profile's sizes.")
+@click.option("--aux-device", default=None,
+              help="cpu/cuda: run text encoders and VAE in the server process on this device (cpu, cuda:0); "
+                   "default: on the leader of each request's first / last GPU set.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
 @click.option("--api-key", default=None, help="Require 'Authorization: Bearer KEY' (or env TETRIOPT_API_KEY).")
@@ -78,11 +88,22 @@ def _rounds(value: str | None) -> frozenset[int]:
               show_default=True)
 @click.option("--sim-fail-rounds", default=None, hidden=True,
               help="Fault injection: crash the sim executor half-way through these executed rounds (1-based, e.g. 2,5).")
-def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, host, port,
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              help="Scale out on Ray: one node actor (round loop, planner, executor) per GPU node of --gpus "
+                   "GPUs, this process the HTTP front-end. ADDRESS of a running cluster ('auto': the one "
+                   "started on this machine), or none: start a new one here. Needs the ray extra.")
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="With --ray: node actors (default: the cluster's tetriopt_node resources, else GPUs / --gpus, "
+                   "else 1).")
+@click.option("--router", default="deadline-aware", show_default=True,
+              help="With --ray: round-robin, least-work or deadline-aware (429 when no node can keep a request).")
+def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, model_path,
+          sp_backend, compile_, aux_device, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
           store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
-          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds) -> None:
-    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs."""
+          disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes,
+          router) -> None:
+    """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs (per node with --ray)."""
     try:
         from ..server.config import ServerConfig
         from ..server.run import serve as run_server
@@ -91,7 +112,8 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                                    "pip install 'tetriopt[serve]'") from None
     cfg = ServerConfig(gpus=gpus, profile=profile, model=model, island_size=island_size, round_ms=round_ms,
                        policy=policy, time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
-                       executor=executor, host=host, port=port,
+                       executor=executor, model_path=model_path, sp_backend=sp_backend, compile=compile_,
+                       aux_device=aux_device, host=host, port=port,
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
                        public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
                        max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests,
@@ -100,4 +122,15 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,
                        sim_fail_rounds=_rounds(sim_fail_rounds), log_level=log_level)
-    run_server(cfg)
+    if ray_address is None:
+        run_server(cfg)
+        return
+    from ..cluster.router import make_router
+
+    make_router(router)
+    try:
+        from ..cluster.ray_serve import serve_ray
+    except ModuleNotFoundError as e:
+        raise click.ClickException(f"`tetriopt serve --ray` needs the ray extra ({e.name} is missing): "
+                                   "pip install 'tetriopt[ray]'") from None
+    serve_ray(cfg, ray_address, nodes, router)

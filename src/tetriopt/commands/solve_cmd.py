@@ -52,20 +52,36 @@ def print_summary(res) -> None:
               help="Include wall-clock solver times in the JSON (off: byte-identical reruns).")
 @click.option("--plan/--no-plan", "show_plan", default=False, help="Print every assignment.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="Nodes of cluster.gpus GPUs each (default: the instance's cluster.nodes, else 1).")
+@click.option("--router", default="deadline-aware", show_default=True,
+              help="With several nodes: round-robin, least-work, deadline-aware, or global "
+                   "(one planner over every node's GPUs).")
 def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_out, timings, show_plan,
-          progress) -> None:
+          progress, nodes, router) -> None:
     """Schedule INSTANCE round by round and print the plan's figures."""
     from .. import solve as run_solve
     from ..policies import make_policy
 
     inst = load_instance(instance)
-    pol = make_policy(policy, time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic)
+    nodes = nodes or inst.nodes
+    opts = dict(time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic)
+    pol = make_policy(policy, **opts)
+    if nodes > 1:
+        from ..cluster.multinode import check_router
+        check_router(router)
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm
         bar = tqdm(total=len(inst.requests), desc=pol.name, unit="req", file=sys.stderr)
+    run = None
     try:
-        res = run_solve(inst, pol, progress=bar.update if bar else None)
+        if nodes > 1:
+            from ..cluster.multinode import run_routed
+            run = run_routed(inst, nodes, policy, router, progress=bar.update if bar else None, **opts)
+            res = run.result
+        else:
+            res = run_solve(inst, pol, progress=bar.update if bar else None)
     finally:
         if bar:
             bar.close()
@@ -75,5 +91,19 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_ou
                        f"steps {a.steps:3d}  {a.start_us / 1e3:10.1f} -> {a.end_us / 1e3:10.1f} ms")
     if json_out != "-":
         print_summary(res)
+        if run is not None:
+            s = run.summary
+            click.echo(f"nodes x router    {nodes} x {s['router']}  (requests per node {s['routed_per_node']})")
+            click.echo(f"routing           no node could keep {s['rejected']} (429), none alone {s['infeasible']} "
+                       f"(400); both ran best effort; moved {s['moved']}")
+            click.echo(f"decision ms/round p50 {s['decision_ms_p50']:.2f}  p99 {s['decision_ms_p99']:.2f}  "
+                       f"max {s['decision_ms_max']:.2f}")
     if json_out:
-        write_json(json_out, res.to_json(timings=timings))
+        out = res.to_json(timings=timings)
+        if run is not None:
+            out["cluster"] = {k: run.summary[k] for k in ("nodes", "router", "rejected", "infeasible", "moved",
+                                                              "routed_per_node")}
+            if timings:
+                out["cluster"].update({k: run.summary[k] for k in ("decision_ms_p50", "decision_ms_p99",
+                                                                   "decision_ms_max")})
+        write_json(json_out, out)

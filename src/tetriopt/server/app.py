@@ -27,9 +27,10 @@ def _error(e: ApiError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
-def create_app(cfg: ServerConfig, on_drained: Any = None) -> FastAPI:
-    """The app; the service starts with the app's lifespan. `on_drained` runs after a drain."""
-    svc = Service(cfg)
+def create_app(cfg: ServerConfig, on_drained: Any = None, service: Service | None = None) -> FastAPI:
+    """The app; the service starts with the app's lifespan. `on_drained` runs after a drain.
+    `service`: another Service (the Ray front-end's) instead of the single-process one."""
+    svc = service or Service(cfg)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,10 @@ class ServerConfig:
     solver_mode: str = "thread"           # thread | process
     seed: int = 0
     executor: str = "sim"                 # sim | cpu | cuda
+    model_path: str | None = None         # cpu/cuda: local diffusers folder (default $TETRIOPT_MODEL_PATH)
+    sp_backend: str = "auto"              # cpu/cuda: SP attention (auto | own | yunchang | xfuser)
+    compile: bool = False                 # cpu/cuda: torch.compile the blocks, warmed for the profile's sizes
+    aux_device: str | None = None         # cpu/cuda: text encoders + VAE here (default: on the set leaders)
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None

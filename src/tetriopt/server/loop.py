@@ -4,10 +4,17 @@ The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simula
 this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
 Planning of round k starts lead_us before its boundary, on the engine's snapshot of the state
 round k will meet if the rounds in flight succeed. That hides the solver's time behind
+<<<<<<< HEAD
 execution, as `tetriopt solve` assumes. A request that arrives after that snapshot but by the
 boundary goes on GPU time round k's plan leaves free (`planner.fill_late`, greedy): like the
 offline solve, it can start at the first boundary after it arrives. Executors report assignments from their threads; a failed round gives its
 unreported steps back to the pending set (re-queued, not lost).
+=======
+execution, as `tetriopt solve` assumes. A request that arrives after that snapshot waits for
+the next round. Executors report assignments from their threads; a failed round gives its
+unreported steps back to the pending set (re-queued, not lost), except for requests the executor
+says it can never run (`RequestsFailed`): their jobs fail, with its reason.
+>>>>>>> main
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from ..profile import CostProfile
 from ..state import RequestState, RoundState
 from .admission import Timing
 from .clock import Clock
-from .executors import Completion, Executor, WorkItem
+from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
 from .metrics import Metrics
 from .planner import Planner, fill_late
@@ -189,7 +196,10 @@ class Scheduler:
             self._running.discard(f)
             err = f.exception()
             if err is not None:
-                lost = [a for a in plan.assignments if id(a) not in reported]
+                hopeless = err.reasons if isinstance(err, RequestsFailed) else {}
+                for rid, why in hopeless.items():
+                    self._fail_request(rid, why)
+                lost = [a for a in plan.assignments if id(a) not in reported and a.request not in hopeless]
                 self._requeue(k, lost, err)
 
         fut.add_done_callback(finished)
@@ -217,6 +227,16 @@ class Scheduler:
         self.metrics.executor_failed(steps)
         log.error("executor failed; steps re-queued", extra={"round": k, "error": repr(err),
                                                              "assignments": len(lost), "steps": steps})
+
+    def _fail_request(self, rid: str, why: str) -> None:
+        """The executor can never run this image: its job fails (a sync caller gets the reason as
+        an OpenAI error), and its images leave the pending set so no round plans them again."""
+        t = self.store.tasks.get(rid)
+        if t is None:  # cancelled or finished meanwhile
+            return
+        for x in t.job.tasks:
+            self.engine.drop(x.id)
+        self.store.finish(t.job, "failed", f"the executor cannot run image {rid}: {why}")
 
     # -- from the API (loop thread) --------------------------------------------------------------
     def submit(self, job: Job, persist: bool = True) -> None:

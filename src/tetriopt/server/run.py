@@ -39,9 +39,10 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def build_server(cfg: ServerConfig) -> DrainingServer:
+def build_server(cfg: ServerConfig, make_app=create_app) -> DrainingServer:
+    """uvicorn on `make_app(cfg, on_drained=...)` (the Ray front-end passes its own app factory)."""
     holder: list[DrainingServer] = []
-    app = create_app(cfg, on_drained=lambda: holder[0].request_exit())
+    app = make_app(cfg, on_drained=lambda: holder[0].request_exit())
     server = DrainingServer(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_config=None,
                                            access_log=True, timeout_graceful_shutdown=5,
                                            lifespan="on"))
@@ -49,8 +50,8 @@ def build_server(cfg: ServerConfig) -> DrainingServer:
     return server
 
 
-def serve(cfg: ServerConfig) -> None:
+def serve(cfg: ServerConfig, make_app=create_app) -> None:
     from .logs import setup_logging
 
     setup_logging(cfg.log_level)
-    build_server(cfg).run()
+    build_server(cfg, make_app).run()

@@ -18,7 +18,7 @@ from ...errors import InputError
 from ...plan import RoundPlan
 from ...profile import CostProfile
 from ..clock import Clock
-from .base import Completion, ExecutorFailure, WorkItem
+from .base import Completion, ExecutorFailure, RequestsFailed, WorkItem
 
 
 def _load_runtime(device: str) -> Any:
@@ -34,16 +34,6 @@ def _load_runtime(device: str) -> Any:
         if not torch.cuda.is_available():
             raise InputError("executor", device, "no CUDA device is visible; use --executor sim or cpu")
     return mod.RoundExecutor
-
-
-class RequestsFailed(ExecutorFailure):
-    """Assignments the runtime refused before dispatch (their size does not split over the
-    planned degree, or their progress disagrees with the runtime's): those requests fail alone;
-    the rest of the round ran and was reported, and the runtime keeps running."""
-
-    def __init__(self, reasons: Mapping[str, str]):
-        self.reasons = dict(reasons)
-        super().__init__("; ".join(f"request {rid!r}: {why}" for rid, why in self.reasons.items()))
 
 
 class RuntimeExecutor:
@@ -74,13 +64,18 @@ class RuntimeExecutor:
         clock = self.clock
         items = {k: {"prompt": w.prompt, "width": w.width, "height": w.height, "total_steps": w.total_steps,
                      "done_steps": w.done_steps, "seed": w.seed} for k, w in work.items()}
-        refused: dict[str, str] = {}
+        refused: dict[str, str] = {}  # never runnable here: those requests fail
+        stale: dict[str, str] = {}    # progress disagreed (a plan made before a failure): re-queued
 
         def done(a, png: bytes | None) -> None:
             on_complete(Completion(assignment=a, finish_us=clock.now_us(), image=png))
 
         def failed(a, why: str) -> None:
-            refused[a.request] = why
+            w = work[a.request]
+            if self._impl.runtime.split_problem(w.width, w.height, len(a.gpus)):
+                refused[a.request] = why
+            else:
+                stale[a.request] = why
 
         try:
             self._impl.run_round(list(plan.assignments), items, done, failed)
@@ -88,8 +83,12 @@ class RuntimeExecutor:
             raise
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
-        if refused:  # the runtime keeps their checkpoints: re-planned at a runnable degree, they resume
+        for rid in refused:
+            self._impl.forget(rid)
+        if refused:
             raise RequestsFailed(refused)
+        if stale:  # the engine re-plans them on their true progress, which the runtime holds
+            raise ExecutorFailure("; ".join(f"request {rid!r}: {why}" for rid, why in stale.items()))
 
     def close(self) -> None:
         self._impl.close()

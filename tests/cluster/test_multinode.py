@@ -1,0 +1,87 @@
+"""K nodes in one simulated clock: valid plans of the global cluster, routing that matters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tetriopt.cluster.multinode import global_instance, run_routed, simulate_cluster
+from tetriopt.errors import InputError
+from tetriopt.instance import parse_instance
+from tetriopt.validate import validate_result
+from tetriopt.workload import generate
+
+
+def workload(nodes: int = 4, n: int = 80, rate: float = 150, mix: str = "skewed", seed: int = 3):
+    data = generate("flux.1-dev-h100", 8, n, rate, mix=mix, slo_scale=1.0, seed=seed)
+    data["cluster"]["nodes"] = nodes
+    return parse_instance(data, name="mn")
+
+
+def test_global_instance_keeps_sets_inside_nodes():
+    g = global_instance(workload(nodes=4), 4)
+    assert g.cluster.gpus == 32 and g.nodes == 1
+    for k in g.degrees:
+        for s in g.cluster.sets(k):
+            assert len({x // 8 for x in s}) == 1, f"set {s} crosses a node"
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-work", "deadline-aware", "global"])
+def test_every_router_gives_a_valid_plan_of_the_whole_cluster(router):
+    inst = workload()
+    run = run_routed(inst, 4, "greedy", router)
+    res = run.result
+    assert validate_result(res.instance, res.to_json()) == []
+    assert sorted(o.id for o in res.requests) == sorted(r.id for r in inst.requests)
+    if router != "global":
+        assert sum(run.routed) == len(inst.requests)
+        assert min(run.routed) > 0  # every node got work at this load
+
+
+def test_routing_by_deadline_beats_blind_routing_under_load():
+    inst = workload(nodes=4, n=120, rate=120)
+    met = {r: run_routed(inst, 4, "greedy", r).result.summary["met"] for r in ("round-robin", "deadline-aware")}
+    assert met["deadline-aware"] > met["round-robin"], met
+
+
+def test_deadline_aware_counts_requests_nobody_can_keep():
+    inst = workload(nodes=2, n=120, rate=600)
+    run = simulate_cluster(inst, 2, "deadline-aware", "greedy")
+    assert run.rejected > 0  # at 600/min on 16 GPUs some requests cannot be kept anywhere
+    assert run.summary["requests"] == 120  # they still ran, best effort
+
+
+def test_nodes_field_is_validated():
+    data = generate("flux.1-dev-h100", 8, 3, 12, seed=0)
+    data["cluster"]["nodes"] = 0
+    with pytest.raises(InputError, match="cluster.nodes"):
+        parse_instance(data)
+
+
+def test_cli_solve_with_nodes(tmp_path):
+    data = generate("flux.1-dev-h100", 4, 20, 60, seed=1)
+    data["cluster"]["nodes"] = 2
+    p = tmp_path / "two.json"
+    p.write_text(json.dumps(data))
+    cli = [sys.executable, "-m", "tetriopt.cli", "solve", str(p), "--policy", "greedy", "--json", "-"]
+    out = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+    assert out["cluster"]["nodes"] == 2 and out["cluster"]["router"] == "deadline-aware"
+    assert {g for a in out["assignments"] for g in a["gpus"]} - set(range(4)), "node 1's GPUs are 4..7"
+    bad = subprocess.run(cli + ["--router", "bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "bogus" in bad.stderr
+
+
+def test_bench_rows_for_routers_on_the_same_workload():
+    from tetriopt import bench as B
+
+    pts = B.points(gpus=4, rates=(120.0,), n=30, seeds=(0,), nodes=3)
+    rows = B.run(pts, ["greedy@deadline-aware", "greedy@global"], bound=False)
+    assert [r["policy"] for r in rows] == ["greedy@deadline-aware", "greedy@global"]
+    assert all(r["requests"] == 30 and "error" not in r for r in rows)
+    assert rows[0]["instance"] == rows[1]["instance"] and "3x4g" in rows[0]["instance"]
+    assert {"rejected", "infeasible", "moved", "decision_ms_p99"} <= set(rows[0])
+    with pytest.raises(InputError, match="router"):
+        B.run(pts, ["greedy@nowhere"], bound=False)
