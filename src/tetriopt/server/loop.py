@@ -4,17 +4,12 @@ The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simula
 this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
 Planning of round k starts lead_us before its boundary, on the engine's snapshot of the state
 round k will meet if the rounds in flight succeed. That hides the solver's time behind
-<<<<<<< HEAD
 execution, as `tetriopt solve` assumes. A request that arrives after that snapshot but by the
 boundary goes on GPU time round k's plan leaves free (`planner.fill_late`, greedy): like the
-offline solve, it can start at the first boundary after it arrives. Executors report assignments from their threads; a failed round gives its
-unreported steps back to the pending set (re-queued, not lost).
-=======
-execution, as `tetriopt solve` assumes. A request that arrives after that snapshot waits for
-the next round. Executors report assignments from their threads; a failed round gives its
-unreported steps back to the pending set (re-queued, not lost), except for requests the executor
-says it can never run (`RequestsFailed`): their jobs fail, with its reason.
->>>>>>> main
+offline solve, it can start at the first boundary after it arrives. Executors report
+assignments from their threads; a failed round gives its unreported steps back to the pending
+set (re-queued, not lost), except for requests the executor says it can never run
+(`RequestsFailed`): their jobs fail, with its reason.
 """
 
 from __future__ import annotations

@@ -76,16 +76,11 @@ class Service:
         self.schedule = ScheduleLog()
         self._step_cost: dict[tuple[int, int], int | None] = {}
         self.clock = Clock()
-<<<<<<< HEAD
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
                                factory=cfg.policy_factory)
-        self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model)
-=======
-        self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model,
                                       **runtime_options(cfg.executor, self.profile, cfg.model_path, cfg.sp_backend,
                                                         cfg.compile, cfg.aux_device))
->>>>>>> main
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock)
