@@ -13,6 +13,15 @@ GPU (a FLOP model of the DiT, fitted to the largest measured point), and comm(k)
 all-to-all traffic for q, k, v and the output of every attention layer over the link bandwidth,
 plus a fixed latency per collective. At small sizes this gives T(k) > T(1): more GPUs buy
 nothing, as measured and as the TetriServe paper reports (sec. 3).
+
+A batch of B same-size requests in one step (`batches` in every point, B = 2..4):
+
+    T(k, B) = max(L, B C / k) + B comm(k),   kept within [T(k, B-1), B T(k, 1)]
+
+with C the FLOP model's compute alone (launch excluded); the clamp keeps a batch no cheaper than a
+smaller one and no dearer than running its members one after another. Measured batch points
+replace the model where they exist (H200 1024 px batch 2 at degree 1: FLUX 354.6 ms, SD3 52.8 ms;
+the model says 305 and 45 ms there, 14% low in both cases).
 """
 
 from __future__ import annotations
@@ -51,13 +60,39 @@ def modelled(arch, tokens, k, c1_ms, floor_ms, gbps, lat_us):
     return max(floor_ms, c1_ms / k) + comm_ms(arch, tokens, k, gbps, lat_us)
 
 
+BATCHES = (2, 3, 4)
+
+
+def batch_entries(arch, tokens, compute_ms, floor_ms, gbps, lat_us, steps: dict, measured: dict | None = None,
+                  how: str = "") -> dict:
+    """The point's `batches` entry: modelled T(k, B) (module docstring) unless measured."""
+    measured = measured or {}
+    out: dict = {}
+    prev = {k: float(v) for k, v in steps.items()}
+    for b in BATCHES:
+        st, src = {}, {}
+        for ks, t1 in steps.items():
+            k = int(ks)
+            if (b, k) in measured:
+                v, src[ks] = measured[(b, k)], f"measured: {SHARED}"
+            else:
+                raw = max(floor_ms, b * compute_ms / k) + b * comm_ms(arch, tokens, k, gbps, lat_us)
+                v = min(max(raw, prev[ks]), b * t1)
+                src[ks] = (f"modelled: max(L, B C/k) + B comm(k), within [T(k,B-1), B T(k,1)]; "
+                           f"L={floor_ms:g} ms, C={compute_ms:.1f} ms (FLOP model){how}")
+            st[ks] = round(v, 1)
+            prev[ks] = v
+        out[str(b)] = {"step_ms": st, "source": src}
+    return out
+
+
 def write(name: str, data: dict) -> None:
     for folder in (HERE, PACKAGE):
         (folder / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
 def h200_profile(model: str, arch_key: str, measured: dict, floor: float, vae: dict, round_ms: float,
-                 degrees=(1, 2, 4, 8)) -> dict:
+                 batch_measured: dict, degrees=(1, 2, 4, 8)) -> dict:
     arch = ARCH[arch_key]
     big = max(measured)
     scale = measured[big] / flops(arch, big * big // 256)  # fit C to the largest measured point
@@ -73,7 +108,9 @@ def h200_profile(model: str, arch_key: str, measured: dict, floor: float, vae: d
                 steps[str(k)] = round(modelled(arch, tok, k, c1, floor, 400.0, 40.0), 1)
                 src[str(k)] = "modelled (not yet measured on several GPUs): max(L, C/k) + Ulysses all-to-all over NVLink 400 GB/s effective, 40 us x log2(k) per collective"
         points.append(dict(width=res, height=res, step_ms=steps, vae_decode_ms=vae[res][0],
-                           source={**src, "vae_decode_ms": vae[res][1]}))
+                           source={**src, "vae_decode_ms": vae[res][1]},
+                           batches=batch_entries(arch, tok, flops(arch, tok) * scale, floor, 400.0, 40.0, steps,
+                                                 batch_measured.get(res), ", NVLink 400 GB/s")))
     return dict(name=f"{model}-h200", model=model, gpu="NVIDIA H200 141GB (8x, NVLink)", degrees=list(degrees),
                 default_round_ms=round_ms, text_encode_ms=20.0, points=points,
                 sources={"text_encode_ms": "modelled: T5-XXL encoder of 512 tokens on one GPU, about 20 ms",
@@ -90,12 +127,12 @@ def main() -> None:
                 2048: (393.6, f"measured: {SHARED}")}
     write("flux.1-dev-h200", h200_profile(
         "flux.1-dev", "flux", {256: 72.2, 512: 64.3, 768: 104.6, 1024: 178.5, 1536: 424.0, 2048: 858.3},
-        floor=64.3, vae=flux_vae, round_ms=900.0))
+        floor=64.3, vae=flux_vae, round_ms=900.0, batch_measured={1024: {(2, 1): 354.6}}))
     sd3_vae = {r: (round(v * 0.9, 1), "modelled: FLUX VAE decode x 0.9 (same 16-channel VAE family, similar size)")
                for r, (v, _) in flux_vae.items()}
     write("sd3-medium-h200", h200_profile(
         "sd3-medium", "sd3", {256: 40.9, 512: 39.6, 768: 40.6, 1024: 38.8, 1536: 72.6, 2048: 163.2},
-        floor=38.8, vae=sd3_vae, round_ms=250.0))
+        floor=38.8, vae=sd3_vae, round_ms=250.0, batch_measured={1024: {(2, 1): 52.8}}))
 
     # FLUX.1-dev on 8x H100: anchored on xDiT's published 1024 px figures (docs/performance/flux.md,
     # 28 steps, torch.compile): 1 GPU 4.30 s, Ring-2 2.60 s, Ulysses-4 1.63 s.
@@ -118,7 +155,9 @@ def main() -> None:
                 src[str(k)] = ("modelled: max(L=40 ms launch floor, C/k) + Ulysses all-to-all at 300 GB/s, 40 us x log2(k) per "
                                "collective; C from a FLOP model fitted to xDiT's 1-GPU 1024 px figure")
         pts.append(dict(width=res, height=res, step_ms=steps, vae_decode_ms=flux_vae[res][0],
-                        source={**src, "vae_decode_ms": flux_vae[res][1] + " (H200; H100 assumed equal)"}))
+                        source={**src, "vae_decode_ms": flux_vae[res][1] + " (H200; H100 assumed equal)"},
+                        batches=batch_entries(arch, tok, flops(arch, tok) * scale, floor, 300.0, 40.0, steps,
+                                              how=", all-to-all 300 GB/s")))
     write("flux.1-dev-h100", dict(
         name="flux.1-dev-h100", model="flux.1-dev", gpu="NVIDIA H100 80GB (8x, NVLink 900 GB/s)",
         degrees=[1, 2, 4, 8], default_round_ms=900.0, text_encode_ms=20.0, points=pts,
@@ -139,7 +178,14 @@ def main() -> None:
         for k in (1, 2, 4):
             gbps, lat = (50.0, 40.0) if k <= 2 else (12.0, 80.0)
             steps[str(k)] = round(modelled(arch, tok, k, c1, 39.0, gbps, lat), 1)
-        pts.append(dict(width=res, height=res, step_ms=steps, vae_decode_ms=round(sd3_vae[res][0] * 4, 1),
+        # batches: degree 4 crosses PCIe (12 GB/s); degrees 1-2 stay inside a pair (50 GB/s)
+        bat = batch_entries(arch, tok, c1, 39.0, 50.0, 40.0, {k: v for k, v in steps.items() if k != "4"},
+                            how=", NVLink bridge 50 GB/s")
+        b4 = batch_entries(arch, tok, c1, 39.0, 12.0, 80.0, {"4": steps["4"]}, how=", PCIe 12 GB/s")
+        for b in bat:
+            bat[b]["step_ms"].update(b4[b]["step_ms"])
+            bat[b]["source"].update(b4[b]["source"])
+        pts.append(dict(width=res, height=res, step_ms=steps, vae_decode_ms=round(sd3_vae[res][0] * 4, 1), batches=bat,
                         source={"all": "modelled: H200-measured SD3-Medium compute x 6.6 (bf16 peak ratio H200/A40), "
                                        "39 ms launch floor, all-to-all over NVLink bridge 50 GB/s (degree 2, inside a pair) "
                                        "or PCIe 12 GB/s (degree 4, across pairs)",

@@ -45,6 +45,52 @@ def test_shipped_profiles_record_sources_and_launch_bound_small_sizes(name):
     assert max(v for pt in p.points for v in pt.step_us.values()) <= p.default_round_us
 
 
+@pytest.mark.parametrize("name", ["flux.1-dev-h100", "flux.1-dev-h200", "sd3-medium-h200", "sd3-medium-a40"])
+def test_batch_dimension_is_monotone_and_never_dearer_than_serial(name):
+    p = load_profile(name)
+    assert p.batch_sizes == (1, 2, 3, 4)
+    for pt in p.points:
+        for k in p.degrees:
+            prev = pt.us(k)
+            for b in p.batch_sizes[1:]:
+                t = p.step_us(pt.width, pt.height, k, b)
+                assert prev <= t <= b * pt.us(k) + 1, (name, pt.width, k, b)
+                assert pt.batch_source.get(f"{b}:{k}"), (name, pt.width, k, b)
+                prev = t
+
+
+def test_measured_h200_batch_points_carry_their_source():
+    for name, ms in (("flux.1-dev-h200", 354.6), ("sd3-medium-h200", 52.8)):
+        p = load_profile(name)
+        assert p.step_us(1024, 1024, 1, 2) == round(ms * 1000)
+        pt = next(q for q in p.points if q.width == 1024)
+        assert pt.batch_source["2:1"].startswith("measured")
+        assert pt.batch_source["2:2"].startswith("modelled")
+    # launch-bound small sizes: a batch of 4 SD3 512 px images costs one step on one H200
+    p = load_profile("sd3-medium-h200")
+    assert p.step_us(512, 512, 1, 4) == p.step_us(512, 512, 1)
+
+
+def test_batch_errors(tmp_path):
+    import json
+    from pathlib import Path
+    p = load_profile("flux.1-dev-h100")
+    src = Path(__file__).resolve().parents[1] / "models" / "flux.1-dev-h100.json"
+    with pytest.raises(InputError, match="batch size"):
+        p.step_us(512, 512, 1, 5)
+    data = json.loads(src.read_text())
+    del data["points"][0]["batches"]["3"]
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(data))
+    with pytest.raises(InputError, match="same batch sizes"):
+        load_profile(str(f))
+    data = json.loads(src.read_text())
+    for pt in data["points"]:
+        pt.pop("batches")
+    f.write_text(json.dumps(data))
+    assert load_profile(str(f)).batch_sizes == (1,)
+
+
 def test_package_profiles_are_the_models_folder_ones():
     """models/derive.py writes each profile twice: models/ (read by people) and the package (loaded)."""
     from pathlib import Path

@@ -7,7 +7,10 @@ dicts, aggregated over seeds (mean, standard deviation, min, max) for the tables
 
 Policy names are those of `make_policy`, except "rssp", which here means the paper's "oracle
 static" baseline: the per-resolution degree mapping chosen with hindsight on each instance
-(`oracle_mapping`, below); the mapping found is kept in the row ("detail").
+(`oracle_mapping`, below); the mapping found is kept in the row ("detail"). A name may end
+in `+batching` and/or `+immediate` (e.g. `cpsat+batching+immediate`, `bound+batching+immediate`):
+that policy (or the bound of that extended model) with the feature on, so that runs with and
+without the features sit side by side on the same workloads.
 """
 
 from __future__ import annotations
@@ -80,6 +83,18 @@ def points(models: Iterable[str] = ("flux.1-dev-h100",), gpus: int = 8, islands:
             for m, x, s, r, rm, sd in itertools.product(models, mixes, slo_scales, rates, round_ms, seeds)]
 
 
+FEATURES = ("batching", "immediate")
+
+
+def split_features(name: str) -> tuple[str, set[str]]:
+    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'})."""
+    base, *feats = name.split("+")
+    bad = [f for f in feats if f not in FEATURES]
+    if bad:
+        raise InputError("policies", name, f"unknown feature {bad[0]!r}; features: {', '.join(FEATURES)}")
+    return base, set(feats)
+
+
 def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
                    sizes: tuple[int, ...] | None = None) -> tuple[dict[int, int], dict]:
     """The best static mapping for this workload, with hindsight: coordinate descent on met
@@ -128,12 +143,15 @@ def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3
 
 
 def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
-    """The policy `bench` runs under a name, and the detail its row keeps: "rssp" is the hindsight
-    mapping for this instance (`oracle_mapping`), every other name is `make_policy`'s."""
+    """The policy `bench` runs under a name (features stripped: see split_features), and the detail
+    its row keeps: "rssp" is the hindsight mapping for this instance (`oracle_mapping`), every
+    other name is `make_policy`'s."""
+    name, feats = split_features(name)
     if name == "rssp":
         mapping, _ = oracle_mapping(inst)
         return RSSP(mapping, name="rssp"), mapping_name(mapping)
-    return make_policy(name, time_limit_ms=time_limit_ms), ""
+    return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats,
+                       immediate_start="immediate" in feats), ""
 
 
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
@@ -142,10 +160,12 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
     inst = instance if instance is not None else point.instance()
     row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
     t0 = time.perf_counter()
-    if policy == BOUND:
+    base, feats = split_features(policy)
+    if base == BOUND:
         from .bound import upper_bound
 
-        b = upper_bound(inst, time_limit_s=bound_time_s)
+        b = upper_bound(inst, time_limit_s=bound_time_s, arrival_visible="immediate" in feats,
+                        batching="batching" in feats)
         row.update(slo_attainment=b.slo_attainment_bound, met=b.met_bound, requests=b.requests,
                    detail=b.status, wall_s=round(time.perf_counter() - t0, 3))
         return row
@@ -159,7 +179,7 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
         return row
     pol, detail = bench_policy(policy, inst, time_limit_ms)
     t1 = time.perf_counter()
-    res = simulate(inst, pol)
+    res = simulate(inst, pol, immediate_start="immediate" in feats)
     s = res.summary
     row.update({k: s[k] for k in METRICS}, requests=s["requests"], detail=detail,
                wall_s=round(time.perf_counter() - t0, 3), sim_s=round(time.perf_counter() - t1, 3),
@@ -180,7 +200,7 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
         time_limit_ms: float = 200.0, bound_time_s: float = 60.0, jobs: int = 1,
         progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Every policy (and the bound) on every point; rows in a stable order."""
-    pols = list(policies) + ([BOUND] if bound else [])
+    pols = list(policies) + ([BOUND] if bound and BOUND not in {split_features(p)[0] for p in policies} else [])
     from .policies import make_policy
 
     for p in pols:  # fail fast on a bad name, before any work
@@ -189,8 +209,9 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
 
             p, router = p.split("@", 1)
             check_router(router)
-        if p not in (BOUND, "rssp"):
-            make_policy(p)
+        base, _ = split_features(p)
+        if base not in (BOUND, "rssp"):
+            make_policy(base)
     # expensive jobs first so that the pool does not end on one long cpsat run
     work = sorted(((pt, p, time_limit_ms, bound_time_s) for pt in pts for p in pols),
                   key=lambda a: (a[1] not in ("cpsat", "pulp"), -a[0].n * a[0].rate))
@@ -312,10 +333,16 @@ def check_dominance(agg: list[dict], leader: str = "cpsat") -> list[str]:
     for k, v in by.items():
         where = ", ".join(f"{a}={b}" for a, b in k)
         for p, x in v.items():
-            if p not in (leader, BOUND) and leader in v and x > v[leader] + 1e-9:
-                issues.append(f"{p} {100 * x:.1f}% > {leader} {100 * v[leader]:.1f}% at {where}")
-            if BOUND in v and p != BOUND and x > v[BOUND] + 1e-9:
-                issues.append(f"{p} {100 * x:.1f}% above the bound {100 * v[BOUND]:.1f}% at {where}")
+            base, feats = split_features(p)
+            if base == BOUND:
+                continue
+            lead = "+".join([leader, *sorted(feats)])
+            if base != leader and lead in v and x > v[lead] + 1e-9:
+                issues.append(f"{p} {100 * x:.1f}% > {lead} {100 * v[lead]:.1f}% at {where}")
+            for b, y in v.items():  # a bound bounds the policies whose features its model includes
+                bb, bfeats = split_features(b)
+                if bb == BOUND and feats <= bfeats and x > y + 1e-9:
+                    issues.append(f"{p} {100 * x:.1f}% above the bound {b} {100 * y:.1f}% at {where}")
     return issues
 
 

@@ -21,6 +21,11 @@ FEASIBLE (for this maximisation that is an upper bound on the integer optimum), 
 solution, or no time left to build or search the component) the number of its requests that
 could meet their deadline alone on an empty cluster. The time limit covers everything: model
 building counts, and components left when it runs out are not searched.
+
+The extended model (`arrival_visible`, `batching`; docs/bound.md) bounds plans that may start a
+request mid-round at its arrival and share steps between same-size requests: request i's first
+round is the one it arrives in, with only the time after its arrival usable, and in the GPU-time
+rows a step costs i its cheapest share of any batch, min over B of k T_i(k, B) / B.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ class Window:
     due_us: int
     step: dict[int, int]            # useful degree -> step latency (us)
     caps: dict[int, int]            # round -> usable time in that round (us)
+    gpu: dict[int, int] = field(default_factory=dict)  # degree -> GPU-time charged per step (us)
+
+    def gpu_us(self, k: int) -> int:
+        return self.gpu.get(k, k * self.step[k])
 
     @property
     def last_round(self) -> int:
@@ -56,17 +65,42 @@ def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
     return useful({k: inst.step_us(r, k) for k in inst.degrees if inst.cluster.sets(k)}, inst.round_us)
 
 
-def window(inst: Instance, r: Request) -> Window:
+def batched_steps(inst: Instance, r: Request) -> tuple[dict[int, int], dict[int, int]]:
+    """(step time, GPU-time charged per step) by degree when steps may be shared: over the batch
+    sizes B at which degree k is faster than every smaller degree, the shortest step and the
+    cheapest per-member share k T(k, B) / B. (A batch on a set no faster than a smaller aligned
+    subset can move there without finishing later or adding load, so other (k, B) never help.)"""
+    p, step, gpu = inst.profile, {}, {}
+    best: dict[int, int] = {}  # batch size -> fastest step of the smaller degrees so far
+    for k in sorted(inst.degrees):
+        if not inst.cluster.sets(k):
+            continue
+        useful = []
+        for b in p.batch_sizes:
+            t = p.step_us(r.width, r.height, k, b)
+            if t <= inst.round_us and t < best.get(b, t + 1):
+                useful.append((t, b))
+            best[b] = min(best.get(b, t), t)
+        if useful:
+            step[k] = min(t for t, _ in useful)
+            gpu[k] = min(k * t // b for t, b in useful)
+    return step, gpu
+
+
+def window(inst: Instance, r: Request, arrival_visible: bool = False, batching: bool = False) -> Window:
     R = inst.round_us
-    first = -(-r.arrival_us // R)  # the simulator shows a request from the first boundary >= arrival
+    # the simulator shows a request from the first boundary >= arrival; with immediate starts it
+    # may run from its arrival on, inside the round it arrives in
+    first = r.arrival_us // R if arrival_visible else -(-r.arrival_us // R)
     due = r.deadline_us - inst.profile.vae_decode_us(r.width, r.height)
-    step = useful_steps(inst, r)
+    step, gpu = batched_steps(inst, r) if batching else (useful_steps(inst, r), {})
     caps = {}
     j = first
     while step and j * R < due:
-        caps[j] = min(R, due - j * R)
+        caps[j] = min(R, due - j * R) - max(0, r.arrival_us - j * R)
         j += 1
-    return Window(r, first, due, step, caps)
+    caps = {j: c for j, c in caps.items() if c > 0}
+    return Window(r, first, due, step, caps, gpu)
 
 
 @dataclass
@@ -80,6 +114,7 @@ class BoundResult:
     solve_s: float
     per_component: list[dict] = field(default_factory=list)
     incumbent_met: tuple[str, ...] = ()  # requests met in the relaxation's best solution (a witness, not a plan)
+    features: tuple[str, ...] = ()      # the extended model's: "immediate_start", "batching" (empty: TetriServe's)
     methods: dict[str, int] = field(default_factory=dict)  # components bounded by each method (METHODS)
 
     @property
@@ -95,7 +130,7 @@ class BoundResult:
                 "requests": self.requests, "status": self.status, "feasible_alone": self.feasible_alone,
                 "components": self.components, "optimal_components": self.optimal_components,
                 "relaxation_incumbent": self.incumbent, "bound_methods": self.methods,
-                "solve_s": round(self.solve_s, 3)}
+                "solve_s": round(self.solve_s, 3), **({"features": list(self.features)} if self.features else {})}
 
 
 def components(ws: list[Window]) -> list[list[Window]]:
@@ -157,28 +192,28 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
                     continue
                 n = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
                 terms.append((n, t))
-                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id))
+                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id, w.gpu_us(k)))
             if len(terms) > 1:
                 m.add(sum(t * n for n, t in terms) <= cap)
             all_n.extend(n for n, _ in terms)
         m.add(sum(all_n) == r.steps * y)
     levels = block_levels(inst)
     for j, terms in by_round.items():
-        m.add(sum(k * t * n for _, n, k, t, _ in terms) <= N * R)
+        m.add(sum(g * n for _, n, _, _, _, g in terms) <= N * R)
         start, end = j * R, (j + 1) * R
         dues = sorted({d for d, *_ in terms if start < d < end})
         for d in dues:
-            m.add(sum(k * t * n for dd, n, k, t, _ in terms if dd <= d) <= N * (d - start))
+            m.add(sum(g * n for dd, n, _, _, _, g in terms if dd <= d) <= N * (d - start))
         # blocks of size b partition the GPUs and every wider set is a union of them: while a
         # request runs narrower than b, its block runs no wide step, so
         # b * (its narrow time) + GPU-time of all steps at degree >= b <= N * R
-        owners = {rid for *_, rid in terms}
+        owners = {term[4] for term in terms}
         for b in levels:
-            wide = [k * t * n for _, n, k, t, _ in terms if k >= b]
+            wide = [g * n for _, n, k, _, _, g in terms if k >= b]
             if not wide:
                 continue
             for rid in owners:
-                narrow = [b * t * n for _, n, k, t, o in terms if o == rid and k < b]
+                narrow = [b * t * n for _, n, k, t, o, _ in terms if o == rid and k < b]
                 if narrow:
                     m.add(sum(narrow) + sum(wide) <= N * R)
     m.maximize(sum(ys))
@@ -202,12 +237,16 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     return len(ws), 0, "feasible-alone", []
 
 
-def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) -> BoundResult:
-    """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md)."""
+def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
+                batching: bool = False) -> BoundResult:
+    """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
+
+    Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
+    and `batching` widen the plan space bounded to immediate starts and shared steps."""
     from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
 
     t0 = time.perf_counter()
-    ws = [window(inst, r) for r in inst.requests]
+    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
     alone = [w for w in ws if w.max_steps() >= w.request.steps]
     comps = components(alone)
     met = inc = opt = 0
@@ -233,4 +272,5 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1) ->
                         "method": method, "rounds": [c[0].first_round, max(w.last_round for w in c)]})
     return BoundResult(requests=len(inst.requests), met_bound=met, feasible_alone=len(alone),
                        components=len(comps), optimal_components=opt, incumbent=inc, methods=methods,
-                       solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)))
+                       solve_s=time.perf_counter() - t0, per_component=per, incumbent_met=tuple(sorted(met_ids)),
+                       features=tuple(f for f, on in (("immediate_start", arrival_visible), ("batching", batching)) if on))

@@ -10,6 +10,10 @@ node with a router above that `submit`s to one of them.
 Executors get a checked `RoundPlan` and a `WorkItem` per request, run it in the plan's start
 order, and report each assignment as it ends (`Completion`); a broken round raises, and the
 engine gives the unreported steps back (`fail`).
+
+A batched assignment (`Assignment.batch`) advances every member by its steps. Immediate starts
+(`add_immediate`, immediate.py): requests arriving inside a round may start at once on GPUs the
+round's checked plan leaves idle; the combined plan is checked again before anything runs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable, Mapping, Protocol
 
+from .immediate import busy_intervals, occupy, start_on_idle
 from .instance import Cluster
 from .plan import Assignment, RoundPlan, check_plan
 from .profile import CostProfile
@@ -65,6 +70,10 @@ class Completion:
     assignment: Assignment
     finish_us: int              # on the engine's clock; includes the VAE decode when finished
     image: bytes | None = None
+    images: tuple[tuple[str, bytes], ...] = ()  # a batch: (member, PNG) for each member it finished
+
+    def image_of(self, rid: str) -> bytes | None:
+        return dict(self.images).get(rid, self.image if rid == self.assignment.request else None)
 
 
 class ExecutorFailure(RuntimeError):
@@ -179,30 +188,64 @@ class RoundEngine:
         why = check_plan(state, plan)
         if why is not None:
             raise InvalidPlan(f"round {state.round_index}: {why}")
-        live = tuple(a for a in plan.assignments if a.request in self.pending)
+        live = tuple(a for a in plan.assignments if any(i in self.pending for i in a.requests))
         if len(live) != len(plan.assignments):
             plan = replace(plan, assignments=live)
-        work = {a.request: self.pending[a.request].work_item() for a in live}
+        work = {i: self.pending[i].work_item() for a in live for i in a.requests if i in self.pending}
         for a in sorted(live, key=lambda a: a.end_us):
-            t = self.pending[a.request]
-            t.inflight += a.steps
-            t.planned_location = a.gpus
+            for i in a.requests:
+                t = self.pending.get(i)
+                if t is not None:
+                    t.inflight += a.steps
+                    t.planned_location = a.gpus
         return plan, work
+
+    def add_immediate(self, state: RoundState, plan: RoundPlan, arrivals: Iterable[Tracked]
+                      ) -> tuple[RoundState, RoundPlan]:
+        """Submit `arrivals` (arriving inside the round of `state`, in arrival order) and start each
+        at once where the rule of immediate.py finds idle GPUs; the plan's own assignments stay as
+        they are. Returns the state with the arrivals in it (to check the plan on) and the plan
+        with the immediate starts added."""
+        busy = busy_intervals(state, plan.assignments)
+        added, seen = [], []
+        for t in arrivals:
+            self.submit(t)
+            r = RequestState(id=t.id, width=t.width, height=t.height, remaining_steps=t.planned_remaining,
+                             deadline_us=t.deadline_us, arrival_us=t.arrival_us)
+            seen.append(r)
+            a = start_on_idle(state, r, busy)
+            if a is not None:
+                occupy(busy, a)
+                added.append(a)
+        if seen:
+            state = replace(state, requests=state.requests + tuple(seen))
+        if added:
+            plan = replace(plan, assignments=plan.assignments + tuple(added))
+        return state, plan
 
     def apply(self, c: Completion) -> Tracked | None:
         """Count a finished assignment; returns the request when this was its last step."""
+        done = self.apply_all(c)
+        return done[0] if done else None
+
+    def apply_all(self, c: Completion) -> list[Tracked]:
+        """Count a finished assignment for each request it advances (a batch: every member);
+        returns the requests it finished."""
         a = c.assignment
-        t = self.pending.get(a.request)
-        if t is None:  # dropped meanwhile
-            return None
-        t.inflight -= a.steps
-        t.done += a.steps
-        t.location = a.gpus
-        if t.done < t.steps:
-            return None
-        t.finish_us = c.finish_us
-        del self.pending[t.id]
-        return t
+        out = []
+        for i in a.requests:
+            t = self.pending.get(i)
+            if t is None:  # dropped meanwhile
+                continue
+            t.inflight -= a.steps
+            t.done += a.steps
+            t.location = a.gpus
+            if t.done < t.steps:
+                continue
+            t.finish_us = c.finish_us
+            del self.pending[t.id]
+            out.append(t)
+        return out
 
     def fail(self, lost: Iterable[Assignment], resumable: bool = True) -> int:
         """Give the steps of unreported assignments back; returns how many steps go round again.
@@ -213,12 +256,13 @@ class RoundEngine:
         """
         steps = 0
         for a in lost:
-            t = self.pending.get(a.request)
-            if t is None:
-                continue
-            t.inflight -= a.steps
-            t.location = t.planned_location = ()
-            steps += a.steps
+            for i in a.requests:
+                t = self.pending.get(i)
+                if t is None:
+                    continue
+                t.inflight -= a.steps
+                t.location = t.planned_location = ()
+                steps += a.steps
         if not resumable:
             for t in self.pending.values():
                 if t.done:
@@ -228,23 +272,31 @@ class RoundEngine:
         return steps
 
     def run_round(self, plan_fn: Callable[[RoundState], RoundPlan], boundary_us: int,
-                  round_index: int) -> RoundRun:
+                  round_index: int, arrivals: Iterable[Tracked] = ()) -> RoundRun:
         """snapshot -> plan -> check -> dispatch -> execute -> apply, in one call (the simulator's
-        round; also what a test drives with a fake executor). An executor failure re-queues the
+        round; also what a test drives with a fake executor). `arrivals`: requests arriving inside
+        this round, started at once on idle GPUs (add_immediate). An executor failure re-queues the
         unreported steps and re-raises."""
         assert self.executor is not None, "run_round needs an executor"
         if isinstance(self.clock, VirtualClock):
             self.clock.set(boundary_us)
         state = self.snapshot(boundary_us, round_index)
-        plan, work = self.dispatch(state, plan_fn(state))
+        plan = plan_fn(state)
+        arrivals = list(arrivals)
+        if arrivals:
+            why = check_plan(state, plan)  # the policy's plan on its own state, before adding to it
+            if why is not None:
+                raise InvalidPlan(f"round {state.round_index}: {why}")
+            full, plan = self.add_immediate(state, plan, arrivals)
+        else:
+            full = state
+        plan, work = self.dispatch(full, plan)
         finished: list[Tracked] = []
         reported: set[int] = set()
 
         def on_complete(c: Completion) -> None:
             reported.add(id(c.assignment))
-            t = self.apply(c)
-            if t is not None:
-                finished.append(t)
+            finished.extend(self.apply_all(c))
 
         if plan.assignments:
             try:

@@ -14,7 +14,19 @@ from typing import Iterable
 from .gpusets import gpu_loads, layout
 from .state import RoundState
 
-Decision = tuple[str, tuple[int, ...], int]  # request id, GPUs, steps
+# request id (or, for a batch sharing every step, the tuple of its members' ids), GPUs, steps
+Decision = tuple["str | tuple[str, ...]", tuple[int, ...], int]
+
+
+def members(rid: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The requests a decision advances."""
+    return (rid,) if isinstance(rid, str) else tuple(rid)
+
+
+def decision_us(state: RoundState, by_id, rid: str | tuple[str, ...], gpus: tuple[int, ...], steps: int) -> int:
+    """How long a decision keeps its GPUs busy (a batch: its members' shared step cost)."""
+    ids = members(rid)
+    return steps * state.step_us(by_id[ids[0]], len(gpus), len(ids))
 
 
 class PlanStatus(str, Enum):
@@ -31,15 +43,29 @@ class PlanStatus(str, Enum):
 
 @dataclass(frozen=True)
 class Assignment:
+    """`steps` steps of `request` on `gpus` in [start_us, end_us).
+
+    `batch`: the other requests (same resolution) whose latents share every one of these steps,
+    each advancing by `steps`; empty for a request alone. `immediate`: started on arrival, mid-round,
+    on GPUs the round's plan leaves idle (immediate.py).
+    """
+
     request: str
     gpus: tuple[int, ...]
     steps: int
     start_us: int
     end_us: int
+    batch: tuple[str, ...] = ()
+    immediate: bool = False
 
     @property
     def degree(self) -> int:
         return len(self.gpus)
+
+    @property
+    def requests(self) -> tuple[str, ...]:
+        """Every request this assignment advances (the first is `request`)."""
+        return (self.request, *self.batch)
 
 
 @dataclass(frozen=True)
@@ -62,13 +88,14 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
     by_id = {r.id: r for r in state.requests}
     ds = [d for d in decisions if d[2] > 0]
     if not keep_order:
-        ds.sort(key=lambda d: (by_id[d[0]].deadline_us, d[0]))
-    tasks = [(gpus, steps * state.step_us(by_id[rid], len(gpus)), (rid, gpus, steps)) for rid, gpus, steps in ds]
+        ds.sort(key=lambda d: (min(by_id[i].deadline_us for i in members(d[0])), members(d[0])))
+    tasks = [(gpus, decision_us(state, by_id, rid, gpus, steps), (rid, gpus, steps)) for rid, gpus, steps in ds]
     # requests that finish this round with their deadline inside it go first where that fits
-    urgent = [j for j, (rid, _, steps) in enumerate(ds) if steps == by_id[rid].remaining_steps
-              and state.due_us(by_id[rid]) < state.end_us]
+    urgent = [j for j, (rid, _, steps) in enumerate(ds) if any(
+        steps == by_id[i].remaining_steps and state.due_us(by_id[i]) < state.end_us for i in members(rid))]
     placed = layout(tasks, state.now_us, state.round_us, urgent if not keep_order else ())
-    assignments = tuple(Assignment(request=rid, gpus=gpus, steps=steps, start_us=s, end_us=e)
+    assignments = tuple(Assignment(request=members(rid)[0], batch=members(rid)[1:], gpus=gpus, steps=steps,
+                                   start_us=s, end_us=e)
                         for (rid, gpus, steps), s, e in placed)
     return RoundPlan(assignments=assignments, backend=backend, **meta)
 
@@ -76,12 +103,12 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
 def overfull_gpus(state: RoundState, decisions: Iterable[Decision]) -> dict[int, int]:
     """GPUs whose work exceeds the round (empty when the decisions fit)."""
     by_id = {r.id: r for r in state.requests}
-    loads = gpu_loads((g, n * state.step_us(by_id[rid], len(g))) for rid, g, n in decisions)
+    loads = gpu_loads((g, decision_us(state, by_id, rid, g, n)) for rid, g, n in decisions)
     return {g: l for g, l in loads.items() if l > state.round_us}
 
 
 def decisions_of(plan: RoundPlan) -> list[Decision]:
-    return [(a.request, a.gpus, a.steps) for a in plan.assignments]
+    return [(a.requests if a.batch else a.request, a.gpus, a.steps) for a in plan.assignments]
 
 
 def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
@@ -90,7 +117,8 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
     Each assignment: a known request, distinct GPUs forming an aligned set of an allowed degree,
     0 < steps, inside the round, lasting exactly steps x the profile's step time at that degree.
     Per request: steps summing to at most its remaining ones, no two assignments at once. Per
-    GPU: no two assignments at once (so no GPU is over the round either).
+    GPU: no two assignments at once (so no GPU is over the round either). A batch (`batch`):
+    distinct pending members of one resolution, a batch size the profile prices, its cost.
     """
     by_id = {r.id: r for r in state.requests}
     per_req: dict[str, list[tuple[int, int, int]]] = {}
@@ -110,10 +138,18 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
             return f"{a.request}: {a.steps} steps, {r.remaining_steps} remaining"
         if a.start_us < state.now_us or a.end_us > state.end_us:
             return f"{a.request}: [{a.start_us}, {a.end_us}] outside the round [{state.now_us}, {state.end_us}]"
-        step = state.step_us(r, k)
-        if a.end_us - a.start_us != a.steps * step:
-            return f"{a.request}: lasts {a.end_us - a.start_us} us, the profile says {a.steps} x {step} us"
-        per_req.setdefault(a.request, []).append((a.start_us, a.end_us, a.steps))
+        if a.batch:
+            why = batch_error(state, a)
+            if why:
+                return why
+        else:
+            step = state.step_us(r, k)
+            if a.end_us - a.start_us != a.steps * step:
+                return f"{a.request}: lasts {a.end_us - a.start_us} us, the profile says {a.steps} x {step} us"
+        for i in a.requests:
+            if not a.steps <= by_id[i].remaining_steps:
+                return f"{i}: {a.steps} steps, {by_id[i].remaining_steps} remaining"
+            per_req.setdefault(i, []).append((a.start_us, a.end_us, a.steps))
         for g in a.gpus:
             per_gpu.setdefault(g, []).append((a.start_us, a.end_us, a.request))
     for rid, ivs in per_req.items():
@@ -129,4 +165,25 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
         for (s1, e1, r1), (s2, e2, r2) in zip(ivs, ivs[1:]):
             if s2 < e1:
                 return f"GPU {g} double-booked: {r1} [{s1}, {e1}] and {r2} [{s2}, {e2}]"
+    return None
+
+
+def batch_error(state: RoundState, a: Assignment) -> str | None:
+    """Why a batched assignment breaks the batching rules (None when it keeps them): members
+    distinct and pending, one resolution, a batch size the profile prices, the profile's cost."""
+    if not a.batch:
+        return None
+    by_id = {r.id: r for r in state.requests}
+    ids = a.requests
+    if len(set(ids)) != len(ids):
+        return f"batch {ids} lists a request twice"
+    if any(i not in by_id for i in ids):
+        return f"batch {ids} has a request that is not pending"
+    first = by_id[ids[0]]
+    if any((by_id[i].width, by_id[i].height) != (first.width, first.height) for i in ids):
+        return f"batch {ids} mixes resolutions"
+    if len(ids) not in state.profile.batch_sizes:
+        return f"batch {ids}: size {len(ids)} not in the profile's {list(state.profile.batch_sizes)}"
+    if a.end_us - a.start_us != decision_us(state, by_id, ids, a.gpus, a.steps):
+        return f"batch {ids}: lasts {a.end_us - a.start_us} us, profile says {decision_us(state, by_id, ids, a.gpus, a.steps)}"
     return None

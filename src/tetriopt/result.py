@@ -50,6 +50,8 @@ class SolveResult:
         lat = [us_to_ms(r.finish_us - arrival[r.id]) for r in self.requests]
         solve = [r.solve_ms for r in self.rounds]
         gpu_us = sum((a.end_us - a.start_us) * a.degree for _, a in self.assignments)
+        batched = sum(bool(a.batch) for _, a in self.assignments)
+        immediate = sum(a.immediate for _, a in self.assignments)
 
         def pct(xs, q):
             return round(float(np.percentile(xs, q)), 3) if xs else 0.0
@@ -66,6 +68,8 @@ class SolveResult:
             "solver_ms_p99": pct(solve, 99),
             "solver_ms_max": round(max(solve), 3) if solve else 0.0,
             "fallback_rounds": sum(r.status == PlanStatus.FALLBACK for r in self.rounds),
+            **({"batched_assignments": batched} if batched else {}),
+            **({"immediate_starts": immediate} if immediate else {}),
         }
 
     def to_json(self, timings: bool = True) -> dict[str, Any]:
@@ -81,7 +85,9 @@ class SolveResult:
             "summary": summary,
             "requests": [{"id": r.id, "finish_ms": us_to_ms(r.finish_us), "met": r.met} for r in self.requests],
             "assignments": [{"round": rd, "request": a.request, "gpus": list(a.gpus), "steps": a.steps,
-                             "start_ms": us_to_ms(a.start_us), "end_ms": us_to_ms(a.end_us)}
+                             "start_ms": us_to_ms(a.start_us), "end_ms": us_to_ms(a.end_us),
+                             **({"batch": list(a.batch)} if a.batch else {}),
+                             **({"immediate": True} if a.immediate else {})}
                             for rd, a in self.assignments],
             "rounds": [{"round": r.round, "start_ms": us_to_ms(r.start_us), "pending": r.pending, "kept": r.kept,
                         "backend": r.backend, "status": r.status,

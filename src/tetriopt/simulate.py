@@ -6,6 +6,10 @@ executor, without sleeping and without images), which reports each assignment at
 end. A request is visible from the first round boundary at or after its arrival. Its image is
 done when its last step ends plus its VAE decode (decode runs on the request's GPU set outside
 the round capacity: about half a step for FLUX 1024 px; see README, "Model assumptions").
+
+With `immediate_start`, requests arriving inside a round also start at once on GPUs the round's
+checked plan leaves idle (RoundEngine.add_immediate, immediate.py); the next boundary plans them
+as usual. A batched assignment advances each of its members by its steps.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Callable
 
 from .engine import InvalidPlan, RoundEngine, Tracked, VirtualClock
 from .instance import Instance
+from .plan import RoundPlan
 from .policies import Policy, make_policy
 from .result import RequestOutcome, RoundRecord, SolveResult
 from .server.executors.sim import SimExecutor
@@ -22,8 +27,8 @@ MAX_IDLE_ROUNDS = 1000
 
 
 def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], None] | None = None,
-             **options) -> SolveResult:
-    pol = make_policy(policy, **options) if isinstance(policy, str) else policy
+             immediate_start: bool = False, **options) -> SolveResult:
+    pol = make_policy(policy, immediate_start=immediate_start, **options) if isinstance(policy, str) else policy
     R = inst.round_us
     clock = VirtualClock()
     executor = SimExecutor(gpus=inst.cluster.gpus, profile=inst.profile, images=False)
@@ -42,10 +47,22 @@ def simulate(inst: Instance, policy: Policy | str, progress: Callable[[int], Non
         if not engine.pending:
             if nxt >= len(reqs):
                 break
-            now = -(-reqs[nxt].arrival_us // R) * R
-            continue
+            a = reqs[nxt].arrival_us
+            if not immediate_start:  # idle until the boundary at or after the next arrival
+                now = -(-a // R) * R
+                continue
+            if a >= now + R:  # immediate starts: idle until the round the next request arrives in
+                now = a // R * R
+                continue
+        arrivals = []
+        while immediate_start and nxt < len(reqs) and reqs[nxt].arrival_us < now + R:
+            r = reqs[nxt]
+            arrivals.append(Tracked(id=r.id, width=r.width, height=r.height, steps=r.steps,
+                                    arrival_us=r.arrival_us, deadline_us=r.deadline_us))
+            nxt += 1
         try:
-            run = engine.run_round(pol.plan, now, now // R)
+            run = engine.run_round(lambda s: pol.plan(s) if s.requests else RoundPlan((), backend="idle"),
+                                   now, now // R, arrivals)
         except InvalidPlan as e:
             raise RuntimeError(f"policy {pol.name} produced an invalid plan: {e}") from None
         plan = run.plan

@@ -44,8 +44,8 @@ class RoundState:
     def sets(self) -> dict[int, tuple[tuple[int, ...], ...]]:
         return {k: self.cluster.sets(k) for k in self.degrees}
 
-    def step_us(self, r: RequestState, k: int) -> int:
-        return self.profile.step_us(r.width, r.height, k)
+    def step_us(self, r: RequestState, k: int, batch: int = 1) -> int:
+        return self.profile.step_us(r.width, r.height, k, batch)
 
     def decode_us(self, r: RequestState) -> int:
         return self.profile.vae_decode_us(r.width, r.height)

@@ -43,34 +43,47 @@ def validate_result(inst: Instance, out: dict[str, Any]) -> list[str]:
 
 def _check_assignment(inst: Instance, i: int, a: dict[str, Any], tally: _Tally, errs: list[str]) -> None:
     reqs, R = inst.by_id, inst.round_us
-    rid, gpus, steps = a["request"], tuple(a["gpus"]), a["steps"]
+    ids = [a["request"], *a.get("batch", [])]  # a batch: every member shares every step
+    rid, gpus, steps = ids[0], tuple(a["gpus"]), a["steps"]
     start, end = ms_to_us(a["start_ms"]), ms_to_us(a["end_ms"])
-    where = f"assignment {i} ({rid})"
-    if rid not in reqs:
-        errs.append(f"{where}: unknown request")
+    where = f"assignment {i} ({rid}{' batch ' + ','.join(ids[1:]) if len(ids) > 1 else ''})"
+    unknown = [q for q in ids if q not in reqs]
+    if unknown:
+        errs.append(f"{where}: unknown request {unknown[0]}")
         return
     r = reqs[rid]
     k = len(gpus)
     if len(set(gpus)) != k or k not in inst.degrees:
         errs.append(f"{where}: degree {k} / GPUs {gpus} not allowed (degrees {inst.degrees})")
         return
+    if len(set(ids)) != len(ids):
+        errs.append(f"{where}: a request twice in one batch")
+    if any((reqs[q].width, reqs[q].height) != (r.width, r.height) for q in ids):
+        errs.append(f"{where}: a batch mixes resolutions")
+        return
+    if len(ids) not in inst.profile.batch_sizes:
+        errs.append(f"{where}: batch of {len(ids)} not priced by the profile {list(inst.profile.batch_sizes)}")
+        return
     if gpus not in inst.cluster.sets(k):
         errs.append(f"{where}: GPUs {gpus} are not an aligned set of the cluster")
     if steps < 1:
         errs.append(f"{where}: {steps} steps")
-    if end - start != steps * inst.profile.step_us(r.width, r.height, k):
-        errs.append(f"{where}: lasts {end - start} us, profile says {steps} x "
-                    f"{inst.profile.step_us(r.width, r.height, k)} us")
-    if start < r.arrival_us:
-        errs.append(f"{where}: starts at {start} before arrival {r.arrival_us}")
+    step = inst.profile.step_us(r.width, r.height, k, len(ids))
+    if end - start != steps * step:
+        errs.append(f"{where}: lasts {end - start} us, profile says {steps} x {step} us")
     rd = a["round"]
     if not (rd * R <= start and end <= (rd + 1) * R):
         errs.append(f"{where}: [{start}, {end}] outside round {rd} [{rd * R}, {(rd + 1) * R}]")
-    if rd * R < r.arrival_us:
-        errs.append(f"{where}: planned in round {rd}, which began before the request arrived")
+    for q in ids:
+        if start < reqs[q].arrival_us:
+            errs.append(f"{where}: starts at {start} before {q}'s arrival {reqs[q].arrival_us}")
+        # an immediate start may begin mid-round after its arrival (checked above); planned work
+        # only in rounds that began after the request arrived
+        if rd * R < reqs[q].arrival_us and not a.get("immediate"):
+            errs.append(f"{where}: planned in round {rd}, which began before {q} arrived")
+        tally.per_req[q].append((start, end, steps))
     for g in gpus:
         tally.per_gpu[g].append((start, end, rid))
-    tally.per_req[rid].append((start, end, steps))
     tally.gpu_us += (end - start) * k
 
 

@@ -45,6 +45,10 @@ def _policies(text: str) -> list[str]:
                    "'rssp' = oracle static mapping chosen with hindsight per instance.")
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=200.0, show_default=True,
               help="Per-round MIP time limit for cpsat/pulp.")
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name).")
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Every policy (and the bound) with immediate starts (suffix '+immediate').")
 @click.option("--bound/--no-bound", default=True, show_default=True, help="Also compute the hindsight upper bound.")
 @click.option("--bound-time-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPUs).")
@@ -60,8 +64,8 @@ def _policies(text: str) -> list[str]:
 @click.option("--router", "routers", default="global,round-robin,least-work,deadline-aware", show_default=True,
               help="With --nodes > 1: routers, comma-separated ('global': one planner over all GPUs).")
 def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, steps, cv, policies, time_limit_ms,
-          bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s, progress, nodes,
-          routers) -> None:
+          batching, immediate_start, bound, bound_time_s, jobs, json_out, plot_dir, gantt_policy, gantt_window_s,
+          progress, nodes, routers) -> None:
     """Run policies side by side on the same workloads (cartesian product of the lists)."""
     from .. import bench as B
     from ..errors import InputError
@@ -84,6 +88,9 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     else:
         pols = bench_policies(gpus)
     if nodes > 1:
+        if batching or immediate_start:
+            raise InputError("nodes", nodes, "batching and immediate starts run on one node only "
+                             "(drop --batching/--immediate-start)")
         pols = list(dict.fromkeys(p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"])
                                   for r in _list(routers)))
         bound, plot_dir = False, None  # the bound and the plots are single-node
@@ -92,6 +99,11 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         assert len(window) == 2 and window[0] < window[1]
     except (ValueError, AssertionError):
         raise InputError("gantt-window-s", gantt_window_s, "expected START,END in seconds") from None
+    suffix = "".join(f for f, on in (("+batching", batching), ("+immediate", immediate_start)) if on)
+    if suffix:
+        pols = [p + suffix for p in pols]
+        if bound:
+            pols.append(B.BOUND + suffix)
     jobs = jobs or os.cpu_count() or 1
     total = len(pts) * (len(pols) + bound)
     bar = None
@@ -110,7 +122,7 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     if json_out != "-":
         click.echo(text)
     if plot_dir:
-        made = _plots(B, agg, axes, pts[0], plot_dir, gantt_policy, time_limit_ms, window)
+        made = _plots(B, agg, axes, pts[0], plot_dir, gantt_policy + suffix, time_limit_ms, window)
         if json_out != "-":
             click.echo("plots: " + ", ".join(str(p) for p in made))
     if json_out:
@@ -141,6 +153,7 @@ def _plots(B, agg: list[dict], axes: list[str], first, plot_dir: str, gantt_poli
         made += plots.slo_vs_axis(agg, ax, plot_dir)
     inst = first.instance()
     pol, _ = B.bench_policy(gantt_policy, inst, time_limit_ms)
-    made.append(plots.gantt(simulate(inst, pol), os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"),
-                            window_s=window))
+    immediate = "immediate" in B.split_features(gantt_policy)[1]
+    made.append(plots.gantt(simulate(inst, pol, immediate_start=immediate),
+                            os.path.join(plot_dir, f"gantt-{gantt_policy}-{first.label()}.png"), window_s=window))
     return made

@@ -13,16 +13,23 @@ from .params import FiniteFloat
               help="Total time (model building included); unfinished components contribute a looser valid "
                    "bound (CP-SAT's proven bound, or their count of requests feasible alone).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Bound plans that may start a request at its arrival, mid-round (solve's --immediate-start).")
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Bound plans that may share steps between same-size requests (solve's --batching).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write {slo_attainment_bound, met_bound, requests, ...} as JSON ('-' for stdout).")
-def bound(instance, time_limit_s, workers, json_out) -> None:
-    """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation)."""
+def bound(instance, time_limit_s, workers, immediate_start, batching, json_out) -> None:
+    """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation).
+
+    Without switches: TetriServe's model (round-boundary starts, one request per step)."""
     from ..bound import upper_bound
     from ..instance import load_instance
     from .solve_cmd import write_json
 
     inst = load_instance(instance)
-    b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers)
+    b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers, arrival_visible=immediate_start,
+                    batching=batching)
     if json_out != "-":
         click.echo(f"instance          {inst.name} ({inst.profile.name}, {inst.cluster.gpus} GPUs, "
                    f"round {inst.round_us / 1e3:g} ms)")

@@ -34,6 +34,10 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Round length (default: the profile's default_round_ms).")
 @click.option("--policy", default="cpsat", show_default=True,
               help=policy_help())
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Let same-size requests share steps (the policy decides; see `tetriopt solve --batching`).")
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Start new requests at once on GPUs the running round leaves idle.")
 @click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=None,
               help="Per-round solver limit (default: 20% of a round).")
 @click.option("--solver-mode", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
@@ -97,7 +101,7 @@ def _rounds(value: str | None) -> frozenset[int]:
                    "else 1).")
 @click.option("--router", default="deadline-aware", show_default=True,
               help="With --ray: round-robin, least-work or deadline-aware (429 when no node can keep a request).")
-def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, solver_mode, executor, model_path,
+def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, model_path,
           sp_backend, compile_, aux_device, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
           store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
@@ -111,7 +115,8 @@ def serve(gpus, model, profile, island_size, round_ms, policy, time_limit_ms, so
         raise click.ClickException(f"`tetriopt serve` needs the serve extra ({e.name} is missing): "
                                    "pip install 'tetriopt[serve]'") from None
     cfg = ServerConfig(gpus=gpus, profile=profile, model=model, island_size=island_size, round_ms=round_ms,
-                       policy=policy, time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
+                       policy=policy, batching=batching, immediate_start=immediate_start,
+                       time_limit_ms=time_limit_ms, solver_mode=solver_mode, seed=seed,
                        executor=executor, model_path=model_path, sp_backend=sp_backend, compile=compile_,
                        aux_device=aux_device, host=host, port=port,
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..errors import InputError
 from ..instance import load_instance
 from ..policies import policy_help
 from .params import FiniteFloat
@@ -46,6 +47,11 @@ def print_summary(res) -> None:
 @click.option("--deterministic", is_flag=True,
               help="Stop CP-SAT on its deterministic clock: identical plans on every rerun, "
                    "even where the limit binds (wall time per round may then exceed the limit).")
+@click.option("--batching/--no-batching", default=False, show_default=True,
+              help="Let same-size requests share steps (cpsat/pulp: batch options in the model; greedy, "
+                   "tetriserve: their batching rules; other policies ignore it).")
+@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+              help="Start a request arriving mid-round at once on GPUs the round's plan leaves idle.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the full result as JSON ('-' for stdout).")
 @click.option("--timings/--no-timings", default=True, show_default=True,
@@ -57,8 +63,8 @@ def print_summary(res) -> None:
 @click.option("--router", default="deadline-aware", show_default=True,
               help="With several nodes: round-robin, least-work, deadline-aware, or global "
                    "(one planner over every node's GPUs).")
-def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_out, timings, show_plan,
-          progress, nodes, router) -> None:
+def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batching, immediate_start, json_out,
+          timings, show_plan, progress, nodes, router) -> None:
     """Schedule INSTANCE round by round and print the plan's figures."""
     from .. import solve as run_solve
     from ..policies import make_policy
@@ -66,10 +72,13 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_ou
     inst = load_instance(instance)
     nodes = nodes or inst.nodes
     opts = dict(time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic)
-    pol = make_policy(policy, **opts)
+    pol = make_policy(policy, batching=batching, immediate_start=immediate_start, **opts)
     if nodes > 1:
         from ..cluster.multinode import check_router
         check_router(router)
+        if batching or immediate_start:
+            raise InputError("nodes", nodes, "batching and immediate starts run on one node only "
+                             "(drop --batching/--immediate-start)")
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm
@@ -81,14 +90,15 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, json_ou
             run = run_routed(inst, nodes, policy, router, progress=bar.update if bar else None, **opts)
             res = run.result
         else:
-            res = run_solve(inst, pol, progress=bar.update if bar else None)
+            res = run_solve(inst, pol, progress=bar.update if bar else None, immediate_start=immediate_start)
     finally:
         if bar:
             bar.close()
     if show_plan:
         for rd, a in res.assignments:
             click.echo(f"round {rd:5d}  {a.request:>10s}  gpus {','.join(map(str, a.gpus)):<16s} "
-                       f"steps {a.steps:3d}  {a.start_us / 1e3:10.1f} -> {a.end_us / 1e3:10.1f} ms")
+                       f"steps {a.steps:3d}  {a.start_us / 1e3:10.1f} -> {a.end_us / 1e3:10.1f} ms"
+                       + (f"  batch +{','.join(a.batch)}" if a.batch else "") + ("  immediate" if a.immediate else ""))
     if json_out != "-":
         print_summary(res)
         if run is not None:

@@ -69,11 +69,12 @@ def make_policy(name: str, **options: Any) -> Policy:
 
     if name in ("cpsat", "pulp"):
         return MipPolicy(backend=name, **options)
+    batching = bool(options.get("batching", False))  # heuristics that cannot batch ignore it
     if name == "greedy":
-        return Greedy()
+        return Greedy(batching=batching)
     m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full|stepgain))?", name)
     if m:
-        return TetriServe(variant=m.group(1) or "full")
+        return TetriServe(variant=m.group(1) or "full", batching=batching)
     if name == "rssp" or name.startswith("rssp:"):  # issue 8: resolution-specific static SP
         from .rssp import RSSP, parse_mapping
         return RSSP(parse_mapping(name[5:]) if name.startswith("rssp:") else None)

@@ -85,6 +85,11 @@ class RoundModel:
     running: list = field(default_factory=list)  # (acc var, {u var: GPU-ms}, previous acc var)
     urgent: list = field(default_factory=list)  # (request, keep var, budget us), deadline order
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
+    batches: list = field(default_factory=list)  # batching.BatchOption of a model built with batching
+    joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+
+    def joint_us(self, rid: str) -> int:
+        return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
         """Set the running-sum variables from the u values (for warm starts)."""
@@ -97,6 +102,9 @@ class RoundModel:
             for gpus, _, x, s in cs:
                 if sol[x] and sol[s] > 0:
                     out.append((rid, gpus, sol[s]))
+        if self.batches:
+            from .batching import batch_decisions
+            out.extend(batch_decisions(self.batches, sol))
         return out
 
 
@@ -150,8 +158,8 @@ class OutOfTime(Exception):
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None) -> RoundModel:
-    """The round model.
+          deadline: float | None = None, batching: bool = False) -> RoundModel:
+    """The round model (with `batching`, also batch options: policies/batching.py).
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
     `placed` (None: all are placed) get no steps this round but still take part in the keep
@@ -175,6 +183,14 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     pairs = sum(len(state.sets[k]) for r in movable for k in looks[r.id].degrees)
     set_cap = None if pairs <= max_pairs else max(2, max_pairs // max(1, sum(len(looks[r.id].degrees)
                                                                               for r in movable)))
+    batch_xs: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
+    batch_steps: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
+    batches, joint_cost = [], {}
+    if batching and state.profile.max_batch > 1:
+        from .batching import add_batch_options, shared_costs
+        joint_cost = shared_costs(state, looks)
+        due_now = {r.id for r in state.requests if state.due_us(r) < state.end_us}
+        batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
         if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
             raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
@@ -182,7 +198,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         e = gpu_ms(o.cheapest_cost)
         rem = r.remaining_steps
         cand[r.id] = []
-        xs, steps_expr, dur_expr = {}, {}, {}
+        xs, steps_expr, dur_expr = dict(batch_xs[r.id]), dict(batch_steps[r.id]), {}
         for k in o.degrees if placed is None or r.id in placed else ():
             t = o.step[k]
             mk = state.max_steps(r, k)
@@ -230,7 +246,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
-        joint.append((state.due_us(r), u, o.cheapest_cost))
+        joint.append((state.due_us(r), u, joint_cost.get(r.id, o.cheapest_cost)))
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
@@ -258,7 +274,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         running.append((acc, group, prev))
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
-                      restricted=set_cap is not None or len(movable) < len(state.requests))
+                      restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
+                      joint_cost=joint_cost)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -273,6 +290,11 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     sol = [0] * len(m.names)
     want = {}
     for rid, g, n in decisions:
+        if not isinstance(rid, str):  # a batch: expressible only in a model built with batching
+            from .batching import set_batch
+            if set_batch(m, rm.batches, sol, rid, g, n):
+                want.update({i: (g, n) for i in rid})
+            continue
         hit = [(x, s) for gg, _, x, s in rm.cand.get(rid, []) if gg == g]
         if hit and n <= m.ub[hit[0][1]]:
             sol[hit[0][0]], sol[hit[0][1]] = 1, n
@@ -294,7 +316,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
     due = lambda i: st.due_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.looks[i].cheapest_cost) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
             for i in by_id}
     prefix: list[str] = []
     total = 0

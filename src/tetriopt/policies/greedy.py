@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 from ..lookahead import Outlook, outlook, steps_possible
-from ..plan import Decision, PlanStatus, RoundPlan, make_plan
+from ..plan import Decision, PlanStatus, RoundPlan, decision_us, make_plan, members
 from ..state import RequestState, RoundState
 
 
@@ -60,7 +60,40 @@ def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, w
     return None if best is None else (best[1], best[2])
 
 
-def greedy_decisions(state: RoundState, loads: Loads | None = None) -> tuple[list[Decision], list[str]]:
+def join_batch(state: RoundState, loads: Loads, decisions: list[Decision], r: RequestState, o: Outlook,
+               by_id) -> bool:
+    """Batching-aware greedy: r joins a planned same-size decision (a batch grows by one) when that
+    gives r the steps it needs now, costs the others no step, fits on the set's GPUs and adds less
+    time there than r alone at that degree would. Requests due inside the round never batch."""
+    end, due = state.end_us, r.deadline_us - state.decode_us(r)
+    if due < end:
+        return False
+    best = None
+    for j, (rid, g, n) in enumerate(decisions):
+        ids = members(rid)
+        first = by_id[ids[0]]
+        k = len(g)
+        if (first.width, first.height) != (r.width, r.height) or len(ids) + 1 not in state.profile.batch_sizes                 or r.remaining_steps < n or k not in o.step:
+            continue
+        if any(by_id[i].deadline_us - state.decode_us(by_id[i]) < end for i in ids):
+            continue
+        need = max(1, r.remaining_steps - steps_possible(state, o.step[k], end, due))
+        delta = n * (state.step_us(r, k, len(ids) + 1) - state.step_us(r, k, len(ids)))
+        if n < need or delta > loads.free(g) or delta >= n * o.step[k]:
+            continue
+        if best is None or delta < best[0]:
+            best = (delta, j)
+    if best is None:
+        return False
+    delta, j = best
+    rid, g, n = decisions[j]
+    decisions[j] = ((*members(rid), r.id), g, n)
+    loads.add(g, delta)
+    return True
+
+
+def greedy_decisions(state: RoundState, batching: bool = False,
+                     loads: Loads | None = None) -> tuple[list[Decision], list[str]]:
     """EDF with the joint test; `loads`: GPU time already taken in the round (default: none)."""
     looks = {r.id: outlook(state, r) for r in state.requests}
     kept = admit(state, looks)
@@ -70,6 +103,8 @@ def greedy_decisions(state: RoundState, loads: Loads | None = None) -> tuple[lis
     decisions: list[Decision] = []
     for rid in kept:
         r, o = by_id[rid], looks[rid]
+        if batching and join_batch(state, loads, decisions, r, o, by_id):
+            continue
         due = state.due_us(r)
         choice = partial = None
         for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):
@@ -100,7 +135,7 @@ def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loa
         loads = Loads(state)
         by_id = {r.id: r for r in state.requests}
         for rid, g, n in decisions:
-            loads.add(g, n * state.step_us(by_id[rid], len(g)))
+            loads.add(g, decision_us(state, by_id, rid, g, n))
     decisions = list(decisions)
     for r in (rest if ordered else sorted(rest, key=lambda r: (r.arrival_us, r.id))):
         o = looks[r.id] if looks else outlook(state, r)
@@ -115,8 +150,11 @@ def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loa
 class Greedy:
     name = "greedy"
 
+    def __init__(self, batching: bool = False):
+        self.batching = batching
+
     def plan(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
-        decisions, kept = greedy_decisions(state)
+        decisions, kept = greedy_decisions(state, self.batching)
         return make_plan(state, decisions, backend="greedy", status=PlanStatus.HEURISTIC, kept=tuple(kept),
                          solve_ms=(time.perf_counter() - t0) * 1e3)

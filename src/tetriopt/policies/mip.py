@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
+from ..immediate import reserve_idle
 from ..lookahead import outlook
-from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan
+from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
@@ -57,7 +58,8 @@ class MipPolicy:
 
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
-                 joint_capacity: float = 1.0, deterministic: bool = False):
+                 joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
+                 immediate_start: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -67,10 +69,14 @@ class MipPolicy:
         self.core_per_gpu = core_per_gpu
         self.min_core = min_core
         self.joint_capacity = joint_capacity
+        self.batching = batching  # batch options in the model, and the batching greedy as a warm start
+        # the executor starts arrivals at once on idle GPUs: leave them idle rather than fill them with
+        # work already given up (immediate.reserve_idle)
+        self.immediate_start = immediate_start
         # deterministic: CP-SAT stops on its deterministic clock and no decision looks at the wall
         # clock, so reruns give the same plans even when the limit binds (wall time may overrun)
         self.deterministic = deterministic
-        self._tetriserve = TetriServe()
+        self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
@@ -97,6 +103,10 @@ class MipPolicy:
         return self.limit_s - (time.perf_counter() - t0)
 
     def plan(self, state: RoundState) -> RoundPlan:
+        plan = self._plan_round(state)
+        return reserve_idle(state, plan) if self.immediate_start else plan
+
+    def _plan_round(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
@@ -107,7 +117,7 @@ class MipPolicy:
         decisions, meta = self._decide(state, t0, placed, reserve)
         t_fin = time.perf_counter()
         if placed is not None:
-            held = {d[0] for d in decisions}  # a fallback plan may already hold some of them
+            held = {i for d in decisions for i in members(d[0])}  # a fallback plan may already hold some of them
             kept = set(meta["kept"] or ())
             outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
                              key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
@@ -115,7 +125,7 @@ class MipPolicy:
             meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
         plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
         self._finish_rate.observe(time.perf_counter() - t_fin, len(state.requests))
-        self._last = {a.request: a.gpus for a in plan.assignments}
+        self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
 
@@ -125,6 +135,9 @@ class MipPolicy:
         greedy first, always."""
         g_dec, g_kept = greedy_decisions(state)
         out = [("greedy", g_dec, tuple(g_kept))]
+        if self.batching:
+            b_dec, b_kept = greedy_decisions(state, batching=True)
+            out.append(("greedy-batching", b_dec, tuple(b_kept)))
         cells = len(state.requests) * (state.cluster.gpus + 1)
         if self.deterministic or self._ts_rate.predict(cells) < TETRISERVE_SHARE * (self._left(t0) - reserve):
             t = time.perf_counter()
@@ -165,10 +178,12 @@ class MipPolicy:
         hinted: dict[str, tuple] = {}
         for _, dec, _ in heuristics:
             for rid, g, _ in dec:
-                hinted[rid] = hinted.get(rid, ()) + (g,)
+                if isinstance(rid, str):
+                    hinted[rid] = hinted.get(rid, ()) + (g,)
         stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
         try:
-            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop)
+            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop,
+                       batching=self.batching)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")

@@ -40,6 +40,13 @@ Variants: "schedule" (1-4 only, first-fit placement), "placement" (+5), "full" (
 default `tetriserve`), and "stepgain": the earlier guess at 6 kept as an ablation, where gain is
 the extra whole steps this round and a request only doubles into its idle aligned buddy (a 2048 px
 request whose step fits once per round at degree 1 and at 2 then never scales up).
+
+Selective batching (sec. 4.2, option `batching`; the paper gives the rule in one sentence, the
+rest is guessed): only identical small-resolution requests (at most 512 x 512 px) batch, and only
+when no SLO suffers: after placement, in deadline order, a placed request or one still waiting
+joins another placed request's batch of the same size and degree when every member still passes
+the survival test with the batch's slower step and the steps it fits in the round; a joiner's own
+GPUs are freed for late requests and scale-up. Batches are not scaled up.
 """
 
 from __future__ import annotations
@@ -61,10 +68,12 @@ Option = tuple[int, int, bool]  # (degree, steps, survives); degree 0 = wait
 
 class TetriServe:
     VARIANTS = ("schedule", "placement", "full", "stepgain")
+    SMALL_PIXELS = 512 * 512  # selective batching: "small resolution" (guess)
 
-    def __init__(self, variant: str = "full"):
+    def __init__(self, variant: str = "full", batching: bool = False):
         assert variant in self.VARIANTS
         self.variant = variant
+        self.batching = batching
         self.name = "tetriserve" if variant == "full" else f"tetriserve-{variant}"
 
     def _options(self, state: RoundState, r: RequestState) -> tuple[list[Option], bool]:
@@ -164,23 +173,64 @@ class TetriServe:
                 if r.id not in placed and r.id not in late and len(options[r.id]) > 1:
                     k, n, _ = options[r.id][1]  # its narrowest option (the minimal allocation)
                     take(r.id, k, n)
-        for r in sorted((by_id[i] for i in late), key=lambda r: (r.arrival_us, r.id)):
+        batches = self._batch(state, reqs, placed, free) if self.batching else {}
+        batched = {i for ids, _, _ in batches.values() for i in ids}
+        for r in sorted((by_id[i] for i in late if i not in batched), key=lambda r: (r.arrival_us, r.id)):
             k = smallest_fit(state, r)
             take(r.id, k, state.max_steps(r, k))
         if fair:  # anything still unseated that fits on idle GPUs
             for r in sorted(reqs, key=lambda r: (r.id in late, r.deadline_us, r.id)):
-                if r.id not in placed:
+                if r.id not in placed and r.id not in batched:
                     for k in outlook(state, r).degrees:
                         if take(r.id, k, state.max_steps(r, k)):
                             break
         if self.variant == "full":
-            self._scale_up(state, by_id, placed, free, late)
+            self._scale_up(state, {i: r for i, r in by_id.items() if i not in batched}, placed, free, late)
         elif self.variant == "stepgain":
-            self._scale_up_steps(state, by_id, placed, free, late)
-        decisions = [(rid, g, n) for rid, (g, n) in placed.items()]
+            self._scale_up_steps(state, {i: r for i, r in by_id.items() if i not in batched}, placed, free, late)
+        decisions = [(rid, g, n) for rid, (g, n) in placed.items()] + list(batches.values())
         return make_plan(state, decisions, backend=self.name, status=PlanStatus.HEURISTIC,
                          kept=tuple(r.id for r in reqs if r.id not in late),
                          solve_ms=(time.perf_counter() - t0) * 1e3)
+
+    def _batch(self, state: RoundState, reqs, placed, free) -> dict:
+        """Selective batching (module docstring): leader -> (member ids, GPUs, steps); members
+        leave `placed`, and joiners' own GPUs go back to `free`."""
+        def survives(r: RequestState, n: int, t: int) -> bool:
+            left = r.remaining_steps - n
+            due = r.deadline_us - state.decode_us(r)
+            if left == 0:
+                return state.now_us + n * t <= due
+            tmin = min(state.step_us(r, k) for k in state.degrees if state.sets[k])
+            return state.end_us + left * tmin <= due
+
+        by_id = {q.id: q for q in reqs}
+        batches: dict[str, tuple[tuple[str, ...], tuple[int, ...], int]] = {}  # leader -> batch
+        for r in reqs:  # deadline order
+            if r.width * r.height > self.SMALL_PIXELS:
+                continue
+            for lead, (ids, g, n) in list(batches.items()):
+                first = by_id[ids[0]]
+                if (first.width, first.height) != (r.width, r.height) or len(ids) + 1 not in state.profile.batch_sizes:
+                    continue
+                t = state.step_us(r, len(g), len(ids) + 1)
+                group = [by_id[i] for i in ids] + [r]
+                n2 = min(min(q.remaining_steps for q in group), state.round_us // t)
+                if n2 <= 0 or not all(survives(q, n2, t) for q in group):
+                    continue
+                if r.id in placed:
+                    free.update(placed.pop(r.id)[0])
+                batches[lead] = ((*ids, r.id), g, n2)
+                break
+            else:
+                if r.id in placed:  # a placed request may lead a batch others join
+                    g, n = placed.pop(r.id)
+                    batches[r.id] = ((r.id,), g, n)
+        for lead, (ids, g, n) in list(batches.items()):  # a "batch" of one is the request alone
+            if len(ids) == 1:
+                placed[lead] = (g, n)
+                del batches[lead]
+        return batches
 
     def _scale_up(self, state, by_id, placed, free, late) -> None:
         """Work-conserving elastic scale-up: while an idle GPU can make a running request's step

@@ -17,6 +17,8 @@ class ServerConfig:
     round_ms: float | None = None         # default: the profile's default_round_ms
     policy: str = "cpsat"
     policy_factory: Callable[[], Policy] | None = None  # embedding: a policy object of one's own (overrides policy)
+    batching: bool = False                # same-size requests may share steps (policy option)
+    immediate_start: bool = False         # arrivals start at once on GPUs the running round leaves idle
     time_limit_ms: float | None = None    # per-round solver limit (default: 20% of a round)
     solver_workers: int = 1
     solver_mode: str = "thread"           # thread | process

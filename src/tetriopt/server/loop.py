@@ -38,7 +38,8 @@ log = logging.getLogger("tetriopt.server.loop")
 
 class Scheduler:
     def __init__(self, *, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
-                 planner: Planner, executor: Executor, store: JobStore, metrics: Metrics, clock: Clock):
+                 planner: Planner, executor: Executor, store: JobStore, metrics: Metrics, clock: Clock,
+                 immediate_start: bool = False):
         self.timing = timing
         self.planner = planner
         self.executor = executor
@@ -61,6 +62,8 @@ class Scheduler:
         self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
+        self.immediate_start = immediate_start
+        self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,16 +135,14 @@ class Scheduler:
             self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
             steps: dict[str, int] = {}
             for a in plan.assignments:
-                steps[a.request] = steps.get(a.request, 0) + a.steps
+                for i in a.requests:
+                    steps[i] = steps.get(i, 0) + a.steps
             self._next_round = (boundary, steps)
         await self._sleep_until(boundary)
         state, plan, work = self._fill_late(state, plan, work, cutoff)
         if not state.requests:
             return
-        for a in plan.assignments:
-            job = self.store.tasks[a.request].job
-            if job.status == "queued":
-                job.status = "running"
+        self._mark_running(plan)
         if self.on_round:
             self.on_round(state, plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
@@ -150,6 +151,36 @@ class Scheduler:
                                           "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
         if plan.assignments:
             self._dispatch(k, plan, work)
+        self._current = (state, plan)
+
+    def _mark_running(self, plan: RoundPlan) -> None:
+        for a in plan.assignments:
+            for i in a.requests:
+                t = self.store.tasks.get(i)
+                if t is not None and t.job.status == "queued":
+                    t.job.status = "running"
+
+    def _start_now(self, tasks) -> None:
+        """Immediate starts: new tasks begin at once on GPUs the running round leaves idle (its
+        dispatched plan unchanged; RoundEngine.add_immediate); the rest wait for the next round."""
+        now = self.clock.now_us()
+        cur = self._current
+        if cur is None or not cur[0].now_us <= now < cur[0].end_us:  # no plan dispatched for this round
+            k = now // self.timing.round_us
+            cur = (self.engine.snapshot(k * self.timing.round_us, k, cutoff_us=-1), RoundPlan((), backend="idle"))
+        state, plan = cur
+        full, combined = self.engine.add_immediate(state, plan, tasks)
+        added = combined.assignments[len(plan.assignments):]
+        if not added:
+            return  # submitted: the next round plans them
+        why = check_plan(full, combined)
+        if why is not None:  # the rule keeps to idle GPUs, so this is a bug: leave them to the next round
+            log.error("immediate start refused", extra={"error": why})
+            return
+        extra, work = self.engine.dispatch(full, replace(combined, assignments=added, kept=None))
+        self._current = (full, replace(combined, assignments=plan.assignments + extra.assignments))
+        self._mark_running(extra)
+        self._dispatch(state.round_index, extra, work)
 
     def _fill_late(self, state: RoundState, plan: RoundPlan, work: dict[str, WorkItem],
                    cutoff: int) -> tuple[RoundState, RoundPlan, dict[str, WorkItem]]:
@@ -202,20 +233,21 @@ class Scheduler:
     # -- reports from executors (on the loop thread) ---------------------------------------------
     def _completed(self, c: Completion) -> None:
         a = c.assignment
-        t = self.store.tasks.get(a.request)
-        if t is None:  # cancelled meanwhile
+        tasks = [t for t in (self.store.tasks.get(i) for i in a.requests) if t is not None]
+        if not tasks:  # cancelled meanwhile
             return
-        finished = self.engine.apply(c)
+        finished = {t.id for t in self.engine.apply_all(c)}  # a batch advances every member
         self.metrics.gpu_work(a.degree * (a.end_us - a.start_us), self.clock.now_us())
-        job = t.job
-        if finished is not None:
-            t.image = c.image
-            self.store.drop_task(t)
-            self.metrics.image_done(c.finish_us <= t.deadline_us, t.width, t.height, c.finish_us - t.arrival_us,
-                                    t.deadline_us - c.finish_us, self.clock.now_us())
-        self.store.progressed(job)
-        if all(x.finished for x in job.tasks) and not job.terminal:
-            self.store.finish(job, "succeeded")
+        for t in tasks:
+            job = t.job
+            if t.id in finished:
+                t.image = c.image_of(t.id)
+                self.store.drop_task(t)
+                self.metrics.image_done(c.finish_us <= t.deadline_us, t.width, t.height, c.finish_us - t.arrival_us,
+                                        t.deadline_us - c.finish_us, self.clock.now_us())
+            self.store.progressed(job)
+            if all(x.finished for x in job.tasks) and not job.terminal:
+                self.store.finish(job, "succeeded")
 
     def _requeue(self, k: int, lost: list, err: BaseException) -> None:
         steps = self.engine.fail(lost, getattr(self.executor, "resumable", True))
@@ -236,10 +268,13 @@ class Scheduler:
     # -- from the API (loop thread) --------------------------------------------------------------
     def submit(self, job: Job, persist: bool = True) -> None:
         """A new job (or one restored from the durable store, `persist=False`): its unfinished images
-        join the engine's pending set."""
+        join the engine's pending set (with immediate starts, new ones may start at once)."""
         self.store.add(job, persist=persist)
-        for t in job.tasks:
-            if not t.finished:
+        todo = [t for t in job.tasks if not t.finished]
+        if self.immediate_start and persist:
+            self._start_now(todo)
+        else:
+            for t in todo:
                 self.engine.submit(t)
 
     def cancel(self, job: Job, reason: str) -> bool:

@@ -74,8 +74,9 @@ class Planner:
     tests), run on the worker thread under the same checks and fallback."""
 
     def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread",
-                 factory: Callable[[], Policy] | None = None):
-        self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers}
+                 batching: bool = False, immediate_start: bool = False, factory: Callable[[], Policy] | None = None):
+        self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers, "batching": batching,
+                        "immediate_start": immediate_start}
         if factory is not None and mode != "thread":
             raise ValueError("a policy factory runs on the worker thread (mode='thread')")
         self.mode = mode

@@ -77,13 +77,15 @@ class Service:
         self._step_cost: dict[tuple[int, int], int | None] = {}
         self.clock = Clock()
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
+                               batching=cfg.batching, immediate_start=cfg.immediate_start,
                                factory=cfg.policy_factory)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model,
                                       **runtime_options(cfg.executor, self.profile, cfg.model_path, cfg.sp_backend,
                                                         cfg.compile, cfg.aux_device))
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
-                                   store=self.store, metrics=self.metrics, clock=self.clock)
+                                   store=self.store, metrics=self.metrics, clock=self.clock,
+                                   immediate_start=cfg.immediate_start)
         self.scheduler.on_round = self._planned
         self.scheduler.window = PlanWindow(self.profile, self.cluster, self.degrees, round_us, cfg.max_plan_requests)
         self.draining = False

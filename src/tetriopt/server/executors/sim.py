@@ -48,17 +48,23 @@ class SimExecutor:
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
-                step = self.profile.step_us(w.width, w.height, a.degree)
-                start = max([a.start_us, clock.now_us(), ready.get(a.request, 0)] + [self._free_us[g] for g in a.gpus])
+                step = self.profile.step_us(w.width, w.height, a.degree, len(a.requests))
+                start = max([a.start_us, clock.now_us()] + [ready.get(i, 0) for i in a.requests]
+                            + [self._free_us[g] for g in a.gpus])
                 end = start + a.steps * step
                 for g in a.gpus:
                     self._free_us[g] = end
-                ready[a.request] = end
-                done[a.request] = done.get(a.request, w.done_steps) + a.steps
-                last = done[a.request] >= w.total_steps
+                for i in a.requests:  # a batch advances every member
+                    ready[i] = end
+                    done[i] = done.get(i, work[i].done_steps if i in work else 0) + a.steps
+                # a batch decodes (once, same size) when any member takes its last step
+                last = any(done[i] >= work[i].total_steps for i in a.requests if i in work)
                 finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
-                image = placeholder_png(w.width, w.height, w.prompt) if last and self.images else None
-                events.append((finish, a, image))
+                image = (placeholder_png(w.width, w.height, w.prompt)
+                         if self.images and done[a.request] >= w.total_steps else None)
+                images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
+                               if self.images and i in work and done[i] >= work[i].total_steps)
+                events.append((finish, a, image, images))
         events.sort(key=lambda e: e[0])
         crash_at = None
         with self._lock:
@@ -67,8 +73,8 @@ class SimExecutor:
         if fail:
             # crash half-way through the round's work: earlier completions stand, later ones are lost
             if events:
-                crash_at = (min(a.start_us for _, a, _ in events) + events[-1][0]) // 2
-        for finish, a, image in events:
+                crash_at = (min(e[1].start_us for e in events) + events[-1][0]) // 2
+        for finish, a, image, images in events:
             if crash_at is not None and finish > crash_at:
                 clock.sleep_until(crash_at)
                 with self._lock:
@@ -76,7 +82,7 @@ class SimExecutor:
                         self._free_us[g] = min(self._free_us[g], crash_at)
                 raise ExecutorFailure(f"sim: injected crash in round {round_index} at {crash_at} us")
             clock.sleep_until(finish)
-            on_complete(Completion(assignment=a, finish_us=finish, image=image))
+            on_complete(Completion(assignment=a, finish_us=finish, image=image, images=images))
 
     def close(self) -> None:
         pass

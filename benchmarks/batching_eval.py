@@ -1,0 +1,135 @@
+"""Batching and immediate starts against TetriServe's model (issue 13; docs/evaluation.md, section E).
+
+  .venv/bin/python benchmarks/batching_eval.py [--jobs 2] [--seeds 0,1,2] [-n 150] [--out out/batching_eval]
+  .venv/bin/python benchmarks/batching_eval.py --markdown        # tables from a finished run
+
+E1: FLUX.1-dev with its default 28 steps on 8x H100 and 8x H200 profiles, uniform and skewed,
+    SLO scale 1.0/1.2/1.5 at 12 req/min.
+E2: SD3-Medium (28 steps) on 4x A40 (islands of 2) at 12 req/min, and on one 8x H200 node at 36.
+E3: saturation: FLUX H100 (SLO 1.0 and 1.5) and SD3 H200 (SLO 1.0), rate sweep; the rate at which
+    attainment falls below 90%, with and without the features.
+Policies side by side on the same instances: cpsat without and with both features, tetriserve
+without and with selective batching + immediate starts, the bound of TetriServe's model (`bound`)
+and of the extended one (`bound+batching+immediate`). Writes <out>/rows.json and E*.txt tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from tetriopt import bench as B
+
+FEAT = "+batching+immediate"
+POL = ["cpsat", "cpsat" + FEAT, "tetriserve", "tetriserve" + FEAT, "bound", "bound" + FEAT]
+SAT_POL = ["cpsat", "cpsat" + FEAT, "tetriserve" + FEAT]
+
+
+def experiments(seeds, n):
+    flux = [p for m in ("flux.1-dev-h100", "flux.1-dev-h200")
+            for p in B.points(models=(m,), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5), rates=(12,),
+                              seeds=seeds, n=n, steps=28)]
+    sd3 = (B.points(models=("sd3-medium-a40",), gpus=4, islands=2, mixes=("uniform", "skewed"),
+                    slo_scales=(1.0, 1.2, 1.5), rates=(12,), seeds=seeds, n=n, steps=28)
+           + B.points(models=("sd3-medium-h200",), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5),
+                      rates=(36,), seeds=seeds, n=n, steps=28))
+    sat = (B.points(models=("flux.1-dev-h100",), mixes=("uniform",), slo_scales=(1.0, 1.5),
+                    rates=(6, 9, 12, 18, 24), seeds=seeds, n=n, steps=28)
+           + B.points(models=("sd3-medium-h200",), mixes=("uniform",), slo_scales=(1.0,),
+                      rates=(36, 72, 108, 144, 216, 324, 432, 648), seeds=seeds, n=n, steps=28))
+    return {"E1": (flux, POL, "slo_scale"), "E2": (sd3, POL, "slo_scale"), "E3": (sat, SAT_POL, "rate")}
+
+
+def saturation(agg: list[dict], level: float = 0.9) -> list[str]:
+    """Per (model, SLO scale, policy): the rate at which mean attainment first falls below `level`
+    (linear interpolation between swept rates; '>' the largest rate when it never does)."""
+    out = []
+    for model, slo in dict.fromkeys((r["model"], r["slo_scale"]) for r in agg):
+        for pol in dict.fromkeys(r["policy"] for r in agg if r["model"] == model):
+            pts = sorted((r["rate"], r["slo_attainment"]["mean"]) for r in agg if r["model"] == model
+                         and r["slo_scale"] == slo and r["policy"] == pol and "slo_attainment" in r)
+            rate = f"> {pts[-1][0]:g}"
+            if pts[0][1] < level:
+                rate = f"< {pts[0][0]:g}"
+            else:
+                for (r0, a0), (r1, a1) in zip(pts, pts[1:]):
+                    if a1 < level <= a0:
+                        rate = f"{r0 + (a0 - level) / (a0 - a1) * (r1 - r0):.1f}"
+                        break
+            out.append(f"| {model} | {slo:g} | {pol} | {rate} | " + ", ".join(f"{r:g}: {100 * a:.1f}" for r, a in pts) + " |")
+    return out
+
+
+def markdown(agg: list[dict], axis: str) -> str:
+    out = []
+    for key in dict.fromkeys((r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"])
+                             for r in agg):
+        rs = [r for r in agg if (r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"]) == key
+              and "slo_attainment" in r]
+        cols = sorted({r[axis] for r in rs})
+        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
+        out.append(f"**{key[0]}, {key[1]} GPUs, {key[2]} mix, "
+                   + (f"SLO scale {key[3]:g}** " if axis == "rate" else f"rate {key[3]:g}/min** ")
+                   + f"(SLO attainment %, mean ± sd over seeds {rs[0]['seeds']})\n")
+        out.append(f"| policy | " + " | ".join(f"{c:g}" for c in cols) + " |")
+        out.append("|---|" + "---:|" * len(cols))
+        for p in dict.fromkeys(r["policy"] for r in rs):
+            out.append(f"| {p} | " + " | ".join(
+                f"{100 * cell[(p, c)]['mean']:.1f} ± {100 * cell[(p, c)]['sd']:.1f}" if (p, c) in cell else "-"
+                for c in cols) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("-n", type=int, default=150)
+    ap.add_argument("--time-limit-ms", type=float, default=100.0)
+    ap.add_argument("--bound-time-s", type=float, default=30.0)
+    ap.add_argument("--out", default="out/batching_eval")
+    ap.add_argument("--only", default="E1,E2,E3")
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    exps = experiments([int(s) for s in a.seeds.split(",")], a.n)
+    rows_path = out / "rows.json"
+    done = {(r["instance"], r["policy"]): r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
+    for name in a.only.split(","):
+        pts, pols, axis = exps[name]
+        if not a.markdown:
+            todo = {q: [p for p in pts if (p.label(), q) not in done] for q in pols}  # resume: missing rows only
+            t0 = time.time()
+            with tqdm(total=sum(map(len, todo.values())), desc=name, file=sys.stderr) as bar:
+                for q, qpts in todo.items():
+                    if not qpts:
+                        continue
+                    for r in B.run(qpts, [q], bound=False, time_limit_ms=a.time_limit_ms,
+                                   bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update):
+                        done[(r["instance"], r["policy"])] = r
+                    rows_path.write_text(json.dumps(list(done.values())))
+            print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
+        rows = [done[(p.label(), q)] for p in pts for q in pols if (p.label(), q) in done]
+        agg = B.aggregate(rows)
+        text = markdown(agg, axis)
+        if name == "E3":
+            text += "\n| model | SLO scale | policy | req/min at 90% | attainment % by rate |\n|---|---:|---|---:|---|\n"
+            text += "\n".join(saturation(agg)) + "\n"
+        text += B.summary_table(agg)
+        issues = B.check_dominance(agg)
+        errs = [r for r in rows if "error" in r]
+        text += "\nissues:\n" + ("\n".join(issues) or "none") + "\nerrors:\n" + (
+            "\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none") + "\n"
+        (out / f"{name}.txt").write_text(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()

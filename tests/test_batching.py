@@ -1,0 +1,157 @@
+"""Batching and immediate starts (issue 13): plans stay valid, the checker catches broken batches,
+the round model with batch options is never worse than without, and the bound of the extended
+model stays above every policy with the features on (and the old bound above the old model)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+import tetriopt
+from tetriopt.bound import upper_bound
+from tetriopt.instance import parse_instance, make_cluster
+from tetriopt.plan import Assignment, RoundPlan, batch_error, check_plan
+from tetriopt.policies import make_policy
+from tetriopt.policies.formulation import build
+from tetriopt.policies.formulation import complete
+from tetriopt.state import RequestState, RoundState
+from tetriopt.validate import validate_result
+from tetriopt.workload import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICIES = ["cpsat", "greedy", "tetriserve", "tetriserve-placement", "fixed-sp-1", "rssp"]
+
+
+def gen(model="sd3-medium-h200", gpus=8, n=40, rate=60.0, mix="uniform", scale=1.0, seed=0, steps=28):
+    return parse_instance(generate(model, gpus, n, rate, mix=mix, slo_scale=scale, steps=steps, seed=seed),
+                          name=f"{model}-{seed}")
+
+
+def run(inst, policy, batching=True, immediate=True):
+    opts = {"time_limit_ms": 100, "deterministic": True} if policy == "cpsat" else {}
+    res = tetriopt.solve(inst, make_policy(policy, batching=batching, **opts), immediate_start=immediate)
+    errs = validate_result(inst, res.to_json())
+    assert not errs, f"{policy}: {errs[:3]}"
+    return res
+
+
+@pytest.mark.parametrize("policy", ["cpsat", "greedy", "tetriserve"])
+def test_batching_policies_batch_small_same_size_requests_validly(policy):
+    # SD3 on H200 is launch-bound up to 1024 px: under load, same-size requests share steps
+    inst = gen(rate=120.0, n=50)
+    res = run(inst, policy)
+    assert res.summary.get("batched_assignments", 0) > 0
+    assert res.summary.get("immediate_starts", 0) > 0
+    for _, a in res.assignments:
+        if a.batch:
+            r = {q.id: q for q in inst.requests}
+            assert len({(r[i].width, r[i].height) for i in a.requests}) == 1
+            if policy == "tetriserve":  # selective batching: small resolutions only
+                assert r[a.request].width * r[a.request].height <= 512 * 512
+
+
+def test_old_output_unchanged_without_the_features():
+    inst = gen(n=15, rate=30.0)
+    out = run(inst, "cpsat", batching=False, immediate=False).to_json()
+    assert not any("batch" in a or "immediate" in a for a in out["assignments"])
+    assert "batched_assignments" not in out["summary"] and "immediate_starts" not in out["summary"]
+
+
+def test_immediate_start_begins_at_arrival_on_an_idle_cluster():
+    inst = parse_instance({"model": "flux.1-dev-h100", "cluster": {"gpus": 8}, "round_ms": 900, "requests": [
+        {"id": "a", "arrival_ms": 450, "deadline_ms": 1950, "width": 256, "height": 256, "steps": 28}]})
+    late = run(inst, "cpsat", batching=False, immediate=False)
+    assert not late.requests[0].met  # waits for the 900 ms boundary: 900 + 28 x 40 + 5.3 > 1950
+    res = run(inst, "cpsat", batching=False, immediate=True)
+    first = res.assignments[0][1]
+    assert first.immediate and first.start_us == 450_000 and first.degree == 1
+    assert res.requests[0].met
+
+
+def state_with(reqs, gpus=2, profile="sd3-medium-h200"):
+    return RoundState(now_us=0, round_us=250_000, cluster=make_cluster(gpus), profile=tetriopt.load_profile(profile),
+                      degrees=(1, 2), requests=tuple(reqs))
+
+
+def test_checker_rejects_broken_batches():
+    reqs = [RequestState("a", 1024, 1024, 10, 5_000_000), RequestState("b", 1024, 1024, 10, 5_000_000),
+            RequestState("c", 512, 512, 10, 5_000_000)]
+    st_ = state_with(reqs)
+    t2 = st_.step_us(reqs[0], 1, 2)
+    ok = Assignment("a", (0,), 3, 0, 3 * t2, batch=("b",))
+    assert batch_error(st_, ok) is None
+    assert "mixes resolutions" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("c",)))
+    assert "twice" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("a",)))
+    assert "profile says" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * st_.step_us(reqs[0], 1), batch=("b",)))
+    assert "not pending" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("zz",)))
+    # the one plan checker applies the batch rules, and counts a member's steps like its own
+    assert check_plan(st_, RoundPlan((ok,), "test")) is None
+    assert "mixes" in check_plan(st_, RoundPlan((Assignment("a", (0,), 3, 0, 3 * t2, batch=("c",)),), "test"))
+    alone_b = Assignment("b", (1,), 3, 0, 3 * st_.step_us(reqs[1], 1))
+    assert "two assignments at once" in check_plan(st_, RoundPlan((ok, alone_b), "test"))
+    # the independent validator: a batch priced as one request, and a mid-round start not marked immediate
+    inst = gen(n=12, rate=120.0)
+    out = run(inst, "greedy").to_json()
+    bad = json.loads(json.dumps(out))
+    a = next(a for a in bad["assignments"] if a.get("batch"))
+    a["end_ms"] = a["start_ms"] + (a["end_ms"] - a["start_ms"]) / 2
+    assert any("profile says" in e for e in validate_result(inst, bad))
+    bad = json.loads(json.dumps(out))
+    a = next(a for a in bad["assignments"] if a.get("immediate"))
+    del a["immediate"]
+    assert any("began before" in e for e in validate_result(inst, bad))
+
+
+def test_round_model_with_batches_is_never_worse_than_without():
+    # four 512 px SD3 requests that each need all 6 steps that fit in a 250 ms round at batch 1
+    # but only two GPUs: unbatched, two must wait; batched, all four progress
+    reqs = [RequestState(f"r{i}", 512, 512, 28, 1_300_000 + 10_000 * i) for i in range(4)]
+    st_ = state_with(reqs)
+    plain = make_policy("cpsat", time_limit_ms=2000, deterministic=True).plan(st_)
+    batched = make_policy("cpsat", time_limit_ms=2000, deterministic=True, batching=True).plan(st_)
+    assert batched.status == "OPTIMAL" and plain.status == "OPTIMAL"
+    assert len(batched.kept) > len(plain.kept)
+    assert any(a.batch for a in batched.assignments)
+    # and the unbatched optimum is a solution of the batched model with the same objective value
+    rm_b = build(st_, batching=True)
+    rm_p = build(st_)
+    dec = [(a.request, a.gpus, a.steps) for a in plain.assignments]
+    sol_b, sol_p = complete(rm_b, dec, plain.kept), complete(rm_p, dec, plain.kept)
+    assert sol_b is not None and rm_b.model.value(sol_b) == rm_p.model.value(sol_p)
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(seed=st.integers(0, 10_000), n=st.integers(8, 25), rate=st.sampled_from([12.0, 60.0, 120.0]),
+       mix=st.sampled_from(["uniform", "skewed"]), scale=st.sampled_from([1.0, 1.2]),
+       model=st.sampled_from(["flux.1-dev-h100", "sd3-medium-h200"]))
+def test_extended_bound_never_below_any_policy_with_the_features(seed, n, rate, mix, scale, model):
+    inst = gen(model=model, n=n, rate=rate, mix=mix, scale=scale, seed=seed)
+    old = upper_bound(inst, time_limit_s=10)
+    new = upper_bound(inst, time_limit_s=10, arrival_visible=True, batching=True)
+    assert old.met_bound <= new.met_bound
+    for p in POLICIES:
+        assert run(inst, p, batching=False, immediate=False).summary["met"] <= old.met_bound, p
+        assert run(inst, p).summary["met"] <= new.met_bound, p
+
+
+def test_cli_switches():
+    f = ROOT / "instances" / "quickstart.json"
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "tetriopt.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+    out = cli("solve", str(f), "--batching", "--immediate-start", "--deterministic", "--time-limit-ms", "50",
+              "--json", "-")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert not validate_result(tetriopt.load_instance(str(f)), res)
+    b_old = json.loads(cli("bound", str(f), "--json", "-").stdout)
+    b_new = json.loads(cli("bound", str(f), "--immediate-start", "--batching", "--json", "-").stdout)
+    assert b_old["met_bound"] <= b_new["met_bound"] and res["summary"]["met"] <= b_new["met_bound"]
