@@ -23,7 +23,7 @@ from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
-from ..plan import RoundPlan, check_plan
+from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
 from .admission import Timing
@@ -139,9 +139,15 @@ class Scheduler:
                     steps[i] = steps.get(i, 0) + a.steps
             self._next_round = (boundary, steps)
         await self._sleep_until(boundary)
+        planned = bool(state.requests)
+        t1 = time.perf_counter()
         state, plan, work = self._fill_late(state, plan, work, cutoff)
         if not state.requests:
             return
+        if not planned:  # a round of late arrivals alone: it counts as a round too
+            late_ms = (self.clock.now_us() - boundary) / 1e3
+            overhead_ms = (time.perf_counter() - t1) * 1e3
+            self.metrics.round_done(overhead_ms, overhead_ms, late_ms, PlanStatus.HEURISTIC)
         self._mark_running(plan)
         if self.on_round:
             self.on_round(state, plan, late_ms, overhead_ms)
