@@ -9,7 +9,7 @@ SLO attainment (of all sent and of those accepted), goodput, 429s, client-side l
 percentiles (also as a multiple of each request's SLO) and the server's per-round scheduling
 overhead (from GET /v1/stats).
 
---instance PATH writes what was actually sent (send times as arrivals) as a tetriopt instance,
+--instance PATH writes what was actually sent (the server's arrival stamps as arrivals) as a tetriopt instance,
 and --compare then runs `tetriopt solve` on it with the server's policy, so the server's
 attainment on the sim executor can be checked against the offline simulation (the offline
 solve schedules every request sent, 429s included; if it fails, the report says why).
@@ -50,6 +50,8 @@ class Sent:
     status: int = 0
     latency_ms: float | None = None      # client-side, send to response
     met: bool = False                    # the server's verdict (image ready by the deadline)
+    server_latency_ms: float | None = None   # the server's: arrival to image ready
+    server_arrival_ms: float | None = None   # the server's arrival stamp (its clock: rounds at k x round_ms)
     error: str = ""
 
 
@@ -93,12 +95,29 @@ async def one(client: httpx.AsyncClient, s: Sent, t0: float, headers: dict[str, 
         body = {}
     if r.status_code == 200:
         s.met = bool(body["tetriopt"]["deadline_met"])
+        s.server_latency_ms = body["tetriopt"]["latency_ms"]
+        s.server_arrival_ms = body["tetriopt"]["arrival_ms"]
     else:
         s.error = (body.get("error") or {}).get("message", r.text)[:200] if isinstance(body, dict) else r.text[:200]
 
 
 def pct(xs: list[float], q: float) -> float | None:
     return round(float(np.percentile(xs, q)), 1) if xs else None
+
+
+def server_arrivals(sent: list[Sent], round_ms: float) -> dict[str, float]:
+    """Arrivals on the server's clock, shifted by whole rounds to start in the first round.
+
+    The server's rounds start at multiples of round_ms on its own clock, the offline solve's at
+    multiples from 0: with send times, each request would meet another phase of the rounds (up
+    to a round more or less of waiting, a point or more of attainment on a short run). Refused
+    requests carry no stamp: their send time plus the median offset of the stamped ones.
+    """
+    offsets = [s.server_arrival_ms - s.at_ms for s in sent if s.server_arrival_ms is not None]
+    off = float(np.median(offsets)) if offsets else 0.0
+    at = {s.id: s.server_arrival_ms if s.server_arrival_ms is not None else s.at_ms + off for s in sent}
+    base = (min(at.values(), default=0.0) // round_ms) * round_ms
+    return {k: round(v - base, 3) for k, v in at.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,11 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         "server_fallback_rounds": stats["fallback_rounds"] - before["fallback_rounds"],
     }
     if a.instance:
+        arrival = server_arrivals(sent, info["round_ms"])
         inst = {"description": f"loadgen: {len(sent)} requests, {a.arrival} {a.rate:g}/s, seed {a.seed}; "
-                               "arrivals are the real send times",
+                               "arrivals are the server's arrival stamps (send times where refused)",
                 "model": info["profile"] if info["profile"] == profile.name else profile.path, "cluster": {"gpus": info["gpus"], "islands": info["islands"]},
                 "round_ms": info["round_ms"], "degrees": degrees,
-                "requests": [{"id": s.id, "arrival_ms": round(s.at_ms, 3), "deadline_ms": round(s.at_ms + s.slo_ms, 3),
+                "requests": [{"id": s.id, "arrival_ms": arrival[s.id], "deadline_ms": round(arrival[s.id] + s.slo_ms, 3),
                               "width": s.width, "height": s.height, "steps": s.steps} for s in sent]}
         with open(a.instance, "w") as f:
             json.dump(inst, f, indent=1)
@@ -205,9 +225,12 @@ def main(argv: list[str] | None = None) -> int:
             report["attainment_gap_points"] = round(100 * (report["slo_attainment"] - summ["slo_attainment"]), 2)
     text = json.dumps(report, indent=1)
     print(text)
-    if a.json_out:
+    if a.json_out:  # the file also keeps each request's fate, to compare with the offline solve's
+        report["sent"] = [{"id": s.id, "status": s.status, "met": s.met, "server_latency_ms": s.server_latency_ms,
+                           "error": s.error} for s in sent]
         with open(a.json_out, "w") as f:
-            f.write(text + "\n")
+            json.dump(report, f, indent=1)
+            f.write("\n")
     return 0
 
 

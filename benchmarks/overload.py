@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,15 +28,11 @@ from pathlib import Path
 
 import httpx
 
+from tetriopt.server.probe import free_port, wait_ready
+
 HERE = Path(__file__).parent
 UNBOUNDED = ("--admission", "best-effort", "--max-backlog-gpu-s", "1e12", "--max-request-gpu-s", "1e12",
              "--max-queue", "1000000", "--max-plan-requests", "1000000")
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 _STARTED: list[subprocess.Popen] = []
@@ -52,19 +47,13 @@ def start(gpus: int, port: int, *args: str) -> tuple[subprocess.Popen, str]:
     _STARTED.append(proc)
     proc.log = log  # type: ignore[attr-defined]
     url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 60:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"server exited {proc.returncode}: {log.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server not ready")
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()
+
+    wait_ready(url, proc, 60, output, every_s=0.1)
+    return proc, url
 
 
 def logs(proc: subprocess.Popen) -> list[dict]:
@@ -88,7 +77,7 @@ def overload(a: argparse.Namespace) -> dict:
     runs = [("defaults", tuple(a.server_args.split()))] + ([] if a.no_baseline else [("unbounded", UNBOUNDED)])
     for name, extra in runs:
         with tempfile.TemporaryDirectory() as d:
-            proc, url = start(a.gpus, _port(), "--store", "", *extra)
+            proc, url = start(a.gpus, free_port(), "--store", "", *extra)
             try:
                 rep = Path(d) / "report.json"
                 subprocess.run([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--rate", str(a.rate),
@@ -112,7 +101,7 @@ def overload(a: argparse.Namespace) -> dict:
 
 def kill9(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        store, port = str(Path(d) / "jobs.sqlite3"), _port()
+        store, port = str(Path(d) / "jobs.sqlite3"), free_port()
         args = ("--store", store, "--admission", "best-effort")
         proc, url = start(a.gpus, port, *args)
         body = {"prompt": "p", "size": "1024x1024", "steps": 20}
@@ -150,7 +139,7 @@ def kill9(a: argparse.Namespace) -> dict:
 
 def sigterm(a: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as d:
-        store, port = str(Path(d) / "jobs.sqlite3"), _port()
+        store, port = str(Path(d) / "jobs.sqlite3"), free_port()
         args = ("--store", store, "--drain-timeout-s", str(a.drain_timeout_s), "--admission", "best-effort")
         proc, url = start(a.gpus, port, *args)
         with httpx.Client(base_url=url, timeout=30) as c:

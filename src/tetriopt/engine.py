@@ -164,13 +164,18 @@ class RoundEngine:
         return self.pending.pop(rid, None)
 
     # -- a round ---------------------------------------------------------------------------------
-    def snapshot(self, boundary_us: int, round_index: int, cutoff_us: int | None = None) -> RoundState:
+    def snapshot(self, boundary_us: int, round_index: int, cutoff_us: int | None = None,
+                 not_started: Mapping[str, int] | None = None) -> RoundState:
         """The state round `round_index` (starting at boundary_us) meets if the rounds in flight
-        succeed; requests that arrived after cutoff_us (default: the boundary) wait for the next."""
+        succeed; requests that arrived after cutoff_us (default: the boundary) wait for the next.
+        `not_started`: steps dispatched for rounds from boundary_us on, still to do at it."""
         cutoff = boundary_us if cutoff_us is None else cutoff_us
-        reqs = tuple(RequestState(id=t.id, width=t.width, height=t.height, remaining_steps=t.planned_remaining,
-                                  deadline_us=t.deadline_us, arrival_us=t.arrival_us, location=t.planned_location)
-                     for t in self.pending.values() if t.planned_remaining > 0 and t.arrival_us <= cutoff)
+        back = not_started or {}
+        reqs = tuple(RequestState(id=t.id, width=t.width, height=t.height,
+                                  remaining_steps=t.planned_remaining + back.get(t.id, 0), deadline_us=t.deadline_us,
+                                  arrival_us=t.arrival_us, location=t.location if t.id in back else t.planned_location)
+                     for t in self.pending.values()
+                     if t.planned_remaining + back.get(t.id, 0) > 0 and t.arrival_us <= cutoff)
         return RoundState(now_us=boundary_us, round_us=self.round_us, cluster=self.cluster, profile=self.profile,
                           degrees=self.degrees, requests=reqs, round_index=round_index)
 

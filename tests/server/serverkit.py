@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from tetriopt.server.config import ServerConfig
+from tetriopt.server.probe import free_port, wait_ready
 from tetriopt.server.run import build_server
 
 FAST_PROFILE = str(Path(__file__).with_name("fast-profile.json"))
@@ -52,12 +52,6 @@ class ServerThread:
 STARTED: list[subprocess.Popen] = []  # children of start_subprocess; conftest kills leftovers after each test
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_subprocess(*args: str, port: int | None = None, ready_s: float = 30) -> tuple[subprocess.Popen, str]:
     """`tetriopt serve ARGS` in a child process; returns it and its base URL once /readyz says ready.
 
@@ -71,18 +65,8 @@ def start_subprocess(*args: str, port: int | None = None, ready_s: float = 30) -
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     STARTED.append(proc)
     url = f"http://127.0.0.1:{port}"
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < ready_s:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {proc.stderr.read()}")
-        try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
+    wait_ready(url, proc, ready_s, lambda: proc.stderr.read() if proc.poll() is not None else "")
+    return proc, url
 
 
 def poll(check, timeout: float = 30, every: float = 0.02):

@@ -47,6 +47,16 @@ def test_joint_test_accepts_what_fits_and_no_more():
     assert not JointAdmission(headroom=0.6).check(_state(kept[:1]), (_req(5),)).ok
 
 
+def test_headroom_spares_a_request_alone_on_an_idle_cluster():
+    # 200 steps of 1024x1024 due at 2 s need all 4 GPUs (7 steps of 8 ms a round: 29 rounds): 6.9 GPU-s of
+    # the 8 there are. Alone on an idle cluster it is accepted at headroom 0.6 (its cost / 0.6 would not
+    # fit); beside a pending one, every cost inflated, it is refused.
+    big = _req(1, steps=200)
+    assert JointAdmission(headroom=0.6).check(_state([]), (big,)).ok
+    assert not JointAdmission(headroom=0.6).check(_state([_req(2, steps=30)]), (big,)).ok
+    assert JointAdmission(headroom=1.0).check(_state([_req(2, steps=30)]), (big,)).ok
+
+
 def test_forced_work_protects_a_big_late_request():
     # 125 steps of 1024x1024 due at 1.2 s need 18 of the 20 rounds on all 4 GPUs (7 steps of 8 ms a
     # round): 0.48 GPU-s to spare. 60 steps of 512x512 due at 0.5 s need 0.72 GPU-s (2 GPUs, to be on

@@ -57,13 +57,14 @@ class _OverbookingPolicy:
 
 @pytest.mark.parametrize("policy", [_ExplodingPolicy, _OverbookingPolicy])
 def test_solver_failure_falls_back_to_greedy(make_server, policy):
-    s = make_server()
-    s.service.planner._policy = policy()
+    s = make_server(policy_factory=policy)
     with httpx.Client(base_url=s.url, timeout=30) as c:
         r = c.post("/v1/images/generations", json={"prompt": "p", "size": "512x512", "steps": 12, "slo_ms": 5000})
         assert r.status_code == 200, r.text
         st = c.get("/v1/stats").json()
-        assert st["fallback_rounds"] == st["rounds"] >= 1
+        # every solver round fell back; the request's first round may be one of late arrivals alone
+        # (it came during a round's planning: greedy on that round's free GPUs, no solver)
+        assert st["fallback_rounds"] >= max(1, st["rounds"] - 1)
 
 
 def test_solver_in_a_worker_process(make_server):

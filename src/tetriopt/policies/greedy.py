@@ -92,12 +92,14 @@ def join_batch(state: RoundState, loads: Loads, decisions: list[Decision], r: Re
     return True
 
 
-def greedy_decisions(state: RoundState, batching: bool = False) -> tuple[list[Decision], list[str]]:
+def greedy_decisions(state: RoundState, batching: bool = False,
+                     loads: Loads | None = None) -> tuple[list[Decision], list[str]]:
+    """EDF with the joint test; `loads`: GPU time already taken in the round (default: none)."""
     looks = {r.id: outlook(state, r) for r in state.requests}
     kept = admit(state, looks)
     kept_set = set(kept)
     by_id = {r.id: r for r in state.requests}
-    loads = Loads(state)
+    loads = Loads(state) if loads is None else loads
     decisions: list[Decision] = []
     for rid in kept:
         r, o = by_id[rid], looks[rid]

@@ -1,7 +1,7 @@
 """Admission: can a request still meet its deadline, alone and beside the work already kept?
 
-A request is first planned at the next round boundary whose planning starts after it arrives
-(`first_round_us`); from there it can run at most floor(round / step) steps per round on one
+A request can run from the first round boundary at or after its arrival (`first_start_us`: a
+round already being planned takes it on GPU time its plan leaves free); from there it can run at most floor(round / step) steps per round on one
 GPU set, then the VAE decode. If even that misses the deadline, no schedule can meet it, and
 the server says so at once (or accepts it best-effort, by flag) instead of queueing it.
 Beside that, `JointAdmission` runs the planner's own joint capacity test on the pending work
@@ -34,6 +34,11 @@ class Timing:
         k = -(-(arrival_us + self.lead_us) // self.round_us)
         return k * self.round_us
 
+    def first_start_us(self, arrival_us: int) -> int:
+        """The earliest round a request that arrived at arrival_us can run in: the first boundary at
+        or after it (arrivals after a round's planning began go on its free GPU time: `fill_late`)."""
+        return -(-arrival_us // self.round_us) * self.round_us
+
 
 def useful_steps(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int, height: int,
                  round_us: int) -> dict[int, int]:
@@ -44,7 +49,7 @@ def useful_steps(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                    width: int, height: int, steps: int, arrival_us: int) -> int | None:
     """Earliest finish (decode included) alone on the cluster; None if no step fits in a round."""
-    start = timing.first_round_us(arrival_us)
+    start = timing.first_start_us(arrival_us)
     best = None
     for k, step in useful_steps(profile, cluster, degrees, width, height, timing.round_us).items():
         per = timing.round_us // step
@@ -80,14 +85,15 @@ class Verdict:
 class JointAdmission:
     """Predictive admission by work: the planner's joint test (greedy.admit) on pending + new.
 
-    The state is the one the next round will be planned on (its boundary, steps in flight
-    counted as done). A request is accepted when the EDF joint capacity test keeps every one of
+    The state is the pending work at the first boundary the new request can run at
+    (`Scheduler.pending_state`: steps of earlier rounds in flight counted as done, those
+    already dispatched for that round still to do). A request is accepted when the EDF joint capacity test keeps every one of
     its images and drops none of the requests it kept without them. Per-request figures
     (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
     computed once per request per round, not once per admission. Two corrections to the ideal
     test: a step's cost includes its share of the round it cannot fill (round quantisation), and
-    `headroom` < 1 scales the cluster's GPU-time down for what it still ignores (packing, the
-    planner's preferences).
+    `headroom` < 1 inflates every cost for what the test still ignores (packing, the planner's
+    preferences), except a new request's own on an idle cluster.
     """
 
     def __init__(self, headroom: float = 1.0):
@@ -95,15 +101,17 @@ class JointAdmission:
             raise ValueError("headroom must be in (0, 1]")
         self.headroom = headroom
         self._boundary = -1
-        self._looks: dict[tuple[str, int], Any] = {}
+        self._looks: dict[tuple[str, int, bool], Any] = {}
 
-    def outlooks(self, state: RoundState) -> dict[str, Any]:
-        """lookahead.outlook of each request, cached per (id, remaining steps) within a round."""
+    def outlooks(self, state: RoundState, own: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """lookahead.outlook of each request, cached per (id, remaining steps) within a round.
+
+        Costs carry the round quantisation; all but the `own` requests' also the headroom."""
         if state.now_us != self._boundary:
             self._boundary, self._looks = state.now_us, {}
         out = {}
         for r in state.requests:
-            key = (r.id, r.remaining_steps)
+            key = (r.id, r.remaining_steps, r.id in own)
             o = self._looks.get(key)
             if o is None:
                 o = outlook(state, r)
@@ -111,14 +119,19 @@ class JointAdmission:
                 # a round, the rest of it is lost to this set (20% for 2048x2048 on 4 H100s)
                 step = o.step[o.cheapest_degree]
                 used = state.round_us // step * step if step <= state.round_us else state.round_us
-                o = replace(o, cheapest_cost=int(o.cheapest_cost * state.round_us // used / self.headroom))
+                scale = 1.0 if r.id in own else self.headroom
+                o = replace(o, cheapest_cost=int(o.cheapest_cost * state.round_us // used / scale))
                 self._looks[key] = o
             out[r.id] = o
         return out
 
     def check(self, state: RoundState, new: tuple[RequestState, ...]) -> Verdict:
         after = replace(state, requests=state.requests + new)
-        looks = self.outlooks(after)
+        # the headroom is for what the test ignores between requests (packing, the planner's
+        # preferences): with nothing else pending the new request's work counts at its cost, so an
+        # idle cluster takes what can meet its deadline alone (a 2048 px image whose deadline needs
+        # all 8 GPUs was refused at 0.7); beside any pending work, every cost is inflated
+        looks = self.outlooks(after, frozenset(r.id for r in new) if not state.requests else frozenset())
         kept_after = set(admit(after, looks))
         new_ids = {r.id for r in new}
         ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
+
+from ..policies import Policy
 
 
 @dataclass(frozen=True)
@@ -13,6 +16,7 @@ class ServerConfig:
     island_size: int | None = None        # GPUs per fast-link island (default: one island)
     round_ms: float | None = None         # default: the profile's default_round_ms
     policy: str = "cpsat"
+    policy_factory: Callable[[], Policy] | None = None  # embedding: a policy object of one's own (overrides policy)
     batching: bool = False                # same-size requests may share steps (policy option)
     immediate_start: bool = False         # arrivals start at once on GPUs the running round leaves idle
     time_limit_ms: float | None = None    # per-round solver limit (default: 20% of a round)

@@ -4,10 +4,12 @@ The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simula
 this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
 Planning of round k starts lead_us before its boundary, on the engine's snapshot of the state
 round k will meet if the rounds in flight succeed. That hides the solver's time behind
-execution, as `tetriopt solve` assumes. A request that arrives after that snapshot waits for
-the next round. Executors report assignments from their threads; a failed round gives its
-unreported steps back to the pending set (re-queued, not lost), except for requests the executor
-says it can never run (`RequestsFailed`): their jobs fail, with its reason.
+execution, as `tetriopt solve` assumes. A request that arrives after that snapshot but by the
+boundary goes on GPU time round k's plan leaves free (`planner.fill_late`, greedy): like the
+offline solve, it can start at the first boundary after it arrives. Executors report
+assignments from their threads; a failed round gives its unreported steps back to the pending
+set (re-queued, not lost), except for requests the executor says it can never run
+(`RequestsFailed`): their jobs fail, with its reason.
 """
 
 from __future__ import annotations
@@ -21,8 +23,7 @@ from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
-from ..plan import RoundPlan, check_plan
-from ..state import RoundState
+from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
 from .admission import Timing
@@ -30,7 +31,7 @@ from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
 from .metrics import Metrics
-from .planner import Planner
+from .planner import Planner, fill_late
 
 log = logging.getLogger("tetriopt.server.loop")
 
@@ -57,6 +58,8 @@ class Scheduler:
         self.alive = False
         # told of each plan before its round starts (the dashboard's schedule log)
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
+        # the next round's dispatched steps, per request, until it starts (admission's view)
+        self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
         self.immediate_start = immediate_start
@@ -113,22 +116,39 @@ class Scheduler:
 
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
-        state = self.engine.snapshot(boundary, k, cutoff_us=self.clock.now_us())
+        cutoff = self.clock.now_us()
+        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
         if self.window is not None:
             state = replace(state, requests=self.window(state.requests, boundary))
+        plan, work = RoundPlan(assignments=(), backend="none"), {}
+        late_ms = overhead_ms = 0.0
+        if state.requests:
+            plan = await self.planner.plan(state)
+            t_solved = time.perf_counter()
+            try:
+                plan, work = self.engine.dispatch(state, plan)
+            except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
+                log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
+                return
+            late_ms = (self.clock.now_us() - boundary) / 1e3
+            overhead_ms = (time.perf_counter() - t0) * 1e3
+            self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
+            steps: dict[str, int] = {}
+            for a in plan.assignments:
+                for i in a.requests:
+                    steps[i] = steps.get(i, 0) + a.steps
+            self._next_round = (boundary, steps)
+        await self._sleep_until(boundary)
+        planned = bool(state.requests)
+        t1 = time.perf_counter()
+        state, plan, work = self._fill_late(state, plan, work, cutoff)
         if not state.requests:
             return
-        plan = await self.planner.plan(state)
-        t_solved = time.perf_counter()
-        try:
-            plan, work = self.engine.dispatch(state, plan)
-        except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
-            log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
-            return
+        if not planned:  # a round of late arrivals alone: it counts as a round too
+            late_ms = (self.clock.now_us() - boundary) / 1e3
+            overhead_ms = (time.perf_counter() - t1) * 1e3
+            self.metrics.round_done(overhead_ms, overhead_ms, late_ms, PlanStatus.HEURISTIC)
         self._mark_running(plan)
-        late_ms = (self.clock.now_us() - boundary) / 1e3
-        overhead_ms = (time.perf_counter() - t0) * 1e3
-        self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
         if self.on_round:
             self.on_round(state, plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
@@ -136,7 +156,6 @@ class Scheduler:
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
                                           "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
         if plan.assignments:
-            await self._sleep_until(boundary)
             self._dispatch(k, plan, work)
         self._current = (state, plan)
 
@@ -168,6 +187,27 @@ class Scheduler:
         self._current = (full, replace(combined, assignments=plan.assignments + extra.assignments))
         self._mark_running(extra)
         self._dispatch(state.round_index, extra, work)
+
+    def _fill_late(self, state: RoundState, plan: RoundPlan, work: dict[str, WorkItem],
+                   cutoff: int) -> tuple[RoundState, RoundPlan, dict[str, WorkItem]]:
+        """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
+        free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
+        as in `tetriopt solve`, whenever there is room."""
+        late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
+                     if r.arrival_us > cutoff)
+        if not late:
+            return state, plan, work
+        merged, full = fill_late(state, plan, late)
+        extra = full.assignments[len(plan.assignments):]
+        why = check_plan(merged, full) if extra else None
+        if why is not None:  # fill_late builds on the plan's free tails, so this is a bug
+            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+        log.debug("late arrivals", extra={"round": state.round_index, "late": len(late),
+                                          "assignments": [(a.request, a.gpus, a.steps) for a in extra]})
+        if not extra or why is not None:
+            return state, plan, work
+        _, late_work = self.engine.dispatch(replace(merged, requests=late), replace(plan, assignments=extra))
+        return merged, full, {**work, **late_work}
 
     def _dispatch(self, k: int, plan: RoundPlan, work: dict[str, WorkItem]) -> None:
         loop = self._loop
@@ -253,8 +293,11 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work as the next round to be planned will see it (admission's view)."""
-        return self.engine.snapshot(self.timing.first_round_us(now_us), -1, cutoff_us=now_us)
+        """The pending work at the first boundary a new request can run at (admission's view). In
+        a round's lead its plan may be dispatched already: its steps are still to do at its start."""
+        boundary = self.timing.first_start_us(now_us)
+        at, steps = self._next_round
+        return self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=steps if at == boundary else None)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

@@ -16,11 +16,12 @@ import multiprocessing
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
-from ..plan import PlanStatus, RoundPlan, check_plan
-from ..policies import make_policy
-from ..state import RoundState
+from ..plan import Assignment, PlanStatus, RoundPlan, check_plan
+from ..policies import Policy, make_policy
+from ..policies.greedy import Loads, greedy_decisions
+from ..state import RequestState, RoundState
 
 log = logging.getLogger("tetriopt.server.planner")
 
@@ -36,16 +37,54 @@ def _plan_in_process(state: RoundState) -> RoundPlan:
     return _POLICY.plan(state)
 
 
+def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> tuple[RoundState, RoundPlan]:
+    """Add requests that arrived after the round's snapshot (during planning) to GPU time its plan
+    leaves free: greedy (EDF, joint test) on the tail of each GPU, after the plan's last end there.
+
+    The server snapshots a round `lead` before its boundary so the solver's time is hidden; without
+    this, a request arriving in that lead waits a whole round even on idle GPUs, where the offline
+    simulation (visible at the first boundary at or after arrival) starts it at once. Returns the
+    state with the late requests added and the plan with their assignments (the plan's own
+    assignments unchanged, so its start order stands).
+    """
+    merged = replace(state, requests=state.requests + late)
+
+    def tails() -> Loads:
+        loads = Loads(merged)
+        for a in plan.assignments:
+            for g in a.gpus:
+                loads.load[g] = max(loads.load[g], a.end_us - state.now_us)
+        return loads
+
+    decisions, _ = greedy_decisions(replace(merged, requests=late), loads=tails())
+    tail, by_id, extra = tails().load, {r.id: r for r in late}, []
+    for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
+        start = state.now_us + max(tail[g] for g in gpus)
+        end = start + n * merged.step_us(by_id[rid], len(gpus))
+        if end > merged.end_us:
+            continue
+        extra.append(Assignment(request=rid, gpus=gpus, steps=n, start_us=start, end_us=end))
+        for g in gpus:
+            tail[g] = end - state.now_us
+    return merged, replace(plan, assignments=plan.assignments + tuple(extra))
+
+
 class Planner:
+    """`policy` by name, or `factory`: a callable making a policy object of one's own (embedding,
+    tests), run on the worker thread under the same checks and fallback."""
+
     def __init__(self, policy: str, time_limit_ms: float, seed: int = 0, workers: int = 1, mode: str = "thread",
-                 batching: bool = False, immediate_start: bool = False):
-        self.policy_name = policy
+                 batching: bool = False, immediate_start: bool = False, factory: Callable[[], Policy] | None = None):
         self.options = {"time_limit_ms": time_limit_ms, "seed": seed, "workers": workers, "batching": batching,
                         "immediate_start": immediate_start}
+        if factory is not None and mode != "thread":
+            raise ValueError("a policy factory runs on the worker thread (mode='thread')")
         self.mode = mode
-        make_policy(policy, **self.options)  # fail fast on a bad name, before the server starts
+        self._policy = factory() if factory is not None else make_policy(policy, **self.options)  # fails fast
+        self.policy_name = self._policy.name if factory is not None else policy
         self._pool: Executor = self._new_pool()
-        self._policy = make_policy(policy, **self.options) if mode == "thread" else None
+        if mode != "thread":
+            self._policy = None
         self._fallback = make_policy("greedy")
 
     def _new_pool(self) -> Executor:

@@ -51,6 +51,7 @@ def _result(job: Job, base_url: str) -> dict[str, Any]:
     return {"created": job.created, "data": data, "output_format": job.output_format,
             "quality": job.quality, "size": f"{job.width}x{job.height}",
             "tetriopt": {"job_id": job.id, "steps": job.steps, "seed": job.seed, "deadline_met": job.met,
+                         "arrival_ms": round(job.arrival_us / 1e3, 3),  # scheduler clock: rounds at k x round_ms
                          "latency_ms": None if fin is None else round((fin - job.arrival_us) / 1e3, 3),
                          "deadline_ms_after_arrival": round((job.deadline_us - job.arrival_us) / 1e3, 3),
                          "best_effort": job.best_effort}}

@@ -77,7 +77,8 @@ class Service:
         self._step_cost: dict[tuple[int, int], int | None] = {}
         self.clock = Clock()
         self.planner = Planner(cfg.policy, tl, seed=cfg.seed, workers=cfg.solver_workers, mode=cfg.solver_mode,
-                               batching=cfg.batching, immediate_start=cfg.immediate_start)
+                               batching=cfg.batching, immediate_start=cfg.immediate_start,
+                               factory=cfg.policy_factory)
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model,
                                       **runtime_options(cfg.executor, self.profile, cfg.model_path, cfg.sp_backend,
                                                         cfg.compile, cfg.aux_device))

@@ -1,0 +1,47 @@
+"""Requests that arrive while a round is being planned go on the GPU time its plan leaves free
+(`planner.fill_late`), after the plan's own work on each GPU; the plan's assignments stand."""
+
+from __future__ import annotations
+
+import pytest
+
+from tetriopt.instance import make_cluster
+from tetriopt.plan import Assignment, RoundPlan, check_plan
+from tetriopt.profile import load_profile
+from tetriopt.server.planner import fill_late
+from tetriopt.state import RequestState, RoundState
+
+from serverkit import FAST_PROFILE
+
+pytestmark = pytest.mark.server
+
+NOW = 600_000  # round 10 of 60 ms
+
+
+def _state(reqs):
+    return RoundState(now_us=NOW, round_us=60_000, cluster=make_cluster(4), profile=load_profile(FAST_PROFILE),
+                      degrees=(1, 2, 4), requests=tuple(reqs), round_index=10)
+
+
+def _req(rid, size=1024, steps=20, deadline_us=NOW + 400_000):
+    return RequestState(id=rid, width=size, height=size, remaining_steps=steps, deadline_us=deadline_us)
+
+
+def test_a_late_request_starts_on_the_gpus_the_plan_leaves_free():
+    planned = _req("a")
+    # a on GPUs 0-1 for 4 steps of 13 ms (52 of the 60 ms), nothing on 2-3
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1), 4, NOW, NOW + 52_000),), backend="test")
+    late = _req("late", size=512, steps=5)
+    merged, full = fill_late(_state([planned]), plan, (late,))
+    assert check_plan(merged, full) is None
+    assert full.assignments[0] == plan.assignments[0]
+    extra = full.assignments[1:]
+    assert [a.request for a in extra] == ["late"]
+    assert set(extra[0].gpus) <= {2, 3} and extra[0].start_us == NOW and extra[0].steps == 5
+
+
+def test_a_late_request_waits_when_the_plan_fills_the_round():
+    planned = _req("a")
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1, 2, 3), 7, NOW, NOW + 56_000),), backend="test")
+    merged, full = fill_late(_state([planned]), plan, (_req("late", size=512, steps=5),))
+    assert full.assignments == plan.assignments and check_plan(merged, full) is None
