@@ -26,7 +26,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, spec TEXT NOT NULL, arrival REAL NOT NULL,
     deadline REAL NOT NULL, status TEXT NOT NULL, error TEXT, finished_at REAL, delivered INTEGER NOT NULL DEFAULT 0,
     steps_done INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS images (job_id TEXT NOT NULL, idx INTEGER NOT NULL, finish REAL NOT NULL,
+CREATE TABLE IF NOT EXISTS images (job_id TEXT NOT NULL, idx INTEGER NOT NULL, finish INTEGER NOT NULL,
     data BLOB NOT NULL, PRIMARY KEY (job_id, idx));
 """
 assert set(_SPEC) <= {f.name for f in fields(Job)}
@@ -54,7 +54,9 @@ class SqliteJobs:
         self.db.execute("UPDATE jobs SET steps_done = ?, status = ? WHERE id = ?", (job.steps_done, job.status, job.id))
 
     def finish(self, job: Job) -> None:
-        rows = [(job.id, i, self._epoch(t.finish_us), t.image) for i, t in enumerate(job.tasks)
+        # an image's finish is kept as microseconds after its job's arrival: exact, so a restarted
+        # server reports the same latency (two epoch floats round apart by a microsecond)
+        rows = [(job.id, i, t.finish_us - job.arrival_us, t.image) for i, t in enumerate(job.tasks)
                 if t.image is not None and t.finish_us is not None]
         with self.db:  # one transaction: a job is finished with all its images or not at all
             self.db.execute("BEGIN")
@@ -78,7 +80,7 @@ class SqliteJobs:
                                                  "AND finished_at < ?", (now - ttl_s,))]
         if expired:
             self.delete(expired)
-        images: dict[str, dict[int, tuple[float, bytes]]] = {}
+        images: dict[str, dict[int, tuple[int, bytes]]] = {}
         for jid, idx, fin, data in self.db.execute("SELECT job_id, idx, finish, data FROM images"):
             images.setdefault(jid, {})[idx] = (fin, data)
         finished, requeued = [], []
@@ -90,8 +92,9 @@ class SqliteJobs:
                          for i in range(job.n)]
             if finished_at is not None:
                 for i, t in enumerate(job.tasks):
-                    fin, data = images.get(jid, {}).get(i, (finished_at, None))
-                    t.image, t.finish_us = data, self._us(fin)
+                    after_us, data = images.get(jid, {}).get(i, (None, None))
+                    t.image = data
+                    t.finish_us = self._us(finished_at) if after_us is None else job.arrival_us + int(after_us)
                     t.done = t.steps if data is not None else 0
                 job.status, job.error, job.finished_at, job.delivered = status, error, finished_at, bool(delivered)
                 job.done_event.set()
