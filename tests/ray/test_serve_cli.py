@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+
+from tetriopt.server.probe import wait_ready
 
 from .conftest import FAST_PROFILE
 
@@ -29,16 +30,7 @@ def test_serve_ray_command_serves_and_drains(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err.log", "w"), env=env)
     url = f"http://127.0.0.1:{port}"
     try:
-        t0 = time.monotonic()
-        while True:
-            assert proc.poll() is None, (tmp_path / "err.log").read_text()[-2000:]
-            assert time.monotonic() - t0 < 120, "not ready"
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_ready(url, proc, 120, output=lambda: (tmp_path / "err.log").read_text())
         with httpx.Client(base_url=url, timeout=30) as c:
             for _ in range(6):
                 r = c.post("/v1/images/generations", json={"prompt": "x", "size": "256x256", "slo_ms": 5000})
