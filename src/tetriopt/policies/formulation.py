@@ -87,6 +87,7 @@ class RoundModel:
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
     batches: list = field(default_factory=list)  # batching.BatchOption of a model built with batching
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+    extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -305,7 +306,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     keep = {}
     for i, r in by_id.items():
         g, n = want.get(i, ((), 0))
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
+        keep[i] = (i in kept_in and m.ub[rm.keep[i]] > 0
+                   and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0)))
     # requests due inside the round, in deadline order: their GPUs must get through it in time
     load: dict[int, int] = {}
     for r, _, budget in rm.urgent:
@@ -329,6 +331,10 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             prefix.remove(j)
             total -= work[j]
             keep[j] = False
+        if rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in prefix:
+            prefix.remove(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
+            total -= work[i]
+            keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
         sol[rm.done[i]] = int(n == r.remaining_steps)

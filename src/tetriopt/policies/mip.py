@@ -14,6 +14,8 @@ from .backends import BACKENDS
 from .certify import separable_bound
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
+from .horizon import Forecast, add_forecast, env_share
+import os
 from .tetriserve import TetriServe
 
 
@@ -82,6 +84,7 @@ class MipPolicy:
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
+        self._forecast = Forecast()
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
@@ -190,6 +193,9 @@ class MipPolicy:
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
+        self._forecast.observe(state)
+        if env_share() > 0:
+            add_forecast(rm, self._forecast, env_share(), frozenset(self._last_kept) if os.environ.get('TETRIOPT_GRAND') else frozenset())
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
         ub = separable_bound(rm) if self.certify and not rm.batches else None
