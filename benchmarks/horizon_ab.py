@@ -1,0 +1,56 @@
+"""cpsat with and without the forecast admission of wide requests (policies/horizon.py), side by
+side on the same workloads, on CP-SAT's deterministic clock (met counts independent of load).
+
+    python benchmarks/horizon_ab.py instances/flux-h100-*.json [--time-limit-ms 500] [--jobs 2]
+    python benchmarks/horizon_ab.py --grid 8:309.5,16:399.5 --size 0.3 [--seeds 0,1]
+
+`--grid G:RATE` uses benchmarks/grid.py's workloads (FLUX on H100, uniform, SLO 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from multiprocessing import Pool
+
+import tetriopt
+
+sys.path.insert(0, os.path.dirname(__file__))
+from grid import workload  # noqa: E402
+
+
+def run(args) -> tuple[str, bool, int, float, int]:
+    inst, on, limit = args
+    pol = tetriopt.make_policy("cpsat", time_limit_ms=limit, seed=0, workers=1, deterministic=True, forecast=on)
+    s = tetriopt.solve(inst, pol).summary
+    return inst.name, on, s["met"], s["gpu_hours"], len(inst.requests)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("instances", nargs="*")
+    ap.add_argument("--grid", default="")
+    ap.add_argument("--size", type=float, default=0.3)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--time-limit-ms", type=float, default=500.0)
+    ap.add_argument("--jobs", type=int, default=1)
+    a = ap.parse_args()
+    insts = [tetriopt.load_instance(p) for p in a.instances]
+    for point in filter(None, a.grid.split(",")):
+        g, rate = point.split(":")
+        insts += [workload(int(g), float(rate), int(s), a.size) for s in a.seeds.split(",")]
+    jobs = [(i, on, a.time_limit_ms) for i in insts for on in (True, False)]
+    with Pool(a.jobs) as pool:
+        outs = pool.map(run, jobs)
+    print(f"cpsat, {a.time_limit_ms:g} ms deterministic, 1 worker: met (GPU-h per met, milli) with / without the forecast")
+    print("| workload | n | with forecast | without |")
+    print("|---|---|---|---|")
+    res = {(name, on): (met, gh, n) for name, on, met, gh, n in outs}
+    for i in insts:
+        (m1, g1, n), (m0, g0, _) = res[(i.name, True)], res[(i.name, False)]
+        print(f"| {i.name} | {n} | {m1} ({1e3 * g1 / max(1, m1):.3f}) | {m0} ({1e3 * g0 / max(1, m0):.3f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
