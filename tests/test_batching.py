@@ -91,7 +91,8 @@ def test_checker_rejects_broken_batches():
             RequestState("c", 512, 512, 10, 5_000_000)]
     st_ = state_with(reqs)
     t2 = st_.step_us(reqs[0], 1, 2)
-    ok = Assignment("a", (0,), 3, 0, 3 * t2, batch=("b",))
+    enc = st_.profile.text_encode_us  # neither has started: each member's text encode runs in the batch's task
+    ok = Assignment("a", (0,), 3, 0, 3 * t2 + 2 * enc, batch=("b",))
     assert batch_error(st_, ok) is None
     assert "mixes resolutions" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("c",)))
     assert "twice" in batch_error(st_, Assignment("a", (0,), 3, 0, 3 * t2, batch=("a",)))
@@ -100,7 +101,7 @@ def test_checker_rejects_broken_batches():
     # the one plan checker applies the batch rules, and counts a member's steps like its own
     assert check_plan(st_, RoundPlan((ok,), "test")) is None
     assert "mixes" in check_plan(st_, RoundPlan((Assignment("a", (0,), 3, 0, 3 * t2, batch=("c",)),), "test"))
-    alone_b = Assignment("b", (1,), 3, 0, 3 * st_.step_us(reqs[1], 1))
+    alone_b = Assignment("b", (1,), 3, 1, 1 + 3 * st_.step_us(reqs[1], 1))  # b encoded in the batch, before it
     assert "two assignments at once" in check_plan(st_, RoundPlan((ok, alone_b), "test"))
     # the independent validator: a batch priced as one request, and a mid-round start not marked immediate
     inst = gen(n=12, rate=120.0)

@@ -84,7 +84,7 @@ class RSSP:
         t = r.width * r.height
         size = min(self.mapping, key=lambda s: (abs(math.log(s * s / t)), s))
         k = self.mapping[size]
-        fits = [d for d in state.degrees if state.sets.get(d) and state.step_us(r, d) + state.decode_us(r) <= state.round_us]
+        fits = [d for d in state.degrees if state.sets.get(d) and state.step_us(r, d) + max(state.aux_us(r, 1), state.decode_us(r)) <= state.round_us]
         if not fits:
             raise InputError("policy", self.name, f"request {r.id}: no degree runs one step within a round")
         if k not in fits:  # mapped degree unusable here: the nearest usable one (smaller first)
