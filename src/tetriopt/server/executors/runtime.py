@@ -55,6 +55,12 @@ class RuntimeExecutor:
                              f"{type(e).__name__}: {str(e).strip()[:300]}") from None
         self.clock: Clock | None = None
 
+    @property
+    def heads(self) -> int:
+        """Attention heads of the transformer the runtime loaded (admission's split rule uses these,
+        not the count its model name suggests)."""
+        return self._impl.runtime.heads
+
     def start(self, clock: Clock) -> None:
         self.clock = clock
 
