@@ -195,3 +195,20 @@ def test_a_request_split_over_two_sets_in_one_round_finishes_once_on_the_sim_exe
     assert [t.id for t in run.finished] == ["a"] and not e.pending
     assert run.finished[0].finish_us == 2 * t1 + enc + 3 * t2 + dec
     assert run.finished[0].location == (2, 3)
+
+
+def test_dropping_a_request_tells_the_executor_to_forget_it():
+    class Forgetful(FakeExecutor):
+        def __init__(self):
+            super().__init__()
+            self.forgotten = []
+
+        def forget(self, rid):
+            self.forgotten.append(rid)
+
+    ex = Forgetful()
+    e = engine(ex)
+    e.submit(req("a"))
+    e.run_round(fixed([("a", (0,), 2)]), 0, 0)
+    assert e.drop("a") is not None and ex.forgotten == ["a"] and not e.pending
+    assert engine(FakeExecutor()).drop("zz") is None  # an executor without the hook: nothing to call

@@ -96,5 +96,10 @@ class RuntimeExecutor:
         if stale:  # the engine re-plans them on their true progress, which the runtime holds
             raise ExecutorFailure("; ".join(f"request {rid!r}: {why}" for rid, why in stale.items()))
 
+    def forget(self, request_id: str) -> None:
+        """A cancelled (or failed) request: the runtime frees its checkpoint and its latent shards
+        and conditioning on the workers at the start of the next round."""
+        self._impl.forget(request_id)
+
     def close(self) -> None:
         self._impl.close()

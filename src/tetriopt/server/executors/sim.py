@@ -82,5 +82,8 @@ class SimExecutor:
             clock.sleep_until(finish)
             on_complete(Completion(assignment=a, finish_us=finish, image=image, images=images))
 
+    def forget(self, request_id: str) -> None:
+        """Nothing to free: virtual GPUs keep no latents."""
+
     def close(self) -> None:
         pass
