@@ -165,6 +165,12 @@ class RoundExecutor:
         if refused and on_failed is None:
             raise PlanError("; ".join(f"{rid}: {why}" for rid, why in refused.items()))
 
+    def discard(self, rid: str) -> None:
+        """Drop a request refused before dispatch, now (on the thread that runs rounds): its
+        checkpoint here and its place in the plan; planned again, it starts from scratch."""
+        self.held.pop(rid, None)
+        self.plan.forget(rid)
+
     def forget(self, rid: str) -> None:
         """Drop a request (cancelled or failed), from any thread: at the start of the next round its
         checkpoint here and its place in the plan go, and every worker frees its shard and

@@ -90,7 +90,7 @@ class RuntimeExecutor:
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
         for rid in refused:
-            self._impl.forget(rid)
+            self._impl.discard(rid)
         if refused:
             raise RequestsFailed(refused)
         if stale:  # the engine re-plans them on their true progress, which the runtime holds
