@@ -35,6 +35,11 @@ from .planner import Planner, fill_late
 
 log = logging.getLogger("tetriopt.server.loop")
 
+REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round's boundary
+REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
+REPLANS = 3                  # re-plans a round at most
+REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
+
 
 class Scheduler:
     def __init__(self, *, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
@@ -64,6 +69,7 @@ class Scheduler:
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
+        self._arrived = asyncio.Event()  # set by submit: a round in its lead may plan again
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,14 +122,15 @@ class Scheduler:
 
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
+        self._arrived.clear()
         cutoff = self.clock.now_us()
-        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
-        if self.window is not None:
-            state = replace(state, requests=self.window(state.requests, boundary))
+        state = self._snapshot(boundary, k, cutoff)
         plan, work = RoundPlan(assignments=(), backend="none"), {}
         late_ms = overhead_ms = 0.0
         if state.requests:
             plan = await self.planner.plan(state)
+        state, plan, cutoff, t0 = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0)
+        if state.requests:
             t_solved = time.perf_counter()
             try:
                 plan, work = self.engine.dispatch(state, plan)
@@ -158,6 +165,51 @@ class Scheduler:
         if plan.assignments:
             self._dispatch(k, plan, work)
         self._current = (state, plan)
+
+    async def _replan_for_arrivals(self, k: int, boundary: int, state: RoundState, plan: RoundPlan, cutoff: int,
+                                   t0: float) -> tuple[RoundState, RoundPlan, int, float]:
+        """Plan round k again when requests arrive in its lead and a decision still fits before the
+        boundary, so that they are planned with everything else, as `tetriopt solve` sees them
+        (what arrives too late for that goes on the plan's free GPU time: `_fill_late`).
+
+        A re-plan runs with the time left to the boundary as its limit (less `REPLAN_GUARD_US`),
+        at most `REPLANS` times a round and only up to `REPLAN_MAX_PENDING` requests (beyond, a
+        backlog keeps the GPUs busy and the solver's CPU is better left to the next round); one
+        not back by then is abandoned (its result ignored), so the round never starts late
+        because of it. Returns the state, plan and snapshot time of the decision kept, and when
+        that decision began (the round's overhead counts from there)."""
+        for _ in range(REPLANS):
+            left = boundary - REPLAN_GUARD_US - self.clock.now_us()
+            if left < REPLAN_MIN_US:
+                break
+            if not self._arrived.is_set():
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), timeout=(left - REPLAN_MIN_US) / 1e6)
+                except asyncio.TimeoutError:
+                    break
+            self._arrived.clear()
+            now = self.clock.now_us()
+            left = boundary - REPLAN_GUARD_US - now
+            fresh = self._snapshot(boundary, k, now)
+            if self._stop.is_set() or left < REPLAN_MIN_US or len(fresh.requests) > REPLAN_MAX_PENDING:
+                break
+            if {r.id for r in fresh.requests} == {r.id for r in state.requests}:
+                continue
+            t = time.perf_counter()
+            task = asyncio.ensure_future(self.planner.plan(fresh, limit_ms=left / 1e3))
+            try:
+                plan = await asyncio.wait_for(asyncio.shield(task), timeout=left / 1e6)
+            except asyncio.TimeoutError:
+                log.info("re-plan abandoned at the boundary", extra={"round": k})
+                break
+            state, cutoff, t0 = fresh, now, t
+        return state, plan, cutoff, t0
+
+    def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
+        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
+        if self.window is not None:
+            state = replace(state, requests=self.window(state.requests, boundary))
+        return state
 
     def _mark_running(self, plan: RoundPlan) -> None:
         for a in plan.assignments:
@@ -276,6 +328,7 @@ class Scheduler:
         """A new job (or one restored from the durable store, `persist=False`): its unfinished images
         join the engine's pending set (with immediate starts, new ones may start at once)."""
         self.store.add(job, persist=persist)
+        self._arrived.set()
         todo = [t for t in job.tasks if not t.finished]
         if self.immediate_start and persist:
             self._start_now(todo)

@@ -33,8 +33,22 @@ def _init_process(name: str, options: dict[str, Any]) -> None:
     _POLICY = make_policy(name, **options)
 
 
-def _plan_in_process(state: RoundState) -> RoundPlan:
-    return _POLICY.plan(state)
+def _plan_in_process(state: RoundState, limit_ms: float | None) -> RoundPlan:
+    return plan_within(_POLICY, state, limit_ms)
+
+
+def plan_within(policy: Policy, state: RoundState, limit_ms: float | None) -> RoundPlan:
+    """`policy.plan(state)` under a tighter time limit than the policy's own, for this call only (a
+    round planned again late in its lead has less time left). Policies without a limit run as
+    they are. Safe because one worker runs one policy's calls in turn."""
+    full = getattr(policy, "limit_s", None)
+    if limit_ms is None or full is None:
+        return policy.plan(state)
+    policy.limit_s = min(full, limit_ms / 1e3)
+    try:
+        return policy.plan(state)
+    finally:
+        policy.limit_s = full
 
 
 def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> tuple[RoundState, RoundPlan]:
@@ -93,14 +107,16 @@ class Planner:
                                        initializer=_init_process, initargs=(self.policy_name, self.options))
         return ThreadPoolExecutor(1, thread_name_prefix="tetriopt-solver")
 
-    async def plan(self, state: RoundState) -> RoundPlan:
+    async def plan(self, state: RoundState, limit_ms: float | None = None) -> RoundPlan:
+        """A checked plan for `state` (greedy when the policy fails), within `limit_ms` when given
+        and tighter than the policy's own time limit."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
             if self.mode == "process":
-                plan = await loop.run_in_executor(self._pool, _plan_in_process, state)
+                plan = await loop.run_in_executor(self._pool, _plan_in_process, state, limit_ms)
             else:
-                plan = await loop.run_in_executor(self._pool, self._policy.plan, state)
+                plan = await loop.run_in_executor(self._pool, plan_within, self._policy, state, limit_ms)
             why = check_plan(state, plan)
             if why is None:
                 return plan
