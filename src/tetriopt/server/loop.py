@@ -63,8 +63,6 @@ class Scheduler:
         self.alive = False
         # told of each plan before its round starts (the dashboard's schedule log)
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
-        # the next round's dispatched steps, per request, until it starts (admission's view)
-        self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
         self.immediate_start = immediate_start
@@ -130,31 +128,25 @@ class Scheduler:
         if state.requests:
             plan = await self.planner.plan(state)
         state, plan, cutoff, t0 = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0)
-        if state.requests:
-            t_solved = time.perf_counter()
-            try:
-                plan, work = self.engine.dispatch(state, plan)
-            except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
-                log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
-                return
+        planned = bool(state.requests)
+        if planned:
+            solve_ms = plan.solve_ms or (time.perf_counter() - t0) * 1e3
             late_ms = (self.clock.now_us() - boundary) / 1e3
             overhead_ms = (time.perf_counter() - t0) * 1e3
-            self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
-            steps: dict[str, int] = {}
-            for a in plan.assignments:
-                for i in a.requests:
-                    steps[i] = steps.get(i, 0) + a.steps
-            self._next_round = (boundary, steps)
         await self._sleep_until(boundary)
-        planned = bool(state.requests)
         t1 = time.perf_counter()
-        state, plan, work = self._fill_late(state, plan, work, cutoff)
+        state, plan = self._fill_late(state, plan, cutoff)
         if not state.requests:
+            return
+        try:  # the round's steps go in flight at its boundary (admission sees them pending until then)
+            plan, work = self.engine.dispatch(state, plan)
+        except InvalidPlan as e:  # the planner and fill_late check, so this is a bug: skip the round
+            log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
             return
         if not planned:  # a round of late arrivals alone: it counts as a round too
             late_ms = (self.clock.now_us() - boundary) / 1e3
-            overhead_ms = (time.perf_counter() - t1) * 1e3
-            self.metrics.round_done(overhead_ms, overhead_ms, late_ms, PlanStatus.HEURISTIC)
+            overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
+        self.metrics.round_done(solve_ms, overhead_ms, late_ms, plan.status if planned else PlanStatus.HEURISTIC)
         self._mark_running(plan)
         if self.on_round:
             self.on_round(state, plan, late_ms, overhead_ms)
@@ -240,26 +232,23 @@ class Scheduler:
         self._mark_running(extra)
         self._dispatch(state.round_index, extra, work)
 
-    def _fill_late(self, state: RoundState, plan: RoundPlan, work: dict[str, WorkItem],
-                   cutoff: int) -> tuple[RoundState, RoundPlan, dict[str, WorkItem]]:
+    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int) -> tuple[RoundState, RoundPlan]:
         """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
         free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
         as in `tetriopt solve`, whenever there is room."""
         late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
                      if r.arrival_us > cutoff)
         if not late:
-            return state, plan, work
+            return state, plan
         merged, full = fill_late(state, plan, late)
-        extra = full.assignments[len(plan.assignments):]
-        why = check_plan(merged, full) if extra else None
-        if why is not None:  # fill_late builds on the plan's free tails, so this is a bug
-            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+        why = check_plan(merged, full) if full is not plan else None
         log.debug("late arrivals", extra={"round": state.round_index, "late": len(late),
-                                          "assignments": [(a.request, a.gpus, a.steps) for a in extra]})
-        if not extra or why is not None:
-            return state, plan, work
-        _, late_work = self.engine.dispatch(replace(merged, requests=late), replace(plan, assignments=extra))
-        return merged, full, {**work, **late_work}
+                                          "assignments": [(a.request, a.gpus, a.steps) for a in full.assignments
+                                                          if a not in plan.assignments]})
+        if why is not None:  # fill_late builds on the plan's free time, so this is a bug
+            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+            return state, plan
+        return merged, full
 
     def _dispatch(self, k: int, plan: RoundPlan, work: dict[str, WorkItem]) -> None:
         loop = self._loop
@@ -346,11 +335,9 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work at the first boundary a new request can run at (admission's view). In
-        a round's lead its plan may be dispatched already: its steps are still to do at its start."""
-        boundary = self.timing.first_start_us(now_us)
-        at, steps = self._next_round
-        return self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=steps if at == boundary else None)
+        """The pending work at the first boundary a new request can run at (admission's view): a
+        round's steps go in flight at its boundary, so until then they are still to do."""
+        return self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()
