@@ -127,12 +127,14 @@ class Scheduler:
         late_ms = overhead_ms = 0.0
         if state.requests:
             plan = await self.planner.plan(state)
-        state, plan, cutoff, t0 = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0)
+        decided = (time.perf_counter(), self.clock.now_us())
+        state, plan, cutoff, t0, decided = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0,
+                                                                           decided)
         planned = bool(state.requests)
-        if planned:
-            solve_ms = plan.solve_ms or (time.perf_counter() - t0) * 1e3
-            late_ms = (self.clock.now_us() - boundary) / 1e3
-            overhead_ms = (time.perf_counter() - t0) * 1e3
+        if planned:  # the figures of the decision kept: its own time, and when it was ready
+            overhead_ms = (decided[0] - t0) * 1e3
+            solve_ms = plan.solve_ms or overhead_ms
+            late_ms = (decided[1] - boundary) / 1e3
         await self._sleep_until(boundary)
         t1 = time.perf_counter()
         state, plan = self._fill_late(state, plan, cutoff)
@@ -159,7 +161,8 @@ class Scheduler:
         self._current = (state, plan)
 
     async def _replan_for_arrivals(self, k: int, boundary: int, state: RoundState, plan: RoundPlan, cutoff: int,
-                                   t0: float) -> tuple[RoundState, RoundPlan, int, float]:
+                                   t0: float, decided: tuple[float, int]
+                                   ) -> tuple[RoundState, RoundPlan, int, float, tuple[float, int]]:
         """Plan round k again when requests arrive in its lead and a decision still fits before the
         boundary, so that they are planned with everything else, as `tetriopt solve` sees them
         (what arrives too late for that goes on the plan's free GPU time: `_fill_late`).
@@ -168,8 +171,8 @@ class Scheduler:
         at most `REPLANS` times a round and only up to `REPLAN_MAX_PENDING` requests (beyond, a
         backlog keeps the GPUs busy and the solver's CPU is better left to the next round); one
         not back by then is abandoned (its result ignored), so the round never starts late
-        because of it. Returns the state, plan and snapshot time of the decision kept, and when
-        that decision began (the round's overhead counts from there)."""
+        because of it. Returns the state, plan and snapshot time of the decision kept, when that
+        decision began (perf_counter) and when it was ready (perf_counter, scheduler clock)."""
         for _ in range(REPLANS):
             left = boundary - REPLAN_GUARD_US - self.clock.now_us()
             if left < REPLAN_MIN_US:
@@ -194,8 +197,8 @@ class Scheduler:
             except asyncio.TimeoutError:
                 log.info("re-plan abandoned at the boundary", extra={"round": k})
                 break
-            state, cutoff, t0 = fresh, now, t
-        return state, plan, cutoff, t0
+            state, cutoff, t0, decided = fresh, now, t, (time.perf_counter(), self.clock.now_us())
+        return state, plan, cutoff, t0, decided
 
     def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
         state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
