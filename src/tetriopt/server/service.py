@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
@@ -18,7 +19,7 @@ from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
+from .admission import Foresight, JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
 from .clock import Clock
 from .config import ServerConfig
 from .durable import SqliteJobs
@@ -69,6 +70,7 @@ class Service:
         if not 0 < cfg.admission_headroom <= 1:
             raise InputError("admission_headroom", cfg.admission_headroom, "must be in (0, 1]")
         self.joint = JointAdmission(cfg.admission_headroom)
+        self.foresight = Foresight(cfg.admission_foresight)
         self.max_backlog_gpu_s = (cfg.max_backlog_gpu_s if cfg.max_backlog_gpu_s is not None
                                   else 60.0 * cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
@@ -305,6 +307,8 @@ class Service:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
             verdict = self.joint.check(state, new)
+            if not verdict.ok and self.foresight.admits(state, new):
+                verdict = replace(verdict, ok=True)
             if not verdict.ok:
                 if self.cfg.admission == "reject":
                     raise self._overload(
