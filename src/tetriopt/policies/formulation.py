@@ -163,6 +163,24 @@ class OutOfTime(Exception):
     """Building the model ran past its deadline (the caller answers from its warm starts)."""
 
 
+def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[int, ...], x: int, s: int,
+               cap: int, fin: dict, gpu_terms: dict, tag: str) -> None:
+    """Charge r's text encode on `gpus` when option x is chosen, and its VAE decode when its steps
+    var s reaches r's remaining steps (a finish var f = 1 exactly then, recorded in `fin`): the
+    round's capacity holds what the executor runs there (state.aux_us)."""
+    enc = state.encode_us(r)
+    if enc:
+        for g in gpus:
+            gpu_terms[g][x] = enc
+    if cap == r.remaining_steps and fin is not None:
+        f = m.var(f"f[{r.id},{tag}]", 0, 1)
+        m.add({s: 1, f: -1}, ub=cap - 1)
+        m.add({f: 1, x: -1}, ub=0)
+        fin[s] = (f, cap)
+        for g in gpus:
+            gpu_terms[g][f] = state.decode_us(r)
+
+
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
           deadline: float | None = None, batching: bool = False) -> RoundModel:
@@ -200,7 +218,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         joint_cost = shared_costs(state, looks)
         due_now = {r.id for r in state.requests if state.due_us(r) < state.end_us}
         batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms,
-                                    fin)
+                                    fin, charge_aux)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
         if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
             raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
@@ -224,17 +242,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                 dur_expr[s] = t
                 for g in gpus:
                     gpu_terms[g][s] = t
-                enc = state.encode_us(r)
-                if enc:
-                    for g in gpus:
-                        gpu_terms[g][x] = enc
-                if mk == rem:  # may finish here: f = 1 exactly when s = rem, and its decode is charged
-                    f = m.var(f"f[{r.id},{','.join(map(str, gpus))}]", 0, 1)
-                    m.add({s: 1, f: -1}, ub=rem - 1)
-                    m.add({f: 1, x: -1}, ub=0)
-                    fin[s] = (f, rem)
-                    for g in gpus:
-                        gpu_terms[g][f] = state.decode_us(r)
+                charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, ','.join(map(str, gpus)))
                 m.objective[s] = m.objective.get(s, 0) + w.progress * e - w.gpu * gpu_ms(k * t)
                 if gpus == r.location:
                     m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
