@@ -10,7 +10,7 @@ import pytest
 
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
-from tetriopt.server.admission import JointAdmission, PlanWindow, forced_work_fits
+from tetriopt.server.admission import JointAdmission, PlanWindow, Reach, forced_work_fits
 from tetriopt.state import RequestState, RoundState
 
 from serverkit import FAST_PROFILE, wait_job
@@ -78,7 +78,7 @@ def test_forced_work_protects_a_big_late_request():
 
 
 def test_plan_window_keeps_the_urgent_and_the_started():
-    w = PlanWindow(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000, limit=5)
+    w = PlanWindow(Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000), limit=5)
     hopeless = [_req(i, steps=500, deadline_us=1_000_000 + i) for i in range(5)]   # 500 x 8 ms > 1 s
     started = [_req(10 + i, deadline_us=9_000_000, location=(i,)) for i in range(2)]
     fresh = [_req(20 + i, deadline_us=3_000_000 + i) for i in range(10)]

@@ -183,18 +183,13 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     return bool(np.all(demand <= state.cluster.gpus * (D - state.now_us)))
 
 
-class PlanWindow:
-    """The requests a round is planned on, at most `limit` of them, so that planning time stays
-    bounded at any backlog (the policy's model and even greedy grow with the pending set).
+class Reach:
+    """The earliest finish of a request alone at its fastest degree from a round boundary, counting
+    rounds (lookahead.steps_possible's rule: floor(round / step) steps a round, then the decode);
+    per-size figures cached. The planner's `alive` is this finish <= the deadline."""
 
-    Order: requests that can still meet their deadline (alone at their fastest degree, counting
-    rounds: lookahead.steps_possible's rule without the fractional round) before those that cannot;
-    among them, those holding a latent on GPUs, then by due time. A round can run only so many
-    assignments, so what is left out would have waited anyway; it is seen again next round.
-    """
-
-    def __init__(self, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], round_us: int, limit: int):
-        self.profile, self.cluster, self.degrees, self.round_us, self.limit = profile, cluster, degrees, round_us, limit
+    def __init__(self, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], round_us: int):
+        self.profile, self.cluster, self.degrees, self.round_us = profile, cluster, degrees, round_us
         self._fast: dict[tuple[int, int], tuple[int, int]] = {}
 
     def _fastest(self, width: int, height: int) -> tuple[int, int]:
@@ -205,16 +200,68 @@ class PlanWindow:
             self._fast[key] = (min(steps.values(), default=self.round_us), self.profile.vae_decode_us(width, height))
         return self._fast[key]
 
+    def finish_us(self, r: RequestState, boundary_us: int) -> int:
+        step, decode = self._fastest(r.width, r.height)
+        per_round = max(1, self.round_us // step)
+        rounds = -(-r.remaining_steps // per_round)
+        return boundary_us + (rounds - 1) * self.round_us + (r.remaining_steps - (rounds - 1) * per_round) * step \
+            + decode
+
+    def alive(self, r: RequestState, boundary_us: int) -> bool:
+        return self.finish_us(r, boundary_us) <= r.deadline_us
+
+
+class LateDeadlines:
+    """What the server does with a request that can no longer meet its deadline: it is planned
+    (and counted by admission) against a renewed deadline, arrival + m x its SLO, with m the
+    smallest of `scale`, scale + 1, ... it can still reach, instead of running on whatever GPU
+    time the on-time requests leave (where, under overload, it starved: 2048 px images finished
+    at 2.5-3x their SLO and small ones at 5x). The policy then keeps it like any request, and
+    admission's joint test sees its work, so new requests are not admitted into the capacity it
+    needs. Only the planner's view changes: the job's deadline, its `deadline_met` and every
+    statistic stay on the original deadline. scale 0: off (late requests run on leftover time).
+    """
+
+    def __init__(self, reach: Reach, scale: float):
+        if scale != 0 and scale < 1:
+            raise ValueError("scale must be 0 (off) or at least 1")
+        self.reach, self.scale = reach, scale
+
+    def renewed(self, r: RequestState, boundary_us: int) -> RequestState:
+        fin = self.reach.finish_us(r, boundary_us)
+        if self.scale == 0 or fin <= r.deadline_us:
+            return r
+        slo = max(r.deadline_us - r.arrival_us, 1)
+        m = max(self.scale, math.ceil((fin - r.arrival_us) / slo))
+        return replace(r, deadline_us=r.arrival_us + math.ceil(m * slo))
+
+    def __call__(self, state: RoundState) -> RoundState:
+        if self.scale == 0 or not state.requests:
+            return state
+        reqs = tuple(self.renewed(r, state.now_us) for r in state.requests)
+        if all(a is b for a, b in zip(reqs, state.requests)):
+            return state
+        return replace(state, requests=reqs)
+
+
+class PlanWindow:
+    """The requests a round is planned on, at most `limit` of them, so that planning time stays
+    bounded at any backlog (the policy's model and even greedy grow with the pending set).
+
+    Order: requests that can still meet their deadline (alone at their fastest degree, counting
+    rounds: `Reach`) before those that cannot; among them, those holding a latent on GPUs, then
+    by due time. A round can run only so many assignments, so what is left out would have waited
+    anyway; it is seen again next round.
+    """
+
+    def __init__(self, reach: Reach, limit: int):
+        self.reach, self.limit = reach, limit
+
     def __call__(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
         if len(requests) <= self.limit:
             return requests
 
         def key(r: RequestState) -> tuple[bool, bool, int, str]:
-            step, decode = self._fastest(r.width, r.height)
-            per_round = max(1, self.round_us // step)
-            rounds = -(-r.remaining_steps // per_round)
-            alive = boundary_us + (rounds - 1) * self.round_us + (r.remaining_steps - (rounds - 1) * per_round) * step \
-                + decode <= r.deadline_us
-            return (not alive, not r.location, r.deadline_us, r.id)
+            return (not self.reach.alive(r, boundary_us), not r.location, r.deadline_us, r.id)
 
         return tuple(sorted(requests, key=key)[:self.limit])

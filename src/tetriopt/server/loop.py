@@ -23,6 +23,7 @@ from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
+from ..lookahead import outlook, steps_possible
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
@@ -62,8 +63,12 @@ class Scheduler:
         self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
+        # the planner's (and admission's) view of requests past their deadline (admission.LateDeadlines)
+        self.renew: Callable[[RoundState], RoundState] | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
+        self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
+        self._planned: tuple[int, RoundState, RoundPlan] | None = None  # its plan once made, before its start
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -117,7 +122,8 @@ class Scheduler:
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
         cutoff = self.clock.now_us()
-        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
+        self._snapped = (boundary, cutoff)
+        state = self._view(self.engine.snapshot(boundary, k, cutoff_us=cutoff))
         if self.window is not None:
             state = replace(state, requests=self.window(state.requests, boundary))
         plan, work = RoundPlan(assignments=(), backend="none"), {}
@@ -138,6 +144,7 @@ class Scheduler:
                 for i in a.requests:
                     steps[i] = steps.get(i, 0) + a.steps
             self._next_round = (boundary, steps)
+        self._planned = (boundary, state, plan)
         await self._sleep_until(boundary)
         planned = bool(state.requests)
         t1 = time.perf_counter()
@@ -149,12 +156,14 @@ class Scheduler:
             overhead_ms = (time.perf_counter() - t1) * 1e3
             self.metrics.round_done(overhead_ms, overhead_ms, late_ms, PlanStatus.HEURISTIC)
         self._mark_running(plan)
-        if self.on_round:
-            self.on_round(state, plan, late_ms, overhead_ms)
+        if self.on_round:  # with the requests' own deadlines (the dashboard marks late work by them)
+            self.on_round(self._true_deadlines(state), plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
                                           "assignments": len(plan.assignments), "backend": plan.backend,
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
-                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
+                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3),
+                                          "given_up": None if plan.kept is None else
+                                          sorted({r.id for r in state.requests} - set(plan.kept))})
         if plan.assignments:
             self._dispatch(k, plan, work)
         self._current = (state, plan)
@@ -297,7 +306,48 @@ class Scheduler:
         a round's lead its plan may be dispatched already: its steps are still to do at its start."""
         boundary = self.timing.first_start_us(now_us)
         at, steps = self._next_round
-        return self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=steps if at == boundary else None)
+        return self._view(self.engine.snapshot(boundary, -1, cutoff_us=now_us,
+                                               not_started=steps if at == boundary else None))
+
+    def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """Admission's check for requests arriving after the snapshot of the round they would first
+        run in: those whose deadline needs that round (they cannot finish from the next boundary
+        at their fastest degree) get only what `fill_late` finds on the GPU time its plan leaves
+        free. Predict exactly that: true if each of them (and each earlier such arrival) gets the
+        steps it needs there; false while the plan is still being made (it cannot be promised).
+        Arrivals that do not need the round, or come before its snapshot, are the planner's."""
+        boundary = self.timing.first_start_us(now_us)
+        at, cutoff = self._snapped
+        if at != boundary or now_us <= cutoff or not new:
+            return True
+        planned = self._planned
+        if planned is None or planned[0] != boundary:
+            base = self.engine.snapshot(boundary, -1, cutoff_us=-1)
+            return all(self._need_now(replace(base, requests=(r,)), r) <= 0 for r in new)
+        _, state, plan = planned
+        late = tuple(r for r in self._view(self.engine.snapshot(boundary, state.round_index, now_us)).requests
+                     if r.arrival_us > cutoff) + new
+        merged, full = fill_late(state, plan, late)
+        got: dict[str, int] = {}
+        for a in full.assignments[len(plan.assignments):]:
+            got[a.request] = got.get(a.request, 0) + a.steps
+        return all(got.get(r.id, 0) >= self._need_now(merged, r) for r in late)
+
+    @staticmethod
+    def _need_now(state: RoundState, r: RequestState) -> int:
+        """Steps r must run in this round to still meet its deadline (lookahead's rule)."""
+        o = outlook(state, r)
+        return r.remaining_steps - steps_possible(state, o.step[o.fastest], state.end_us, state.due_us(r))
+
+    def _view(self, state: RoundState) -> RoundState:
+        """A snapshot as the planner and admission see it: late requests with renewed deadlines."""
+        return self.renew(state) if self.renew is not None else state
+
+    def _true_deadlines(self, state: RoundState) -> RoundState:
+        pending = self.engine.pending
+        reqs = tuple(replace(r, deadline_us=pending[r.id].deadline_us)
+                     if r.id in pending and pending[r.id].deadline_us != r.deadline_us else r for r in state.requests)
+        return replace(state, requests=reqs)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

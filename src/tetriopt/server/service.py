@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
@@ -18,7 +19,8 @@ from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
+from .admission import (JointAdmission, LateDeadlines, PlanWindow, Reach, Timing, best_finish_us, cheapest_step_gpu_us,
+                        solo_latency_us)
 from .clock import Clock
 from .config import ServerConfig
 from .durable import SqliteJobs
@@ -69,6 +71,8 @@ class Service:
         if not 0 < cfg.admission_headroom <= 1:
             raise InputError("admission_headroom", cfg.admission_headroom, "must be in (0, 1]")
         self.joint = JointAdmission(cfg.admission_headroom)
+        if cfg.late_slo_scale != 0 and cfg.late_slo_scale < 1:
+            raise InputError("late_slo_scale", cfg.late_slo_scale, "must be 0 (off) or at least 1")
         self.max_backlog_gpu_s = (cfg.max_backlog_gpu_s if cfg.max_backlog_gpu_s is not None
                                   else 60.0 * cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
@@ -87,7 +91,9 @@ class Service:
                                    store=self.store, metrics=self.metrics, clock=self.clock,
                                    immediate_start=cfg.immediate_start)
         self.scheduler.on_round = self._planned
-        self.scheduler.window = PlanWindow(self.profile, self.cluster, self.degrees, round_us, cfg.max_plan_requests)
+        reach = Reach(self.profile, self.cluster, self.degrees, round_us)
+        self.scheduler.window = PlanWindow(reach, cfg.max_plan_requests)
+        self.scheduler.renew = LateDeadlines(reach, cfg.late_slo_scale)
         self.draining = False
         self.started = False
 
@@ -303,6 +309,10 @@ class Service:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
             verdict = self.joint.check(state, new)
+            if verdict.ok and not self.scheduler.late_arrivals_fit(new, now):
+                # it arrived while the round it must start in was being planned, and that round's plan leaves
+                # it too little room: it could not keep its deadline (fill_late), so it is not promised
+                verdict = replace(verdict, ok=False, retry_after_s=max(1, math.ceil(self.timing.round_us / 1e6)))
             if not verdict.ok:
                 if self.cfg.admission == "reject":
                     raise self._overload(
@@ -320,7 +330,7 @@ class Service:
         job.tasks = [ImageTask(id=f"{jid}.{i}", job=job, index=i, width=req.width, height=req.height, steps=steps,
                                arrival_us=now, deadline_us=deadline) for i in range(req.n)]
         self.scheduler.submit(job)
-        log.info("accepted", extra={"job": jid, "size": size, "n": req.n, "steps": steps,
+        log.info("accepted", extra={"job": jid, "size": size, "n": req.n, "steps": steps, "arrival_ms": now / 1e3,
                                     "deadline_ms": round((deadline - now) / 1e3, 3), "best_effort": best_effort,
                                     "sync": sync, "queue": self.store.pending_images()})
         return job
