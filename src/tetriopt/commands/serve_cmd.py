@@ -70,10 +70,10 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Most pending images a round is planned on (the most urgent ones): bounds planning time.")
 @click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.7,
               show_default=True, help="Fraction of the cluster's GPU-time the joint admission test may promise.")
-@click.option("--late-slo-scale", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--late-slo-scale", type=click.FloatRange(min=0), default=1.5, show_default=True,
               help="A request that can no longer meet its deadline is planned (and counted by admission) against "
-                   "arrival + this x its SLO (the next whole multiple it can reach if not this), still reported as "
-                   "missed; 0: it runs on GPU time the on-time requests leave.")
+                   "arrival + this x its SLO (if out of reach too: its earliest finish plus a round), still "
+                   "reported as missed; 0: it runs on GPU time the on-time requests leave.")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")
 @click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)

@@ -23,11 +23,10 @@ from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
 from ..instance import Cluster
-from ..lookahead import outlook, steps_possible
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
-from .admission import Timing
+from .admission import Timing, late_arrivals_fit, need_now
 from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
@@ -323,21 +322,11 @@ class Scheduler:
         planned = self._planned
         if planned is None or planned[0] != boundary:
             base = self.engine.snapshot(boundary, -1, cutoff_us=-1)
-            return all(self._need_now(replace(base, requests=(r,)), r) <= 0 for r in new)
+            return all(need_now(replace(base, requests=(r,)), r) <= 0 for r in new)
         _, state, plan = planned
         late = tuple(r for r in self._view(self.engine.snapshot(boundary, state.round_index, now_us)).requests
-                     if r.arrival_us > cutoff) + new
-        merged, full = fill_late(state, plan, late)
-        got: dict[str, int] = {}
-        for a in full.assignments[len(plan.assignments):]:
-            got[a.request] = got.get(a.request, 0) + a.steps
-        return all(got.get(r.id, 0) >= self._need_now(merged, r) for r in late)
-
-    @staticmethod
-    def _need_now(state: RoundState, r: RequestState) -> int:
-        """Steps r must run in this round to still meet its deadline (lookahead's rule)."""
-        o = outlook(state, r)
-        return r.remaining_steps - steps_possible(state, o.step[o.fastest], state.end_us, state.due_us(r))
+                     if r.arrival_us > cutoff)
+        return late_arrivals_fit(state, plan, late + new)
 
     def _view(self, state: RoundState) -> RoundState:
         """A snapshot as the planner and admission see it: late requests with renewed deadlines."""
