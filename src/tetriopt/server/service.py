@@ -309,16 +309,16 @@ class Service:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
             verdict = self.joint.check(state, new)
+            why = (f"the deadline cannot be met beside the work already accepted ({verdict.committed_gpu_us / 1e6:.1f} "
+                   f"GPU-s due by then on {self.cfg.gpus} GPUs)")
             if verdict.ok and not self.scheduler.late_arrivals_fit(new, now):
-                # it arrived while the round it must start in was being planned, and that round's plan leaves
-                # it too little room: it could not keep its deadline (fill_late), so it is not promised
+                # it needs the round being planned, whose plan leaves it too little room (fill_late): not promised
                 verdict = replace(verdict, ok=False, retry_after_s=max(1, math.ceil(self.timing.round_us / 1e6)))
+                why = ("the deadline needs the round that starts next, and its plan (made while the request "
+                       "arrived) leaves too little free GPU time")
             if not verdict.ok:
                 if self.cfg.admission == "reject":
-                    raise self._overload(
-                        f"{field}: the deadline cannot be met beside the work already accepted "
-                        f"({verdict.committed_gpu_us / 1e6:.1f} GPU-s due by then on {self.cfg.gpus} GPUs); "
-                        f"retry later", "deadline_overloaded", verdict.retry_after_s)
+                    raise self._overload(f"{field}: {why}; retry later", "deadline_overloaded", verdict.retry_after_s)
                 best_effort = True
         seed = req.seed if req.seed is not None else random.randrange(2**31)
         job = Job(id=jid, prompt=req.prompt, width=req.width, height=req.height, steps=steps, n=req.n, seed=seed,
