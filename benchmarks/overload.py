@@ -32,7 +32,7 @@ from tetriopt.server.probe import free_port, wait_ready
 
 HERE = Path(__file__).parent
 UNBOUNDED = ("--admission", "best-effort", "--max-backlog-gpu-s", "1e12", "--max-request-gpu-s", "1e12",
-             "--max-queue", "1000000", "--max-plan-requests", "1000000", "--late-slo-scale", "0")
+             "--max-queue", "1000000", "--max-plan-requests", "1000000", "--late-slo-scale", "0", "--deadline-guard", "0")
 
 
 _STARTED: list[subprocess.Popen] = []
@@ -72,6 +72,27 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> float:
     return time.monotonic() - t0
 
 
+def explain(lines: list[dict], round_ms: float) -> list[dict]:
+    """Each accepted request that missed its deadline, from a debug log: size, SLO, arrival round,
+    the rounds whose plan did not keep it (the first of them, and how many), latency over SLO."""
+    given_up: dict[str, list[int]] = {}
+    for x in lines:
+        if x.get("msg") == "round planned":
+            for i in x.get("given_up") or []:
+                given_up.setdefault(i.rsplit(".", 1)[0], []).append(x["round"])
+    fin = {x["job"]: x for x in lines if x.get("msg") == "finished"}
+    out = []
+    for x in lines:
+        f = fin.get(x.get("job")) if x.get("msg") == "accepted" else None
+        if f is None or f["met"] or f.get("latency_ms") is None:
+            continue
+        g = given_up.get(x["job"], [])
+        out.append({"job": x["job"], "size": x["size"], "slo_ms": x["deadline_ms"],
+                    "arrival_round": round(x["arrival_ms"] / round_ms, 2), "first_given_up": g[0] if g else None,
+                    "rounds_given_up": len(g), "latency_over_slo": round(f["latency_ms"] / x["deadline_ms"], 3)})
+    return sorted(out, key=lambda m: -m["latency_over_slo"])
+
+
 def overload(a: argparse.Namespace) -> dict:
     """The defaults --repeat times (wall-clock figures move between runs on a shared machine), then
     the unbounded queue once; each run with the load average before and after it."""
@@ -81,7 +102,8 @@ def overload(a: argparse.Namespace) -> dict:
     for name, extra in runs:
         load_before = os.getloadavg()
         with tempfile.TemporaryDirectory() as d:
-            proc, url = start(a.gpus, free_port(), "--store", "", *extra)
+            debug = ("--log-level", "debug") if a.explain and name != "unbounded" else ()
+            proc, url = start(a.gpus, free_port(), "--store", "", *debug, *extra)
             try:
                 rep = Path(d) / "report.json"
                 subprocess.run([sys.executable, str(HERE / "loadgen.py"), "--url", url, "--rate", str(a.rate),
@@ -92,6 +114,8 @@ def overload(a: argparse.Namespace) -> dict:
                 stop(proc)
         r = out[name]
         r["load_average"] = [round(x, 2) for x in (*load_before[:1], os.getloadavg()[0])]
+        if debug:
+            r["missed"] = explain(logs(proc), r["server"]["round_ms"])
         print(f"{name:9s}: sent {r['requests']}, 429 {r['rejected_429']}, accepted {r['accepted']}, "
               f"met of accepted {r['met_of_accepted']}, p99 latency/SLO {r['latency_over_slo_p99']}, "
               f"goodput {r['goodput_rps']}/s, fallback rounds {r['server_fallback_rounds']}/{r['server_rounds']}, "
@@ -185,6 +209,9 @@ def main() -> int:
     ap.add_argument("--server-args", default="", help="extra `tetriopt serve` options for the defaults run")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unbounded-queue run")
     ap.add_argument("--repeat", type=int, default=1, help="runs of the defaults (the baseline runs once)")
+    ap.add_argument("--explain", action="store_true",
+                    help="debug logs for the defaults runs; the report lists each accepted request that missed "
+                         "its deadline, with the rounds whose plan gave it up")
     ap.add_argument("--only", choices=["overload", "kill9", "sigterm"], action="append")
     ap.add_argument("--json", dest="json_out", default=None)
     a = ap.parse_args()

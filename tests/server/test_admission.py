@@ -11,7 +11,7 @@ import pytest
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
 from tetriopt.plan import Assignment, RoundPlan
-from tetriopt.server.admission import (JointAdmission, LateDeadlines, PlanWindow, Reach, forced_work_fits,
+from tetriopt.server.admission import (JointAdmission, PlanningDeadlines, PlanWindow, Reach, forced_work_fits,
                                       late_arrivals_fit)
 from tetriopt.state import RequestState, RoundState
 
@@ -89,17 +89,24 @@ def test_plan_window_keeps_the_urgent_and_the_started():
     assert w(tuple(fresh[:3]), 0) == tuple(fresh[:3])
 
 
-def test_late_requests_are_planned_against_a_renewed_deadline():
+def test_planning_deadlines_guard_band_then_the_deadline_then_a_renewed_one():
     # 1024x1024 at its fastest (4 GPUs, 8 ms): 7 steps a round of 60 ms, then a 4 ms decode
     reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
     late = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
     on_time = replace(late, id="ok", deadline_us=1_000_000)
     st = replace(_state([late, on_time]), now_us=300_000)
-    got = {r.id: r.deadline_us for r in LateDeadlines(reach, 2.0)(st).requests}
+    got = {r.id: r.deadline_us for r in PlanningDeadlines(reach, 2.0)(st).requests}
     assert got == {"late": 600_000, "ok": 1_000_000}  # finish 472 ms: within 2 x its 300 ms SLO
     # from 600 ms it finishes at 772 ms, past 2 x SLO: as soon as it can, plus a round
-    assert LateDeadlines(reach, 2.0)(replace(st, now_us=600_000)).requests[0].deadline_us == 832_000
-    assert LateDeadlines(reach, 0)(st) is st  # off: the planner sees the original deadline
+    assert PlanningDeadlines(reach, 2.0)(replace(st, now_us=600_000)).requests[0].deadline_us == 832_000
+    assert PlanningDeadlines(reach, 0)(st) is st  # off: the planner sees the original deadline
+    # guard 0.1: 'ok' (SLO 1 s) is planned 100 ms early, at most two rounds (120 ms) for a long SLO
+    guarded = PlanningDeadlines(reach, 2.0, guard=0.1)
+    assert guarded.deadline_us(on_time, 300_000) == 900_000
+    assert guarded.deadline_us(replace(on_time, deadline_us=5_000_000), 300_000) == 4_880_000
+    # from 800 ms it finishes at 972 ms, past the band: its own deadline, a second chance
+    assert guarded.deadline_us(on_time, 800_000) == 1_000_000
+    assert guarded.deadline_us(on_time, 700_000) == 900_000  # 872 ms: the band still holds
 
 
 def test_an_arrival_that_needs_the_planned_round_is_promised_only_room_its_plan_leaves():

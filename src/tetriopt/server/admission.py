@@ -233,38 +233,55 @@ class Reach:
         return self.finish_us(r, boundary_us) <= r.deadline_us
 
 
-class LateDeadlines:
-    """What the server does with a request that can no longer meet its deadline: it is planned
-    (and counted by admission) against a renewed deadline, arrival + `scale` x its SLO, or, when it
-    cannot reach that either, its earliest finish alone plus one round (so it runs as soon as it
-    can: the policies run a kept request just in time, so any later target is where it would
-    finish), instead of running on whatever GPU time the on-time requests leave (where, under
-    overload, it starved: 2048 px images finished at 2.5-3x their SLO and small ones at 5x). The
-    policy then keeps it like any request, and admission's joint test sees its work, so new
-    requests are not admitted into the capacity it needs. Only the planner's view changes: the job's deadline, its `deadline_met` and every
-    statistic stay on the original deadline. scale 0: off (late requests run on leftover time).
+class PlanningDeadlines:
+    """The deadline the planner and admission see for each pending request (the job's own deadline,
+    its `deadline_met` and every statistic stay on the original one). A ladder, per round:
+
+    1. *Guard band*: deadline - min(`guard` x SLO, two rounds), while the request can still reach
+       that. The policies run a kept request just in time; one that needs a large GPU set for its
+       last rounds (a 2048x2048 image at 5x its SLO runs one step a round on one GPU, then needs
+       all 8 at the end) is given up there when small requests are due, and small images finished
+       a few ms late when a round started late on a busy machine. The band is the margin for both.
+    2. Its own deadline, once the band is out of reach: a second chance, not a give-up.
+    3. Late (`late_scale` > 0): arrival + `late_scale` x its SLO, or, when it cannot reach that
+       either, its earliest finish alone plus one round (as soon as it can: a later target is
+       where a just-in-time policy would finish it). Before, a late request ran on whatever GPU
+       time the on-time requests left, and under overload it starved (2048 px images finished at
+       2.5-3x their SLO, small ones at up to 5.6x); now the policy keeps it like any request, and
+       admission's joint test counts its work, so new requests are not admitted into the capacity
+       it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before).
     """
 
-    def __init__(self, reach: Reach, scale: float):
-        if scale != 0 and scale < 1:
-            raise ValueError("scale must be 0 (off) or at least 1")
-        self.reach, self.scale = reach, scale
+    MAX_GUARD_ROUNDS = 2
 
-    def renewed(self, r: RequestState, boundary_us: int) -> RequestState:
+    def __init__(self, reach: Reach, late_scale: float, guard: float = 0.0):
+        if late_scale != 0 and late_scale < 1:
+            raise ValueError("late_scale must be 0 (off) or at least 1")
+        if not 0 <= guard < 1:
+            raise ValueError("guard must be in [0, 1)")
+        self.reach, self.late_scale, self.guard = reach, late_scale, guard
+
+    def deadline_us(self, r: RequestState, boundary_us: int) -> int:
         fin = self.reach.finish_us(r, boundary_us)
-        if self.scale == 0 or fin <= r.deadline_us:
-            return r
         slo = max(r.deadline_us - r.arrival_us, 0)
-        # out of reach of even that: as soon as it can finish alone, plus a round's slack
-        return replace(r, deadline_us=max(r.arrival_us + math.ceil(self.scale * slo), fin + self.reach.round_us))
+        banded = r.deadline_us - min(int(self.guard * slo), self.MAX_GUARD_ROUNDS * self.reach.round_us)
+        if fin <= banded:
+            return banded
+        if fin <= r.deadline_us or self.late_scale == 0:
+            return r.deadline_us
+        return max(r.arrival_us + math.ceil(self.late_scale * slo), fin + self.reach.round_us)
+
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        out = []
+        for r in requests:
+            d = self.deadline_us(r, boundary_us)
+            out.append(r if d == r.deadline_us else replace(r, deadline_us=d))
+        return tuple(out)
 
     def __call__(self, state: RoundState) -> RoundState:
-        if self.scale == 0 or not state.requests:
+        if (self.late_scale == 0 and self.guard == 0) or not state.requests:
             return state
-        reqs = tuple(self.renewed(r, state.now_us) for r in state.requests)
-        if all(a is b for a, b in zip(reqs, state.requests)):
-            return state
-        return replace(state, requests=reqs)
+        return replace(state, requests=self.view(state.requests, state.now_us))
 
 
 class PlanWindow:

@@ -26,7 +26,7 @@ from ..instance import Cluster
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
-from .admission import Timing, late_arrivals_fit, need_now
+from .admission import PlanningDeadlines, Timing, late_arrivals_fit, need_now
 from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
@@ -62,8 +62,8 @@ class Scheduler:
         self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
-        # the planner's (and admission's) view of requests past their deadline (admission.LateDeadlines)
-        self.renew: Callable[[RoundState], RoundState] | None = None
+        # the deadlines the planner and admission see (admission.PlanningDeadlines: guard band, late requests)
+        self.deadlines: PlanningDeadlines | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
         self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
@@ -201,7 +201,8 @@ class Scheduler:
         """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
         free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
         as in `tetriopt solve`, whenever there is room."""
-        late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
+        late = tuple(r for r in self._view(self.engine.snapshot(state.now_us, state.round_index,
+                                                                self.clock.now_us())).requests
                      if r.arrival_us > cutoff)
         if not late:
             return state, plan, work
@@ -329,8 +330,12 @@ class Scheduler:
         return late_arrivals_fit(state, plan, late + new)
 
     def _view(self, state: RoundState) -> RoundState:
-        """A snapshot as the planner and admission see it: late requests with renewed deadlines."""
-        return self.renew(state) if self.renew is not None else state
+        """A snapshot as the planner and admission see it (`deadlines`)."""
+        return self.deadlines(state) if self.deadlines is not None else state
+
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        """Requests with the deadlines the planner sees at boundary_us (`deadlines`)."""
+        return self.deadlines.view(requests, boundary_us) if self.deadlines is not None else requests
 
     def _true_deadlines(self, state: RoundState) -> RoundState:
         pending = self.engine.pending

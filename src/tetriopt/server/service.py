@@ -19,7 +19,7 @@ from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import (JointAdmission, LateDeadlines, PlanWindow, Reach, Timing, best_finish_us, cheapest_step_gpu_us,
+from .admission import (JointAdmission, PlanningDeadlines, PlanWindow, Reach, Timing, best_finish_us, cheapest_step_gpu_us,
                         solo_latency_us)
 from .clock import Clock
 from .config import ServerConfig
@@ -73,6 +73,8 @@ class Service:
         self.joint = JointAdmission(cfg.admission_headroom)
         if cfg.late_slo_scale != 0 and cfg.late_slo_scale < 1:
             raise InputError("late_slo_scale", cfg.late_slo_scale, "must be 0 (off) or at least 1")
+        if not 0 <= cfg.deadline_guard < 1:
+            raise InputError("deadline_guard", cfg.deadline_guard, "must be in [0, 1)")
         self.max_backlog_gpu_s = (cfg.max_backlog_gpu_s if cfg.max_backlog_gpu_s is not None
                                   else 60.0 * cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
@@ -93,7 +95,7 @@ class Service:
         self.scheduler.on_round = self._planned
         reach = Reach(self.profile, self.cluster, self.degrees, round_us)
         self.scheduler.window = PlanWindow(reach, cfg.max_plan_requests)
-        self.scheduler.renew = LateDeadlines(reach, cfg.late_slo_scale)
+        self.scheduler.deadlines = PlanningDeadlines(reach, cfg.late_slo_scale, cfg.deadline_guard)
         self.draining = False
         self.started = False
 
@@ -308,6 +310,7 @@ class Service:
         if not best_effort:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
+            new = self.scheduler.view(new, state.now_us)  # the planner's deadlines (guard band)
             verdict = self.joint.check(state, new)
             why = (f"the deadline cannot be met beside the work already accepted ({verdict.committed_gpu_us / 1e6:.1f} "
                    f"GPU-s due by then on {self.cfg.gpus} GPUs)")
