@@ -26,7 +26,7 @@ from ..instance import Cluster
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
-from .admission import PlanningDeadlines, Timing, late_arrivals_fit, need_now
+from .admission import PlanningDeadlines, Timing, late_arrivals_fit
 from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
@@ -314,28 +314,29 @@ class Scheduler:
         run in: those whose deadline needs that round (they cannot finish from the next boundary
         at their fastest degree) get only what `fill_late` finds on the GPU time its plan leaves
         free. Predict exactly that: true if each of them (and each earlier such arrival) gets the
-        steps it needs there; false while the plan is still being made (it cannot be promised).
-        Arrivals that do not need the round, or come before its snapshot, are the planner's."""
+        steps it needs there. While that plan is still being solved, predict it from the round
+        running now: each GPU as busy as there (idle: free). Arrivals that do not need the round,
+        or come before its snapshot, are the planner's."""
         boundary = self.timing.first_start_us(now_us)
         at, cutoff = self._snapped
         if at != boundary or now_us <= cutoff or not new:
             return True
-        planned = self._planned
-        if planned is None or planned[0] != boundary:
-            base = self.engine.snapshot(boundary, -1, cutoff_us=-1)
-            return all(need_now(replace(base, requests=(r,)), r) <= 0 for r in new)
-        _, state, plan = planned
-        late = tuple(r for r in self._view(self.engine.snapshot(boundary, state.round_index, now_us)).requests
+        late = tuple(r for r in self._view(self.engine.snapshot(boundary, -1, now_us)).requests
                      if r.arrival_us > cutoff)
+        planned = self._planned
+        if planned is not None and planned[0] == boundary:
+            _, state, plan = planned
+        else:
+            state = replace(self.engine.snapshot(boundary, -1, cutoff_us=-1), requests=())
+            cur, shift = self._current, self.timing.round_us
+            running = cur[1].assignments if cur is not None and cur[0].now_us == boundary - shift else ()
+            plan = RoundPlan(assignments=tuple(replace(a, start_us=a.start_us + shift, end_us=a.end_us + shift)
+                                               for a in running), backend="predicted")
         return late_arrivals_fit(state, plan, late + new)
 
     def _view(self, state: RoundState) -> RoundState:
         """A snapshot as the planner and admission see it (`deadlines`)."""
         return self.deadlines(state) if self.deadlines is not None else state
-
-    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
-        """Requests with the deadlines the planner sees at boundary_us (`deadlines`)."""
-        return self.deadlines.view(requests, boundary_us) if self.deadlines is not None else requests
 
     def _true_deadlines(self, state: RoundState) -> RoundState:
         pending = self.engine.pending

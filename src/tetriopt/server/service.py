@@ -310,7 +310,6 @@ class Service:
         if not best_effort:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
-            new = self.scheduler.view(new, state.now_us)  # the planner's deadlines (guard band)
             verdict = self.joint.check(state, new)
             why = (f"the deadline cannot be met beside the work already accepted ({verdict.committed_gpu_us / 1e6:.1f} "
                    f"GPU-s due by then on {self.cfg.gpus} GPUs)")
