@@ -338,6 +338,10 @@ class Scheduler:
         """A snapshot as the planner and admission see it (`deadlines`)."""
         return self.deadlines(state) if self.deadlines is not None else state
 
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        """Requests with the deadlines the planner sees at boundary_us (`deadlines`)."""
+        return self.deadlines.view(requests, boundary_us) if self.deadlines is not None else requests
+
     def _true_deadlines(self, state: RoundState) -> RoundState:
         pending = self.engine.pending
         reqs = tuple(replace(r, deadline_us=pending[r.id].deadline_us)
