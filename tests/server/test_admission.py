@@ -157,3 +157,16 @@ def test_backlog_cap_and_best_effort(make_server):
         small = c.post("/v1/jobs", json={**body, "size": "512x512", "n": 4, "steps": 20, "slo_ms": 600})
         assert small.status_code == 202 and small.json()["best_effort"] is True
         assert wait_job(c, first.json()["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--late-slo-scale", "0.5"], "late_slo_scale: must be 0 (off) or at least 1 (got 0.5)"),
+    (["--deadline-guard", "1"], "--deadline-guard"),
+])
+def test_planning_deadline_flags_bad_values_exit_2(args, field):
+    from click.testing import CliRunner
+
+    from tetriopt.cli import main
+
+    r = CliRunner().invoke(main, ["serve", "--store", "", "--port", "0", *args])
+    assert r.exit_code == 2 and field in r.output, r.output
