@@ -11,8 +11,8 @@ import pytest
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
 from tetriopt.plan import Assignment, RoundPlan
-from tetriopt.server.admission import (JointAdmission, PlanningDeadlines, PlanWindow, Reach, forced_work_fits,
-                                      late_arrivals_fit)
+from tetriopt.server.admission import (Foresight, JointAdmission, PlanningDeadlines, PlanWindow, Reach, foresee_met,
+                                      forced_work_fits, late_arrivals_fit)
 from tetriopt.state import RequestState, RoundState
 
 from serverkit import FAST_PROFILE, wait_job
@@ -170,3 +170,26 @@ def test_planning_deadline_flags_bad_values_exit_2(args, field):
 
     r = CliRunner().invoke(main, ["serve", "--store", "", "--port", "0", *args])
     assert r.exit_code == 2 and field in r.output, r.output
+
+
+def test_foresight_accepts_what_a_forward_schedule_meets():
+    # the headroom case above: the joint test at 0.6 refuses the big one beside 30 pending steps, but a
+    # whole forward schedule (TetriServe's heuristic, no further arrivals) meets both, so it is accepted
+    big, other = _req(1, steps=200), _req(2, steps=30)
+    state = _state([other])
+    assert not JointAdmission(headroom=0.6).check(state, (big,)).ok
+    assert foresee_met(replace(state, requests=(other, big))) == {"r1", "r2"}
+    assert Foresight().admits(state, (big,))
+    # above its backlog limit it does not look (the joint test alone decides)
+    assert not Foresight(max_pending=1).admits(state, (big,))
+
+
+def test_foresight_refuses_what_breaks_a_request_it_met_before():
+    # with the big one pending, an urgent small one fits only by pushing the big one past its deadline
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    state = _state([big])
+    assert foresee_met(state) == {"r0"}
+    assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
+    assert not Foresight().admits(state, (small,))
+    assert Foresight().admits(state, (replace(small, remaining_steps=20),))

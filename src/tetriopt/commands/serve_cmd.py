@@ -78,6 +78,9 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="A request that can no longer meet its deadline is planned (and counted by admission) against "
                    "arrival + this x its SLO (if out of reach too: its earliest finish plus a round), still "
                    "reported as missed; 0: it runs on GPU time the on-time requests leave.")
+@click.option("--admission-foresight", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Up to this many pending images, a request the joint test refuses is accepted when a "
+                   "forward schedule of the pending work meets it and everything it met before (0: off).")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")
 @click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)
@@ -112,7 +115,8 @@ def _rounds(value: str | None) -> frozenset[int]:
 def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, model_path,
           sp_backend, compile_, aux_device, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
-          deadline_guard, late_slo_scale, store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
+          admission_foresight, deadline_guard, late_slo_scale, store_path, max_body_bytes, default_steps, default_size,
+          default_slo_scale, admission, job_ttl_s,
           disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes,
           router) -> None:
     """Serve the OpenAI Images API, scheduling requests round by round on GPUS GPUs (per node with --ray)."""
@@ -130,8 +134,8 @@ def serve(gpus, model, profile, island_size, round_ms, policy, batching, immedia
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
                        public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
                        max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests,
-                       admission_headroom=admission_headroom, deadline_guard=deadline_guard,
-                       late_slo_scale=late_slo_scale,
+                       admission_headroom=admission_headroom, admission_foresight=admission_foresight,
+                       deadline_guard=deadline_guard, late_slo_scale=late_slo_scale,
                        store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,

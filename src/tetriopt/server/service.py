@@ -19,8 +19,8 @@ from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import (JointAdmission, PlanningDeadlines, PlanWindow, Reach, Timing, best_finish_us, cheapest_step_gpu_us,
-                        solo_latency_us)
+from .admission import (Foresight, JointAdmission, PlanningDeadlines, PlanWindow, Reach, Timing, best_finish_us,
+                        cheapest_step_gpu_us, solo_latency_us)
 from .clock import Clock
 from .config import ServerConfig
 from .durable import SqliteJobs
@@ -71,6 +71,7 @@ class Service:
         if not 0 < cfg.admission_headroom <= 1:
             raise InputError("admission_headroom", cfg.admission_headroom, "must be in (0, 1]")
         self.joint = JointAdmission(cfg.admission_headroom)
+        self.foresight = Foresight(cfg.admission_foresight)
         if cfg.late_slo_scale != 0 and cfg.late_slo_scale < 1:
             raise InputError("late_slo_scale", cfg.late_slo_scale, "must be 0 (off) or at least 1")
         if not 0 <= cfg.deadline_guard < 1:
@@ -314,6 +315,8 @@ class Service:
             # 5x load the 2048 px images admitted were given up by the planner at once (81-85% met)
             new = self.scheduler.view(new, state.now_us)
             verdict = self.joint.check(state, new)
+            if not verdict.ok and self.foresight.admits(state, new):
+                verdict = replace(verdict, ok=True)
             why = (f"the deadline cannot be met beside the work already accepted ({verdict.committed_gpu_us / 1e6:.1f} "
                    f"GPU-s due by then on {self.cfg.gpus} GPUs)")
             if verdict.ok and not self.scheduler.late_arrivals_fit(new, now):
