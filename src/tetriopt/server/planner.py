@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..plan import Assignment, PlanStatus, RoundPlan, check_plan
+from ..plan import Assignment, PlanStatus, RoundPlan, check_plan, decision_us
 from ..policies import Policy, make_policy
 from ..policies.greedy import Loads, greedy_decisions
 from ..state import RequestState, RoundState
@@ -90,7 +90,7 @@ def _on_tails(merged: RoundState, planned: tuple[Assignment, ...], late: tuple[R
     tail, by_id, extra = tails().load, {r.id: r for r in late}, []
     for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
         start = merged.now_us + max(tail[g] for g in gpus)
-        end = start + n * merged.step_us(by_id[rid], len(gpus))
+        end = start + decision_us(merged, by_id, rid, gpus, n)
         if end > merged.end_us:
             continue
         extra.append(Assignment(request=rid, gpus=gpus, steps=n, start_us=start, end_us=end))

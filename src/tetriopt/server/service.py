@@ -89,6 +89,8 @@ class Service:
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model,
                                       **runtime_options(cfg.executor, self.profile, cfg.model_path, cfg.sp_backend,
                                                         cfg.compile, cfg.aux_device))
+        # attention heads of the weights the executor loaded (the runtime's), else of the model's name
+        self.heads = getattr(self.executor, "heads", None) or heads_of(self.model)
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock,
@@ -258,10 +260,10 @@ class Service:
             lo, hi = self.profile.points[0], self.profile.points[-1]
             raise invalid("size", size, f"outside the resolutions of profile {self.profile.name!r} "
                                         f"({lo.width}x{lo.height} .. {hi.width}x{hi.height} in pixels)")
-        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees)
+        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees, self.heads)
         if runnable != self.degrees:
             # the planner may pick any of the server's degrees for any request, so all must run
-            why = "; ".join(split_problem(image_tokens(req.width, req.height), heads_of(self.model), k) or ""
+            why = "; ".join(split_problem(image_tokens(req.width, req.height), self.heads, k) or ""
                             for k in self.degrees if k not in runnable)
             raise invalid("size", size, f"the runtime cannot split it over every degree this server plans with "
                                         f"{list(self.degrees)}: {why}")
