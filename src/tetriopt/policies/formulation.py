@@ -15,7 +15,8 @@ Constraints:
     rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
     be kept only if it finishes this round in time
   joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
-    per step at their cheapest deadline-meeting degree) <= GPUs x (D - round end)
+    per step at their cheapest deadline-meeting degree, plus the VAE decode still owed on such a
+    set when steps are left: owes_decode[i] = 1 iff u > 0) <= GPUs x (D - round end)
 Objective (maximise), lexicographic by weights:
   W_keep * kept  -  8 * remaining GPU-time of kept  +  4 * cost * done
   + 2 * GPU-time-equivalent progress of every request  -  GPU-time used  +  stay bonus
