@@ -98,13 +98,14 @@ class RoundModel:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
-        """Set the running-sum variables from the u values (for warm starts)."""
-        for acc, group, prev in self.running:
-            sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
+        """Set the finish and owes-decode variables from the step and u values, then the running
+        sums (which count the owed decodes) (for warm starts)."""
         for s, (f, rem) in self.fin.items():
             sol[f] = int(sol[s] >= rem)
         for u, (p, _) in self.owed.items():
             sol[p] = int(sol[u] > 0)
+        for acc, group, prev in self.running:
+            sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
