@@ -23,6 +23,7 @@ MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
+QUICK_S = 0.005  # deterministic seconds of CP-SAT's first slice without presolve on small models
 STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
                    # on only if that slice kept at least half a request more than the warm start
 
@@ -169,6 +170,21 @@ class MipPolicy:
             kept = tuple(i for i, v in rm.keep.items() if sol[v])
         return list(dec), dict(backend=name, status=PlanStatus.FALLBACK, objective=val, bound=bound, kept=tuple(kept), note=note)
 
+    def _search_params(self, rm: RoundModel, left_s: float) -> dict:
+        """Backend parameters for this round's search (CP-SAT only)."""
+        if self.backend != "cpsat":
+            return {}
+        if len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S:
+            # big rounds or short limits: presolve and LP linearisation eat the whole limit
+            # before the first improving move; plain search from the hint does better
+            # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
+            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
+            return dict(cp_model_presolve=False, linearization_level=0)
+        # small models: a short slice without presolve first proves most light rounds in about a
+        # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
+        # full search goes on from its incumbent (backends.solve_cpsat)
+        return dict(quick_s=min(QUICK_S, STALL_SHARE * self.limit_s))
+
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
         heuristics = self._warm_starts(state, t0, reserve)
         n_placed = len(state.requests) if placed is None else len(placed)
@@ -221,13 +237,7 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
         try:
-            params = {}
-            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
-                # big rounds or short limits: presolve and LP linearisation eat the whole limit
-                # before the first improving move; plain search from the hint does better
-                # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
-                # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-                params.update(cp_model_presolve=False, linearization_level=0)
+            params = self._search_params(rm, left_s)
             stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
             if self.deterministic and self.backend == "cpsat":
                 params["max_deterministic_time"] = left_s
