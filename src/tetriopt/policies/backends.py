@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..plan import PlanStatus
 from .formulation import LinearModel
@@ -17,6 +17,7 @@ class SolveOutcome:
     objective: float | None
     bound: float | None
     setup_s: float = 0.0  # the translation into the solver's model (what a caller's cost estimate needs)
+    overrun_s: float | None = None  # how far the call ran past its limit when the limit bound (None: it did not)
 
 
 class _Proto:
@@ -118,15 +119,22 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     def time_left() -> bool:
         return time_limit_s - (time.perf_counter() - t0) > 0.002 and det_left > 0
 
+    def answer() -> SolveOutcome:
+        out = best or SolveOutcome(None, last, None, None, setup)
+        spent = time.perf_counter() - t0
+        # CP-SAT checks its clock only once the model is loaded: the load of a large model on a
+        # busy machine runs past a short limit (the caller learns it, MipPolicy._overrun)
+        return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None)
+
     if quick_s is not None and slice_(QUICK_PARAMS, quick_s):
-        return best or SolveOutcome(None, last, None, None, setup)
+        return answer()
     if time_left() and not slice_({}, stall_s if stall_s is not None else float("inf")) and stall_s is not None:
         # the first full slice ran on CP-SAT's deterministic clock; only if the search improved on
         # the hint is the rest of the limit worth spending (a stall is then decided the same way every run)
         improved = best is not None and (hint is None or best.objective - m.value(hint) >= min_gain)
         if improved and time_left():
             slice_({}, float("inf"))
-    return best or SolveOutcome(None, last, None, None, setup)
+    return answer()
 
 
 CBC_START_S = 0.03  # CBC runs as a process fed an MPS file: its start and read-back, measured

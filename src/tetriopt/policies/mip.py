@@ -23,7 +23,7 @@ MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
-QUICK_S = 0.005  # deterministic seconds of CP-SAT's first slice without presolve on small models
+QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models
 STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
                    # on only if that slice kept at least half a request more than the warm start
 
@@ -86,6 +86,7 @@ class MipPolicy:
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -170,6 +171,20 @@ class MipPolicy:
             kept = tuple(i for i, v in rm.keep.items() if sol[v])
         return list(dec), dict(backend=name, status=PlanStatus.FALLBACK, objective=val, bound=bound, kept=tuple(kept), note=note)
 
+    def _search_limit(self, rm: RoundModel, left_s: float) -> float:
+        """The solver's own limit out of what is left: less its overshoot under load, and less the
+        overrun learnt per model variable (CP-SAT loads a model before it looks at its clock:
+        25-30 ms for 3,000 variables on a busy machine, which ran a 180 ms decision to 206 ms)."""
+        if self.deterministic:
+            return left_s
+        return SEARCH_SHARE * left_s - 0.001 - self._overrun_rate * len(rm.model.names)
+
+    def _observe_overrun(self, rm: RoundModel, outcome) -> None:
+        """Learn the overrun per variable: up at once to a new worst, down slowly (a p99 target)."""
+        if outcome.overrun_s is not None and not self.deterministic:
+            seen = outcome.overrun_s / max(1, len(rm.model.names))
+            self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
+
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
         if self.backend != "cpsat":
@@ -242,10 +257,14 @@ class MipPolicy:
             if self.deterministic and self.backend == "cpsat":
                 params["max_deterministic_time"] = left_s
                 left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
-            left_s = SEARCH_SHARE * left_s - 0.001  # the solver's own overshoot under load
+            left_s = self._search_limit(rm, left_s)
+            if left_s < MIN_SEARCH_S:
+                self._build_rate.observe(built_s, est_vars)
+                return self._fallback(heuristics, "time limit before the search (solver overrun)", rm, best)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
+            self._observe_overrun(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
         # the estimate covers building, completing the warm starts and translating for the solver
