@@ -23,7 +23,7 @@ MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
-QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models
+QUICK_S = 0.02  # deterministic seconds of CP-SAT's first slice without presolve on small models
 STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
                    # on only if that slice kept at least half a request more than the warm start
 
