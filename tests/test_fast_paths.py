@@ -38,3 +38,29 @@ def test_quick_slice_reports_the_hint_when_nothing_is_left():
         hint = complete(rm, dec, kept)
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, quick_s=1e-9, max_deterministic_time=1e-9)
         assert cp.solution is not None and cp.objective >= rm.model.value(hint), seed
+
+
+def test_overrun_learnt_shortens_the_search_limit():
+    """CP-SAT loads a model before it looks at its clock: the policy learns that overrun per
+    variable (at once when worse, slowly when better) and gives the next search that much less;
+    `--deterministic` never looks at it."""
+    from dataclasses import replace
+
+    from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies.mip import MipPolicy
+
+    rm = build(random_state(1))
+    nv = len(rm.model.names)
+    pol = MipPolicy("cpsat", time_limit_ms=180)
+    before = pol._search_limit(rm, 0.1)
+    ran = SolveOutcome([0] * nv, "FEASIBLE", 0.0, 0.0)
+    pol._observe_overrun(rm, replace(ran, overrun_s=0.5 * nv * 1e-3))  # 0.5 ms per variable
+    assert pol._overrun_rate == pytest.approx(0.5e-3)
+    assert pol._search_limit(rm, 0.1) == pytest.approx(before - (0.5e-3 - 1e-5) * nv)
+    pol._observe_overrun(rm, replace(ran, overrun_s=0.0))  # the limit bound, no overrun: decays
+    assert 0 < pol._overrun_rate < 0.5e-3
+    pol._observe_overrun(rm, ran)  # the limit did not bind (overrun_s None): nothing learnt
+    assert pol._overrun_rate == pytest.approx(0.45e-3)
+    det = MipPolicy("cpsat", time_limit_ms=180, deterministic=True)
+    det._observe_overrun(rm, replace(ran, overrun_s=1.0))
+    assert det._search_limit(rm, 0.1) == 0.1

@@ -11,7 +11,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import separable_bound
+from .certify import separable
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, greedy_decisions
 from .tetriserve import TetriServe
@@ -223,9 +223,12 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit while building the model")
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub = separable_bound(rm) if self.certify and not rm.batches else None
+        ub, candidates = None, heuristics
+        if self.certify and not rm.batches:
+            ub, sep_dec, sep_kept = separable(rm)
+            candidates = [("separable", sep_dec, sep_kept), *heuristics]
         seen = []
-        for name, dec, kept in heuristics:
+        for name, dec, kept in candidates:
             if stop is not None and time.perf_counter() > stop:
                 break  # the warm starts completed so far are the candidates
             key = (sorted(map(repr, dec)), sorted(kept))  # a batch's id is a tuple of ids
