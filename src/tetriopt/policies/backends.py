@@ -41,7 +41,8 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, **params) -> SolveOutcome:
+                quick_s: float | None = None, quick_wall_s: float | None = None, stall_wall_s: float | None = None,
+                **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
     With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
@@ -49,13 +50,17 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     models of a lightly loaded round it proves optimality in about a ms where the full set-up
     (presolve, probing, LP) costs 5-15 ms, and it reports the hint at once, so that a later slice
     whose presolve runs out of time still leaves CP-SAT's incumbent (never less than the hint).
-    Unproven, the search goes on with `params`.
+    Unproven, the search goes on with `params`. `quick_wall_s` caps the slice on the wall clock
+    too: without LP, CP-SAT's deterministic clock runs far behind the wall on contended rounds
+    (18 ms deterministic took 130-155 ms of wall time on 8 requests competing for 8 GPUs).
 
-    With `stall_s`, the search (after the quick slice) first runs for that much deterministic
-    time; if it neither proves optimality nor improves on the hint by `min_gain` there, its
-    incumbent answers, else the search restarts from it for the rest of the limit. Small rounds
+    With `stall_s`, the search (after the quick slice) runs in slices of deterministic time,
+    stall_s, then twice that, and so on; when a slice neither proves optimality nor improves on
+    what came before it (the first: the hint) by `min_gain`, its incumbent answers. Small rounds
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
-    proving the lower objective tiers takes long), and that early stop is reproducible."""
+    proving the lower objective tiers takes long). `stall_wall_s` caps the first slice on the
+    wall clock too (doubling with it): on a busy machine an 18 ms deterministic slice with
+    presolve took 100-135 ms of a 180 ms limit."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -83,11 +88,11 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     setup = time.perf_counter() - t0
     det_left = params.pop("max_deterministic_time", float("inf"))
 
-    def run(extra: dict, det_s: float):
+    def run(extra: dict, det_s: float, wall_s: float = float("inf")):
         """One slice: (status code, solver) with what is left of the wall and deterministic limits."""
         solver = cp_model.CpSolver()
         p = solver.parameters
-        p.max_time_in_seconds = max(0.0, time_limit_s - (time.perf_counter() - t0))
+        p.max_time_in_seconds = max(0.0, min(wall_s, time_limit_s - (time.perf_counter() - t0)))
         p.random_seed = seed
         p.num_workers = workers
         p.log_search_progress = False
@@ -101,10 +106,10 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     best: SolveOutcome | None = None  # the best slice so far
     last = "NO_SOLUTION"
 
-    def slice_(extra: dict, det_s: float) -> bool:
+    def slice_(extra: dict, det_s: float, wall_s: float = float("inf")) -> bool:
         """Run one slice and keep its incumbent if better; True when it proved its answer."""
         nonlocal best, det_left, last
-        code, solver = run(extra, det_s)
+        code, solver = run(extra, det_s, wall_s)
         det_left -= solver.deterministic_time
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if best is None or solver.objective_value >= best.objective:
@@ -126,14 +131,22 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         # busy machine runs past a short limit (the caller learns it, MipPolicy._overrun)
         return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None)
 
-    if quick_s is not None and slice_(QUICK_PARAMS, quick_s):
+    if quick_s is not None and slice_(QUICK_PARAMS, quick_s, quick_wall_s or float("inf")):
         return answer()
-    if time_left() and not slice_({}, stall_s if stall_s is not None else float("inf")) and stall_s is not None:
-        # the first full slice ran on CP-SAT's deterministic clock; only if the search improved on
-        # the hint is the rest of the limit worth spending (a stall is then decided the same way every run)
-        improved = best is not None and (hint is None or best.objective - m.value(hint) >= min_gain)
-        if improved and time_left():
+    if stall_s is None:
+        if time_left():
             slice_({}, float("inf"))
+        return answer()
+    # slices on CP-SAT's deterministic clock, each twice the last: the search goes on only while
+    # a slice improves on what came before it by `min_gain` (the first: on the hint), so small
+    # rounds stop once the lower objective tiers are all that is left, and a stall is decided the
+    # same way every run
+    before = m.value(hint) if hint is not None else None
+    det, wall = stall_s, stall_wall_s or float("inf")
+    while time_left() and not slice_({}, det, wall):
+        if best is None or (before is not None and best.objective - before < min_gain):
+            break
+        before, det, wall = best.objective, 2 * det, 2 * wall
     return answer()
 
 
