@@ -206,7 +206,7 @@ class MipPolicy:
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
         quick = min(QUICK_S, STALL_SHARE * self.limit_s)
-        return dict(quick_s=quick) if self.deterministic else dict(quick_s=quick, quick_wall_s=quick)
+        return dict(quick_s=quick) if self.deterministic else dict(quick_s=quick, quick_wall_s=STALL_WALL_SHARE * self.limit_s)
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
         heuristics = self._warm_starts(state, t0, reserve)
