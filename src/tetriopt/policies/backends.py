@@ -144,9 +144,9 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     before = m.value(hint) if hint is not None else None
     det, wall = stall_s, stall_wall_s or float("inf")
     while time_left() and not slice_({}, det, wall):
-        if best is None or (before is not None and best.objective - before < min_gain):
-            break
-        before, det, wall = best.objective, 2 * det, 2 * wall
+        if best is not None and before is not None and best.objective - before < min_gain:
+            break  # a slice that found nothing yet does not stop the search
+        before, det, wall = (best.objective if best else None), 2 * det, 2 * wall
     return answer()
 
 
