@@ -41,8 +41,7 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, quick_wall_s: float | None = None, stall_wall_s: float | None = None,
-                **params) -> SolveOutcome:
+                quick_s: float | None = None, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
     With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
@@ -50,17 +49,15 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     models of a lightly loaded round it proves optimality in about a ms where the full set-up
     (presolve, probing, LP) costs 5-15 ms, and it reports the hint at once, so that a later slice
     whose presolve runs out of time still leaves CP-SAT's incumbent (never less than the hint).
-    Unproven, the search goes on with `params`. `quick_wall_s` caps the slice on the wall clock
-    too: without LP, CP-SAT's deterministic clock runs far behind the wall on contended rounds
-    (18 ms deterministic took 130-155 ms of wall time on 8 requests competing for 8 GPUs).
+    Unproven, the search goes on with `params`.
 
     With `stall_s`, the search (after the quick slice) runs in slices of deterministic time,
     stall_s, then twice that, and so on; when a slice neither proves optimality nor improves on
     what came before it (the first: the hint) by `min_gain`, its incumbent answers. Small rounds
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
-    proving the lower objective tiers takes long). `stall_wall_s` caps the first slice on the
-    wall clock too (doubling with it): on a busy machine an 18 ms deterministic slice with
-    presolve took 100-135 ms of a 180 ms limit."""
+    proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
+    the limit is), so where the search ends does not depend on the machine's load: capped at 25%
+    of the limit, reruns of `tetriopt solve` under a load average of 10 differed."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -88,11 +85,11 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     setup = time.perf_counter() - t0
     det_left = params.pop("max_deterministic_time", float("inf"))
 
-    def run(extra: dict, det_s: float, wall_s: float = float("inf")):
+    def run(extra: dict, det_s: float):
         """One slice: (status code, solver) with what is left of the wall and deterministic limits."""
         solver = cp_model.CpSolver()
         p = solver.parameters
-        p.max_time_in_seconds = max(0.0, min(wall_s, time_limit_s - (time.perf_counter() - t0)))
+        p.max_time_in_seconds = max(0.0, time_limit_s - (time.perf_counter() - t0))
         p.random_seed = seed
         p.num_workers = workers
         p.log_search_progress = False
@@ -106,10 +103,10 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     best: SolveOutcome | None = None  # the best slice so far
     last = "NO_SOLUTION"
 
-    def slice_(extra: dict, det_s: float, wall_s: float = float("inf")) -> bool:
+    def slice_(extra: dict, det_s: float) -> bool:
         """Run one slice and keep its incumbent if better; True when it proved its answer."""
         nonlocal best, det_left, last
-        code, solver = run(extra, det_s, wall_s)
+        code, solver = run(extra, det_s)
         det_left -= solver.deterministic_time
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if best is None or solver.objective_value >= best.objective:
@@ -131,7 +128,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         # busy machine runs past a short limit (the caller learns it, MipPolicy._overrun)
         return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None)
 
-    if quick_s is not None and slice_(QUICK_PARAMS, quick_s, quick_wall_s or float("inf")):
+    if quick_s is not None and slice_(QUICK_PARAMS, quick_s):
         return answer()
     if stall_s is None:
         if time_left():
@@ -142,11 +139,11 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     # rounds stop once the lower objective tiers are all that is left, and a stall is decided the
     # same way every run
     before = m.value(hint) if hint is not None else None
-    det, wall = stall_s, stall_wall_s or float("inf")
-    while time_left() and not slice_({}, det, wall):
+    det = stall_s
+    while time_left() and not slice_({}, det):
         if best is not None and before is not None and best.objective - before < min_gain:
             break  # a slice that found nothing yet does not stop the search
-        before, det, wall = (best.objective if best else None), 2 * det, 2 * wall
+        before, det = (best.objective if best else None), 2 * det
     return answer()
 
 

@@ -23,10 +23,10 @@ MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
-QUICK_S = 0.02  # deterministic seconds of CP-SAT's first slice without presolve on small models
+QUICK_S = 0.02  # deterministic seconds of CP-SAT's first slice without presolve on small models,
+QUICK_SHARE = 0.05  # at most this share of the limit
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
-STALL_WALL_SHARE = 0.25  # ... and at most this share of the limit on the wall clock (doubling too)
 
 
 class Rate:
@@ -186,12 +186,6 @@ class MipPolicy:
             seen = outcome.overrun_s / max(1, len(rm.model.names))
             self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
 
-    def _stall_wall(self, stall_s: float | None) -> dict:
-        """The wall-clock cap of CP-SAT's first improvement slice (CP-SAT only; not when deterministic)."""
-        if self.backend != "cpsat" or stall_s is None:
-            return {}
-        return dict(stall_wall_s=STALL_WALL_SHARE * self.limit_s)
-
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
         if self.backend != "cpsat":
@@ -205,8 +199,7 @@ class MipPolicy:
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
-        quick = min(QUICK_S, STALL_SHARE * self.limit_s)
-        return dict(quick_s=quick) if self.deterministic else dict(quick_s=quick, quick_wall_s=STALL_WALL_SHARE * self.limit_s)
+        return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
         heuristics = self._warm_starts(state, t0, reserve)
@@ -274,8 +267,7 @@ class MipPolicy:
                 return self._fallback(heuristics, "time limit before the search (solver overrun)", rm, best)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
-                                             stall_s=stall_s, min_gain=rm.weights.keep / 2,
-                                             **self._stall_wall(stall_s), **params)
+                                             stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
             self._observe_overrun(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
