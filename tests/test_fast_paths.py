@@ -42,8 +42,8 @@ def test_quick_slice_reports_the_hint_when_nothing_is_left():
 
 def test_overrun_learnt_shortens_the_search_limit():
     """CP-SAT loads a model before it looks at its clock: the policy learns that overrun per
-    variable (at once when worse, slowly when better) and gives the next search that much less;
-    `--deterministic` never looks at it."""
+    variable (at once when worse, slowly when better or when the search ended early) and gives
+    the next search that much less; `--deterministic` never looks at it."""
     from dataclasses import replace
 
     from tetriopt.policies.backends import SolveOutcome
@@ -59,8 +59,8 @@ def test_overrun_learnt_shortens_the_search_limit():
     assert pol._search_limit(rm, 0.1) == pytest.approx(before - (0.5e-3 - 1e-5) * nv)
     pol._observe_overrun(rm, replace(ran, overrun_s=0.0))  # the limit bound, no overrun: decays
     assert 0 < pol._overrun_rate < 0.5e-3
-    pol._observe_overrun(rm, ran)  # the limit did not bind (overrun_s None): nothing learnt
-    assert pol._overrun_rate == pytest.approx(0.45e-3)
+    pol._observe_overrun(rm, ran)  # the limit did not bind (overrun_s None): relaxes by 10%
+    assert pol._overrun_rate == pytest.approx(0.405e-3)
     det = MipPolicy("cpsat", time_limit_ms=180, deterministic=True)
     det._observe_overrun(rm, replace(ran, overrun_s=1.0))
     assert det._search_limit(rm, 0.1) == 0.1
@@ -81,3 +81,22 @@ def test_improvement_slices(min_gain, proves):
         assert cp.objective >= (rm.model.value(hint) if hint else float("-inf")), seed
         if proves:
             assert cp.status == "OPTIMAL" and cp.objective == brute_force(st), seed
+
+
+def test_overrun_estimate_recovers():
+    """One enormous overrun (a process that lost the CPU) counts as at most half the limit, and
+    the searches that end before their limit relax it, so the search gets its time back."""
+    from dataclasses import replace
+
+    from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies.mip import MipPolicy
+
+    rm = build(random_state(1))
+    nv = len(rm.model.names)
+    pol = MipPolicy("cpsat", time_limit_ms=180)
+    ran = SolveOutcome([0] * nv, "FEASIBLE", 0.0, 0.0)
+    pol._observe_overrun(rm, replace(ran, overrun_s=5.0))
+    assert pol._overrun_rate == pytest.approx(0.09 / nv)
+    for _ in range(40):
+        pol._observe_overrun(rm, ran)
+    assert pol._overrun_rate * nv < 0.002

@@ -181,10 +181,16 @@ class MipPolicy:
         return SEARCH_SHARE * left_s - 0.001 - self._overrun_rate * len(rm.model.names)
 
     def _observe_overrun(self, rm: RoundModel, outcome) -> None:
-        """Learn the overrun per variable: up at once to a new worst, down slowly (a p99 target)."""
-        if outcome.overrun_s is not None and not self.deterministic:
-            seen = outcome.overrun_s / max(1, len(rm.model.names))
-            self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
+        """Learn the overrun per variable: up at once to a new worst, down slowly (a p99 target),
+        each observation at most half the limit (a process that lost the CPU for a second, as one
+        did under a load average of 12, kept the search off for 76 rounds of 168)."""
+        if self.deterministic:
+            return
+        if outcome.overrun_s is None:  # the search ended before its limit: relax, as on a skip
+            self._overrun_rate *= 0.9
+            return
+        seen = min(outcome.overrun_s, 0.5 * self.limit_s) / max(1, len(rm.model.names))
+        self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
 
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
@@ -263,6 +269,7 @@ class MipPolicy:
                 left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
             left_s = self._search_limit(rm, left_s)
             if left_s < MIN_SEARCH_S:
+                self._overrun_rate *= 0.8  # as Rate.skipped: one slow round must not keep the search off
                 self._build_rate.observe(built_s, est_vars)
                 return self._fallback(heuristics, "time limit before the search (solver overrun)", rm, best)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
