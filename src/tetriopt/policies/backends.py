@@ -53,7 +53,8 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
 
     With `stall_s`, the search (after the quick slice) runs in slices of deterministic time,
     stall_s, then twice that, and so on; when a slice neither proves optimality nor improves on
-    what came before it (the first: the hint) by `min_gain`, its incumbent answers. Small rounds
+    what came before it (the first: the hint, or the quick slice's incumbent) by `min_gain`, its
+    incumbent answers. Small rounds
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
     proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
     the limit is), so where the search ends does not depend on the machine's load: capped at 25%
@@ -139,6 +140,8 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     # rounds stop once the lower objective tiers are all that is left, and a stall is decided the
     # same way every run
     before = m.value(hint) if hint is not None else None
+    if best is not None and (before is None or best.objective > before):
+        before = best.objective  # what the quick slice found counts as that slice's gain
     det = stall_s
     while time_left() and not slice_({}, det):
         if best is not None and before is not None and best.objective - before < min_gain:
