@@ -41,7 +41,7 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, **params) -> SolveOutcome:
+                quick_s: float | None = None, double: bool = True, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
     With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
@@ -54,7 +54,8 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     With `stall_s`, the search (after the quick slice) runs in slices of deterministic time,
     stall_s, then twice that, and so on; when a slice neither proves optimality nor improves on
     what came before it (the first: the hint, or the quick slice's incumbent) by `min_gain`, its
-    incumbent answers. Small rounds
+    incumbent answers. Without `double`, a slice that gained is followed by one for the rest of
+    the limit (each slice reloads the model: tens of ms for thousands of variables). Small rounds
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
     proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
     the limit is), so where the search ends does not depend on the machine's load: capped at 25%
@@ -146,7 +147,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     while time_left() and not slice_({}, det):
         if best is not None and before is not None and best.objective - before < min_gain:
             break  # a slice that found nothing yet does not stop the search
-        before, det = (best.objective if best else None), 2 * det
+        before, det = (best.objective if best else None), (2 * det if double else float("inf"))
     return answer()
 
 

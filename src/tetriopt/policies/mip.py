@@ -201,7 +201,7 @@ class MipPolicy:
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            return dict(cp_model_presolve=False, linearization_level=0)
+            return dict(cp_model_presolve=False, linearization_level=0, double=False)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
