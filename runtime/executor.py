@@ -20,6 +20,7 @@ Failures stay small:
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -63,6 +64,8 @@ class RoundExecutor:
         self.plan = PlanState(world)
         self.held: dict[str, _Held] = {}
         self.restarts = 0
+        self._forgotten: set[str] = set()  # cancelled since the last round (any thread adds; see forget)
+        self._lock = threading.Lock()
         self.last_latents: dict[str, torch.Tensor] = {}  # final latents of the last round (tests, debugging)
         self._start()
 
@@ -105,6 +108,12 @@ class RoundExecutor:
         if self.runtime is None or not self.runtime.alive():
             self._start()
         rt = self.runtime
+        with self._lock:
+            gone, self._forgotten = self._forgotten, set()
+        for rid in gone:  # cancelled: its checkpoint here and its history go now, the workers' copies below
+            self.held.pop(rid, None)
+            self.plan.forget(rid)
+        assignments = [a for a in assignments if a.request not in gone]  # planned before it was cancelled
         plan = PlanState.copy(self.plan)  # committed only if the round compiles
         refused: dict[str, str] = {}
         for a in assignments:
@@ -141,7 +150,10 @@ class RoundExecutor:
         self.plan = plan
         try:
             if tasks:
-                rt.run_tasks(tasks, meta, inits, on_task, checkpoint=True)
+                rt.run_tasks(tasks, meta, inits, on_task, checkpoint=True, forget=sorted(gone))
+            elif gone:
+                with self._lock:  # no job this round to carry them: the next one does
+                    self._forgotten |= gone
         except Exception:
             self.plan = PlanState(self.world)  # the runtime closed itself; `held` has every checkpoint
             raise
@@ -153,10 +165,18 @@ class RoundExecutor:
         if refused and on_failed is None:
             raise PlanError("; ".join(f"{rid}: {why}" for rid, why in refused.items()))
 
-    def forget(self, rid: str) -> None:
-        """Drop a request (cancelled or failed): its checkpoint here and its place in the plan."""
+    def discard(self, rid: str) -> None:
+        """Drop a request refused before dispatch, now (on the thread that runs rounds): its
+        checkpoint here and its place in the plan; planned again, it starts from scratch."""
         self.held.pop(rid, None)
         self.plan.forget(rid)
+
+    def forget(self, rid: str) -> None:
+        """Drop a request (cancelled or failed), from any thread: at the start of the next round its
+        checkpoint here and its place in the plan go, and every worker frees its shard and
+        conditioning (a round in flight may still run it; its report is then the last)."""
+        with self._lock:
+            self._forgotten.add(rid)
 
     def close(self) -> None:
         if self.runtime is not None:

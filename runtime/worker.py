@@ -65,6 +65,7 @@ class Job:
     meta: dict[str, ReqMeta]
     inits: dict[str, Init] = field(default_factory=dict)
     checkpoint: bool = False  # leaders also report the full latent after every task (see executor.py)
+    forget: tuple[str, ...] = ()  # requests cancelled since the last job: drop what this rank holds of them
 
 
 @dataclass
@@ -191,6 +192,9 @@ class Worker:
         """
         rank = self.rank
         st = self.state
+        for rid in job.forget:  # cancelled: free its shard, conditioning and anything kept for it
+            for d in (st.meta, st.shards, st.conds, st.outbox, st.sigmas, st.finished, st.images):
+                d.pop(rid, None)
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
         for t in job.tasks:
             if t.is_first:  # a new request, or one resumed from the driver's copy after a restart
@@ -224,7 +228,7 @@ class Worker:
                 report(st.last_timing, st.finished.pop(t.request, None), False, None)
         for h, _ in pending:
             h.wait()
-        return dict(rank=rank)
+        return dict(rank=rank, held=sorted(st.meta))
 
     def _run_task(self, t: Task, m: "ReqMeta", job: Job) -> None:
         rank, dev, st = self.rank, self.device, self.state

@@ -50,9 +50,9 @@ def brute_force(state: RoundState) -> int:
     best = None
     for combo in itertools.product(*options):
         load = {}
-        for gpus, n, t in combo:
+        for r, (gpus, n, t) in zip(reqs, combo):  # a task's encode / decode loads its GPUs too
             for g in gpus or ():
-                load[g] = load.get(g, 0) + n * t
+                load[g] = load.get(g, 0) + n * t + state.aux_us(r, n)
         if any(v > state.round_us for v in load.values()):
             continue
         base = 0
@@ -71,8 +71,8 @@ def brute_force(state: RoundState) -> int:
             can, slack = keepable(state, r, rm.looks[r.id])
             if can and slack is None:
                 for g in gpus or ():
-                    gpu_clock[g] = gpu_clock.get(g, 0) + n * t
-                budget = r.deadline_us - state.decode_us(r) - state.now_us
+                    gpu_clock[g] = gpu_clock.get(g, 0) + n * t + state.aux_us(r, n)
+                budget = r.deadline_us - state.now_us  # its own decode is in its clock
                 urgent_done[r.id] = n == r.remaining_steps and all(gpu_clock[g] <= budget for g in gpus or ())
         for keep in itertools.product([0, 1], repeat=len(reqs)):
             val, ok, us = base, True, []

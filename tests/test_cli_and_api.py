@@ -41,7 +41,7 @@ def test_same_seed_same_bytes(tmp_path):
     outs = []
     for i in range(2):
         f = tmp_path / f"o{i}.json"
-        p = cli("solve", str(QUICK), "--seed", "3", "--workers", "1", "--no-timings", "--json", str(f))
+        p = cli("solve", str(QUICK), "--seed", "3", "--workers", "1", "--deterministic", "--no-timings", "--json", str(f))
         assert p.returncode == 0, p.stderr
         outs.append(f.read_bytes())
     assert outs[0] == outs[1]

@@ -95,6 +95,9 @@ class Executor(Protocol):
     def close(self) -> None:
         """Stop workers; called once at shutdown."""
 
+    # optional: `forget(request_id)`, called when the engine drops a request (cancelled, failed):
+    # free what the executor keeps of it (the runtime: its checkpoint, latent shards, conditioning).
+
 
 class InvalidPlan(RuntimeError):
     """A plan broke a rule of `check_plan`; nothing of it was dispatched."""
@@ -160,7 +163,11 @@ class RoundEngine:
         self.pending[req.id] = req
 
     def drop(self, rid: str) -> Tracked | None:
-        """Forget a request (cancelled); later reports about it are ignored."""
+        """Forget a request (cancelled); later reports about it are ignored, and the executor frees
+        what it keeps of it (`forget`, where it has one)."""
+        forget = getattr(self.executor, "forget", None)
+        if forget is not None:
+            forget(rid)
         return self.pending.pop(rid, None)
 
     # -- a round ---------------------------------------------------------------------------------

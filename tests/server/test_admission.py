@@ -10,7 +10,7 @@ import pytest
 
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
-from tetriopt.server.admission import JointAdmission, PlanWindow, forced_work_fits
+from tetriopt.server.admission import Foresight, JointAdmission, PlanWindow, forced_work_fits, foresee_met
 from tetriopt.state import RequestState, RoundState
 
 from serverkit import FAST_PROFILE, wait_job
@@ -120,3 +120,26 @@ def test_backlog_cap_and_best_effort(make_server):
         small = c.post("/v1/jobs", json={**body, "size": "512x512", "n": 4, "steps": 20, "slo_ms": 600})
         assert small.status_code == 202 and small.json()["best_effort"] is True
         assert wait_job(c, first.json()["id"])["status"] == "succeeded"
+
+
+def test_foresight_accepts_what_a_forward_schedule_meets():
+    # the headroom case above: the joint test at 0.6 refuses the big one beside 30 pending steps, but a
+    # whole forward schedule (TetriServe's heuristic, no further arrivals) meets both, so it is accepted
+    big, other = _req(1, steps=200), _req(2, steps=30)
+    state = _state([other])
+    assert not JointAdmission(headroom=0.6).check(state, (big,)).ok
+    assert foresee_met(replace(state, requests=(other, big))) == {"r1", "r2"}
+    assert Foresight().admits(state, (big,))
+    # above its backlog limit it does not look (the joint test alone decides)
+    assert not Foresight(max_pending=1).admits(state, (big,))
+
+
+def test_foresight_refuses_what_breaks_a_request_it_met_before():
+    # with the big one pending, an urgent small one fits only by pushing the big one past its deadline
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    state = _state([big])
+    assert foresee_met(state) == {"r0"}
+    assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
+    assert not Foresight().admits(state, (small,))
+    assert Foresight().admits(state, (replace(small, remaining_steps=20),))

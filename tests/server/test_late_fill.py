@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tetriopt.instance import make_cluster
@@ -45,3 +47,22 @@ def test_a_late_request_waits_when_the_plan_fills_the_round():
     plan = RoundPlan(assignments=(Assignment("a", (0, 1, 2, 3), 7, NOW, NOW + 56_000),), backend="test")
     merged, full = fill_late(_state([planned]), plan, (_req("late", size=512, steps=5),))
     assert full.assignments == plan.assignments and check_plan(merged, full) is None
+
+
+def test_a_late_request_takes_the_time_of_work_the_plan_gave_up_on():
+    # "gone" misses its deadline whatever happens (not kept): its steps fill GPUs 2-3 for 52 ms, and
+    # a + b fill GPUs 0-1; a late 1024 px request fits nowhere else, so it runs on 2-3 instead and
+    # "gone" waits for the next round
+    a, b, gone = _req("a"), _req("b", size=512), _req("gone", deadline_us=NOW + 10_000)
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1), 4, NOW, NOW + 52_000),
+                                  Assignment("b", (0,), 1, NOW + 52_000, NOW + 60_000),
+                                  Assignment("gone", (2, 3), 4, NOW, NOW + 52_000)),
+                     backend="test", kept=("a", "b"))
+    late = _req("late", steps=5)
+    merged, full = fill_late(_state([a, b, gone]), plan, (late,))
+    assert check_plan(merged, full) is None
+    assert [x.request for x in full.assignments] == ["a", "b", "late"]
+    assert full.assignments[:2] == plan.assignments[:2] and set(full.assignments[2].gpus) <= {2, 3}
+    # without the plan saying who is kept, nothing is displaced
+    merged, full = fill_late(_state([a, b, gone]), replace(plan, kept=None), (late,))
+    assert [x.request for x in full.assignments] == ["a", "b", "gone"]

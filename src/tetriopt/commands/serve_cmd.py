@@ -71,6 +71,9 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Most pending images a round is planned on (the most urgent ones): bounds planning time.")
 @click.option("--admission-headroom", type=click.FloatRange(min=0, max=1, min_open=True), default=0.7,
               show_default=True, help="Fraction of the cluster's GPU-time the joint admission test may promise.")
+@click.option("--admission-foresight", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Up to this many pending images, a request the joint test refuses is accepted when a "
+                   "forward schedule of the pending work meets it and everything it met before (0: off).")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")
 @click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)
@@ -104,7 +107,7 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="With --ray: round-robin, least-work or deadline-aware (429 when no node can keep a request).")
 def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, model_path,
           sp_backend, compile_, aux_device, host, port,
-          api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
+          api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom, admission_foresight,
           store_path, max_body_bytes, default_steps, default_size, default_slo_scale, admission, job_ttl_s,
           disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes,
           router) -> None:
@@ -123,7 +126,7 @@ def serve(gpus, model, profile, island_size, round_ms, policy, batching, immedia
                        api_key=api_key or os.environ.get("TETRIOPT_API_KEY") or None,
                        public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
                        max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests,
-                       admission_headroom=admission_headroom,
+                       admission_headroom=admission_headroom, admission_foresight=admission_foresight,
                        store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,
                        job_ttl_s=job_ttl_s, disconnect_grace_s=disconnect_grace_s, drain_timeout_s=drain_timeout_s,

@@ -13,7 +13,7 @@ from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import separable
 from .formulation import OutOfTime, RoundModel, build, complete
-from .greedy import fill_leftover, greedy_decisions
+from .greedy import fill_leftover, fitting, greedy_decisions
 from .tetriserve import TetriServe
 
 
@@ -155,7 +155,7 @@ class MipPolicy:
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
-            prev = [d for d in prev if d[2] > 0]
+            prev = fitting(state, [d for d in prev if d[2] > 0])
             ids = {d[0] for d in prev}
             out.append(("previous-round", prev, tuple(i for i in self._last_kept if i in ids)))
         return out

@@ -10,6 +10,7 @@ import logging
 import math
 import random
 import time
+from dataclasses import replace
 from typing import Any
 
 from ..errors import InputError
@@ -18,7 +19,7 @@ from ..plan import RoundPlan
 from ..profile import CostProfile, load_profile, ms_to_us
 from ..runnable import heads_of, image_tokens, runnable_degrees, split_problem
 from ..state import RequestState, RoundState
-from .admission import JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
+from .admission import Foresight, JointAdmission, PlanWindow, Timing, best_finish_us, cheapest_step_gpu_us, solo_latency_us
 from .clock import Clock
 from .config import ServerConfig
 from .durable import SqliteJobs
@@ -69,6 +70,7 @@ class Service:
         if not 0 < cfg.admission_headroom <= 1:
             raise InputError("admission_headroom", cfg.admission_headroom, "must be in (0, 1]")
         self.joint = JointAdmission(cfg.admission_headroom)
+        self.foresight = Foresight(cfg.admission_foresight)
         self.max_backlog_gpu_s = (cfg.max_backlog_gpu_s if cfg.max_backlog_gpu_s is not None
                                   else 60.0 * cfg.gpus)
         self.store = JobStore(cfg.job_ttl_s)
@@ -82,6 +84,8 @@ class Service:
         self.executor = make_executor(cfg.executor, cfg.gpus, self.profile, cfg.sim_fail_rounds, model=self.model,
                                       **runtime_options(cfg.executor, self.profile, cfg.model_path, cfg.sp_backend,
                                                         cfg.compile, cfg.aux_device))
+        # attention heads of the weights the executor loaded (the runtime's), else of the model's name
+        self.heads = getattr(self.executor, "heads", None) or heads_of(self.model)
         self.scheduler = Scheduler(profile=self.profile, cluster=self.cluster, degrees=self.degrees,
                                    timing=self.timing, planner=self.planner, executor=self.executor,
                                    store=self.store, metrics=self.metrics, clock=self.clock,
@@ -249,10 +253,10 @@ class Service:
             lo, hi = self.profile.points[0], self.profile.points[-1]
             raise invalid("size", size, f"outside the resolutions of profile {self.profile.name!r} "
                                         f"({lo.width}x{lo.height} .. {hi.width}x{hi.height} in pixels)")
-        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees)
+        runnable = runnable_degrees(self.model, req.width, req.height, self.degrees, self.heads)
         if runnable != self.degrees:
             # the planner may pick any of the server's degrees for any request, so all must run
-            why = "; ".join(split_problem(image_tokens(req.width, req.height), heads_of(self.model), k) or ""
+            why = "; ".join(split_problem(image_tokens(req.width, req.height), self.heads, k) or ""
                             for k in self.degrees if k not in runnable)
             raise invalid("size", size, f"the runtime cannot split it over every degree this server plans with "
                                         f"{list(self.degrees)}: {why}")
@@ -303,6 +307,8 @@ class Service:
             new = tuple(RequestState(id=f"{jid}.{i}", width=req.width, height=req.height, remaining_steps=steps,
                                      deadline_us=deadline, arrival_us=now) for i in range(req.n))
             verdict = self.joint.check(state, new)
+            if not verdict.ok and self.foresight.admits(state, new):
+                verdict = replace(verdict, ok=True)
             if not verdict.ok:
                 if self.cfg.admission == "reject":
                     raise self._overload(

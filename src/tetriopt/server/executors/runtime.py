@@ -55,6 +55,12 @@ class RuntimeExecutor:
                              f"{type(e).__name__}: {str(e).strip()[:300]}") from None
         self.clock: Clock | None = None
 
+    @property
+    def heads(self) -> int:
+        """Attention heads of the transformer the runtime loaded (admission's split rule uses these,
+        not the count its model name suggests)."""
+        return self._impl.runtime.heads
+
     def start(self, clock: Clock) -> None:
         self.clock = clock
 
@@ -84,11 +90,16 @@ class RuntimeExecutor:
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
         for rid in refused:
-            self._impl.forget(rid)
+            self._impl.discard(rid)
         if refused:
             raise RequestsFailed(refused)
         if stale:  # the engine re-plans them on their true progress, which the runtime holds
             raise ExecutorFailure("; ".join(f"request {rid!r}: {why}" for rid, why in stale.items()))
+
+    def forget(self, request_id: str) -> None:
+        """A cancelled (or failed) request: the runtime frees its checkpoint and its latent shards
+        and conditioning on the workers at the start of the next round."""
+        self._impl.forget(request_id)
 
     def close(self) -> None:
         self._impl.close()

@@ -1,9 +1,10 @@
 """Virtual GPUs that take the profile's time per step, sleeping in real time.
 
 The plan's times are honoured on the scheduler clock: an assignment starts at its planned
-start or when its GPUs free up (if an earlier round ran late), runs steps x step_us, and a
-request's last assignment adds the VAE decode. So a server on `sim` behaves, round by round,
-like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash half-way through
+start or when its GPUs free up (if an earlier round ran late) and keeps its GPUs for its planned
+duration (plan.decision_us, which check_plan verified: its steps plus a new request's text encode
+and a finishing one's VAE decode, as the runtime runs them on the set's leader). So a server on
+`sim` behaves, round by round, like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash half-way through
 those executed rounds (1 = the first round this executor runs), to exercise re-queueing.
 """
 
@@ -48,18 +49,15 @@ class SimExecutor:
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
-                step = self.profile.step_us(w.width, w.height, a.degree, len(a.requests))
                 start = max([a.start_us, clock.now_us()] + [ready.get(i, 0) for i in a.requests]
                             + [self._free_us[g] for g in a.gpus])
-                end = start + a.steps * step
+                end = start + (a.end_us - a.start_us)
                 for g in a.gpus:
                     self._free_us[g] = end
                 for i in a.requests:  # a batch advances every member
                     ready[i] = end
                     done[i] = done.get(i, work[i].done_steps if i in work else 0) + a.steps
-                # a batch decodes (once, same size) when any member takes its last step
-                last = any(done[i] >= work[i].total_steps for i in a.requests if i in work)
-                finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
+                finish = end  # a finishing assignment's duration holds its decode
                 image = (placeholder_png(w.width, w.height, w.prompt)
                          if self.images and done[a.request] >= w.total_steps else None)
                 images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
@@ -83,6 +81,9 @@ class SimExecutor:
                 raise ExecutorFailure(f"sim: injected crash in round {round_index} at {crash_at} us")
             clock.sleep_until(finish)
             on_complete(Completion(assignment=a, finish_us=finish, image=image, images=images))
+
+    def forget(self, request_id: str) -> None:
+        """Nothing to free: virtual GPUs keep no latents."""
 
     def close(self) -> None:
         pass
