@@ -27,6 +27,7 @@ GPU-times in the objective are in GPU-ms (integers).
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 
@@ -371,15 +372,17 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     left = {i: by_id[i].remaining_steps - want.get(i, ((), 0))[1] for i in by_id}
     work = {i: gpu_ms(rm.joint_us(i)) * left[i] + (rm.owed[rm.left[i]][1] if left[i] and rm.left[i] in rm.owed else 0)
             for i in by_id}
-    prefix: list[str] = []
+    # the prefix as a heap on (work, due, id), largest first: a backlog of 2,000 kept requests
+    # took 1.3 s with a list scanned for its maximum at every give-up
+    rank = {i: n for n, i in enumerate(sorted(by_id))}
+    prefix: list[tuple[int, int, int, str]] = []
     total = 0
     for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
-        prefix.append(i)
+        heapq.heappush(prefix, (-work[i], -due(i), -rank[i], i))
         total += work[i]
         cap = joint_cap_ms(st, due(i), jc)
         while total > cap:
-            j = max(prefix, key=lambda j: (work[j], due(j), j))
-            prefix.remove(j)
+            j = heapq.heappop(prefix)[3]
             total -= work[j]
             keep[j] = False
     for i, r in by_id.items():
