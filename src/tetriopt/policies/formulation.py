@@ -94,6 +94,7 @@ class RoundModel:
     fin: dict = field(default_factory=dict)  # step var -> (finish var, remaining): 1 iff steps reach it (decode)
     owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+    extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -358,7 +359,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     keep = {}
     dur = {i: decision_us(st, by_id, i, g, n) for i, (g, n) in want.items() if i in by_id and n}
     for i, r in by_id.items():
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], want.get(i, ((), 0))[1], dur.get(i, 0))
+        keep[i] = (i in kept_in and m.ub[rm.keep[i]] > 0
+                   and keep_allowed(st, r, rm.looks[i], want.get(i, ((), 0))[1], dur.get(i, 0)))
     # requests due inside the round, in deadline order: their GPUs must get through it in time
     load: dict[int, int] = {}
     for r, _, budget in rm.urgent:
@@ -385,6 +387,10 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             j = heapq.heappop(prefix)[3]
             total -= work[j]
             keep[j] = False
+        if rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in prefix:
+            prefix.remove(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
+            total -= work[i]
+            keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
         sol[rm.done[i]] = int(n == r.remaining_steps)
