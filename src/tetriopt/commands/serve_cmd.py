@@ -12,6 +12,7 @@ import click
 
 from ..errors import InputError
 from ..policies import policy_help
+from .params import FiniteFloat
 
 
 def _rounds(value: str | None) -> frozenset[int]:
@@ -38,7 +39,7 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Let same-size requests share steps (the policy decides; see `tetriopt solve --batching`).")
 @click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
               help="Start new requests at once on GPUs the running round leaves idle.")
-@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=None,
+@click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=None,
               help="Per-round solver limit (default: 20% of a round).")
 @click.option("--solver-mode", type=click.Choice(["thread", "process"]), default="thread", show_default=True,
               help="Run the policy on a worker thread or in a worker process.")
