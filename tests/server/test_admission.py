@@ -179,9 +179,13 @@ def test_foresight_accepts_what_a_forward_schedule_meets():
     state = _state([other])
     assert not JointAdmission(headroom=0.6).check(state, (big,)).ok
     assert foresee_met(replace(state, requests=(other, big))) == {"r1", "r2"}
-    assert Foresight().admits(state, (big,))
-    # above its backlog limit it does not look (the joint test alone decides)
-    assert not Foresight(max_pending=1).admits(state, (big,))
+    assert Foresight().admits(state, (big,), 0)
+    # above its backlog limit it does not look (the joint test alone decides), nor while the door is busy
+    assert not Foresight(max_pending=1).admits(state, (big,), 0)
+    fs = Foresight(busy_refusals=2, busy_s=10)
+    fs.refused(1_000_000)
+    fs.refused(2_000_000)
+    assert not fs.admits(state, (big,), 5_000_000) and fs.admits(state, (big,), 11_500_000)
 
 
 def test_foresight_refuses_what_breaks_a_request_it_met_before():
@@ -191,5 +195,5 @@ def test_foresight_refuses_what_breaks_a_request_it_met_before():
     state = _state([big])
     assert foresee_met(state) == {"r0"}
     assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
-    assert not Foresight().admits(state, (small,))
-    assert Foresight().admits(state, (replace(small, remaining_steps=20),))
+    assert not Foresight().admits(state, (small,), 0)
+    assert Foresight().admits(state, (replace(small, remaining_steps=20),), 0)

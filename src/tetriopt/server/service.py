@@ -317,7 +317,7 @@ class Service:
             # 5x load the 2048 px images admitted were given up by the planner at once (81-85% met)
             new = self.scheduler.view(new, state.now_us)
             verdict = self.joint.check(state, new)
-            if not verdict.ok and self.foresight.admits(state, new):
+            if not verdict.ok and self.foresight.admits(state, new, now):
                 verdict = replace(verdict, ok=True)
             why = (f"the deadline cannot be met beside the work already accepted ({verdict.committed_gpu_us / 1e6:.1f} "
                    f"GPU-s due by then on {self.cfg.gpus} GPUs)")
@@ -327,6 +327,7 @@ class Service:
                 why = ("the deadline needs the round that starts next, and its plan (made while the request "
                        "arrived) leaves too little free GPU time")
             if not verdict.ok:
+                self.foresight.refused(now)
                 if self.cfg.admission == "reject":
                     raise self._overload(f"{field}: {why}; retry later", "deadline_overloaded", verdict.retry_after_s)
                 best_effort = True
