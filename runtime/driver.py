@@ -36,6 +36,10 @@ class GenRequest:
     height: int
     steps: int
     seed: int = 0
+    # carried from the API for the model to use; not applied yet (FLUX.1-dev's distilled guidance is the
+    # model spec's value for every request; a negative prompt needs classifier-free guidance's second pass)
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
 
 
 @dataclass

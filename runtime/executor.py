@@ -91,7 +91,7 @@ class RoundExecutor:
             if done != 0:
                 return f"{rid!r} has {done} steps done but its latent is not on this runtime"
             req = GenRequest(rid, str(w["prompt"]), int(w["width"]), int(w["height"]), int(w["total_steps"]),
-                             int(w.get("seed", 0)))
+                             int(w.get("seed", 0)), w.get("guidance_scale"), w.get("negative_prompt"))
             h = self.held[rid] = _Held(req)
         why = self.runtime.split_problem(h.req.width, h.req.height, len(a.gpus))
         if why:

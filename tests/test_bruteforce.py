@@ -13,7 +13,9 @@ import pytest
 
 from tetriopt import RequestState, RoundState, load_profile, make_cluster
 from tetriopt.policies.backends import solve_cpsat, solve_pulp
-from tetriopt.policies.formulation import build, gpu_ms, keepable
+from tetriopt.plan import decisions_of
+from tetriopt.policies import make_policy
+from tetriopt.policies.formulation import build, complete, gpu_ms, keepable
 
 
 def random_state(seed: int) -> RoundState:
@@ -92,7 +94,9 @@ def brute_force(state: RoundState) -> int:
                         ok = False
                         break
                 val += k * w.keep - w.remaining * gpu_ms(o.cheapest_cost) * u
-                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u))
+                # kept and unfinished: its steps left and the decode still to come on its set
+                owed = gpu_ms(o.cheapest_degree * state.decode_us(r)) if u else 0
+                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u + owed))
             if not ok:
                 continue
             for d, _ in us:  # joint test at every deadline
@@ -111,6 +115,11 @@ def test_cpsat_matches_brute_force_and_pulp(seed):
     cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
     assert cp.status == "OPTIMAL"
     assert cp.objective == brute_force(state)
+    # the heuristics' plans complete into feasible model solutions (the solver's warm starts)
+    for name in ("greedy", "tetriserve"):
+        p = make_policy(name).plan(state)
+        sol = complete(rm, decisions_of(p), p.kept or ())
+        assert sol is not None and rm.model.value(sol) <= cp.objective, name
     pl = solve_pulp(rm.model, 20.0)
     assert pl.status == "OPTIMAL"
     assert pl.objective == pytest.approx(cp.objective, abs=0.5)

@@ -61,6 +61,8 @@ class WorkItem:
     total_steps: int
     done_steps: int      # steps finished before this round
     seed: int
+    guidance_scale: float | None = None   # the API's, when given (None: the model's default)
+    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ def test_cpu_executor_runs_a_request_over_several_rounds(make_server):
     s = make_server(executor="cpu", model="tiny-flux", gpus=2, round_ms=40, policy="greedy")
     with httpx.Client(base_url=s.url, timeout=120) as c:
         r = c.post("/v1/images/generations", json={"prompt": "a cat", "size": "256x256", "n": 2, "steps": 25,
-                                                   "slo_ms": 60000})
+                                                   "slo_ms": 60000, "guidance_scale": 4.0,
+                                                   "negative_prompt": "blurry"})
         assert r.status_code == 200, r.text
         imgs = [base64.b64decode(d["b64_json"]) for d in r.json()["data"]]
         assert [png_size(i) for i in imgs] == [(256, 256)] * 2

@@ -15,7 +15,8 @@ Constraints:
     rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
     be kept only if it finishes this round in time
   joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
-    per step at their cheapest deadline-meeting degree) <= GPUs x (D - round end)
+    per step at their cheapest deadline-meeting degree, plus the VAE decode still owed on such a
+    set when steps are left: owes_decode[i] = 1 iff u > 0) <= GPUs x (D - round end)
 Objective (maximise), lexicographic by weights:
   W_keep * kept  -  8 * remaining GPU-time of kept  +  4 * cost * done
   + 2 * GPU-time-equivalent progress of every request  -  GPU-time used  +  stay bonus
@@ -91,17 +92,22 @@ class RoundModel:
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
     batches: list = field(default_factory=list)  # batching.BatchOption of a model built with batching
     fin: dict = field(default_factory=dict)  # step var -> (finish var, remaining): 1 iff steps reach it (decode)
+    owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+    extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
-        """Set the running-sum variables from the u values (for warm starts)."""
-        for acc, group, prev in self.running:
-            sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
+        """Set the finish and owes-decode variables from the step and u values, then the running
+        sums (which count the owed decodes) (for warm starts)."""
         for s, (f, rem) in self.fin.items():
             sol[f] = int(sol[s] >= rem)
+        for u, (p, _) in self.owed.items():
+            sol[p] = int(sol[u] > 0)
+        for acc, group, prev in self.running:
+            sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -200,6 +206,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     w = Weights(keep=15 * total + state.cluster.gpus * gpu_ms(state.round_us) + len(state.requests) + 1)
     cand: dict[str, list] = {}
     fin: dict[int, tuple[int, int]] = {}
+    owed: dict[int, tuple[int, int]] = {}
     aux: dict[int, tuple[int, int]] = {}  # x or f var -> (its encode / decode us, request's urgent index)
     keep: dict[str, int] = {}
     done: dict[str, int] = {}
@@ -276,6 +283,10 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
+        if can_keep:  # kept and not finished this round: its decode is still to come, on its set
+            p = m.var(f"owes_decode[{r.id}]", 0, 1)
+            m.add({u: 1, p: -rem}, ub=0)
+            owed[u] = (p, gpu_ms(o.cheapest_degree * state.decode_us(r)))
         joint.append((state.due_us(r), u, joint_cost.get(r.id, o.cheapest_cost)))
     for g, terms in gpu_terms.items():
         if terms:
@@ -307,6 +318,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     prev, group, running = None, {}, []
     for i, (d, u, cost) in enumerate(joint):
         group[u] = gpu_ms(cost)
+        if u in owed:
+            group[owed[u][0]] = owed[u][1]
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
         cap = joint_cap_ms(state, d, joint_capacity)
@@ -316,7 +329,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost, fin=fin)
+                      joint_cost=joint_cost, fin=fin, owed=owed)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -346,7 +359,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     keep = {}
     dur = {i: decision_us(st, by_id, i, g, n) for i, (g, n) in want.items() if i in by_id and n}
     for i, r in by_id.items():
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], want.get(i, ((), 0))[1], dur.get(i, 0))
+        keep[i] = (i in kept_in and m.ub[rm.keep[i]] > 0
+                   and keep_allowed(st, r, rm.looks[i], want.get(i, ((), 0))[1], dur.get(i, 0)))
     # requests due inside the round, in deadline order: their GPUs must get through it in time
     load: dict[int, int] = {}
     for r, _, budget in rm.urgent:
@@ -357,7 +371,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
     due = lambda i: st.due_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+    left = {i: by_id[i].remaining_steps - want.get(i, ((), 0))[1] for i in by_id}
+    work = {i: gpu_ms(rm.joint_us(i)) * left[i] + (rm.owed[rm.left[i]][1] if left[i] and rm.left[i] in rm.owed else 0)
             for i in by_id}
     # the prefix as a heap on (work, due, id), largest first: a backlog of 2,000 kept requests
     # took 1.3 s with a list scanned for its maximum at every give-up
@@ -372,6 +387,10 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             j = heapq.heappop(prefix)[3]
             total -= work[j]
             keep[j] = False
+        if rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in prefix:
+            prefix.remove(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
+            total -= work[i]
+            keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
         sol[rm.done[i]] = int(n == r.remaining_steps)

@@ -14,6 +14,7 @@ from .backends import BACKENDS
 from .certify import separable
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
+from .horizon import Forecast, add_forecast
 from .tetriserve import TetriServe
 
 
@@ -62,7 +63,7 @@ class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
-                 immediate_start: bool = False, certify: bool = True):
+                 immediate_start: bool = False, certify: bool = True, forecast: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -84,6 +85,8 @@ class MipPolicy:
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
+        self.forecast = forecast
+        self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
@@ -120,6 +123,7 @@ class MipPolicy:
         # then no decision may depend on the wall clock)
         reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
         placed = self.core(state)
+        self._forecast.observe(state)
         decisions, meta = self._decide(state, t0, placed, reserve)
         t_fin = time.perf_counter()
         if placed is not None:
@@ -228,6 +232,8 @@ class MipPolicy:
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
+        if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
+            add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
         ub, candidates = None, heuristics

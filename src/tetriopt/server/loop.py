@@ -26,7 +26,7 @@ from ..instance import Cluster
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
-from .admission import Timing
+from .admission import PlanningDeadlines, Timing, late_arrivals_fit
 from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
@@ -65,9 +65,13 @@ class Scheduler:
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
+        # the deadlines the planner and admission see (admission.PlanningDeadlines: guard band, late requests)
+        self.deadlines: PlanningDeadlines | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
         self._arrived = asyncio.Event()  # set by submit: a round in its lead may plan again
+        self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
+        self._planned: tuple[int, RoundState, RoundPlan] | None = None  # its plan once made, before its start
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -122,14 +126,17 @@ class Scheduler:
         t0 = time.perf_counter()
         self._arrived.clear()
         cutoff = self.clock.now_us()
+        self._snapped = (boundary, cutoff)
         state = self._snapshot(boundary, k, cutoff)
         plan, work = RoundPlan(assignments=(), backend="none"), {}
         late_ms = overhead_ms = 0.0
         if state.requests:
             plan = await self.planner.plan(state)
         decided = (time.perf_counter(), self.clock.now_us())
+        self._planned = (boundary, state, plan)
         state, plan, cutoff, t0, decided = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0,
                                                                            decided)
+        self._snapped, self._planned = (boundary, cutoff), (boundary, state, plan)
         planned = bool(state.requests)
         if planned:  # the figures of the decision kept: its own time, and when it was ready
             overhead_ms = (decided[0] - t0) * 1e3
@@ -150,12 +157,14 @@ class Scheduler:
             overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
         self.metrics.round_done(solve_ms, overhead_ms, late_ms, plan.status if planned else PlanStatus.HEURISTIC)
         self._mark_running(plan)
-        if self.on_round:
-            self.on_round(state, plan, late_ms, overhead_ms)
+        if self.on_round:  # with the requests' own deadlines (the dashboard marks late work by them)
+            self.on_round(self._true_deadlines(state), plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
                                           "assignments": len(plan.assignments), "backend": plan.backend,
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
-                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
+                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3),
+                                          "given_up": None if plan.kept is None else
+                                          sorted({r.id for r in state.requests} - set(plan.kept))})
         if plan.assignments:
             self._dispatch(k, plan, work)
         self._current = (state, plan)
@@ -201,7 +210,7 @@ class Scheduler:
         return state, plan, cutoff, t0, decided
 
     def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
-        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
+        state = self._view(self.engine.snapshot(boundary, k, cutoff_us=cutoff))
         if self.window is not None:
             state = replace(state, requests=self.window(state.requests, boundary))
         return state
@@ -239,7 +248,8 @@ class Scheduler:
         """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
         free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
         as in `tetriopt solve`, whenever there is room."""
-        late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
+        late = tuple(r for r in self._view(self.engine.snapshot(state.now_us, state.round_index,
+                                                                self.clock.now_us())).requests
                      if r.arrival_us > cutoff)
         if not late:
             return state, plan
@@ -340,7 +350,49 @@ class Scheduler:
     def pending_state(self, now_us: int) -> RoundState:
         """The pending work at the first boundary a new request can run at (admission's view): a
         round's steps go in flight at its boundary, so until then they are still to do."""
-        return self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us)
+        return self._view(self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us))
+
+    def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """Admission's check for requests arriving after the snapshot of the round they would first
+        run in: those whose deadline needs that round (they cannot finish from the next boundary
+        at their fastest degree) get only what `fill_late` finds on the GPU time its plan leaves
+        free. Predict exactly that: true if each of them (and each earlier such arrival) gets the
+        steps it needs there. While that plan is still being solved, predict it from the round
+        running now: each GPU as busy as there (idle: free). Arrivals that do not need the round,
+        or come before its snapshot, are the planner's."""
+        boundary = self.timing.first_start_us(now_us)
+        at, cutoff = self._snapped
+        if at != boundary or now_us <= cutoff or not new:
+            return True
+        if (len(self.engine.pending) <= REPLAN_MAX_PENDING
+                and boundary - now_us >= REPLAN_GUARD_US + REPLAN_MIN_US):
+            return True  # the round is planned again with it (`_replan_for_arrivals`)
+        late = tuple(r for r in self._view(self.engine.snapshot(boundary, -1, now_us)).requests
+                     if r.arrival_us > cutoff)
+        planned = self._planned
+        if planned is not None and planned[0] == boundary:
+            _, state, plan = planned
+        else:
+            state = replace(self.engine.snapshot(boundary, -1, cutoff_us=-1), requests=())
+            cur, shift = self._current, self.timing.round_us
+            running = cur[1].assignments if cur is not None and cur[0].now_us == boundary - shift else ()
+            plan = RoundPlan(assignments=tuple(replace(a, start_us=a.start_us + shift, end_us=a.end_us + shift)
+                                               for a in running), backend="predicted")
+        return late_arrivals_fit(state, plan, late + new)
+
+    def _view(self, state: RoundState) -> RoundState:
+        """A snapshot as the planner and admission see it (`deadlines`)."""
+        return self.deadlines(state) if self.deadlines is not None else state
+
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        """Requests with the deadlines the planner sees at boundary_us (`deadlines`)."""
+        return self.deadlines.view(requests, boundary_us) if self.deadlines is not None else requests
+
+    def _true_deadlines(self, state: RoundState) -> RoundState:
+        pending = self.engine.pending
+        reqs = tuple(replace(r, deadline_us=pending[r.id].deadline_us)
+                     if r.id in pending and pending[r.id].deadline_us != r.deadline_us else r for r in state.requests)
+        return replace(state, requests=reqs)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

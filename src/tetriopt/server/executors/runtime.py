@@ -69,7 +69,8 @@ class RuntimeExecutor:
         assert self.clock is not None
         clock = self.clock
         items = {k: {"prompt": w.prompt, "width": w.width, "height": w.height, "total_steps": w.total_steps,
-                     "done_steps": w.done_steps, "seed": w.seed} for k, w in work.items()}
+                     "done_steps": w.done_steps, "seed": w.seed, "guidance_scale": w.guidance_scale,
+                     "negative_prompt": w.negative_prompt} for k, w in work.items()}
         refused: dict[str, str] = {}  # never runnable here: those requests fail
         stale: dict[str, str] = {}    # progress disagreed (a plan made before a failure): re-queued
 

@@ -58,9 +58,8 @@ class SimExecutor:
                     ready[i] = end
                     done[i] = done.get(i, work[i].done_steps if i in work else 0) + a.steps
                 finish = end  # a finishing assignment's duration holds its decode
-                image = (placeholder_png(w.width, w.height, w.prompt)
-                         if self.images and done[a.request] >= w.total_steps else None)
-                images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
+                image = (_image(w) if self.images and done[a.request] >= w.total_steps else None)
+                images = tuple((i, _image(work[i])) for i in a.batch
                                if self.images and i in work and done[i] >= work[i].total_steps)
                 events.append((finish, a, image, images))
         events.sort(key=lambda e: e[0])
@@ -87,3 +86,10 @@ class SimExecutor:
 
     def close(self) -> None:
         pass
+
+
+def _image(w: WorkItem) -> bytes:
+    """The placeholder, carrying what it was asked to be (the conditioning a model would use)."""
+    return placeholder_png(w.width, w.height, w.prompt, {
+        "prompt": w.prompt, "seed": w.seed, "steps": w.total_steps, "guidance_scale": w.guidance_scale,
+        "negative_prompt": w.negative_prompt})
