@@ -1,6 +1,6 @@
 """Batching and immediate starts against TetriServe's model (issue 13; docs/evaluation.md, section E).
 
-  .venv/bin/python benchmarks/batching_eval.py [--jobs 2] [--seeds 0,1,2] [-n 150] [--out out/batching_eval]
+  .venv/bin/python benchmarks/batching_eval.py [--jobs 2] [--seeds 0,1,2] [-n 150] [--deterministic] [--out out/batching_eval]
   .venv/bin/python benchmarks/batching_eval.py --markdown        # tables from a finished run
 
 E1: FLUX.1-dev with its default 28 steps on 8x H100 and 8x H200 profiles, uniform and skewed,
@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--out", default="out/batching_eval")
     ap.add_argument("--only", default="E1,E2,E3")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="cpsat stops on CP-SAT's deterministic clock: met counts independent of the machine's load")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +114,8 @@ def main() -> None:
                     if not qpts:
                         continue
                     for r in B.run(qpts, [q], bound=False, time_limit_ms=a.time_limit_ms,
-                                   bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update):
+                                   bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update,
+                                   deterministic=a.deterministic):
                         done[(r["instance"], r["policy"])] = r
                     rows_path.write_text(json.dumps(list(done.values())))
             print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)

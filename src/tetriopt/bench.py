@@ -142,7 +142,7 @@ def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3
     return mapping, {"simulations": len(cache), "met": best[0]}
 
 
-def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
+def bench_policy(name: str, inst, time_limit_ms: float, deterministic: bool = False) -> tuple[Policy, str]:
     """The policy `bench` runs under a name (features stripped: see split_features), and the detail
     its row keeps: "rssp" is the hindsight mapping for this instance (`oracle_mapping`), every
     other name is `make_policy`'s."""
@@ -151,12 +151,13 @@ def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
         mapping, _ = oracle_mapping(inst)
         return RSSP(mapping, name="rssp"), mapping_name(mapping)
     return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats,
-                       immediate_start="immediate" in feats), ""
+                       immediate_start="immediate" in feats, deterministic=deterministic), ""
 
 
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
-            instance=None) -> dict[str, Any]:
-    """One policy (or "bound") on one point: a flat row."""
+            instance=None, deterministic: bool = False) -> dict[str, Any]:
+    """One policy (or "bound") on one point: a flat row. `deterministic`: cpsat/pulp stop on the
+    solver's deterministic clock (met counts that do not depend on the machine's load)."""
     inst = instance if instance is not None else point.instance()
     row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
     t0 = time.perf_counter()
@@ -177,7 +178,7 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
         row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
                    wall_s=round(time.perf_counter() - t0, 3))
         return row
-    pol, detail = bench_policy(policy, inst, time_limit_ms)
+    pol, detail = bench_policy(policy, inst, time_limit_ms, deterministic)
     t1 = time.perf_counter()
     res = simulate(inst, pol, immediate_start="immediate" in feats)
     s = res.summary
@@ -188,9 +189,9 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
 
 
 def _job(args):
-    point, policy, time_limit_ms, bound_time_s = args
+    point, policy, time_limit_ms, bound_time_s, deterministic = args
     try:
-        return run_one(point, policy, time_limit_ms, bound_time_s)
+        return run_one(point, policy, time_limit_ms, bound_time_s, deterministic=deterministic)
     except (InputError, RuntimeError) as e:  # a policy that cannot run this workload (e.g. a step longer
         # than a round) or that stalls (simulate's idle-round guard): reported, not fatal to the run
         return {**asdict(point), "policy": policy, "instance": point.label(), "error": f"{type(e).__name__}: {e}"[:300]}
@@ -198,7 +199,7 @@ def _job(args):
 
 def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: bool = True,
         time_limit_ms: float = 200.0, bound_time_s: float = 60.0, jobs: int = 1,
-        progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        progress: Callable[[int], None] | None = None, deterministic: bool = False) -> list[dict[str, Any]]:
     """Every policy (and the bound) on every point; rows in a stable order."""
     pols = list(policies) + ([BOUND] if bound and BOUND not in {split_features(p)[0] for p in policies} else [])
     from .policies import make_policy
@@ -213,7 +214,7 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
         if base not in (BOUND, "rssp"):
             make_policy(base)
     # expensive jobs first so that the pool does not end on one long cpsat run
-    work = sorted(((pt, p, time_limit_ms, bound_time_s) for pt in pts for p in pols),
+    work = sorted(((pt, p, time_limit_ms, bound_time_s, deterministic) for pt in pts for p in pols),
                   key=lambda a: (a[1] not in ("cpsat", "pulp"), -a[0].n * a[0].rate))
     rows = []
     if jobs <= 1:
