@@ -197,7 +197,7 @@ class Scheduler:
                      if r.arrival_us > cutoff)
         if not late:
             return state, plan, work
-        merged, full = fill_late(state, plan, late)
+        merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
         extra = full.assignments[len(plan.assignments):]
         why = check_plan(merged, full) if extra else None
         if why is not None:  # fill_late builds on the plan's free tails, so this is a bug

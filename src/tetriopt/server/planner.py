@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..plan import Assignment, PlanStatus, RoundPlan, check_plan
+from ..plan import Assignment, PlanStatus, RoundPlan, check_plan, decision_us, members
 from ..policies import Policy, make_policy
 from ..policies.greedy import Loads, greedy_decisions
 from ..state import RequestState, RoundState
@@ -37,7 +37,8 @@ def _plan_in_process(state: RoundState) -> RoundPlan:
     return _POLICY.plan(state)
 
 
-def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> tuple[RoundState, RoundPlan]:
+def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...],
+              batching: bool = False) -> tuple[RoundState, RoundPlan]:
     """Add requests that arrived after the round's snapshot (during planning) to GPU time its plan
     leaves free: greedy (EDF, joint test) on the tail of each GPU, after the plan's last end there.
 
@@ -45,7 +46,8 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
     this, a request arriving in that lead waits a whole round even on idle GPUs, where the offline
     simulation (visible at the first boundary at or after arrival) starts it at once. Returns the
     state with the late requests added and the plan with their assignments (the plan's own
-    assignments unchanged, so its start order stands).
+    assignments unchanged, so its start order stands). With `batching`, late same-size arrivals
+    may share steps (greedy's batching rule), as the policy's own requests may.
     """
     merged = replace(state, requests=state.requests + late)
 
@@ -56,14 +58,15 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
                 loads.load[g] = max(loads.load[g], a.end_us - state.now_us)
         return loads
 
-    decisions, _ = greedy_decisions(replace(merged, requests=late), loads=tails())
+    decisions, _ = greedy_decisions(replace(merged, requests=late), batching=batching, loads=tails())
     tail, by_id, extra = tails().load, {r.id: r for r in late}, []
     for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
         start = state.now_us + max(tail[g] for g in gpus)
-        end = start + n * merged.step_us(by_id[rid], len(gpus))
+        end = start + decision_us(merged, by_id, rid, gpus, n)
         if end > merged.end_us:
             continue
-        extra.append(Assignment(request=rid, gpus=gpus, steps=n, start_us=start, end_us=end))
+        ids = members(rid)
+        extra.append(Assignment(request=ids[0], batch=ids[1:], gpus=gpus, steps=n, start_us=start, end_us=end))
         for g in gpus:
             tail[g] = end - state.now_us
     return merged, replace(plan, assignments=plan.assignments + tuple(extra))
