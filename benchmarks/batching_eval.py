@@ -65,27 +65,6 @@ def saturation(agg: list[dict], level: float = 0.9) -> list[str]:
     return out
 
 
-def markdown(agg: list[dict], axis: str) -> str:
-    out = []
-    for key in dict.fromkeys((r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"])
-                             for r in agg):
-        rs = [r for r in agg if (r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"]) == key
-              and "slo_attainment" in r]
-        cols = sorted({r[axis] for r in rs})
-        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
-        out.append(f"**{key[0]}, {key[1]} GPUs, {key[2]} mix, "
-                   + (f"SLO scale {key[3]:g}** " if axis == "rate" else f"rate {key[3]:g}/min** ")
-                   + f"(SLO attainment %, mean ± sd over seeds {rs[0]['seeds']})\n")
-        out.append(f"| policy | " + " | ".join(f"{c:g}" for c in cols) + " |")
-        out.append("|---|" + "---:|" * len(cols))
-        for p in dict.fromkeys(r["policy"] for r in rs):
-            out.append(f"| {p} | " + " | ".join(
-                f"{100 * cell[(p, c)]['mean']:.1f} ± {100 * cell[(p, c)]['sd']:.1f}" if (p, c) in cell else "-"
-                for c in cols) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2)
@@ -121,15 +100,11 @@ def main() -> None:
             print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
         rows = [done[(p.label(), q)] for p in pts for q in pols if (p.label(), q) in done]
         agg = B.aggregate(rows)
-        text = markdown(agg, axis)
+        text = B.markdown_table(agg, axis, by=("model", "gpus", "mix", "slo_scale" if axis == "rate" else "rate"))
         if name == "E3":
             text += "\n| model | SLO scale | policy | req/min at 90% | attainment % by rate |\n|---|---:|---|---:|---|\n"
             text += "\n".join(saturation(agg)) + "\n"
-        text += B.summary_table(agg)
-        issues = B.check_dominance(agg)
-        errs = [r for r in rows if "error" in r]
-        text += "\nissues:\n" + ("\n".join(issues) or "none") + "\nerrors:\n" + (
-            "\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none") + "\n"
+        text = B.report(agg, rows, text)
         (out / f"{name}.txt").write_text(text)
         print(text)
 

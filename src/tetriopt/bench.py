@@ -305,6 +305,48 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
     return "\n".join(out)
 
 
+GROUP_LABELS = {"slo_scale": "SLO scale {:g}", "rate": "rate {:g}/min", "round_ms": "round {} ms"}
+
+
+def markdown_table(agg: list[dict], axis: str, by: tuple[str, ...] = ("model", "gpus", "mix"),
+                   mean_col: bool = False, bold: tuple[str, ...] = ()) -> str:
+    """Markdown tables of SLO attainment % (mean ± sd over seeds), policies x `axis`, one table per
+    value of `by` (the docs' tables; benchmarks/paper_eval.py and batching_eval.py print them)."""
+    out = []
+    keyf = lambda r: tuple(r[k] for k in by)  # noqa: E731
+    for key in dict.fromkeys(keyf(r) for r in agg):
+        rs = [r for r in agg if keyf(r) == key and "slo_attainment" in r]
+        if not rs:
+            continue
+        cols = sorted({r[axis] for r in rs})
+        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
+        m0 = rs[0]
+        extra = "".join(", " + GROUP_LABELS[k].format(m0[k]) for k in by if k in GROUP_LABELS)
+        out.append(f"**{m0['model']}, {m0['gpus']} GPUs, {m0['mix']} mix{extra}** (SLO attainment %, "
+                   f"mean ± sd over seeds {m0['seeds']})\n")
+        out.append("| policy | " + " | ".join(f"{c:g}" for c in cols) + (" | mean |" if mean_col else " |"))
+        out.append("|---|" + "---:|" * (len(cols) + mean_col))
+        for p in dict.fromkeys(r["policy"] for r in rs):
+            vals = [cell.get((p, c)) for c in cols]
+            line = f"| {f'**{p}**' if p in bold else p} | " + " | ".join(
+                f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}" if v else "-" for v in vals) + " |"
+            if mean_col:
+                means = [v["mean"] for v in vals if v]
+                line += f" {100 * statistics.fmean(means):.1f} |" if len(means) == len(cols) else " - |"
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def report(agg: list[dict], rows: list[dict], head: str) -> str:
+    """`head` (tables), then every metric (summary_table), dominance issues and failed rows: what
+    the benchmarks under benchmarks/ write per experiment."""
+    errs = [r for r in rows if "error" in r]
+    return (head + summary_table(agg) + "\nissues:\n" + ("\n".join(check_dominance(agg)) or "none")
+            + "\nerrors:\n" + ("\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none")
+            + "\n")
+
+
 def summary_table(agg: list[dict]) -> str:
     """Every metric per (point group, policy), means over seeds."""
     hdr = ("policy", "SLO %", "sd", "met", "GPU-h", "p50 ms", "p99 ms", "solve p50", "solve p99", "fallbk")
