@@ -32,6 +32,11 @@ def test_run_same_instances_bound_on_top_and_aggregate():
     txt = B.table(agg, axis="slo_scale")
     assert "tetriserve" in txt and "bound" in txt and "1.5" in txt
     assert B.check_dominance(agg, leader="bound") == []
+    md = B.markdown_table(agg, "slo_scale", by=("model", "gpus", "mix", "rate"), mean_col=True, bold=("bound",))
+    ts_row = next(ln for ln in md.splitlines() if ln.startswith("| tetriserve |"))
+    means = [100 * a["slo_attainment"]["mean"] for a in agg if a["policy"] == "tetriserve"]
+    assert ts_row.endswith(f" {sum(means) / 2:.1f} |") and "| **bound** |" in md and "rate 30/min**" in md
+    assert "errors:\nnone" in B.report(agg, rows, md)
 
 
 def test_parallel_equals_serial_for_deterministic_policies():
