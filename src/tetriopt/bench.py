@@ -87,12 +87,14 @@ FEATURES = ("batching", "immediate")
 
 
 def split_features(name: str) -> tuple[str, set[str]]:
-    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'})."""
+    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'}); a router stays on the
+    base: 'cpsat+batching@global' -> ('cpsat@global', {'batching'})."""
+    name, at, router = name.partition("@")
     base, *feats = name.split("+")
     bad = [f for f in feats if f not in FEATURES]
     if bad:
         raise InputError("policies", name, f"unknown feature {bad[0]!r}; features: {', '.join(FEATURES)}")
-    return base, set(feats)
+    return base + at + router, set(feats)
 
 
 def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
@@ -173,7 +175,8 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
     if "@" in policy:  # POLICY@ROUTER on point.nodes nodes (ROUTER "global": one planner over all GPUs)
         from .cluster.multinode import run_routed
 
-        run = run_routed(inst, point.nodes, *policy.split("@", 1), time_limit_ms=time_limit_ms)
+        run = run_routed(inst, point.nodes, *base.split("@", 1), time_limit_ms=time_limit_ms,
+                         batching="batching" in feats, deterministic=deterministic)
         s = run.summary
         row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
                    wall_s=round(time.perf_counter() - t0, 3))

@@ -88,12 +88,12 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     else:
         pols = bench_policies(gpus)
     if nodes > 1:
-        if batching or immediate_start:
-            raise InputError("nodes", nodes, "batching and immediate starts run on one node only "
-                             "(drop --batching/--immediate-start)")
-        pols = list(dict.fromkeys(p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"])
+        if immediate_start or any("immediate" in B.split_features(p)[1] for p in pols):
+            raise InputError("nodes", nodes, "immediate starts run on one node only (drop --immediate-start)")
+        feat = "+batching" if batching else ""
+        pols = list(dict.fromkeys(p if "@" in p else f"{p}{feat}@{r}" for p in (pols if policies else ["cpsat"])
                                   for r in _list(routers)))
-        bound, plot_dir = False, None  # the bound and the plots are single-node
+        bound, plot_dir, batching = False, None, False  # the bound and the plots are single-node
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
         assert len(window) == 2 and window[0] < window[1]

@@ -76,9 +76,8 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batchin
     if nodes > 1:
         from ..cluster.multinode import check_router
         check_router(router)
-        if batching or immediate_start:
-            raise InputError("nodes", nodes, "batching and immediate starts run on one node only "
-                             "(drop --batching/--immediate-start)")
+        if immediate_start:
+            raise InputError("nodes", nodes, "immediate starts run on one node only (drop --immediate-start)")
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm
@@ -87,7 +86,8 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batchin
     try:
         if nodes > 1:
             from ..cluster.multinode import run_routed
-            run = run_routed(inst, nodes, policy, router, progress=bar.update if bar else None, **opts)
+            run = run_routed(inst, nodes, policy, router, progress=bar.update if bar else None, batching=batching,
+                             **opts)
             res = run.result
         else:
             res = run_solve(inst, pol, progress=bar.update if bar else None, immediate_start=immediate_start)
