@@ -57,6 +57,7 @@ def test_unrunnable_policy_is_reported_not_fatal():
 def test_cli_json_plots_and_bad_input(tmp_path):
     r = CliRunner().invoke(main, ["bench", "-n", "15", "--rates", "40", "--mix", "uniform", "--slo-scales", "1.0,1.2",
                                   "--seeds", "0", "--policies", "tetriserve,fixed-sp-4,rssp", "-j", "1",
+                                  "--no-batching", "--no-immediate-start",
                                   "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "img"),
                                   "--gantt-policy", "tetriserve", "--gantt-window-s", "0,60"])
     assert r.exit_code == 0, r.output
