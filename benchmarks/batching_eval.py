@@ -30,7 +30,11 @@ POL = ["cpsat", "cpsat" + FEAT, "tetriserve", "tetriserve" + FEAT, "bound", "bou
 SAT_POL = ["cpsat", "cpsat" + FEAT, "tetriserve" + FEAT]
 
 
-def experiments(seeds, n):
+FLUX_RATES = (6, 9, 12, 18, 24)
+SD3_RATES = (36, 72, 108, 144, 216, 324, 432, 648)
+
+
+def experiments(seeds, n, flux_rates=FLUX_RATES, sd3_rates=SD3_RATES):
     flux = [p for m in ("flux.1-dev-h100", "flux.1-dev-h200")
             for p in B.points(models=(m,), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5), rates=(12,),
                               seeds=seeds, n=n, steps=28)]
@@ -39,9 +43,9 @@ def experiments(seeds, n):
            + B.points(models=("sd3-medium-h200",), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5),
                       rates=(36,), seeds=seeds, n=n, steps=28))
     sat = (B.points(models=("flux.1-dev-h100",), mixes=("uniform",), slo_scales=(1.0, 1.5),
-                    rates=(6, 9, 12, 18, 24), seeds=seeds, n=n, steps=28)
+                    rates=flux_rates, seeds=seeds, n=n, steps=28)
            + B.points(models=("sd3-medium-h200",), mixes=("uniform",), slo_scales=(1.0,),
-                      rates=(36, 72, 108, 144, 216, 324, 432, 648), seeds=seeds, n=n, steps=28))
+                      rates=sd3_rates, seeds=seeds, n=n, steps=28))
     return {"E1": (flux, POL, "slo_scale"), "E2": (sd3, POL, "slo_scale"), "E3": (sat, SAT_POL, "rate")}
 
 
@@ -74,13 +78,16 @@ def main() -> None:
     ap.add_argument("--bound-time-s", type=float, default=30.0)
     ap.add_argument("--out", default="out/batching_eval")
     ap.add_argument("--only", default="E1,E2,E3")
+    ap.add_argument("--flux-rates", default=",".join(map(str, FLUX_RATES)), help="E3's FLUX rates (req/min)")
+    ap.add_argument("--sd3-rates", default=",".join(map(str, SD3_RATES)), help="E3's SD3 H200 rates (req/min)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--deterministic", action="store_true",
                     help="cpsat stops on CP-SAT's deterministic clock: met counts independent of the machine's load")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    exps = experiments([int(s) for s in a.seeds.split(",")], a.n)
+    exps = experiments([int(s) for s in a.seeds.split(",")], a.n, B.parse_floats(a.flux_rates, "flux-rates"),
+                       B.parse_floats(a.sd3_rates, "sd3-rates"))
     rows_path = out / "rows.json"
     done = {(r["instance"], r["policy"]): r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
     for name in a.only.split(","):
