@@ -14,29 +14,27 @@ import click
 from ..errors import InputError
 
 
-def _resolutions(text: str | None, device: str) -> list[int]:
+def _int_list(text: str | None, field: str, what: str, ok, rule: str) -> list[int]:
+    """Comma-separated integers, sorted and distinct, each passing `ok` ([] when not given)."""
     if not text:
         return []
     try:
         out = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise InputError("resolutions", text, "expected comma-separated pixel sizes, e.g. 64,128") from None
-    bad = [r for r in out if r <= 0 or r % 16]
-    if bad or not out:
-        raise InputError("resolutions", text, "sizes must be positive multiples of 16 px")
+        raise InputError(field, text, f"expected comma-separated {what}") from None
+    if not out or not all(ok(v) for v in out):
+        raise InputError(field, text, rule)
     return out
+
+
+def _resolutions(text: str | None, device: str) -> list[int]:
+    return _int_list(text, "resolutions", "pixel sizes, e.g. 64,128", lambda r: r > 0 and r % 16 == 0,
+                     "sizes must be positive multiples of 16 px")
 
 
 def _batches(text: str | None) -> list[int]:
-    if not text:
-        return []
-    try:
-        out = sorted({int(x) for x in text.split(",") if x.strip()})
-    except ValueError:
-        raise InputError("batches", text, "expected comma-separated batch sizes, e.g. 2,4") from None
-    if not out or out[0] < 2:
-        raise InputError("batches", text, "batch sizes must be at least 2 (batch 1 is always measured)")
-    return out
+    return _int_list(text, "batches", "batch sizes, e.g. 2,4", lambda b: b >= 2,
+                     "batch sizes must be at least 2 (batch 1 is always measured)")
 
 
 @click.command("profile")
