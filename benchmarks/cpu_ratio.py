@@ -3,8 +3,9 @@
 For each instance, each policy runs the whole simulation once (`tetriopt.solve`), timed with
 `time.process_time` (this process's CPU, so other jobs on a shared machine weigh less than on
 wall time; imports are paid once, before any timing). Printed per instance: met deadlines, CPU
-seconds, cpsat's CPU over tetriserve's, the share of busy rounds CP-SAT decided and how cpsat's
-rounds ended (early stops by rule, proofs, limits, fallbacks).
+seconds, cpsat's CPU over tetriserve's, the share of busy rounds CP-SAT decided, cpsat's decision
+time (wall, from the round's snapshot to its plan) and how its rounds ended (early stops by rule,
+proofs, limits, fallbacks).
 
     python benchmarks/cpu_ratio.py instances/flux-h100-skewed-slo1.0.json [...] [--time-limit-ms 500]
 """
@@ -18,7 +19,7 @@ import time
 import tetriopt
 
 
-def run(inst, policy: str, limit_ms: float, deterministic: bool) -> tuple[dict, float, collections.Counter]:
+def run(inst, policy: str, limit_ms: float, deterministic: bool) -> tuple[dict, float, collections.Counter, list[float]]:
     kw = {"deterministic": True} if deterministic and policy in ("cpsat", "pulp") else {}
     pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, **kw)
     c0 = time.process_time()
@@ -26,7 +27,7 @@ def run(inst, policy: str, limit_ms: float, deterministic: bool) -> tuple[dict, 
     cpu = time.process_time() - c0
     ends = collections.Counter(f"{r.status}" + (f" ({r.note})" if getattr(r, "note", "") else "")
                                for r in res.rounds if r.pending)
-    return res.summary, cpu, ends
+    return res.summary, cpu, ends, sorted(r.solve_ms for r in res.rounds if r.pending) or [0.0]
 
 
 def main() -> None:
@@ -50,7 +51,10 @@ def main() -> None:
         print(f"| {inst.name} | " + " | ".join(str(out[p][0]["met"]) for p in pols) + " | "
               + " | ".join(f"{out[p][1]:.2f}" for p in pols)
               + f" | {out[pols[0]][1] / max(1e-3, out[pols[-1]][1]):.1f}x | {100 * decided / max(1, busy):.0f}% |", flush=True)
-        for k, v in first.most_common(6):
+        ms = out[pols[0]][3]
+        print(f"#   {pols[0]} decision ms p50/p99/max {ms[len(ms) // 2]:.1f}/{ms[min(len(ms) - 1, int(0.99 * len(ms)))]:.1f}/"
+              f"{ms[-1]:.1f}")
+        for k, v in first.most_common(8):
             print(f"#   {pols[0]} rounds {k}: {v}")
 
 

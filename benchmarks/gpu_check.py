@@ -27,7 +27,6 @@ import argparse
 import base64
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -211,9 +210,9 @@ def part_b(c: Check, step_1024_ms: float | None) -> None:
 def part_c(c: Check) -> None:
     import httpx
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from tetriopt.server.probe import free_port, wait_ready
+
+    port = free_port()
     gpus = 2 if c.dry else 1
     cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "serve", "--port", str(port),
            "--executor", c.device, "--gpus", str(gpus), "--model", "tiny-flux", "--profile", PROFILE,
@@ -223,17 +222,7 @@ def part_c(c: Check) -> None:
     url = f"http://127.0.0.1:{port}"
     row: dict[str, Any] = dict(part="c", executor=c.device, gpus=gpus)
     try:
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 180:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
-            try:
-                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        row["ready_s"] = round(time.monotonic() - t0, 1)
+        row["ready_s"] = round(wait_ready(url, proc, 180, output=lambda: proc.stdout.read(), every_s=0.2), 1)
         with httpx.Client(base_url=url, timeout=300) as h:
             t1 = time.monotonic()
             r = h.post("/v1/images/generations", json={"prompt": "a red fox", "size": "256x256", "n": 2,

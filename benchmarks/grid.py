@@ -14,6 +14,7 @@ mean share of the gap between the strongest tetriserve and the bound that cpsat 
 
     python benchmarks/grid.py [--gpus 8,16,32,64] [--pending 8,32,64,128] [--seeds 0] [--size 1.0]
                               [--time-limit-ms 500] [--bound-s 60] [--jobs 1] [--json FILE]
+    python benchmarks/grid.py --seeds 0,1,2 --seed-gpus 8,64 --deterministic --size 0.2   # issue 12's grid
     python benchmarks/grid.py --load 3,5 --time-limit-ms 180 --gpus 8
     python benchmarks/grid.py --calibrate --gpus 16 --pending 32   # print the rate for a target
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from multiprocessing import Pool
 
@@ -38,7 +40,10 @@ POLICIES = ("cpsat", "tetriserve", "tetriserve-stepgain")
 # (GPUs, pending target) -> requests per minute; the first six are the issue's, the rest from
 # --calibrate (tetriserve's median pending on seed 0 at N = 2.25 R)
 RATES = {(8, 10): 82.2, (8, 33): 142.2, (8, 109): 309.5, (16, 104): 399.5, (32, 28): 314.6, (64, 54): 642.2,
-         (8, 8): 64.2, (8, 32): 133.9, (8, 64): 208.9, (8, 128): 297.1}
+         (8, 8): 64.2, (8, 32): 133.9, (8, 64): 208.9, (8, 128): 297.1,
+         (16, 8): 136.0, (16, 32): 206.4, (16, 64): 256.4, (16, 128): 389.0,
+         (32, 8): 213.9, (32, 32): 295.9, (32, 64): 367.4, (32, 128): 499.3,
+         (64, 8): 279.4, (64, 32): 529.7, (64, 64): 630.7, (64, 128): 765.7}
 
 
 def capacity_rate(gpus: int, steps: int = 20) -> float:
@@ -54,8 +59,8 @@ def workload(gpus: int, rate: float, seed: int, size: float):
     return tetriopt.parse_instance(generate(MODEL, gpus, n, rate, seed=seed), name=f"g{gpus}-r{rate:g}-s{seed}")
 
 
-def run_policy(inst, policy: str, limit_ms: float) -> dict:
-    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1)
+def run_policy(inst, policy: str, limit_ms: float, deterministic: bool = False) -> dict:
+    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, deterministic=deterministic)
     c0 = time.process_time()
     res = tetriopt.solve(inst, pol)
     cpu = time.process_time() - c0
@@ -72,11 +77,11 @@ def run_policy(inst, policy: str, limit_ms: float) -> dict:
 
 
 def _job(args):
-    kind, inst, arg, limit = args
+    kind, inst, arg, limit, det = args
     if kind == "bound":
         b = upper_bound(inst, time_limit_s=arg)
         return {"policy": "bound", "met": b.met_bound, "status": b.status, "methods": b.methods}
-    return run_policy(inst, arg, limit)
+    return run_policy(inst, arg, limit, det)
 
 
 def calibrate(gpus: int, target: float, seed: int = 0, size: float = 1.0) -> float:
@@ -97,8 +102,12 @@ def main() -> None:
     ap.add_argument("--pending", default="8,32,64,128")
     ap.add_argument("--load", default=None, help="capacity multiples instead of pending targets, e.g. 3,5")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--seed-gpus", default=None,
+                    help="run seeds after the first only at these GPU counts (issue 12: 8,64)")
     ap.add_argument("--size", type=float, default=1.0)
     ap.add_argument("--time-limit-ms", type=float, default=500.0)
+    ap.add_argument("--deterministic", action="store_true",
+                    help="CP-SAT on its deterministic clock: met counts independent of the machine's load")
     ap.add_argument("--bound-s", type=float, default=60.0, help="0: no bound")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--jobs", type=int, default=1)
@@ -127,19 +136,25 @@ def main() -> None:
     jobs, keys = [], []
     for g, label, rate in configs:
         for seed in seeds:
+            if seed != seeds[0] and a.seed_gpus and g not in map(int, a.seed_gpus.split(",")):
+                continue
             inst = workload(g, rate, seed, a.size)
             for p in policies:
-                jobs.append(("policy", inst, p, a.time_limit_ms))
+                jobs.append(("policy", inst, p, a.time_limit_ms, a.deterministic))
                 keys.append((g, label, rate, seed, len(inst.requests)))
             if a.bound_s > 0:
-                jobs.append(("bound", inst, a.bound_s, 0))
+                jobs.append(("bound", inst, a.bound_s, 0, False))
                 keys.append((g, label, rate, seed, len(inst.requests)))
     with Pool(a.jobs) if a.jobs > 1 else _Serial() as pool:
-        outs = pool.map(_job, jobs)
+        outs = []
+        for k, o in zip(keys, pool.imap(_job, jobs)):  # progress on stderr, in case a long run is cut short
+            outs.append(o)
+            print(json.dumps({"gpus": k[0], "config": k[1], "seed": k[3], "n": k[4], **o}), file=sys.stderr, flush=True)
     rows: dict[tuple, dict] = {}
     for k, o in zip(keys, outs):
         rows.setdefault(k, {})[o["policy"]] = o
-    print(f"FLUX.1-dev on H100, uniform mix, SLO 1.0, limit {a.time_limit_ms:g} ms, 1 worker, size {a.size:g}")
+    print(f"FLUX.1-dev on H100, uniform mix, SLO 1.0, limit {a.time_limit_ms:g} ms"
+          f"{' (deterministic)' if a.deterministic else ''}, 1 worker, size {a.size:g}")
     ts_names = [p for p in policies if p.startswith("tetriserve")]
     head = ["GPUs", "load" if a.load else "pending", "seed", "n", "rate", "p50 pend", *[f"met {p}" for p in policies],
             "bound", "GPU-h/met cpsat", "GPU-h/met ts", "cpsat ms p50/p99/max", "CP-SAT decided", "CPU x ts"]
@@ -181,8 +196,8 @@ class _Serial:
     def __exit__(self, *exc):
         return False
 
-    def map(self, fn, xs):
-        return [fn(x) for x in xs]
+    def imap(self, fn, xs):
+        return (fn(x) for x in xs)
 
 
 if __name__ == "__main__":

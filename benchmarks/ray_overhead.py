@@ -25,51 +25,22 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import sys
-import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import ray
-from ray.cluster_utils import Cluster
 
-from tetriopt.cluster.ray_serve import NODE_RESOURCE, create_cluster_app
+from tetriopt.cluster.ray_serve import create_cluster_app
+from tetriopt.cluster.testbed import ServerThread, local_ray_cluster, stop_ray, wait_jobs
 from tetriopt.server.config import ServerConfig
-from tetriopt.server.run import build_server
 
 FAST = str(Path(__file__).resolve().parents[1] / "tests" / "server" / "fast-profile.json")
-
-
-def start(make_app, cfg: ServerConfig):
-    srv = build_server(cfg, make_app) if make_app else build_server(cfg)
-    th = threading.Thread(target=srv.run, daemon=True)
-    th.start()
-    t0 = time.monotonic()
-    while not srv.started:
-        if not th.is_alive() or time.monotonic() - t0 > 120:
-            sys.exit("server did not start")
-        time.sleep(0.05)
-    return srv, th, f"http://127.0.0.1:{srv.servers[0].sockets[0].getsockname()[1]}"
 
 
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q / 100 * len(xs)))]
-
-
-def wait_all(c: httpx.Client, ids: list[str], timeout: float = 120) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    t0 = time.monotonic()
-    while len(out) < len(ids) and time.monotonic() - t0 < timeout:
-        for j in ids:
-            if j not in out:
-                b = c.get(f"/v1/jobs/{j}").json()
-                if b["status"] in ("succeeded", "failed", "cancelled"):
-                    out[j] = b
-        time.sleep(0.1)
-    return out
 
 
 def main() -> None:
@@ -81,12 +52,10 @@ def main() -> None:
     cfg = ServerConfig(gpus=4, profile=FAST, port=0, policy="greedy", default_steps=8, default_size="512x512",
                        job_ttl_s=600, drain_timeout_s=60, max_queue=100_000, log_level="warning")
     t0 = time.monotonic()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    workers = [cluster.add_node(num_cpus=1, resources={NODE_RESOURCE: 1}) for _ in range(3)]
-    ray.init(address=cluster.address, log_to_driver=False)
-    ray_srv, ray_th, ray_url = start(lambda c, on_drained=None: create_cluster_app(c, 3, a.router, on_drained=on_drained),
-                                     cfg)
-    one_srv, one_th, one_url = start(None, cfg)
+    cluster, workers = local_ray_cluster(3)
+    front = ServerThread(cfg, lambda c, on_drained=None: create_cluster_app(c, 3, a.router, on_drained=on_drained))
+    single = ServerThread(cfg)
+    ray_url, one_url = front.url, single.url
     print(f"3-node Ray cluster and both servers up in {time.monotonic() - t0:.1f} s "
           f"(round {cfg.round_ms or 60:g} ms, {cfg.gpus} GPUs per node, {a.router} router); machine shared")
     body = {"prompt": "p", "size": "256x256", "steps": 1, "slo_ms": 10000}
@@ -112,7 +81,7 @@ def main() -> None:
               f"mean {mean['ray']:.1f} p99 {pct(lat['ray'], 99):.1f}")
         print(f"ratio ray / single: p50 {p50['ray'] / p50['single']:.2f}, mean {mean['ray'] / mean['single']:.2f}; "
               f"difference p50 {p50['ray'] - p50['single']:+.1f} ms, mean {mean['ray'] - mean['single']:+.1f} ms")
-        actor = ray_srv.config.app.state.service.scheduler.nodes[0].actor
+        actor = front.service.scheduler.nodes[0].actor
         calls = []
         for _ in range(200):
             s = time.perf_counter()
@@ -124,7 +93,7 @@ def main() -> None:
         before = {n["index"]: n["routed"] for n in rc.get("/v1/cluster").json()["nodes"]}
         ids = [rc.post("/v1/jobs", json={"prompt": "p", "size": "1024x1024", "steps": 16, "slo_ms": 4000}).json()["id"]
                for _ in range(a.burst)]
-        done = wait_all(rc, ids)
+        done = wait_jobs(rc, ids, 120)
         after = {n["index"]: n["routed"] for n in rc.get("/v1/cluster").json()["nodes"]}
         print(f"spread of a burst of {a.burst} jobs over the node actors: "
               f"{[after[i] - before[i] for i in sorted(after)]}; succeeded "
@@ -137,17 +106,15 @@ def main() -> None:
         victim = max(view["nodes"], key=lambda n: n["unfinished_jobs"])
         cluster.remove_node(next(w for w in workers if w.node_id == victim["ray_node"]))
         t_kill = time.monotonic()
-        done = wait_all(rc, ids)
+        done = wait_jobs(rc, ids, 120)
         view = rc.get("/v1/cluster").json()
         lost = len(ids) - sum(b["status"] == "succeeded" for b in done.values())
         print(f"node {victim['index']} removed with {victim['unfinished_jobs']} unfinished jobs of a burst of "
               f"{a.burst}: not succeeded {lost}, re-routed {view['rerouted']}, duplicate results "
               f"{view['duplicate_results']}, all done {time.monotonic() - t_kill:.1f} s after the kill")
-    for s, th in ((ray_srv, ray_th), (one_srv, one_th)):
-        s.should_exit = True
-        th.join(timeout=30)
-    ray.shutdown()
-    cluster.shutdown()
+    for s in (front, single):
+        s.stop(wait_s=30)
+    stop_ray(cluster)
 
 
 if __name__ == "__main__":

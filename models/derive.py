@@ -91,6 +91,11 @@ def write(name: str, data: dict) -> None:
         (folder / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n")
 
 
+ROUND_NOTES = {"sd3-medium": "about 5 steps of a 1024 px request at degree 1 (250 ms), raised so that the last "
+                              "step of a 2048 px request at degree 4, its VAE decode and a text encode fit in one round "
+                              "(50.8 + 354.2 + 20 ms: the plan charges encode and decode inside the round)"}
+
+
 def h200_profile(model: str, arch_key: str, measured: dict, floor: float, vae: dict, round_ms: float,
                  batch_measured: dict, degrees=(1, 2, 4, 8)) -> dict:
     arch = ARCH[arch_key]
@@ -114,6 +119,7 @@ def h200_profile(model: str, arch_key: str, measured: dict, floor: float, vae: d
     return dict(name=f"{model}-h200", model=model, gpu="NVIDIA H200 141GB (8x, NVLink)", degrees=list(degrees),
                 default_round_ms=round_ms, text_encode_ms=20.0, points=points,
                 sources={"text_encode_ms": "modelled: T5-XXL encoder of 512 tokens on one GPU, about 20 ms",
+                         **({"default_round_ms": ROUND_NOTES[model]} if model in ROUND_NOTES else {}),
                          "launch_floor_ms": f"{floor} (smallest measured eager step of this model)",
                          "generator": "models/derive.py"})
 
@@ -132,7 +138,7 @@ def main() -> None:
                for r, (v, _) in flux_vae.items()}
     write("sd3-medium-h200", h200_profile(
         "sd3-medium", "sd3", {256: 40.9, 512: 39.6, 768: 40.6, 1024: 38.8, 1536: 72.6, 2048: 163.2},
-        floor=38.8, vae=sd3_vae, round_ms=250.0, batch_measured={1024: {(2, 1): 52.8}}))
+        floor=38.8, vae=sd3_vae, round_ms=450.0, batch_measured={1024: {(2, 1): 52.8}}))
 
     # FLUX.1-dev on 8x H100: anchored on xDiT's published 1024 px figures (docs/performance/flux.md,
     # 28 steps, torch.compile): 1 GPU 4.30 s, Ring-2 2.60 s, Ulysses-4 1.63 s.
@@ -192,9 +198,9 @@ def main() -> None:
                                 "vae_decode_ms": "modelled: H200 value x 4"}))
     write("sd3-medium-a40", dict(
         name="sd3-medium-a40", model="sd3-medium", gpu="NVIDIA A40 48GB (4x, NVLink in pairs)",
-        degrees=[1, 2, 4], default_round_ms=1100.0, text_encode_ms=30.0, points=pts,
+        degrees=[1, 2, 4], default_round_ms=1850.0, text_encode_ms=30.0, points=pts,
         sources={"setup": "TetriServe's SD3 testbed (paper sec. 6.1): 4x A40-48GB, NVLink in pairs, PCIe between",
-                 "default_round_ms": "about 5 steps of a 1024 px request at degree 1, raised so the slowest step (2048 px, 1 GPU) fits",
+                 "default_round_ms": "about 5 steps of a 1024 px request at degree 1 (1100 ms), raised so that the last step of a 2048 px request at degree 4, its VAE decode and a text encode fit in one round (361.4 + 1416.8 + 30 ms: the plan charges encode and decode inside the round)",
                  "text_encode_ms": "modelled", "generator": "models/derive.py"}))
 
 

@@ -36,6 +36,10 @@ class GenRequest:
     height: int
     steps: int
     seed: int = 0
+    # carried from the API for the model to use; not applied yet (FLUX.1-dev's distilled guidance is the
+    # model spec's value for every request; a negative prompt needs classifier-free guidance's second pass)
+    guidance_scale: float | None = None
+    negative_prompt: str | None = None
 
 
 @dataclass
@@ -96,6 +100,7 @@ class Runtime:
         self.channels = int(cfg["in_channels"]) * (4 if spec.family == "sd3" else 1)  # per packed token
         self.cond_shape = self.aux.cond_shape() if self.aux else None
         self.worker_info: list[dict[str, Any]] = []
+        self.worker_held: dict[int, list[str]] = {}  # per rank, the requests it holds state of after the last job
         self.startup_s = 0.0
         self._procs: list[Any] = []
         self._jobs: list[Any] = []
@@ -238,11 +243,12 @@ class Runtime:
 
     def run_tasks(self, tasks: list[Task], meta: dict, inits: dict,
                   on_task: Callable[[dict[str, Any], Optional[torch.Tensor], bool, Any], None],
-                  checkpoint: bool = False) -> float:
+                  checkpoint: bool = False, forget: Sequence[str] = ()) -> float:
         """Send one job (tasks in global order) to every worker; on_task(timing, latent|None, final,
         image|None) is called as each task ends (latent: the final one on a request's last task,
         and with `checkpoint` the full latent after every task; image: the decoded uint8 image
-        when a worker decoded it). Returns ms."""
+        when a worker decoded it). `forget`: requests whose state every worker drops first
+        (cancelled). Returns ms."""
         if not self._procs:
             raise RuntimeError("runtime is closed")
         firsts = first_ranks([t for t in tasks if t.is_first])
@@ -250,7 +256,8 @@ class Runtime:
         t0 = time.perf_counter()
         for rank, q in enumerate(self._jobs):
             mine = {rid: v for rid, v in inits.items() if rank in firsts.get(rid, ())}
-            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine, checkpoint=checkpoint))
+            q.put(Job(job_id=self._job_id, tasks=tasks, meta=meta, inits=mine, checkpoint=checkpoint,
+                      forget=tuple(forget)))
         done = 0
         while done < self.world:
             kind, rank, payload = self._get()
@@ -259,6 +266,7 @@ class Runtime:
                 on_task(timing, None if latent is None else torch.from_numpy(latent), final, image)
             elif kind == "done":
                 done += 1
+                self.worker_held[rank] = list(payload[1].get("held", ()))
             else:
                 self.close()
                 raise RuntimeError(f"worker {rank} failed:\n{payload}")

@@ -22,7 +22,9 @@ Failures stay small:
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict, deque
+from dataclasses import replace
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -67,6 +69,8 @@ class RoundExecutor:
         self.plan = PlanState(world)
         self.held: dict[str, _Held] = {}
         self.restarts = 0
+        self._forgotten: set[str] = set()  # cancelled since the last round (any thread adds; see forget)
+        self._lock = threading.Lock()
         # final latents of the last RECENT finished requests, and the last 16 x RECENT task reports
         # (the workers' timings plus the request's seed; a batch's members each report, with
         # `batch` listing them): what ran, for tests and debugging
@@ -96,7 +100,7 @@ class RoundExecutor:
             if done != 0:
                 return f"{rid!r} has {done} steps done but its latent is not on this runtime"
             req = GenRequest(rid, str(w["prompt"]), int(w["width"]), int(w["height"]), int(w["total_steps"]),
-                             int(w.get("seed", 0)))
+                             int(w.get("seed", 0)), w.get("guidance_scale"), w.get("negative_prompt"))
             h = self.held[rid] = _Held(req)
         why = self.runtime.split_problem(h.req.width, h.req.height, degree)
         if why:
@@ -139,6 +143,23 @@ class RoundExecutor:
         if self.runtime is None or not self.runtime.alive():
             self._start()
         rt = self.runtime
+        with self._lock:
+            gone, self._forgotten = self._forgotten, set()
+        for rid in gone:  # cancelled: its checkpoint here and its history go now, the workers' copies below
+            self.held.pop(rid, None)
+            self.plan.forget(rid)
+        # planned before a member was cancelled: the rest of a batch still runs (reported as planned)
+        origin: dict[int, Any] = {}
+        live = []
+        for a in assignments:
+            rids = [r for r in _requests(a) if r not in gone]
+            if len(rids) == len(_requests(a)):
+                live.append(a)
+            elif rids:
+                b = replace(a, request=rids[0], batch=tuple(rids[1:]))
+                origin[id(b)] = a
+                live.append(b)
+        assignments = live
         plan = PlanState.copy(self.plan)  # committed only if the round compiles
         refused = self._refuse(plan, assignments, work)
         run = [a for a in assignments if not any(r in refused for r in _requests(a))]
@@ -169,12 +190,16 @@ class RoundExecutor:
             left[id(a)] -= 1
             if left[id(a)] == 0:  # a batch completes when its last member reports
                 got = pngs.pop(id(a), {})
-                on_done(a, got.pop(a.request, None), tuple(got.items()))
+                planned = origin.get(id(a), a)
+                on_done(planned, got.pop(planned.request, None), tuple(got.items()))
 
         self.plan = plan
         try:
             if tasks:
-                rt.run_tasks(tasks, meta, inits, on_task, checkpoint=True)
+                rt.run_tasks(tasks, meta, inits, on_task, checkpoint=True, forget=sorted(gone))
+            elif gone:
+                with self._lock:  # no job this round to carry them: the next one does
+                    self._forgotten |= gone
         except Exception:
             self.plan = PlanState(self.world)  # the runtime closed itself; `held` has every checkpoint
             raise
@@ -182,14 +207,22 @@ class RoundExecutor:
             for a in assignments:
                 bad = [r for r in _requests(a) if r in refused]
                 if bad and on_failed is not None:
-                    on_failed(a, refused[bad[0]])
+                    on_failed(origin.get(id(a), a), refused[bad[0]])
         if refused and on_failed is None:
             raise PlanError("; ".join(f"{rid}: {why}" for rid, why in refused.items()))
 
-    def forget(self, rid: str) -> None:
-        """Drop a request (cancelled or failed): its checkpoint here and its place in the plan."""
+    def discard(self, rid: str) -> None:
+        """Drop a request refused before dispatch, now (on the thread that runs rounds): its
+        checkpoint here and its place in the plan; planned again, it starts from scratch."""
         self.held.pop(rid, None)
         self.plan.forget(rid)
+
+    def forget(self, rid: str) -> None:
+        """Drop a request (cancelled or failed), from any thread: at the start of the next round its
+        checkpoint here and its place in the plan go, and every worker frees its shard and
+        conditioning (a round in flight may still run it; its report is then the last)."""
+        with self._lock:
+            self._forgotten.add(rid)
 
     def close(self) -> None:
         if self.runtime is not None:

@@ -65,6 +65,7 @@ class Job:
     meta: dict[str, ReqMeta]
     inits: dict[str, Init] = field(default_factory=dict)
     checkpoint: bool = False  # leaders also report the full latent after every task (see executor.py)
+    forget: tuple[str, ...] = ()  # requests cancelled since the last job: drop what this rank holds of them
 
 
 @dataclass
@@ -192,6 +193,9 @@ class Worker:
         """
         rank = self.rank
         st = self.state
+        for rid in job.forget:  # cancelled: free its shard, conditioning and anything kept for it
+            for d in (st.meta, st.shards, st.conds, st.outbox, st.sigmas, st.finished, st.images):
+                d.pop(rid, None)
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
         batch: list[tuple[Task, torch.Tensor, dict[str, float]]] = []  # members taken in, not yet stepped
         for t in job.tasks:
@@ -225,7 +229,7 @@ class Worker:
                 batch = []
         for h, _ in pending:
             h.wait()
-        return dict(rank=rank)
+        return dict(rank=rank, held=sorted(st.meta))
 
     def _end_task(self, t: Task, timing: Optional[dict[str, Any]], report) -> None:
         """After a task: every rank drops what it cached for a finished request; the leader reports."""

@@ -13,7 +13,9 @@ import pytest
 
 from tetriopt import RequestState, RoundState, load_profile, make_cluster
 from tetriopt.policies.backends import solve_cpsat, solve_pulp
-from tetriopt.policies.formulation import build, gpu_ms, keepable
+from tetriopt.plan import decisions_of
+from tetriopt.policies import make_policy
+from tetriopt.policies.formulation import build, complete, gpu_ms, keepable
 
 
 def random_state(seed: int) -> RoundState:
@@ -50,9 +52,9 @@ def brute_force(state: RoundState) -> int:
     best = None
     for combo in itertools.product(*options):
         load = {}
-        for gpus, n, t in combo:
+        for r, (gpus, n, t) in zip(reqs, combo):  # a task's encode / decode loads its GPUs too
             for g in gpus or ():
-                load[g] = load.get(g, 0) + n * t
+                load[g] = load.get(g, 0) + n * t + state.aux_us(r, n)
         if any(v > state.round_us for v in load.values()):
             continue
         base = 0
@@ -71,8 +73,8 @@ def brute_force(state: RoundState) -> int:
             can, slack = keepable(state, r, rm.looks[r.id])
             if can and slack is None:
                 for g in gpus or ():
-                    gpu_clock[g] = gpu_clock.get(g, 0) + n * t
-                budget = r.deadline_us - state.decode_us(r) - state.now_us
+                    gpu_clock[g] = gpu_clock.get(g, 0) + n * t + state.aux_us(r, n)
+                budget = r.deadline_us - state.now_us  # its own decode is in its clock
                 urgent_done[r.id] = n == r.remaining_steps and all(gpu_clock[g] <= budget for g in gpus or ())
         for keep in itertools.product([0, 1], repeat=len(reqs)):
             val, ok, us = base, True, []
@@ -92,7 +94,9 @@ def brute_force(state: RoundState) -> int:
                         ok = False
                         break
                 val += k * w.keep - w.remaining * gpu_ms(o.cheapest_cost) * u
-                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u))
+                # kept and unfinished: its steps left and the decode still to come on its set
+                owed = gpu_ms(o.cheapest_degree * state.decode_us(r)) if u else 0
+                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u + owed))
             if not ok:
                 continue
             for d, _ in us:  # joint test at every deadline
@@ -111,6 +115,11 @@ def test_cpsat_matches_brute_force_and_pulp(seed):
     cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
     assert cp.status == "OPTIMAL"
     assert cp.objective == brute_force(state)
+    # the heuristics' plans complete into feasible model solutions (the solver's warm starts)
+    for name in ("greedy", "tetriserve"):
+        p = make_policy(name).plan(state)
+        sol = complete(rm, decisions_of(p), p.kept or ())
+        assert sol is not None and rm.model.value(sol) <= cp.objective, name
     pl = solve_pulp(rm.model, 20.0)
     assert pl.status == "OPTIMAL"
     assert pl.objective == pytest.approx(cp.objective, abs=0.5)

@@ -41,10 +41,7 @@ def test_same_seed_same_bytes(tmp_path):
     outs = []
     for i in range(2):
         f = tmp_path / f"o{i}.json"
-        # TetriServe's model, as before issue 13's defaults (its bigger round models hit the wall-clock
-        # limit sooner on a busy machine; the default's reruns: test_batching.py::test_cli_switches)
-        p = cli("solve", str(QUICK), "--seed", "3", "--workers", "1", "--no-timings", "--no-batching",
-                "--no-immediate-start", "--json", str(f))
+        p = cli("solve", str(QUICK), "--seed", "3", "--workers", "1", "--deterministic", "--no-timings", "--json", str(f))
         assert p.returncode == 0, p.stderr
         outs.append(f.read_bytes())
     assert outs[0] == outs[1]

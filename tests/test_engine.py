@@ -15,7 +15,8 @@ R = 900_000
 
 
 class FakeExecutor:
-    """Reports each assignment at its planned end, in start order; may break after `fail_after` reports."""
+    """Reports each assignment at its planned end (encode / decode included), in start order; may break
+    after `fail_after` reports."""
 
     name = "fake"
     concurrent_rounds = True
@@ -35,9 +36,7 @@ class FakeExecutor:
         for i, a in enumerate(sorted(plan.assignments, key=lambda a: a.start_us)):
             if self.fail_after is not None and i >= self.fail_after:
                 raise ExecutorFailure(f"fake crash in round {round_index}")
-            w = work[a.request]
-            last = w.done_steps + a.steps >= w.total_steps
-            on_complete(Completion(a, a.end_us + (PROF.vae_decode_us(w.width, w.height) if last else 0)))
+            on_complete(Completion(a, a.end_us))  # a finishing assignment's duration holds its decode
 
     def close(self) -> None:
         pass
@@ -70,7 +69,7 @@ def test_round_completes_requests_and_tracks_progress():
     assert [t.id for t in run.finished] == ["a"]
     a = run.finished[0]
     step = PROF.step_us(512, 512, 1)
-    assert a.finish_us == 3 * step + PROF.vae_decode_us(512, 512) and a.finished
+    assert a.finish_us == 3 * step + PROF.text_encode_us + PROF.vae_decode_us(512, 512) and a.finished
     b = e.pending["b"]
     assert (b.done, b.inflight, b.location) == (2, 0, (2, 3))
     assert list(e.pending) == ["b"]
@@ -177,7 +176,8 @@ def test_mip_fallback_under_backlog_never_assigns_a_request_twice():
 
 def test_a_request_split_over_two_sets_in_one_round_finishes_once_on_the_sim_executor():
     """Several assignments of one request in a round (batching, immediate starts): the sim executor
-    runs them one after the other and only the last carries the decode; the engine finishes it once."""
+    runs them one after the other, the first carrying the encode and only the last the decode; the
+    engine finishes it once."""
     from tetriopt.server.executors.sim import SimExecutor
 
     clock = VirtualClock()
@@ -187,9 +187,28 @@ def test_a_request_split_over_two_sets_in_one_round_finishes_once_on_the_sim_exe
     e.clock = clock
     e.submit(req("a", steps=5))
     t1, t2 = PROF.step_us(512, 512, 1), PROF.step_us(512, 512, 2)
-    split = RoundPlan(assignments=(Assignment("a", (0,), 2, 0, 2 * t1),
-                                   Assignment("a", (2, 3), 3, 2 * t1, 2 * t1 + 3 * t2)), backend="test")
+    enc, dec = PROF.text_encode_us, PROF.vae_decode_us(512, 512)
+    split = RoundPlan(assignments=(Assignment("a", (0,), 2, 0, 2 * t1 + enc),
+                                   Assignment("a", (2, 3), 3, 2 * t1 + enc, 2 * t1 + enc + 3 * t2 + dec)),
+                      backend="test")
     run = e.run_round(lambda state: split, 0, 0)
     assert [t.id for t in run.finished] == ["a"] and not e.pending
-    assert run.finished[0].finish_us == 2 * t1 + 3 * t2 + PROF.vae_decode_us(512, 512)
+    assert run.finished[0].finish_us == 2 * t1 + enc + 3 * t2 + dec
     assert run.finished[0].location == (2, 3)
+
+
+def test_dropping_a_request_tells_the_executor_to_forget_it():
+    class Forgetful(FakeExecutor):
+        def __init__(self):
+            super().__init__()
+            self.forgotten = []
+
+        def forget(self, rid):
+            self.forgotten.append(rid)
+
+    ex = Forgetful()
+    e = engine(ex)
+    e.submit(req("a"))
+    e.run_round(fixed([("a", (0,), 2)]), 0, 0)
+    assert e.drop("a") is not None and ex.forgotten == ["a"] and not e.pending
+    assert engine(FakeExecutor()).drop("zz") is None  # an executor without the hook: nothing to call

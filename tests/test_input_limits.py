@@ -64,6 +64,10 @@ OPTIONS = [
     (["workload", "--rate", "1e-300"], "rate"),
     (["solve", ROOT / "instances" / "quickstart.json", "--time-limit-ms", "nan"], "--time-limit-ms"),
     (["bound", ROOT / "instances" / "quickstart.json", "--time-limit-s", "inf"], "--time-limit-s"),
+    (["serve", "--time-limit-ms", "nan"], "--time-limit-ms"),
+    (["serve", "--time-limit-ms", "inf"], "--time-limit-ms"),
+    (["bench", "--time-limit-ms", "nan"], "--time-limit-ms"),
+    (["bench", "--time-limit-ms", "-inf"], "--time-limit-ms"),
 ]
 
 

@@ -61,6 +61,8 @@ class WorkItem:
     total_steps: int
     done_steps: int      # steps finished before this round
     seed: int
+    guidance_scale: float | None = None   # the API's, when given (None: the model's default)
+    negative_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,9 @@ class Executor(Protocol):
 
     def close(self) -> None:
         """Stop workers; called once at shutdown."""
+
+    # optional: `forget(request_id)`, called when the engine drops a request (cancelled, failed):
+    # free what the executor keeps of it (the runtime: its checkpoint, latent shards, conditioning).
 
 
 class InvalidPlan(RuntimeError):
@@ -160,7 +165,11 @@ class RoundEngine:
         self.pending[req.id] = req
 
     def drop(self, rid: str) -> Tracked | None:
-        """Forget a request (cancelled); later reports about it are ignored."""
+        """Forget a request (cancelled); later reports about it are ignored, and the executor frees
+        what it keeps of it (`forget`, where it has one)."""
+        forget = getattr(self.executor, "forget", None)
+        if forget is not None:
+            forget(rid)
         return self.pending.pop(rid, None)
 
     # -- a round ---------------------------------------------------------------------------------

@@ -61,16 +61,16 @@ def start_on_idle(state: RoundState, r: RequestState, busy: list[list[tuple[int,
         options = []
         for gpus in state.sets[k]:
             for s, e in idle_window(busy, gpus, max(r.arrival_us, state.now_us), end):
-                n = min(r.remaining_steps, (e - s) // t)
+                n = state.fit_steps(r, k, e - s)
                 if n > 0:
                     options.append((-n, s, gpus))
         if not options:
             continue
         neg_n, start, gpus = min(options)
-        a = Assignment(request=r.id, gpus=gpus, steps=-neg_n, start_us=start, end_us=start - neg_n * t,
-                       immediate=True)
+        a = Assignment(request=r.id, gpus=gpus, steps=-neg_n, start_us=start,
+                       end_us=start - neg_n * t + state.aux_us(r, -neg_n), immediate=True)
         after = r.remaining_steps - a.steps
-        if after == 0 and a.end_us <= due or after and after <= steps_possible(state, t, end, due):
+        if after == 0 and a.end_us <= r.deadline_us or after and after <= steps_possible(state, t, end, due):
             return a
         if best_partial is None or (a.steps, -k) > (best_partial.steps, -best_partial.degree):
             best_partial = a

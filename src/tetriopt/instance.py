@@ -131,11 +131,14 @@ def parse_instance(data: Any, base_dir: str | Path | None = None, name: str = ""
                              f"resolution outside profile {profile.name!r} "
                              f"({profile.points[0].width}x{profile.points[0].height}.."
                              f"{profile.points[-1].width}x{profile.points[-1].height} in tokens)")
-        fastest = min(profile.step_us(r["width"], r["height"], d) for d in degrees if cluster.sets(d))
+        # its last step and VAE decode (and its text encode, for a single step) run in one round
+        last = (profile.vae_decode_us(r["width"], r["height"])
+                + (profile.text_encode_us if int(r["steps"]) == 1 else 0))
+        fastest = min(profile.step_us(r["width"], r["height"], d) for d in degrees if cluster.sets(d)) + last
         if fastest > round_us:
             raise InputError("round_ms", us_to_ms(round_us),
-                             f"shorter than one step of requests[{i}] ({r['width']}x{r['height']}) at any "
-                             f"allowed degree ({us_to_ms(fastest):g} ms at best)")
+                             f"shorter than the last step plus the VAE decode of requests[{i}] "
+                             f"({r['width']}x{r['height']}) at any allowed degree ({us_to_ms(fastest):g} ms at best)")
         reqs.append(Request(id=str(r["id"]), arrival_us=ms_to_us(r["arrival_ms"]),
                             deadline_us=ms_to_us(r["deadline_ms"]), width=int(r["width"]),
                             height=int(r["height"]), steps=int(r["steps"]), prompt=r.get("prompt", "")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from .gpusets import gpu_loads, layout
 from .state import RoundState
@@ -23,10 +23,26 @@ def members(rid: str | tuple[str, ...]) -> tuple[str, ...]:
     return (rid,) if isinstance(rid, str) else tuple(rid)
 
 
-def decision_us(state: RoundState, by_id, rid: str | tuple[str, ...], gpus: tuple[int, ...], steps: int) -> int:
-    """How long a decision keeps its GPUs busy (a batch: its members' shared step cost)."""
+def decision_us(state: RoundState, by_id, rid: str | tuple[str, ...], gpus: tuple[int, ...], steps: int,
+                before: Mapping[str, int] | None = None) -> int:
+    """How long a decision keeps its GPUs busy: its steps (a batch: its members' shared step cost)
+    and each member's encode / decode (`RoundState.aux_us`; `before`: steps of each member in
+    its earlier assignments this round, if a request has several). Every assignment's duration is this."""
     ids = members(rid)
-    return steps * state.step_us(by_id[ids[0]], len(gpus), len(ids))
+    return (steps * state.step_us(by_id[ids[0]], len(gpus), len(ids))
+            + sum(state.aux_us(by_id[i], steps, (before or {}).get(i, 0)) for i in ids))
+
+
+def durations(state: RoundState, by_id, decisions: Iterable[Decision]) -> list[int]:
+    """decision_us of each decision in the order they run (a request's first one encodes, the one
+    reaching its remaining steps decodes)."""
+    before: dict[str, int] = {}
+    out = []
+    for rid, gpus, steps in decisions:
+        out.append(decision_us(state, by_id, rid, gpus, steps, before))
+        for i in members(rid):
+            before[i] = before.get(i, 0) + steps
+    return out
 
 
 class PlanStatus(str, Enum):
@@ -89,7 +105,7 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
     ds = [d for d in decisions if d[2] > 0]
     if not keep_order:
         ds.sort(key=lambda d: (min(by_id[i].deadline_us for i in members(d[0])), members(d[0])))
-    tasks = [(gpus, decision_us(state, by_id, rid, gpus, steps), (rid, gpus, steps)) for rid, gpus, steps in ds]
+    tasks = [(gpus, dur, (rid, gpus, steps)) for (rid, gpus, steps), dur in zip(ds, durations(state, by_id, ds))]
     # requests that finish this round with their deadline inside it go first where that fits
     urgent = [j for j, (rid, _, steps) in enumerate(ds) if any(
         steps == by_id[i].remaining_steps and state.due_us(by_id[i]) < state.end_us for i in members(rid))]
@@ -103,7 +119,8 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
 def overfull_gpus(state: RoundState, decisions: Iterable[Decision]) -> dict[int, int]:
     """GPUs whose work exceeds the round (empty when the decisions fit)."""
     by_id = {r.id: r for r in state.requests}
-    loads = gpu_loads((g, decision_us(state, by_id, rid, g, n)) for rid, g, n in decisions)
+    decisions = list(decisions)
+    loads = gpu_loads((g, dur) for (_, g, _), dur in zip(decisions, durations(state, by_id, decisions)))
     return {g: l for g, l in loads.items() if l > state.round_us}
 
 
@@ -115,7 +132,8 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
     """Why `plan` cannot be executed on `state` (None if it can); the first rule broken.
 
     Each assignment: a known request, distinct GPUs forming an aligned set of an allowed degree,
-    0 < steps, inside the round, lasting exactly steps x the profile's step time at that degree.
+    0 < steps, inside the round, lasting exactly steps x the profile's step time at that degree plus
+    its encode / decode (`decision_us`).
     Per request: steps summing to at most its remaining ones, no two assignments at once. Per
     GPU: no two assignments at once (so no GPU is over the round either). A batch (`batch`):
     distinct pending members of one resolution, a batch size the profile prices, its cost.
@@ -123,7 +141,8 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
     by_id = {r.id: r for r in state.requests}
     per_req: dict[str, list[tuple[int, int, int]]] = {}
     per_gpu: dict[int, list[tuple[int, int, str]]] = {}
-    for a in plan.assignments:
+    before: dict[str, int] = {}  # steps of each request in its assignments starting earlier
+    for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.end_us)):
         r = by_id.get(a.request)
         if r is None:
             return f"assignment for unknown request {a.request!r}"
@@ -139,17 +158,17 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
         if a.start_us < state.now_us or a.end_us > state.end_us:
             return f"{a.request}: [{a.start_us}, {a.end_us}] outside the round [{state.now_us}, {state.end_us}]"
         if a.batch:
-            why = batch_error(state, a)
+            why = batch_error(state, a, before)
             if why:
                 return why
-        else:
-            step = state.step_us(r, k)
-            if a.end_us - a.start_us != a.steps * step:
-                return f"{a.request}: lasts {a.end_us - a.start_us} us, the profile says {a.steps} x {step} us"
+        elif a.end_us - a.start_us != decision_us(state, by_id, a.request, a.gpus, a.steps, before):
+            return (f"{a.request}: lasts {a.end_us - a.start_us} us, the profile says {a.steps} x {state.step_us(r, k)}"
+                    f" us + {state.aux_us(r, a.steps, before.get(a.request, 0))} us encode/decode")
         for i in a.requests:
             if not a.steps <= by_id[i].remaining_steps:
                 return f"{i}: {a.steps} steps, {by_id[i].remaining_steps} remaining"
             per_req.setdefault(i, []).append((a.start_us, a.end_us, a.steps))
+            before[i] = before.get(i, 0) + a.steps
         for g in a.gpus:
             per_gpu.setdefault(g, []).append((a.start_us, a.end_us, a.request))
     for rid, ivs in per_req.items():
@@ -168,7 +187,7 @@ def check_plan(state: RoundState, plan: RoundPlan) -> str | None:
     return None
 
 
-def batch_error(state: RoundState, a: Assignment) -> str | None:
+def batch_error(state: RoundState, a: Assignment, before: Mapping[str, int] | None = None) -> str | None:
     """Why a batched assignment breaks the batching rules (None when it keeps them): members
     distinct and pending, one resolution, a batch size the profile prices, the profile's cost."""
     if not a.batch:
@@ -184,6 +203,7 @@ def batch_error(state: RoundState, a: Assignment) -> str | None:
         return f"batch {ids} mixes resolutions"
     if len(ids) not in state.profile.batch_sizes:
         return f"batch {ids}: size {len(ids)} not in the profile's {list(state.profile.batch_sizes)}"
-    if a.end_us - a.start_us != decision_us(state, by_id, ids, a.gpus, a.steps):
-        return f"batch {ids}: lasts {a.end_us - a.start_us} us, profile says {decision_us(state, by_id, ids, a.gpus, a.steps)}"
+    want = decision_us(state, by_id, ids, a.gpus, a.steps, before)
+    if a.end_us - a.start_us != want:
+        return f"batch {ids}: lasts {a.end_us - a.start_us} us, profile says {want}"
     return None

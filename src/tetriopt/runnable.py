@@ -60,13 +60,16 @@ def size_problem(width: int, height: int) -> Optional[str]:
     return None
 
 
-def runnable_degrees(model: str, width: int, height: int, degrees: Iterable[int]) -> tuple[int, ...]:
+def runnable_degrees(model: str, width: int, height: int, degrees: Iterable[int],
+                     heads: Optional[int] = None) -> tuple[int, ...]:
     """The degrees among `degrees` at which the runtime can run a (model, width, height) request.
 
-    Empty when the size itself is invalid. `model` is a profile's model name ("flux.1-dev",
-    "sd3-medium", "tiny-flux", ...); for an unknown model only the token rule is applied.
+    Empty when the size itself is invalid. `heads`: the loaded transformer's attention heads (an
+    executor's `heads`, read from its weights); without it, the count for the profile's model name
+    `model` ("flux.1-dev", "sd3-medium", "tiny-flux", ...), and for an unknown name only the token
+    rule is applied.
     """
     if size_problem(width, height):
         return ()
-    t, h = image_tokens(width, height), heads_of(model)
+    t, h = image_tokens(width, height), heads if heads is not None else heads_of(model)
     return tuple(k for k in degrees if split_problem(t, h, k) is None)

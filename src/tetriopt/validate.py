@@ -28,8 +28,9 @@ def validate_result(inst: Instance, out: dict[str, Any]) -> list[str]:
     """Every violation found (empty when the plan is valid)."""
     errs: list[str] = []
     tally = _Tally()
+    aux = _aux(inst, out["assignments"])
     for i, a in enumerate(out["assignments"]):
-        _check_assignment(inst, i, a, tally, errs)
+        _check_assignment(inst, i, a, tally, errs, aux.get(i, 0))
     for g, ivs in tally.per_gpu.items():
         ivs.sort()
         for (s1, e1, r1), (s2, e2, r2) in zip(ivs, ivs[1:]):
@@ -41,7 +42,30 @@ def validate_result(inst: Instance, out: dict[str, Any]) -> list[str]:
     return errs
 
 
-def _check_assignment(inst: Instance, i: int, a: dict[str, Any], tally: _Tally, errs: list[str]) -> None:
+def _aux(inst: Instance, assignments: list[dict[str, Any]]) -> dict[int, int]:
+    """Per assignment index, the encode / decode it runs besides its steps: each member's text
+    encode on its first assignment (by start), its VAE decode on the one reaching its step count."""
+    per_req: dict[str, list[tuple[int, int, int]]] = defaultdict(list)
+    for i, a in enumerate(assignments):
+        for q in [a["request"], *a.get("batch", [])]:
+            per_req[q].append((ms_to_us(a["start_ms"]), i, a["steps"]))
+    out: dict[int, int] = defaultdict(int)
+    for q, runs in per_req.items():
+        r = inst.by_id.get(q)
+        if r is None:
+            continue
+        runs.sort()
+        out[runs[0][1]] += inst.profile.text_encode_us
+        done = 0
+        for _, i, n in runs:
+            done += n
+            if done == r.steps:
+                out[i] += inst.profile.vae_decode_us(r.width, r.height)
+    return out
+
+
+def _check_assignment(inst: Instance, i: int, a: dict[str, Any], tally: _Tally, errs: list[str],
+                      aux: int) -> None:
     reqs, R = inst.by_id, inst.round_us
     ids = [a["request"], *a.get("batch", [])]  # a batch: every member shares every step
     rid, gpus, steps = ids[0], tuple(a["gpus"]), a["steps"]
@@ -69,8 +93,8 @@ def _check_assignment(inst: Instance, i: int, a: dict[str, Any], tally: _Tally, 
     if steps < 1:
         errs.append(f"{where}: {steps} steps")
     step = inst.profile.step_us(r.width, r.height, k, len(ids))
-    if end - start != steps * step:
-        errs.append(f"{where}: lasts {end - start} us, profile says {steps} x {step} us")
+    if end - start != steps * step + aux:
+        errs.append(f"{where}: lasts {end - start} us, profile says {steps} x {step} us + {aux} us encode/decode")
     rd = a["round"]
     if not (rd * R <= start and end <= (rd + 1) * R):
         errs.append(f"{where}: [{start}, {end}] outside round {rd} [{rd * R}, {(rd + 1) * R}]")
@@ -88,7 +112,8 @@ def _check_assignment(inst: Instance, i: int, a: dict[str, Any], tally: _Tally, 
 
 
 def _finishes(inst: Instance, tally: _Tally, errs: list[str]) -> dict[str, int]:
-    """Each fully run request's finish (last step's end + decode); flags overlaps and step counts."""
+    """Each fully run request's finish (its last assignment's end, which holds its decode); flags
+    overlaps and step counts."""
     finish: dict[str, int] = {}
     for rid, r in inst.by_id.items():
         ivs = sorted(tally.per_req.get(rid, []))
@@ -99,7 +124,7 @@ def _finishes(inst: Instance, tally: _Tally, errs: list[str]) -> dict[str, int]:
         if done != r.steps:
             errs.append(f"request {rid}: {done} of {r.steps} steps done")
         elif ivs:
-            finish[rid] = max(e for _, e, _ in ivs) + inst.profile.vae_decode_us(r.width, r.height)
+            finish[rid] = max(e for _, e, _ in ivs)
     return finish
 
 

@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from tetriopt.cluster.testbed import wait_jobs
+
 from .conftest import NODE_ARGS
 
 pytestmark = pytest.mark.ray
@@ -27,16 +29,8 @@ def submit(c: httpx.Client, n: int, **body) -> list[str]:
 
 
 def wait_all(c: httpx.Client, ids: list[str], timeout: float = 180) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    t0 = time.monotonic()
-    while len(out) < len(ids):
-        assert time.monotonic() - t0 < timeout, f"{len(ids) - len(out)} jobs unfinished after {timeout} s"
-        for j in ids:
-            if j not in out:
-                b = c.get(f"/v1/jobs/{j}").json()
-                if b["status"] in ("succeeded", "failed", "cancelled"):
-                    out[j] = b
-        time.sleep(0.1)
+    out = wait_jobs(c, ids, timeout)
+    assert len(out) == len(ids), f"{len(ids) - len(out)} jobs unfinished after {timeout} s"
     return out
 
 

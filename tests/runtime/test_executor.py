@@ -126,3 +126,18 @@ def test_a_batch_with_a_refused_member_is_refused_whole(ex):
     ex.run_round([Assignment("u", (0,), 2, 0, 0, batch=("v",))], {**work, "v": {**work["v"], "done_steps": 0}},
                  lambda a, png, images: calls.append((png is not None, dict(images).keys())))
     assert calls == [(True, {"v"})]
+
+
+def test_a_forgotten_request_is_freed_on_the_driver_and_every_worker(ex):
+    """Executor.forget (the engine calls it when the server cancels a job): the next round drops the
+    request's checkpoint in the driver and its shard / conditioning on every worker."""
+    items = {"f": ("a fox", 64, 64, 6, 3), "g": ("a goat", 64, 64, 2, 4)}
+    done = {"f": 0, "g": 0}
+    _round(ex, items, done, ("f", (0, 1), 2))
+    assert "f" in ex.held and all("f" in held for held in ex.runtime.worker_held.values())
+    ex.forget("f")  # from the server's loop thread in real life: applied at the next round
+    assert "f" in ex.held
+    calls = _round(ex, items, done, ("f", (0, 1), 2), ("g", (0,), 2))  # f was planned before it was cancelled
+    assert [a.request for a, _ in calls] == ["g"]
+    assert "f" not in ex.held and "f" not in ex.plan.total
+    assert ex.runtime.worker_held and not any("f" in held for held in ex.runtime.worker_held.values())

@@ -68,6 +68,13 @@ def test_runnable_degrees_rule():
     assert runnable_degrees("sd3.5-large", 1024, 1024, (1, 2, 4, 8)) == (1, 2)  # 38 heads
     assert runnable_degrees("tiny-flux", 128, 128, (1, 2, 4, 8)) == (1, 2, 4)  # 4 heads
     assert runnable_degrees("flux.1-dev", 1000, 1024, (1, 2)) == ()  # not whole 16 px patches
+    # the loaded weights' head count (an executor's `heads`) wins over the name's
+    assert runnable_degrees("flux.1-dev", 1024, 1024, (1, 2, 4, 8), heads=12) == (1, 2, 4)
+    assert runnable_degrees("unknown", 1024, 1024, (1, 2, 4, 8), heads=1) == (1,)
+
+
+def test_executor_reports_the_loaded_head_count(bridge):
+    assert bridge.heads == 4  # tiny-flux's transformer, as loaded by the workers' model spec
 
 
 def test_bad_size_fails_that_request_alone(bridge):

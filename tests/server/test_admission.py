@@ -10,7 +10,9 @@ import pytest
 
 from tetriopt.instance import make_cluster
 from tetriopt.profile import load_profile
-from tetriopt.server.admission import JointAdmission, PlanWindow, forced_work_fits
+from tetriopt.plan import Assignment, RoundPlan
+from tetriopt.server.admission import (Foresight, JointAdmission, PlanningDeadlines, PlanWindow, Reach, foresee_met,
+                                      forced_work_fits, late_arrivals_fit)
 from tetriopt.state import RequestState, RoundState
 
 from serverkit import FAST_PROFILE, wait_job
@@ -78,13 +80,48 @@ def test_forced_work_protects_a_big_late_request():
 
 
 def test_plan_window_keeps_the_urgent_and_the_started():
-    w = PlanWindow(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000, limit=5)
+    w = PlanWindow(Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000), limit=5)
     hopeless = [_req(i, steps=500, deadline_us=1_000_000 + i) for i in range(5)]   # 500 x 8 ms > 1 s
     started = [_req(10 + i, deadline_us=9_000_000, location=(i,)) for i in range(2)]
     fresh = [_req(20 + i, deadline_us=3_000_000 + i) for i in range(10)]
     got = [r.id for r in w(tuple(hopeless + fresh + started), 0)]
     assert got == ["r10", "r11", "r20", "r21", "r22"]
     assert w(tuple(fresh[:3]), 0) == tuple(fresh[:3])
+
+
+def test_planning_deadlines_guard_band_then_the_deadline_then_a_renewed_one():
+    # 1024x1024 at its fastest (4 GPUs, 8 ms): 7 steps a round of 60 ms, then a 4 ms decode
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    late = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
+    on_time = replace(late, id="ok", deadline_us=1_000_000)
+    st = replace(_state([late, on_time]), now_us=300_000)
+    got = {r.id: r.deadline_us for r in PlanningDeadlines(reach, 2.0)(st).requests}
+    assert got == {"late": 600_000, "ok": 1_000_000}  # finish 472 ms: within 2 x its 300 ms SLO
+    # from 600 ms it finishes at 772 ms, past 2 x SLO: as soon as it can, plus a round
+    assert PlanningDeadlines(reach, 2.0)(replace(st, now_us=600_000)).requests[0].deadline_us == 832_000
+    assert PlanningDeadlines(reach, 0)(st) is st  # off: the planner sees the original deadline
+    # guard 0.1: 'ok' (SLO 1 s) is planned 100 ms early, at most two rounds (120 ms) for a long SLO
+    guarded = PlanningDeadlines(reach, 2.0, guard=0.1)
+    assert guarded.deadline_us(on_time, 300_000) == 900_000
+    assert guarded.deadline_us(replace(on_time, deadline_us=5_000_000), 300_000) == 4_880_000
+    # from 800 ms it finishes at 972 ms, past the band: its own deadline, a second chance
+    assert guarded.deadline_us(on_time, 800_000) == 1_000_000
+    assert guarded.deadline_us(on_time, 700_000) == 900_000  # 872 ms: the band still holds
+
+
+def test_an_arrival_that_needs_the_planned_round_is_promised_only_room_its_plan_leaves():
+    now = 600_000
+    st = replace(_state([_req(0, steps=20, deadline_us=now + 400_000)]), now_us=now, round_index=10)
+    full = RoundPlan(assignments=(Assignment("r0", (0, 1, 2, 3), 7, now, now + 56_000),), backend="test")
+    half = RoundPlan(assignments=(Assignment("r0", (0, 1), 4, now, now + 52_000),), backend="test")
+    tight = RequestState(id="t", width=256, height=256, remaining_steps=5, deadline_us=now + 30_000, arrival_us=now)
+    loose = replace(tight, id="l", deadline_us=now + 400_000)
+    assert late_arrivals_fit(st, half, (tight,))       # GPUs 2-3 are free: 5 steps of 4 ms
+    assert not late_arrivals_fit(st, full, (tight,))   # 4 ms left per GPU: 1 step of the 5 it needs now
+    assert late_arrivals_fit(st, full, (loose,))       # it can start next round
+    # a second tight arrival must not take the room an earlier one was promised
+    others = tuple(replace(tight, id=f"t{i}") for i in range(12))
+    assert not late_arrivals_fit(st, half, (tight, *others))
 
 
 def test_overload_is_shed_by_deadline_with_retry_after(make_server):
@@ -120,3 +157,39 @@ def test_backlog_cap_and_best_effort(make_server):
         small = c.post("/v1/jobs", json={**body, "size": "512x512", "n": 4, "steps": 20, "slo_ms": 600})
         assert small.status_code == 202 and small.json()["best_effort"] is True
         assert wait_job(c, first.json()["id"])["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--late-slo-scale", "0.5"], "late_slo_scale: must be 0 (off) or at least 1 (got 0.5)"),
+    (["--deadline-guard", "1"], "--deadline-guard"),
+])
+def test_planning_deadline_flags_bad_values_exit_2(args, field):
+    from click.testing import CliRunner
+
+    from tetriopt.cli import main
+
+    r = CliRunner().invoke(main, ["serve", "--store", "", "--port", "0", *args])
+    assert r.exit_code == 2 and field in r.output, r.output
+
+
+def test_foresight_accepts_what_a_forward_schedule_meets():
+    # the headroom case above: the joint test at 0.6 refuses the big one beside 30 pending steps, but a
+    # whole forward schedule (TetriServe's heuristic, no further arrivals) meets both, so it is accepted
+    big, other = _req(1, steps=200), _req(2, steps=30)
+    state = _state([other])
+    assert not JointAdmission(headroom=0.6).check(state, (big,)).ok
+    assert foresee_met(replace(state, requests=(other, big))) == {"r1", "r2"}
+    assert Foresight().admits(state, (big,))
+    # above its backlog limit it does not look (the joint test alone decides)
+    assert not Foresight(max_pending=1).admits(state, (big,))
+
+
+def test_foresight_refuses_what_breaks_a_request_it_met_before():
+    # with the big one pending, an urgent small one fits only by pushing the big one past its deadline
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    state = _state([big])
+    assert foresee_met(state) == {"r0"}
+    assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
+    assert not Foresight().admits(state, (small,))
+    assert Foresight().admits(state, (replace(small, remaining_steps=20),))

@@ -5,10 +5,11 @@ output_format / output_compression / quality."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
-from tetriopt.server.executors.png import png_size
+from tetriopt.server.executors.png import png_size, png_text
 
 pytestmark = pytest.mark.server
 openai = pytest.importorskip("openai")
@@ -30,11 +31,18 @@ def test_num_inference_steps_and_seed(oc, server):
     assert e.value.body["param"] == "num_inference_steps"
 
 
-def test_guidance_scale_and_negative_prompt_are_carried(oc, server):
-    r = oc.images.generate(prompt="a fox", size="256x256",
-                           extra_body={"guidance_scale": 3.5, "negative_prompt": "blurry", "steps": 2})
+def test_guidance_scale_and_negative_prompt_reach_the_executor(oc, server):
+    r = oc.images.generate(prompt="a fox", size="256x256", n=2,
+                           extra_body={"guidance_scale": 3.5, "negative_prompt": "blurry", "steps": 2, "seed": 7})
     job = server.service.store.get(r.model_extra["tetriopt"]["job_id"])
     assert job.guidance_scale == 3.5 and job.negative_prompt == "blurry"
+    # the sim executor writes what each image was asked to be into it (a PNG tEXt chunk)
+    got = [json.loads(png_text(base64.b64decode(d.b64_json))["parameters"]) for d in r.data]
+    assert got == [{"prompt": "a fox", "seed": 7 + i, "steps": 2, "guidance_scale": 3.5, "negative_prompt": "blurry"}
+                   for i in range(2)]
+    plain = oc.images.generate(prompt="a fox", size="256x256", extra_body={"steps": 2})
+    got = json.loads(png_text(base64.b64decode(plain.data[0].b64_json))["parameters"])
+    assert got["guidance_scale"] is None and got["negative_prompt"] is None
     with pytest.raises(openai.BadRequestError):
         oc.images.generate(prompt="x", size="256x256", extra_body={"guidance_scale": -1})
 

@@ -65,3 +65,22 @@ def test_late_same_size_arrivals_batch_when_batching_is_on(tmp_path):
         merged, full = fill_late(replace(_state([]), profile=prof), empty, late, batching=batching)
         assert sorted((a.request, a.batch) for a in full.assignments) == want
         assert check_plan(merged, full) is None
+
+
+def test_a_late_request_takes_the_time_of_work_the_plan_gave_up_on():
+    # "gone" misses its deadline whatever happens (not kept): its steps fill GPUs 2-3 for 52 ms, and
+    # a + b fill GPUs 0-1; a late 1024 px request fits nowhere else, so it runs on 2-3 instead and
+    # "gone" waits for the next round
+    a, b, gone = _req("a"), _req("b", size=512), _req("gone", deadline_us=NOW + 10_000)
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1), 4, NOW, NOW + 52_000),
+                                  Assignment("b", (0,), 1, NOW + 52_000, NOW + 60_000),
+                                  Assignment("gone", (2, 3), 4, NOW, NOW + 52_000)),
+                     backend="test", kept=("a", "b"))
+    late = _req("late", steps=5)
+    merged, full = fill_late(_state([a, b, gone]), plan, (late,))
+    assert check_plan(merged, full) is None
+    assert [x.request for x in full.assignments] == ["a", "b", "late"]
+    assert full.assignments[:2] == plan.assignments[:2] and set(full.assignments[2].gpus) <= {2, 3}
+    # without the plan saying who is kept, nothing is displaced
+    merged, full = fill_late(_state([a, b, gone]), replace(plan, kept=None), (late,))
+    assert [x.request for x in full.assignments] == ["a", "b", "gone"]

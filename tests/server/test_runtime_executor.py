@@ -21,7 +21,8 @@ def test_cpu_executor_runs_a_request_over_several_rounds(make_server):
     s = make_server(executor="cpu", model="tiny-flux", gpus=2, round_ms=40, policy="greedy")
     with httpx.Client(base_url=s.url, timeout=120) as c:
         r = c.post("/v1/images/generations", json={"prompt": "a cat", "size": "256x256", "n": 2, "steps": 25,
-                                                   "slo_ms": 60000})
+                                                   "slo_ms": 60000, "guidance_scale": 4.0,
+                                                   "negative_prompt": "blurry"})
         assert r.status_code == 200, r.text
         imgs = [base64.b64decode(d["b64_json"]) for d in r.json()["data"]]
         assert [png_size(i) for i in imgs] == [(256, 256)] * 2
@@ -68,12 +69,12 @@ def test_runtime_flags_bad_values_exit_2(args, field):
     assert r.exit_code == 2 and field in r.output, r.output
 
 
-def test_a_request_the_runtime_cannot_split_fails_alone(make_server, tmp_path, monkeypatch):
-    """A real path to a refused assignment: the served name says FLUX (24 heads, so admission
-    lets degree 2 through) while the weights at --model-path have 1 head. The policy runs 512 px
-    at degree 2: the runtime refuses it before dispatch. That job fails once with the reason
-    (OpenAI error shape on the sync route), a 256 px job beside it succeeds, the executor
-    failure is counted once, and nothing is re-queued to be refused again."""
+def test_admission_takes_the_head_count_from_the_loaded_weights(make_server, tmp_path, monkeypatch):
+    """The served name says FLUX (24 heads: every power-of-two degree would split) while the weights
+    at --model-path have 1 head. Admission asks the executor (the runtime's loaded transformer),
+    not the name: a request the runtime could not split over one of the server's degrees is refused
+    up front (400 naming the reason), nothing reaches the runtime to fail there. (A refused
+    assignment failing its request alone at the runtime: tests/runtime/test_runtime_faults.py.)"""
     pytest.importorskip("torch")
     pytest.importorskip("transformers")
     from tetriopt_runtime.tiny_pipeline import write_tiny_pipeline
@@ -81,18 +82,12 @@ def test_a_request_the_runtime_cannot_split_fails_alone(make_server, tmp_path, m
     folder = write_tiny_pipeline("flux", tmp_path / "flux1", heads=1)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     s = make_server(executor="cpu", model="flux.1-dev", model_path=str(folder), sp_backend="own", gpus=2,
-                    round_ms=200, policy="rssp:256=1,512=2")
-    body = {"prompt": "a red fox", "steps": 3, "slo_ms": 120000}
+                    round_ms=200, policy="greedy")
     with httpx.Client(base_url=s.url, timeout=180) as c:
-        ok = c.post("/v1/jobs", json={**body, "size": "256x256"})
-        assert ok.status_code == 202, ok.text
-        bad = c.post("/v1/images/generations", json={**body, "size": "512x512"})
-        assert bad.status_code == 503, bad.text
+        bad = c.post("/v1/images/generations", json={"prompt": "a red fox", "steps": 3, "slo_ms": 120000,
+                                                     "size": "512x512"})
+        assert bad.status_code == 400, bad.text
         err = bad.json()["error"]
-        assert err["code"] == "failed" and "1 attention heads do not split over 2 ranks" in err["message"], err
-        done = wait_job(c, ok.json()["id"], timeout=180)
-        assert done["status"] == "succeeded", done
-        png = base64.b64decode(done["result"]["data"][0]["b64_json"])
-        assert png_size(png) == (256, 256)
+        assert err["param"] == "size" and "1 attention heads do not split over 2 ranks" in err["message"], err
         st = c.get("/v1/stats").json()
-        assert st["executor_failures"] == 1 and st["requeued_steps"] == 0, st
+        assert st["executor_failures"] == 0, st

@@ -8,6 +8,7 @@ import sys
 import click
 
 from ..policies import REGISTRY, bench_policies, policy_help
+from .params import FiniteFloat
 from .solve_cmd import write_json
 
 
@@ -43,7 +44,7 @@ def _policies(text: str) -> list[str]:
               help=f"Comma-separated, of: {policy_help()} (default: all but "
                    f"{', '.join(k.pattern for k in REGISTRY if not k.bench)}; fixed-sp-K for every K that fits). "
                    "'rssp' = oracle static mapping chosen with hindsight per instance.")
-@click.option("--time-limit-ms", type=click.FloatRange(min=0.001), default=200.0, show_default=True,
+@click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=200.0, show_default=True,
               help="Per-round MIP time limit for cpsat/pulp.")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name); "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..plan import PlanStatus
 from .formulation import LinearModel
@@ -17,6 +17,7 @@ class SolveOutcome:
     objective: float | None
     bound: float | None
     setup_s: float = 0.0  # the translation into the solver's model (what a caller's cost estimate needs)
+    overrun_s: float | None = None  # how far the call ran past its limit when the limit bound (None: it did not)
 
 
 class _Proto:
@@ -29,15 +30,36 @@ class _Proto:
         self.proto = cp_model_helper.CpModelProto()
 
 
+QUICK_PARAMS = dict(cp_model_presolve=False, linearization_level=0, cp_model_probing_level=0, symmetry_level=0)
+
+
+def _set_hint(proto, values) -> None:
+    proto.clear_solution_hint()
+    proto.solution_hint.vars.extend(range(len(values)))
+    proto.solution_hint.values.extend(values)
+
+
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                **params) -> SolveOutcome:
-    """Time limit covers the translation too: what is left after it goes to the search. With
-    `stall_s`, the search first runs for that much deterministic time (CP-SAT's own clock,
-    about seconds); if it neither proves optimality nor improves on the hint by `min_gain`
-    there, its incumbent answers, else the search restarts from it for the rest of the limit. Small rounds
+                quick_s: float | None = None, double: bool = True, **params) -> SolveOutcome:
+    """Time limit covers the translation too: what is left after it goes to the search.
+
+    With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
+    seconds) runs without presolve, LP, probing or symmetry detection (QUICK_PARAMS): on the small
+    models of a lightly loaded round it proves optimality in about a ms where the full set-up
+    (presolve, probing, LP) costs 5-15 ms, and it reports the hint at once, so that a later slice
+    whose presolve runs out of time still leaves CP-SAT's incumbent (never less than the hint).
+    Unproven, the search goes on with `params`.
+
+    With `stall_s`, the search (after the quick slice) runs in slices of deterministic time,
+    stall_s, then twice that, and so on; when a slice neither proves optimality nor improves on
+    what came before it (the first: the hint, or the quick slice's incumbent) by `min_gain`, its
+    incumbent answers. Without `double`, a slice that gained is followed by one for the rest of
+    the limit (each slice reloads the model: tens of ms for thousands of variables). Small rounds
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
-    proving the lower objective tiers takes long), and that early stop is reproducible."""
+    proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
+    the limit is), so where the search ends does not depend on the machine's load: capped at 25%
+    of the limit, reruns of `tetriopt solve` under a load average of 10 differed."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -61,42 +83,72 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     obj.scaling_factor = -1
     n = len(m.names)
     if hint is not None:
-        proto.solution_hint.vars.extend(range(n))
-        proto.solution_hint.values.extend(hint)
+        _set_hint(proto, hint)
     setup = time.perf_counter() - t0
-    left = time_limit_s - setup
-    if left <= 0:
+    det_left = params.pop("max_deterministic_time", float("inf"))
+
+    def run(extra: dict, det_s: float):
+        """One slice: (status code, solver) with what is left of the wall and deterministic limits."""
+        solver = cp_model.CpSolver()
+        p = solver.parameters
+        p.max_time_in_seconds = max(0.0, time_limit_s - (time.perf_counter() - t0))
+        p.random_seed = seed
+        p.num_workers = workers
+        p.log_search_progress = False
+        for k, v in {**params, **extra}.items():
+            setattr(p, k, v)
+        p.max_deterministic_time = min(det_left, det_s)
+        return solver.solve(model), solver
+
+    if time_limit_s - setup <= 0:
         return SolveOutcome(None, "NO_SOLUTION", None, None, setup)
-    solver = cp_model.CpSolver()
-    p = solver.parameters
-    p.max_time_in_seconds = left
-    p.random_seed = seed
-    p.num_workers = workers
-    p.log_search_progress = False
-    for k, v in params.items():
-        setattr(p, k, v)
-    if stall_s is not None:
-        p.max_deterministic_time = min(p.max_deterministic_time, stall_s)
-    code = solver.solve(model)
-    if stall_s is not None and code == cp_model.FEASIBLE:
-        # the first slice ran on CP-SAT's deterministic clock; only if it improved on the hint is
-        # the rest of the limit worth spending (a stall is then decided the same way every run)
-        improved = hint is None or solver.objective_value - m.value(hint) >= min_gain
-        left = time_limit_s - (time.perf_counter() - t0)
-        if improved and left > 0.002:
-            first = list(solver.response_proto.solution)[:n]
-            proto.clear_solution_hint()
-            proto.solution_hint.vars.extend(range(n))
-            proto.solution_hint.values.extend(first)
-            p.max_time_in_seconds = left
-            p.max_deterministic_time = params.get("max_deterministic_time", float("inf"))
-            code = solver.solve(model)
-    name = {cp_model.OPTIMAL: PlanStatus.OPTIMAL, cp_model.FEASIBLE: PlanStatus.FEASIBLE}.get(code)
-    if name is None:
-        return SolveOutcome(None, "NO_SOLUTION" if code == cp_model.UNKNOWN else solver.status_name(code), None, None,
-                            setup)
-    sol = list(solver.response_proto.solution)[:n]
-    return SolveOutcome(sol, name, float(solver.objective_value), float(solver.best_objective_bound), setup)
+    best: SolveOutcome | None = None  # the best slice so far
+    last = "NO_SOLUTION"
+
+    def slice_(extra: dict, det_s: float) -> bool:
+        """Run one slice and keep its incumbent if better; True when it proved its answer."""
+        nonlocal best, det_left, last
+        code, solver = run(extra, det_s)
+        det_left -= solver.deterministic_time
+        if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            if best is None or solver.objective_value >= best.objective:
+                status = PlanStatus.OPTIMAL if code == cp_model.OPTIMAL else PlanStatus.FEASIBLE
+                best = SolveOutcome(list(solver.response_proto.solution)[:n], status, float(solver.objective_value),
+                                    float(solver.best_objective_bound), setup)
+                _set_hint(proto, best.solution)
+        elif code != cp_model.UNKNOWN:
+            last = solver.status_name(code)
+        return code not in (cp_model.FEASIBLE, cp_model.UNKNOWN)
+
+    def time_left() -> bool:
+        return time_limit_s - (time.perf_counter() - t0) > 0.002 and det_left > 0
+
+    def answer() -> SolveOutcome:
+        out = best or SolveOutcome(None, last, None, None, setup)
+        spent = time.perf_counter() - t0
+        # CP-SAT checks its clock only once the model is loaded: the load of a large model on a
+        # busy machine runs past a short limit (the caller learns it, MipPolicy._overrun)
+        return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None)
+
+    if quick_s is not None and slice_(QUICK_PARAMS, quick_s):
+        return answer()
+    if stall_s is None:
+        if time_left():
+            slice_({}, float("inf"))
+        return answer()
+    # slices on CP-SAT's deterministic clock, each twice the last: the search goes on only while
+    # a slice improves on what came before it by `min_gain` (the first: on the hint), so small
+    # rounds stop once the lower objective tiers are all that is left, and a stall is decided the
+    # same way every run
+    before = m.value(hint) if hint is not None else None
+    if best is not None and (before is None or best.objective > before):
+        before = best.objective  # what the quick slice found counts as that slice's gain
+    det = stall_s
+    while time_left() and not slice_({}, det):
+        if best is not None and before is not None and best.objective - before < min_gain:
+            break  # a slice that found nothing yet does not stop the search
+        before, det = (best.objective if best else None), (2 * det if double else float("inf"))
+    return answer()
 
 
 CBC_START_S = 0.03  # CBC runs as a process fed an MPS file: its start and read-back, measured

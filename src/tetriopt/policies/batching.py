@@ -78,10 +78,12 @@ def sets_near(state: RoundState, k: int, members) -> tuple[tuple[int, ...], ...]
 
 def add_batch_options(m, state: RoundState, looks: dict[str, Outlook], w, placed: set[str] | None,
                       urgent: set[str], xs: dict[str, dict[int, int]], steps_expr: dict[str, dict[int, int]],
-                      gpu_terms: dict[int, dict[int, int]], gpu_ms) -> list[BatchOption]:
+                      gpu_terms: dict[int, dict[int, int]], gpu_ms, fin: dict | None, charge_aux) -> list[BatchOption]:
     """Add every batch option's variables to the LinearModel m; the per-request rows (at most one
     option, step counts) and per-GPU loads are extended in xs / steps_expr / gpu_terms, which the
-    caller turns into constraints."""
+    caller turns into constraints. Each member's encode (if not started) and decode (if its steps
+    finish it: `charge_aux`, the caller's, as for single requests) load the set's GPUs too, as
+    plan.decision_us has it."""
     options: list[BatchOption] = []
     for members in batch_classes(state, looks, placed, urgent):
         rep = members[0]
@@ -111,6 +113,7 @@ def add_batch_options(m, state: RoundState, looks: dict[str, Outlook], w, placed
                         if gpus == r.location:
                             m.objective[y] = m.objective.get(y, 0) + max(1, gpu_ms(looks[r.id].cheapest_cost) // 4)
                         join[r.id] = (y, v)
+                        charge_aux(m, state, r, gpus, y, v, cap, fin, gpu_terms, tag)
                     m.add({**{y: 1 for y, _ in join.values()}, z: -b}, lb=0, ub=0)
                     m.objective[s] = m.objective.get(s, 0) - w.gpu * gpu_ms(k * t)
                     for g in gpus:

@@ -30,9 +30,10 @@ class FixedSP:
         self.bound = {rid: g for rid, g in self.bound.items() if rid in pending}
         queue = sorted((r for r in state.requests if r.id not in self.bound), key=lambda r: (r.arrival_us, r.id))
         for r in queue:
-            if state.step_us(r, k) > state.round_us:
-                raise InputError("policy", self.name, f"request {r.id}: one step at degree {k} takes "
-                                 f"{state.step_us(r, k) / 1e3:.1f} ms, longer than the round")
+            need = state.step_us(r, k) + max(state.aux_us(r, 1), state.decode_us(r))  # its worst one-step task
+            if need > state.round_us:
+                raise InputError("policy", self.name, f"request {r.id}: one step with its encode / VAE decode at "
+                                 f"degree {k} takes {need / 1e3:.1f} ms, longer than the round")
         decisions = []
         qi = 0
         for g in groups:
@@ -46,12 +47,11 @@ class FixedSP:
                     qi += 1
                     self.bound[current] = g
                 r = pending[current]
-                step = state.step_us(r, k)
-                n = min(r.remaining_steps, (state.round_us - clock) // step)
+                n = state.fit_steps(r, k, state.round_us - clock)
                 if n <= 0:
                     break
                 decisions.append((current, g, n))
-                clock += n * step
+                clock += n * state.step_us(r, k) + state.aux_us(r, n)
                 if n < r.remaining_steps:
                     break
                 current = None  # finished inside the round: take the next in line

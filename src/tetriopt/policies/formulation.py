@@ -6,13 +6,17 @@ Variables, per pending request i:
   keep[i] still aiming to meet the deadline
   done[i] finishes this round
   u[i]    remaining steps after the round if kept (0 if given up)
+  f[i,g]  finishes on g (s[i,g] = remaining), so its VAE decode runs there
 Constraints:
-  every GPU's busy time <= round length (exact for laminar aligned sets; see gpusets.layout)
+  every GPU's busy time <= round length (exact for laminar aligned sets; see gpusets.layout);
+    busy time counts steps, the text encode of a request not started (x) and the decode (f), as
+    every assignment's duration does (RoundState.aux_us)
   individual test: kept => steps left fit before the deadline at the fastest degree, counting
     rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
     be kept only if it finishes this round in time
   joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
-    per step at their cheapest deadline-meeting degree) <= GPUs x (D - round end)
+    per step at their cheapest deadline-meeting degree, plus the VAE decode still owed on such a
+    set when steps are left: owes_decode[i] = 1 iff u > 0) <= GPUs x (D - round end)
 Objective (maximise), lexicographic by weights:
   W_keep * kept  -  8 * remaining GPU-time of kept  +  4 * cost * done
   + 2 * GPU-time-equivalent progress of every request  -  GPU-time used  +  stay bonus
@@ -23,11 +27,12 @@ GPU-times in the objective are in GPU-ms (integers).
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 
 from ..lookahead import Outlook, outlook
-from ..plan import Decision
+from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
 
 
@@ -86,13 +91,21 @@ class RoundModel:
     urgent: list = field(default_factory=list)  # (request, keep var, budget us), deadline order
     restricted: bool = False  # sets capped or requests unplaced: optimal for the restricted model only
     batches: list = field(default_factory=list)  # batching.BatchOption of a model built with batching
+    fin: dict = field(default_factory=dict)  # step var -> (finish var, remaining): 1 iff steps reach it (decode)
+    owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
+    extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
-        """Set the running-sum variables from the u values (for warm starts)."""
+        """Set the finish and owes-decode variables from the step and u values, then the running
+        sums (which count the owed decodes) (for warm starts)."""
+        for s, (f, rem) in self.fin.items():
+            sol[f] = int(sol[s] >= rem)
+        for u, (p, _) in self.owed.items():
+            sol[p] = int(sol[u] > 0)
         for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
 
@@ -143,17 +156,36 @@ def joint_cap_ms(state: RoundState, due_us: int, factor: float = 1.0) -> int:
 
 
 def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur_us: int) -> bool:
-    """The individual test of the model for a request given this round's steps (for warm starts)."""
+    """The individual test of the model for a request given this round's steps taking `dur_us`
+    (plan.decision_us: with its encode / decode) from the round's start (for warm starts)."""
     can, slack = keepable(state, r, o)
     if not can:
         return False
     if slack is None:
-        return steps == r.remaining_steps and dur_us <= state.due_us(r) - state.now_us
+        return steps == r.remaining_steps and dur_us <= r.deadline_us - state.now_us
     return r.remaining_steps - steps <= slack
 
 
 class OutOfTime(Exception):
     """Building the model ran past its deadline (the caller answers from its warm starts)."""
+
+
+def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[int, ...], x: int, s: int,
+               cap: int, fin: dict, gpu_terms: dict, tag: str) -> None:
+    """Charge r's text encode on `gpus` when option x is chosen, and its VAE decode when its steps
+    var s reaches r's remaining steps (a finish var f = 1 exactly then, recorded in `fin`): the
+    round's capacity holds what the executor runs there (state.aux_us)."""
+    enc = state.encode_us(r)
+    if enc:
+        for g in gpus:
+            gpu_terms[g][x] = enc
+    if cap == r.remaining_steps and fin is not None:
+        f = m.var(f"f[{r.id},{tag}]", 0, 1)
+        m.add({s: 1, f: -1}, ub=cap - 1)
+        m.add({f: 1, x: -1}, ub=0)
+        fin[s] = (f, cap)
+        for g in gpus:
+            gpu_terms[g][f] = state.decode_us(r)
 
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
@@ -173,6 +205,9 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
     w = Weights(keep=15 * total + state.cluster.gpus * gpu_ms(state.round_us) + len(state.requests) + 1)
     cand: dict[str, list] = {}
+    fin: dict[int, tuple[int, int]] = {}
+    owed: dict[int, tuple[int, int]] = {}
+    aux: dict[int, tuple[int, int]] = {}  # x or f var -> (its encode / decode us, request's urgent index)
     keep: dict[str, int] = {}
     done: dict[str, int] = {}
     left: dict[str, int] = {}
@@ -190,7 +225,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         from .batching import add_batch_options, shared_costs
         joint_cost = shared_costs(state, looks)
         due_now = {r.id for r in state.requests if state.due_us(r) < state.end_us}
-        batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms)
+        batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms,
+                                    fin, charge_aux)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
         if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
             raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
@@ -214,6 +250,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                 dur_expr[s] = t
                 for g in gpus:
                     gpu_terms[g][s] = t
+                charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, ','.join(map(str, gpus)))
                 m.objective[s] = m.objective.get(s, 0) + w.progress * e - w.gpu * gpu_ms(k * t)
                 if gpus == r.location:
                     m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
@@ -237,7 +274,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             # the deadline falls inside this round: keep only if it finishes in time now, after
             # the other requests due inside the round that go before it on its GPUs (below)
             m.add({kp: 1, dn: -1}, ub=0)
-            urgent.append((r, kp, state.due_us(r) - state.now_us))
+            urgent.append((r, kp, r.deadline_us - state.now_us))
         elif can_keep:
             m.add({u: 1}, ub=slack)
             need = rem - slack  # steps this round without which it cannot make it
@@ -246,26 +283,43 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
         m.objective[dn] = w.done * e
+        if can_keep:  # kept and not finished this round: its decode is still to come, on its set
+            p = m.var(f"owes_decode[{r.id}]", 0, 1)
+            m.add({u: 1, p: -rem}, ub=0)
+            owed[u] = (p, gpu_ms(o.cheapest_degree * state.decode_us(r)))
         joint.append((state.due_us(r), u, joint_cost.get(r.id, o.cheapest_cost)))
     for g, terms in gpu_terms.items():
         if terms:
             m.add(terms, ub=state.round_us)
     # requests due inside the round run first on their GPUs, earliest deadline first (plan.make_plan):
-    # if j is kept on set G, every GPU of G finishes the urgent work due by j's deadline within j's budget
+    # if j is kept on set G, every GPU of G finishes the urgent work due by j's deadline (with its
+    # encodes and decodes, j's own decode included) within j's budget (its deadline, from now)
     R = state.round_us
     for pos, (r, kp, budget) in enumerate(urgent):
         if deadline is not None and time.perf_counter() > deadline:
             raise OutOfTime
         for gpus, _, x, _ in cand[r.id]:
             for gpu in gpus:
-                before = {s: t for q, _, _ in urgent[:pos + 1] for gg, t, _, s in cand[q.id] if gpu in gg}
-                m.add({**before, x: R, kp: R}, ub=budget + 2 * R)
+                before: dict[int, int] = {}
+                for q, _, _ in urgent[:pos + 1]:
+                    for gg, t, xq, s in cand[q.id]:
+                        if gpu in gg:
+                            before[s] = t
+                            enc = state.encode_us(q)
+                            if enc:
+                                before[xq] = enc
+                            if s in fin:
+                                before[fin[s][0]] = state.decode_us(q)
+                before[x] = before.get(x, 0) + R
+                m.add({**before, kp: R}, ub=budget + 2 * R)
     # joint capacity test at every distinct deadline (u is 0 for requests given up), as a running
     # sum so the model stays linear in size: acc_j = acc_{j-1} + work due at deadline j <= capacity
     joint.sort()
     prev, group, running = None, {}, []
     for i, (d, u, cost) in enumerate(joint):
         group[u] = gpu_ms(cost)
+        if u in owed:
+            group[owed[u][0]] = owed[u][1]
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
         cap = joint_cap_ms(state, d, joint_capacity)
@@ -275,7 +329,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost)
+                      joint_cost=joint_cost, fin=fin, owed=owed)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -303,32 +357,40 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
     by_id = {r.id: r for r in st.requests if r.id in rm.keep}  # the modelled ones
     kept_in = set(kept)
     keep = {}
+    dur = {i: decision_us(st, by_id, i, g, n) for i, (g, n) in want.items() if i in by_id and n}
     for i, r in by_id.items():
-        g, n = want.get(i, ((), 0))
-        keep[i] = i in kept_in and keep_allowed(st, r, rm.looks[i], n, n * (st.step_us(r, len(g)) if g else 0))
+        keep[i] = (i in kept_in and m.ub[rm.keep[i]] > 0
+                   and keep_allowed(st, r, rm.looks[i], want.get(i, ((), 0))[1], dur.get(i, 0)))
     # requests due inside the round, in deadline order: their GPUs must get through it in time
     load: dict[int, int] = {}
     for r, _, budget in rm.urgent:
         g, n = want.get(r.id, ((), 0))
         for gpu in g:
-            load[gpu] = load.get(gpu, 0) + n * st.step_us(r, len(g))
+            load[gpu] = load.get(gpu, 0) + dur.get(r.id, 0)
         if keep[r.id] and any(load[gpu] > budget for gpu in g):
             keep[r.id] = False
     # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
     due = lambda i: st.due_us(by_id[i])  # noqa: E731
-    work = {i: gpu_ms(rm.joint_us(i)) * (by_id[i].remaining_steps - want.get(i, ((), 0))[1])
+    left = {i: by_id[i].remaining_steps - want.get(i, ((), 0))[1] for i in by_id}
+    work = {i: gpu_ms(rm.joint_us(i)) * left[i] + (rm.owed[rm.left[i]][1] if left[i] and rm.left[i] in rm.owed else 0)
             for i in by_id}
-    prefix: list[str] = []
+    # the prefix as a heap on (work, due, id), largest first: a backlog of 2,000 kept requests
+    # took 1.3 s with a list scanned for its maximum at every give-up
+    rank = {i: n for n, i in enumerate(sorted(by_id))}
+    prefix: list[tuple[int, int, int, str]] = []
     total = 0
     for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
-        prefix.append(i)
+        heapq.heappush(prefix, (-work[i], -due(i), -rank[i], i))
         total += work[i]
         cap = joint_cap_ms(st, due(i), jc)
         while total > cap:
-            j = max(prefix, key=lambda j: (work[j], due(j), j))
-            prefix.remove(j)
+            j = heapq.heappop(prefix)[3]
             total -= work[j]
             keep[j] = False
+        if rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in prefix:
+            prefix.remove(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
+            total -= work[i]
+            keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
         sol[rm.done[i]] = int(n == r.remaining_steps)

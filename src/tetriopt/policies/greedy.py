@@ -45,13 +45,27 @@ class Loads:
             self.load[g] += dur
 
 
+def fitting(state: RoundState, decisions: list[Decision]) -> list[Decision]:
+    """The decisions, in order, that still fit on their GPUs after the ones before them (each
+    with its encode / decode: plan.decision_us)."""
+    by_id = {r.id: r for r in state.requests}
+    loads, out = Loads(state), []
+    for rid, g, n in decisions:
+        dur = decision_us(state, by_id, rid, g, n)
+        if loads.free(g) >= dur:
+            loads.add(g, dur)
+            out.append((rid, g, n))
+    return out
+
+
 def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, want: int) -> tuple[tuple[int, ...], int] | None:
-    """Best set of size k for r: most steps (up to want), then its own GPUs, then tightest fit."""
+    """Best set of size k for r: most steps (up to want; its encode / decode counted), then its own
+    GPUs, then tightest fit."""
     if state.round_us - min(loads.load) < step:
         return None  # no GPU has room for one step: skip the scan over every set
     best = None
     for gpus in state.sets[k]:
-        n = min(want, loads.free(gpus) // step)
+        n = state.fit_steps(r, k, loads.free(gpus), want)
         if n <= 0:
             continue
         key = (-n, gpus != r.location, loads.free(gpus), gpus)
@@ -78,7 +92,7 @@ def join_batch(state: RoundState, loads: Loads, decisions: list[Decision], r: Re
         if any(by_id[i].deadline_us - state.decode_us(by_id[i]) < end for i in ids):
             continue
         need = max(1, r.remaining_steps - steps_possible(state, o.step[k], end, due))
-        delta = n * (state.step_us(r, k, len(ids) + 1) - state.step_us(r, k, len(ids)))
+        delta = n * (state.step_us(r, k, len(ids) + 1) - state.step_us(r, k, len(ids))) + state.aux_us(r, n)
         if n < need or delta > loads.free(g) or delta >= n * o.step[k]:
             continue
         if best is None or delta < best[0]:
@@ -121,7 +135,7 @@ def greedy_decisions(state: RoundState, batching: bool = False,
         choice = choice or partial
         if choice:
             k, (gpus, n) = choice
-            loads.add(gpus, n * o.step[k])
+            loads.add(gpus, decision_us(state, by_id, rid, gpus, n))
             decisions.append((rid, gpus, n))
     rest = [r for r in state.requests if r.id not in kept_set]
     return fill_leftover(state, decisions, rest, loads, looks), kept
@@ -131,18 +145,21 @@ def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loa
                   looks: dict[str, Outlook] | None = None, ordered: bool = False) -> list[Decision]:
     """Best effort: the `rest` requests (oldest first unless `ordered`), at their cheapest degree,
     on what time is left."""
+    by_id = {r.id: r for r in state.requests}
     if loads is None:
         loads = Loads(state)
-        by_id = {r.id: r for r in state.requests}
         for rid, g, n in decisions:
             loads.add(g, decision_us(state, by_id, rid, g, n))
     decisions = list(decisions)
     for r in (rest if ordered else sorted(rest, key=lambda r: (r.arrival_us, r.id))):
         o = looks[r.id] if looks else outlook(state, r)
-        k = min(o.degrees, key=lambda k: (k * o.step[k], k))
-        got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
+        got = None
+        for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):  # the cheapest degree that runs it
+            got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
+            if got or state.max_steps(r, k):
+                break
         if got:
-            loads.add(got[0], got[1] * o.step[k])
+            loads.add(got[0], decision_us(state, by_id, r.id, got[0], got[1]))
             decisions.append((r.id, got[0], got[1]))
     return decisions
 

@@ -11,9 +11,10 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import separable_bound
+from .certify import separable
 from .formulation import OutOfTime, RoundModel, build, complete
-from .greedy import fill_leftover, greedy_decisions
+from .greedy import fill_leftover, fitting, greedy_decisions
+from .horizon import Forecast, add_forecast
 from .tetriserve import TetriServe
 
 
@@ -23,8 +24,10 @@ MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
-STALL_SHARE = 0.1  # CP-SAT's first slice (deterministic seconds, as a share of the limit); it goes
-                   # on only if that slice kept at least half a request more than the warm start
+QUICK_S = 0.02  # deterministic seconds of CP-SAT's first slice without presolve on small models,
+QUICK_SHARE = 0.05  # at most this share of the limit
+STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
+                   # it goes on (slices doubling) only while a slice gains half a keep weight
 
 
 class Rate:
@@ -60,7 +63,7 @@ class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
-                 immediate_start: bool = False, certify: bool = True):
+                 immediate_start: bool = False, certify: bool = True, forecast: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -82,9 +85,12 @@ class MipPolicy:
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
+        self.forecast = forecast
+        self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -117,6 +123,7 @@ class MipPolicy:
         # then no decision may depend on the wall clock)
         reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
         placed = self.core(state)
+        self._forecast.observe(state)
         decisions, meta = self._decide(state, t0, placed, reserve)
         t_fin = time.perf_counter()
         if placed is not None:
@@ -152,7 +159,7 @@ class MipPolicy:
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
-            prev = [d for d in prev if d[2] > 0]
+            prev = fitting(state, [d for d in prev if d[2] > 0])
             ids = {d[0] for d in prev}
             out.append(("previous-round", prev, tuple(i for i in self._last_kept if i in ids)))
         return out
@@ -168,6 +175,41 @@ class MipPolicy:
             name, val, sol, dec, _ = best
             kept = tuple(i for i, v in rm.keep.items() if sol[v])
         return list(dec), dict(backend=name, status=PlanStatus.FALLBACK, objective=val, bound=bound, kept=tuple(kept), note=note)
+
+    def _search_limit(self, rm: RoundModel, left_s: float) -> float:
+        """The solver's own limit out of what is left: less its overshoot under load, and less the
+        overrun learnt per model variable (CP-SAT loads a model before it looks at its clock:
+        25-30 ms for 3,000 variables on a busy machine, which ran a 180 ms decision to 206 ms)."""
+        if self.deterministic:
+            return left_s
+        return SEARCH_SHARE * left_s - 0.001 - self._overrun_rate * len(rm.model.names)
+
+    def _observe_overrun(self, rm: RoundModel, outcome) -> None:
+        """Learn the overrun per variable: up at once to a new worst, down slowly (a p99 target),
+        each observation at most half the limit (a process that lost the CPU for a second, as one
+        did under a load average of 12, kept the search off for 76 rounds of 168)."""
+        if self.deterministic:
+            return
+        if outcome.overrun_s is None:  # the search ended before its limit: relax, as on a skip
+            self._overrun_rate *= 0.9
+            return
+        seen = min(outcome.overrun_s, 0.5 * self.limit_s) / max(1, len(rm.model.names))
+        self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
+
+    def _search_params(self, rm: RoundModel, left_s: float) -> dict:
+        """Backend parameters for this round's search (CP-SAT only)."""
+        if self.backend != "cpsat":
+            return {}
+        if len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S:
+            # big rounds or short limits: presolve and LP linearisation eat the whole limit
+            # before the first improving move; plain search from the hint does better
+            # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
+            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
+            return dict(cp_model_presolve=False, linearization_level=0, double=False)
+        # small models: a short slice without presolve first proves most light rounds in about a
+        # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
+        # full search goes on from its incumbent (backends.solve_cpsat)
+        return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
         heuristics = self._warm_starts(state, t0, reserve)
@@ -190,11 +232,16 @@ class MipPolicy:
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
+        if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
+            add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub = separable_bound(rm) if self.certify and not rm.batches else None
+        ub, candidates = None, heuristics
+        if self.certify and not rm.batches:
+            ub, sep_dec, sep_kept = separable(rm)
+            candidates = [("separable", sep_dec, sep_kept), *heuristics]
         seen = []
-        for name, dec, kept in heuristics:
+        for name, dec, kept in candidates:
             if stop is not None and time.perf_counter() > stop:
                 break  # the warm starts completed so far are the candidates
             key = (sorted(map(repr, dec)), sorted(kept))  # a batch's id is a tuple of ids
@@ -221,21 +268,20 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
         try:
-            params = {}
-            if self.backend == "cpsat" and (len(rm.model.names) > LARGE_MODEL or left_s < SHORT_S):
-                # big rounds or short limits: presolve and LP linearisation eat the whole limit
-                # before the first improving move; plain search from the hint does better
-                # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
-                # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-                params.update(cp_model_presolve=False, linearization_level=0)
+            params = self._search_params(rm, left_s)
             stall_s = None if self.deterministic else max(0.005, STALL_SHARE * self.limit_s)
             if self.deterministic and self.backend == "cpsat":
                 params["max_deterministic_time"] = left_s
                 left_s = 60.0 + 20 * left_s  # the wall clock only as a safety net
-            left_s = SEARCH_SHARE * left_s - 0.001  # the solver's own overshoot under load
+            left_s = self._search_limit(rm, left_s)
+            if left_s < MIN_SEARCH_S:
+                self._overrun_rate *= 0.8  # as Rate.skipped: one slow round must not keep the search off
+                self._build_rate.observe(built_s, est_vars)
+                return self._fallback(heuristics, "time limit before the search (solver overrun)", rm, best)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
+            self._observe_overrun(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
         # the estimate covers building, completing the warm starts and translating for the solver

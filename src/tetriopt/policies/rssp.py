@@ -84,7 +84,7 @@ class RSSP:
         t = r.width * r.height
         size = min(self.mapping, key=lambda s: (abs(math.log(s * s / t)), s))
         k = self.mapping[size]
-        fits = [d for d in state.degrees if state.sets.get(d) and state.step_us(r, d) <= state.round_us]
+        fits = [d for d in state.degrees if state.sets.get(d) and state.step_us(r, d) + max(state.aux_us(r, 1), state.decode_us(r)) <= state.round_us]
         if not fits:
             raise InputError("policy", self.name, f"request {r.id}: no degree runs one step within a round")
         if k not in fits:  # mapped degree unusable here: the nearest usable one (smaller first)
@@ -104,10 +104,10 @@ class RSSP:
         for rid, g in sorted(self.bound.items(), key=lambda x: (pending[x[0]].arrival_us, x[0])):
             r = pending[rid]
             step = state.step_us(r, len(g))
-            n = min(r.remaining_steps, R // step)
+            n = state.max_steps(r, len(g))
             decisions.append((rid, g, n))
             for x in g:
-                load[x] = n * step
+                load[x] = n * step + state.aux_us(r, n)
                 busy_until[x] = r.remaining_steps * step
         reserved: set[int] = set()
         queue = sorted((r for r in state.requests if r.id not in self.bound), key=lambda r: (r.arrival_us, r.id))
@@ -120,7 +120,7 @@ class RSSP:
                 if reserved.intersection(g) or any(x in holders for x in g):
                     continue
                 start = max(load[x] for x in g)
-                n = min(r.remaining_steps, (R - start) // step)
+                n = state.fit_steps(r, k, R - start)
                 if n <= 0:
                     continue
                 # earliest start, then the set inside the busiest larger block (less fragmentation)
@@ -135,7 +135,7 @@ class RSSP:
             _, g, start, n = best
             decisions.append((r.id, g, n))
             for x in g:
-                load[x] = start + n * step
+                load[x] = start + n * step + state.aux_us(r, n)
                 busy_until[x] = start + r.remaining_steps * step
             if n < r.remaining_steps:
                 self.bound[r.id] = g

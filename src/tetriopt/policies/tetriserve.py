@@ -59,8 +59,10 @@ from ..state import RequestState, RoundState
 
 
 def smallest_fit(state: RoundState, r: RequestState) -> int:
-    """The fewest GPUs on which one step of r fits in a round (one GPU where it can)."""
-    return min(outlook(state, r).degrees)
+    """The fewest GPUs on which a step of r (with its encode / decode) fits in a round (one GPU where
+    it can)."""
+    ks = outlook(state, r).degrees
+    return min((k for k in ks if state.max_steps(r, k) > 0), default=min(ks))
 
 
 Option = tuple[int, int, bool]  # (degree, steps, survives); degree 0 = wait
@@ -85,7 +87,7 @@ class TetriServe:
         def survives(n: int, k: int | None) -> bool:
             left = r.remaining_steps - n
             if left == 0:
-                return state.now_us + n * steps[k] <= due
+                return state.now_us + n * steps[k] + state.aux_us(r, n) <= r.deadline_us
             return state.end_us + left * tmin <= due
 
         # minimal deadline-meeting allocation: degrees at which the request, run from now on,
@@ -95,8 +97,9 @@ class TetriServe:
         for k, t in sorted(steps.items()):
             if k_min is not None and k * t < k_min * steps[k_min]:
                 continue  # cheaper but too slow to meet the deadline: not an allocation option
-            n = min(r.remaining_steps, state.round_us // t)
-            opts.append((k, n, survives(n, k)))
+            n = state.max_steps(r, k)
+            if n > 0:
+                opts.append((k, n, survives(n, k)))
         late = not any(s for _, _, s in opts)
         return opts, late
 
@@ -149,7 +152,7 @@ class TetriServe:
         def take(rid: str, k: int, n: int) -> bool:
             r = by_id[rid]
             cands = [g for g in state.sets[k] if free.issuperset(g)]
-            if not cands:
+            if not cands or n <= 0:
                 return False
             if self.variant != "schedule":
                 cands.sort(key=lambda g: (g != r.location, -len(set(g) & set(r.location))))
@@ -196,11 +199,11 @@ class TetriServe:
     def _batch(self, state: RoundState, reqs, placed, free) -> dict:
         """Selective batching (module docstring): leader -> (member ids, GPUs, steps); members
         leave `placed`, and joiners' own GPUs go back to `free`."""
-        def survives(r: RequestState, n: int, t: int) -> bool:
+        def survives(r: RequestState, n: int, t: int, aux: int) -> bool:
             left = r.remaining_steps - n
             due = r.deadline_us - state.decode_us(r)
             if left == 0:
-                return state.now_us + n * t <= due
+                return state.now_us + n * t + aux <= r.deadline_us
             tmin = min(state.step_us(r, k) for k in state.degrees if state.sets[k])
             return state.end_us + left * tmin <= due
 
@@ -215,8 +218,9 @@ class TetriServe:
                     continue
                 t = state.step_us(r, len(g), len(ids) + 1)
                 group = [by_id[i] for i in ids] + [r]
-                n2 = min(min(q.remaining_steps for q in group), state.round_us // t)
-                if n2 <= 0 or not all(survives(q, n2, t) for q in group):
+                n2 = state.fit_steps(tuple(group), len(g), state.round_us)
+                aux = sum(state.aux_us(q, n2) for q in group)
+                if n2 <= 0 or not all(survives(q, n2, t, aux) for q in group):
                     continue
                 if r.id in placed:
                     free.update(placed.pop(r.id)[0])
@@ -281,7 +285,7 @@ class TetriServe:
                     t = state.step_us(r, len(g))
                     if t > state.round_us:
                         continue
-                    n = min(r.remaining_steps, state.round_us // t)
+                    n = state.max_steps(r, len(g))
                     gain = n - base
                     if gain <= 0:
                         continue

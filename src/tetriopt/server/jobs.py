@@ -27,7 +27,8 @@ class ImageTask(Tracked):
 
     def work_item(self) -> WorkItem:
         assert self.job is not None
-        return replace(super().work_item(), prompt=self.job.prompt, seed=self.job.seed + self.index)
+        return replace(super().work_item(), prompt=self.job.prompt, seed=self.job.seed + self.index,
+                       guidance_scale=self.job.guidance_scale, negative_prompt=self.job.negative_prompt)
 
 
 @dataclass

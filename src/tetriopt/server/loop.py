@@ -26,7 +26,7 @@ from ..instance import Cluster
 from ..plan import PlanStatus, RoundPlan, check_plan
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
-from .admission import Timing
+from .admission import PlanningDeadlines, Timing, late_arrivals_fit
 from .clock import Clock
 from .executors import Completion, Executor, RequestsFailed, WorkItem
 from .jobs import Job, JobStore
@@ -34,6 +34,11 @@ from .metrics import Metrics
 from .planner import Planner, fill_late
 
 log = logging.getLogger("tetriopt.server.loop")
+
+REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round's boundary
+REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
+REPLANS = 3                  # re-plans a round at most
+REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
 
 
 class Scheduler:
@@ -58,12 +63,15 @@ class Scheduler:
         self.alive = False
         # told of each plan before its round starts (the dashboard's schedule log)
         self.on_round: Callable[[RoundState, RoundPlan, float, float], None] | None = None
-        # the next round's dispatched steps, per request, until it starts (admission's view)
-        self._next_round: tuple[int, dict[str, int]] = (-1, {})
         # picks the requests a round is planned on (bounds planning time at any backlog)
         self.window: Callable[[tuple[RequestState, ...], int], tuple[RequestState, ...]] | None = None
+        # the deadlines the planner and admission see (admission.PlanningDeadlines: guard band, late requests)
+        self.deadlines: PlanningDeadlines | None = None
         self.immediate_start = immediate_start
         self._current: tuple[RoundState, RoundPlan] | None = None  # the round running now, as dispatched
+        self._arrived = asyncio.Event()  # set by submit: a round in its lead may plan again
+        self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
+        self._planned: tuple[int, RoundState, RoundPlan] | None = None  # its plan once made, before its start
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -116,48 +124,96 @@ class Scheduler:
 
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
+        self._arrived.clear()
         cutoff = self.clock.now_us()
-        state = self.engine.snapshot(boundary, k, cutoff_us=cutoff)
-        if self.window is not None:
-            state = replace(state, requests=self.window(state.requests, boundary))
+        self._snapped = (boundary, cutoff)
+        state = self._snapshot(boundary, k, cutoff)
         plan, work = RoundPlan(assignments=(), backend="none"), {}
         late_ms = overhead_ms = 0.0
         if state.requests:
             plan = await self.planner.plan(state)
-            t_solved = time.perf_counter()
-            try:
-                plan, work = self.engine.dispatch(state, plan)
-            except InvalidPlan as e:  # the planner checks and falls back, so this is a bug: skip the round
-                log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
-                return
-            late_ms = (self.clock.now_us() - boundary) / 1e3
-            overhead_ms = (time.perf_counter() - t0) * 1e3
-            self.metrics.round_done(plan.solve_ms or (t_solved - t0) * 1e3, overhead_ms, late_ms, plan.status)
-            steps: dict[str, int] = {}
-            for a in plan.assignments:
-                for i in a.requests:
-                    steps[i] = steps.get(i, 0) + a.steps
-            self._next_round = (boundary, steps)
-        await self._sleep_until(boundary)
+        decided = (time.perf_counter(), self.clock.now_us())
+        self._planned = (boundary, state, plan)
+        state, plan, cutoff, t0, decided = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0,
+                                                                           decided)
+        self._snapped, self._planned = (boundary, cutoff), (boundary, state, plan)
         planned = bool(state.requests)
+        if planned:  # the figures of the decision kept: its own time, and when it was ready
+            overhead_ms = (decided[0] - t0) * 1e3
+            solve_ms = plan.solve_ms or overhead_ms
+            late_ms = (decided[1] - boundary) / 1e3
+        await self._sleep_until(boundary)
         t1 = time.perf_counter()
-        state, plan, work = self._fill_late(state, plan, work, cutoff)
+        state, plan = self._fill_late(state, plan, cutoff)
         if not state.requests:
+            return
+        try:  # the round's steps go in flight at its boundary (admission sees them pending until then)
+            plan, work = self.engine.dispatch(state, plan)
+        except InvalidPlan as e:  # the planner and fill_late check, so this is a bug: skip the round
+            log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
             return
         if not planned:  # a round of late arrivals alone: it counts as a round too
             late_ms = (self.clock.now_us() - boundary) / 1e3
-            overhead_ms = (time.perf_counter() - t1) * 1e3
-            self.metrics.round_done(overhead_ms, overhead_ms, late_ms, PlanStatus.HEURISTIC)
+            overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
+        self.metrics.round_done(solve_ms, overhead_ms, late_ms, plan.status if planned else PlanStatus.HEURISTIC)
         self._mark_running(plan)
-        if self.on_round:
-            self.on_round(state, plan, late_ms, overhead_ms)
+        if self.on_round:  # with the requests' own deadlines (the dashboard marks late work by them)
+            self.on_round(self._true_deadlines(state), plan, late_ms, overhead_ms)
         log.debug("round planned", extra={"round": k, "pending": len(state.requests),
                                           "assignments": len(plan.assignments), "backend": plan.backend,
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
-                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3)})
+                                          "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3),
+                                          "given_up": None if plan.kept is None else
+                                          sorted({r.id for r in state.requests} - set(plan.kept))})
         if plan.assignments:
             self._dispatch(k, plan, work)
         self._current = (state, plan)
+
+    async def _replan_for_arrivals(self, k: int, boundary: int, state: RoundState, plan: RoundPlan, cutoff: int,
+                                   t0: float, decided: tuple[float, int]
+                                   ) -> tuple[RoundState, RoundPlan, int, float, tuple[float, int]]:
+        """Plan round k again when requests arrive in its lead and a decision still fits before the
+        boundary, so that they are planned with everything else, as `tetriopt solve` sees them
+        (what arrives too late for that goes on the plan's free GPU time: `_fill_late`).
+
+        A re-plan runs with the time left to the boundary as its limit (less `REPLAN_GUARD_US`),
+        at most `REPLANS` times a round and only up to `REPLAN_MAX_PENDING` requests (beyond, a
+        backlog keeps the GPUs busy and the solver's CPU is better left to the next round); one
+        not back by then is abandoned (its result ignored), so the round never starts late
+        because of it. Returns the state, plan and snapshot time of the decision kept, when that
+        decision began (perf_counter) and when it was ready (perf_counter, scheduler clock)."""
+        for _ in range(REPLANS):
+            left = boundary - REPLAN_GUARD_US - self.clock.now_us()
+            if left < REPLAN_MIN_US:
+                break
+            if not self._arrived.is_set():
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), timeout=(left - REPLAN_MIN_US) / 1e6)
+                except asyncio.TimeoutError:
+                    break
+            self._arrived.clear()
+            now = self.clock.now_us()
+            left = boundary - REPLAN_GUARD_US - now
+            fresh = self._snapshot(boundary, k, now)
+            if self._stop.is_set() or left < REPLAN_MIN_US or len(fresh.requests) > REPLAN_MAX_PENDING:
+                break
+            if {r.id for r in fresh.requests} == {r.id for r in state.requests}:
+                continue
+            t = time.perf_counter()
+            task = asyncio.ensure_future(self.planner.plan(fresh, limit_ms=left / 1e3))
+            try:
+                plan = await asyncio.wait_for(asyncio.shield(task), timeout=left / 1e6)
+            except asyncio.TimeoutError:
+                log.info("re-plan abandoned at the boundary", extra={"round": k})
+                break
+            state, cutoff, t0, decided = fresh, now, t, (time.perf_counter(), self.clock.now_us())
+        return state, plan, cutoff, t0, decided
+
+    def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
+        state = self._view(self.engine.snapshot(boundary, k, cutoff_us=cutoff))
+        if self.window is not None:
+            state = replace(state, requests=self.window(state.requests, boundary))
+        return state
 
     def _mark_running(self, plan: RoundPlan) -> None:
         for a in plan.assignments:
@@ -188,26 +244,24 @@ class Scheduler:
         self._mark_running(extra)
         self._dispatch(state.round_index, extra, work)
 
-    def _fill_late(self, state: RoundState, plan: RoundPlan, work: dict[str, WorkItem],
-                   cutoff: int) -> tuple[RoundState, RoundPlan, dict[str, WorkItem]]:
+    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int) -> tuple[RoundState, RoundPlan]:
         """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
         free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
         as in `tetriopt solve`, whenever there is room."""
-        late = tuple(r for r in self.engine.snapshot(state.now_us, state.round_index, self.clock.now_us()).requests
+        late = tuple(r for r in self._view(self.engine.snapshot(state.now_us, state.round_index,
+                                                                self.clock.now_us())).requests
                      if r.arrival_us > cutoff)
         if not late:
-            return state, plan, work
+            return state, plan
         merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
-        extra = full.assignments[len(plan.assignments):]
-        why = check_plan(merged, full) if extra else None
-        if why is not None:  # fill_late builds on the plan's free tails, so this is a bug
-            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+        why = check_plan(merged, full) if full is not plan else None
         log.debug("late arrivals", extra={"round": state.round_index, "late": len(late),
-                                          "assignments": [(a.request, a.gpus, a.steps) for a in extra]})
-        if not extra or why is not None:
-            return state, plan, work
-        _, late_work = self.engine.dispatch(replace(merged, requests=late), replace(plan, assignments=extra))
-        return merged, full, {**work, **late_work}
+                                          "assignments": [(a.request, a.gpus, a.steps) for a in full.assignments
+                                                          if a not in plan.assignments]})
+        if why is not None:  # fill_late builds on the plan's free time, so this is a bug
+            log.error("late arrivals not added: invalid plan", extra={"round": state.round_index, "error": why})
+            return state, plan
+        return merged, full
 
     def _dispatch(self, k: int, plan: RoundPlan, work: dict[str, WorkItem]) -> None:
         loop = self._loop
@@ -276,6 +330,7 @@ class Scheduler:
         """A new job (or one restored from the durable store, `persist=False`): its unfinished images
         join the engine's pending set (with immediate starts, new ones may start at once)."""
         self.store.add(job, persist=persist)
+        self._arrived.set()
         todo = [t for t in job.tasks if not t.finished]
         if self.immediate_start and persist:
             self._start_now(todo)
@@ -293,11 +348,51 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work at the first boundary a new request can run at (admission's view). In
-        a round's lead its plan may be dispatched already: its steps are still to do at its start."""
+        """The pending work at the first boundary a new request can run at (admission's view): a
+        round's steps go in flight at its boundary, so until then they are still to do."""
+        return self._view(self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us))
+
+    def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """Admission's check for requests arriving after the snapshot of the round they would first
+        run in: those whose deadline needs that round (they cannot finish from the next boundary
+        at their fastest degree) get only what `fill_late` finds on the GPU time its plan leaves
+        free. Predict exactly that: true if each of them (and each earlier such arrival) gets the
+        steps it needs there. While that plan is still being solved, predict it from the round
+        running now: each GPU as busy as there (idle: free). Arrivals that do not need the round,
+        or come before its snapshot, are the planner's."""
         boundary = self.timing.first_start_us(now_us)
-        at, steps = self._next_round
-        return self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=steps if at == boundary else None)
+        at, cutoff = self._snapped
+        if at != boundary or now_us <= cutoff or not new:
+            return True
+        if (len(self.engine.pending) <= REPLAN_MAX_PENDING
+                and boundary - now_us >= REPLAN_GUARD_US + REPLAN_MIN_US):
+            return True  # the round is planned again with it (`_replan_for_arrivals`)
+        late = tuple(r for r in self._view(self.engine.snapshot(boundary, -1, now_us)).requests
+                     if r.arrival_us > cutoff)
+        planned = self._planned
+        if planned is not None and planned[0] == boundary:
+            _, state, plan = planned
+        else:
+            state = replace(self.engine.snapshot(boundary, -1, cutoff_us=-1), requests=())
+            cur, shift = self._current, self.timing.round_us
+            running = cur[1].assignments if cur is not None and cur[0].now_us == boundary - shift else ()
+            plan = RoundPlan(assignments=tuple(replace(a, start_us=a.start_us + shift, end_us=a.end_us + shift)
+                                               for a in running), backend="predicted")
+        return late_arrivals_fit(state, plan, late + new)
+
+    def _view(self, state: RoundState) -> RoundState:
+        """A snapshot as the planner and admission see it (`deadlines`)."""
+        return self.deadlines(state) if self.deadlines is not None else state
+
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        """Requests with the deadlines the planner sees at boundary_us (`deadlines`)."""
+        return self.deadlines.view(requests, boundary_us) if self.deadlines is not None else requests
+
+    def _true_deadlines(self, state: RoundState) -> RoundState:
+        pending = self.engine.pending
+        reqs = tuple(replace(r, deadline_us=pending[r.id].deadline_us)
+                     if r.id in pending and pending[r.id].deadline_us != r.deadline_us else r for r in state.requests)
+        return replace(state, requests=reqs)
 
     def idle(self) -> bool:
         return not self.store.unfinished_jobs()

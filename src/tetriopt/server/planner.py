@@ -33,8 +33,22 @@ def _init_process(name: str, options: dict[str, Any]) -> None:
     _POLICY = make_policy(name, **options)
 
 
-def _plan_in_process(state: RoundState) -> RoundPlan:
-    return _POLICY.plan(state)
+def _plan_in_process(state: RoundState, limit_ms: float | None) -> RoundPlan:
+    return plan_within(_POLICY, state, limit_ms)
+
+
+def plan_within(policy: Policy, state: RoundState, limit_ms: float | None) -> RoundPlan:
+    """`policy.plan(state)` under a tighter time limit than the policy's own, for this call only (a
+    round planned again late in its lead has less time left). Policies without a limit run as
+    they are. Safe because one worker runs one policy's calls in turn."""
+    full = getattr(policy, "limit_s", None)
+    if limit_ms is None or full is None:
+        return policy.plan(state)
+    policy.limit_s = min(full, limit_ms / 1e3)
+    try:
+        return policy.plan(state)
+    finally:
+        policy.limit_s = full
 
 
 def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...],
@@ -42,34 +56,56 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
     """Add requests that arrived after the round's snapshot (during planning) to GPU time its plan
     leaves free: greedy (EDF, joint test) on the tail of each GPU, after the plan's last end there.
 
-    The server snapshots a round `lead` before its boundary so the solver's time is hidden; without
-    this, a request arriving in that lead waits a whole round even on idle GPUs, where the offline
-    simulation (visible at the first boundary at or after arrival) starts it at once. Returns the
-    state with the late requests added and the plan with their assignments (the plan's own
-    assignments unchanged, so its start order stands). With `batching`, late same-size arrivals
-    may share steps (greedy's batching rule), as the policy's own requests may.
+    The server snapshots a round `lead` before its boundary so the solver's time is hidden (and
+    plans again while arrivals leave time for it); without this, a request arriving after the
+    last plan waits a whole round even on idle GPUs, where the offline simulation (visible at the
+    first boundary at or after arrival) starts it at once. When the plan leaves no room, work of
+    requests the plan has given up on (not in `plan.kept`: they miss their deadline anyway) makes
+    room if that places more late arrivals; it waits for the next round. Returns the state with
+    the late requests added and the plan with their assignments (the other assignments unchanged,
+    so their start order stands). With `batching`, late same-size arrivals may share steps
+    (greedy's batching rule), as the policy's own requests may.
     """
     merged = replace(state, requests=state.requests + late)
+    extra = _on_tails(merged, plan.assignments, late, batching)
+    if plan.kept is not None and _placed(extra) < len(late):
+        kept = set(plan.kept)
+        base = tuple(a for a in plan.assignments if kept & set(a.requests))
+        more = _on_tails(merged, base, late, batching) if len(base) < len(plan.assignments) else []
+        if _placed(more) > _placed(extra):
+            return merged, replace(plan, assignments=base + tuple(more))
+    if not extra:
+        return merged, plan
+    return merged, replace(plan, assignments=plan.assignments + tuple(extra))
 
+
+def _placed(assignments: list[Assignment]) -> int:
+    """Requests these assignments advance (a batch: every member)."""
+    return len({r for a in assignments for r in a.requests})
+
+
+def _on_tails(merged: RoundState, planned: tuple[Assignment, ...], late: tuple[RequestState, ...],
+              batching: bool = False) -> list[Assignment]:
+    """Greedy's assignments for `late` after the last end of `planned` on each GPU."""
     def tails() -> Loads:
         loads = Loads(merged)
-        for a in plan.assignments:
+        for a in planned:
             for g in a.gpus:
-                loads.load[g] = max(loads.load[g], a.end_us - state.now_us)
+                loads.load[g] = max(loads.load[g], a.end_us - merged.now_us)
         return loads
 
     decisions, _ = greedy_decisions(replace(merged, requests=late), batching=batching, loads=tails())
     tail, by_id, extra = tails().load, {r.id: r for r in late}, []
     for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
-        start = state.now_us + max(tail[g] for g in gpus)
+        start = merged.now_us + max(tail[g] for g in gpus)
         end = start + decision_us(merged, by_id, rid, gpus, n)
         if end > merged.end_us:
             continue
         ids = members(rid)
         extra.append(Assignment(request=ids[0], batch=ids[1:], gpus=gpus, steps=n, start_us=start, end_us=end))
         for g in gpus:
-            tail[g] = end - state.now_us
-    return merged, replace(plan, assignments=plan.assignments + tuple(extra))
+            tail[g] = end - merged.now_us
+    return extra
 
 
 class Planner:
@@ -96,14 +132,16 @@ class Planner:
                                        initializer=_init_process, initargs=(self.policy_name, self.options))
         return ThreadPoolExecutor(1, thread_name_prefix="tetriopt-solver")
 
-    async def plan(self, state: RoundState) -> RoundPlan:
+    async def plan(self, state: RoundState, limit_ms: float | None = None) -> RoundPlan:
+        """A checked plan for `state` (greedy when the policy fails), within `limit_ms` when given
+        and tighter than the policy's own time limit."""
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         try:
             if self.mode == "process":
-                plan = await loop.run_in_executor(self._pool, _plan_in_process, state)
+                plan = await loop.run_in_executor(self._pool, _plan_in_process, state, limit_ms)
             else:
-                plan = await loop.run_in_executor(self._pool, self._policy.plan, state)
+                plan = await loop.run_in_executor(self._pool, plan_within, self._policy, state, limit_ms)
             why = check_plan(state, plan)
             if why is None:
                 return plan

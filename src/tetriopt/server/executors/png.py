@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import struct
 import zlib
 from functools import lru_cache
+from typing import Any, Mapping
 
 
 def _chunk(tag: bytes, data: bytes) -> bytes:
@@ -21,11 +23,29 @@ def _solid_png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
             + _chunk(b"IEND", b""))
 
 
-def placeholder_png(width: int, height: int, prompt: str = "") -> bytes:
-    """A solid-colour RGB PNG; the colour comes from the prompt, from a small palette (cacheable)."""
+def placeholder_png(width: int, height: int, prompt: str = "", parameters: Mapping[str, Any] | None = None) -> bytes:
+    """A solid-colour RGB PNG; the colour comes from the prompt, from a small palette (cacheable).
+    `parameters`: what the image was asked to be (prompt, seed, guidance, negative prompt), kept in a
+    `tEXt` chunk named "parameters" as JSON, as image UIs record generation settings in their PNGs."""
     palette = ((70, 110, 160), (160, 90, 70), (90, 150, 90), (150, 140, 70), (120, 90, 150), (90, 90, 90))
     i = hashlib.sha256(prompt.encode()).digest()[0] % len(palette)
-    return _solid_png(width, height, palette[i])
+    png = _solid_png(width, height, palette[i])
+    if parameters is None:
+        return png
+    text = _chunk(b"tEXt", b"parameters\0" + json.dumps(dict(parameters), sort_keys=True).encode("ascii"))
+    return png[:33] + text + png[33:]  # after the signature and IHDR (8 + 25 bytes)
+
+
+def png_text(data: bytes) -> dict[str, str]:
+    """The PNG's `tEXt` chunks, keyword -> text."""
+    out, at = {}, 8
+    while at + 8 <= len(data):
+        n, tag = struct.unpack(">I4s", data[at:at + 8])
+        if tag == b"tEXt":
+            key, _, value = data[at + 8:at + 8 + n].partition(b"\0")
+            out[key.decode("latin-1")] = value.decode("latin-1")
+        at += 12 + n
+    return out
 
 
 def png_size(data: bytes) -> tuple[int, int]:

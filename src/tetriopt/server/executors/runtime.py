@@ -55,6 +55,12 @@ class RuntimeExecutor:
                              f"{type(e).__name__}: {str(e).strip()[:300]}") from None
         self.clock: Clock | None = None
 
+    @property
+    def heads(self) -> int:
+        """Attention heads of the transformer the runtime loaded (admission's split rule uses these,
+        not the count its model name suggests)."""
+        return self._impl.runtime.heads
+
     def start(self, clock: Clock) -> None:
         self.clock = clock
 
@@ -63,7 +69,8 @@ class RuntimeExecutor:
         assert self.clock is not None
         clock = self.clock
         items = {k: {"prompt": w.prompt, "width": w.width, "height": w.height, "total_steps": w.total_steps,
-                     "done_steps": w.done_steps, "seed": w.seed} for k, w in work.items()}
+                     "done_steps": w.done_steps, "seed": w.seed, "guidance_scale": w.guidance_scale,
+                     "negative_prompt": w.negative_prompt} for k, w in work.items()}
         refused: dict[str, str] = {}  # never runnable here: those requests fail
         stale: dict[str, str] = {}    # progress disagreed (a plan made before a failure): re-queued
 
@@ -72,7 +79,9 @@ class RuntimeExecutor:
 
         def failed(a, why: str) -> None:
             for rid in a.requests:  # a batch is refused whole
-                w = work[rid]
+                w = work.get(rid)
+                if w is None:  # cancelled meanwhile
+                    continue
                 if self._impl.runtime.split_problem(w.width, w.height, len(a.gpus)):
                     refused[rid] = why
                 else:
@@ -85,7 +94,7 @@ class RuntimeExecutor:
         except Exception as e:  # a worker died or a collective timed out: the loop re-queues
             raise ExecutorFailure(f"{self.name} runtime failed in round {round_index}: {e!r}") from e
         for rid in refused:
-            self._impl.forget(rid)
+            self._impl.discard(rid)
         if refused:
             raise RequestsFailed(refused)
         if stale:  # the engine re-plans them on their true progress, which the runtime holds
@@ -96,6 +105,11 @@ class RuntimeExecutor:
         """What the runtime ran lately: one report per task (a batch: one per member, each with
         `batch` naming them all), from the workers (see tetriopt_runtime.executor)."""
         return list(self._impl.reports)
+
+    def forget(self, request_id: str) -> None:
+        """A cancelled (or failed) request: the runtime frees its checkpoint and its latent shards
+        and conditioning on the workers at the start of the next round."""
+        self._impl.forget(request_id)
 
     def close(self) -> None:
         self._impl.close()

@@ -1,9 +1,10 @@
 """Virtual GPUs that take the profile's time per step, sleeping in real time.
 
 The plan's times are honoured on the scheduler clock: an assignment starts at its planned
-start or when its GPUs free up (if an earlier round ran late), runs steps x step_us, and a
-request's last assignment adds the VAE decode. So a server on `sim` behaves, round by round,
-like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash half-way through
+start or when its GPUs free up (if an earlier round ran late) and keeps its GPUs for its planned
+duration (plan.decision_us, which check_plan verified: its steps plus a new request's text encode
+and a finishing one's VAE decode, as the runtime runs them on the set's leader). So a server on
+`sim` behaves, round by round, like `tetriopt solve` on the same arrivals. `fail_rounds` injects a crash half-way through
 those executed rounds (1 = the first round this executor runs), to exercise re-queueing.
 """
 
@@ -48,21 +49,17 @@ class SimExecutor:
         with self._lock:
             for a in sorted(plan.assignments, key=lambda a: (a.start_us, a.gpus)):
                 w = work[a.request]
-                step = self.profile.step_us(w.width, w.height, a.degree, len(a.requests))
                 start = max([a.start_us, clock.now_us()] + [ready.get(i, 0) for i in a.requests]
                             + [self._free_us[g] for g in a.gpus])
-                end = start + a.steps * step
+                end = start + (a.end_us - a.start_us)
                 for g in a.gpus:
                     self._free_us[g] = end
                 for i in a.requests:  # a batch advances every member
                     ready[i] = end
                     done[i] = done.get(i, work[i].done_steps if i in work else 0) + a.steps
-                # a batch decodes (once, same size) when any member takes its last step
-                last = any(done[i] >= work[i].total_steps for i in a.requests if i in work)
-                finish = end + (self.profile.vae_decode_us(w.width, w.height) if last else 0)
-                image = (placeholder_png(w.width, w.height, w.prompt)
-                         if self.images and done[a.request] >= w.total_steps else None)
-                images = tuple((i, placeholder_png(w.width, w.height, work[i].prompt)) for i in a.batch
+                finish = end  # a finishing assignment's duration holds its decode
+                image = (_image(w) if self.images and done[a.request] >= w.total_steps else None)
+                images = tuple((i, _image(work[i])) for i in a.batch
                                if self.images and i in work and done[i] >= work[i].total_steps)
                 events.append((finish, a, image, images))
         events.sort(key=lambda e: e[0])
@@ -84,5 +81,15 @@ class SimExecutor:
             clock.sleep_until(finish)
             on_complete(Completion(assignment=a, finish_us=finish, image=image, images=images))
 
+    def forget(self, request_id: str) -> None:
+        """Nothing to free: virtual GPUs keep no latents."""
+
     def close(self) -> None:
         pass
+
+
+def _image(w: WorkItem) -> bytes:
+    """The placeholder, carrying what it was asked to be (the conditioning a model would use)."""
+    return placeholder_png(w.width, w.height, w.prompt, {
+        "prompt": w.prompt, "seed": w.seed, "steps": w.total_steps, "guidance_scale": w.guidance_scale,
+        "negative_prompt": w.negative_prompt})

@@ -1,0 +1,102 @@
+"""CP-SAT's fast paths (policies/backends.solve_cpsat's quick slice without presolve, then the
+full search from its incumbent) keep the exact optimum of the formulation: checked against the
+brute force on the random small rounds, with a slice long enough to prove most of them and one
+too short to prove any (so the full search must finish the proof)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tetriopt.policies.backends import solve_cpsat
+from tetriopt.policies.formulation import build, complete
+from tetriopt.policies.greedy import greedy_decisions
+
+from .test_bruteforce import brute_force, random_state
+
+
+@pytest.mark.parametrize("quick_s", [1e-7, 0.005])
+def test_quick_slice_keeps_the_optimum(quick_s):
+    for seed in range(0, 60, 2):
+        st = random_state(seed)
+        rm = build(st)
+        dec, kept = greedy_decisions(st)
+        hint = complete(rm, dec, kept)
+        cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, quick_s=quick_s,
+                         max_deterministic_time=10.0)
+        assert cp.status == "OPTIMAL", seed
+        assert cp.objective == brute_force(st), seed
+        assert rm.model.feasible(cp.solution) and rm.model.value(cp.solution) == cp.objective, seed
+
+
+def test_quick_slice_reports_the_hint_when_nothing_is_left():
+    """Out of deterministic time after the quick slice, the answer is still CP-SAT's incumbent,
+    never below the warm start (rounds fell back to greedy when a presolve ran out of time)."""
+    for seed in range(1, 60, 2):
+        st = random_state(seed)
+        rm = build(st)
+        dec, kept = greedy_decisions(st)
+        hint = complete(rm, dec, kept)
+        cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, quick_s=1e-9, max_deterministic_time=1e-9)
+        assert cp.solution is not None and cp.objective >= rm.model.value(hint), seed
+
+
+def test_overrun_learnt_shortens_the_search_limit():
+    """CP-SAT loads a model before it looks at its clock: the policy learns that overrun per
+    variable (at once when worse, slowly when better or when the search ended early) and gives
+    the next search that much less; `--deterministic` never looks at it."""
+    from dataclasses import replace
+
+    from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies.mip import MipPolicy
+
+    rm = build(random_state(1))
+    nv = len(rm.model.names)
+    pol = MipPolicy("cpsat", time_limit_ms=180)
+    before = pol._search_limit(rm, 0.1)
+    ran = SolveOutcome([0] * nv, "FEASIBLE", 0.0, 0.0)
+    pol._observe_overrun(rm, replace(ran, overrun_s=0.5 * nv * 1e-3))  # 0.5 ms per variable
+    assert pol._overrun_rate == pytest.approx(0.5e-3)
+    assert pol._search_limit(rm, 0.1) == pytest.approx(before - (0.5e-3 - 1e-5) * nv)
+    pol._observe_overrun(rm, replace(ran, overrun_s=0.0))  # the limit bound, no overrun: decays
+    assert 0 < pol._overrun_rate < 0.5e-3
+    pol._observe_overrun(rm, ran)  # the limit did not bind (overrun_s None): relaxes by 10%
+    assert pol._overrun_rate == pytest.approx(0.405e-3)
+    det = MipPolicy("cpsat", time_limit_ms=180, deterministic=True)
+    det._observe_overrun(rm, replace(ran, overrun_s=1.0))
+    assert det._search_limit(rm, 0.1) == 0.1
+
+
+@pytest.mark.parametrize("min_gain,proves", [(0.0, True), (1e18, False)])
+def test_improvement_slices(min_gain, proves):
+    """Slices of CP-SAT's deterministic clock, doubling: with no gain required the search goes on
+    until it proves the optimum; with an unreachable gain it stops after the first slice, with an
+    incumbent never below the hint."""
+    for seed in range(0, 60, 3):
+        st = random_state(seed)
+        rm = build(st)
+        dec, kept = greedy_decisions(st)
+        hint = complete(rm, dec, kept)
+        cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, stall_s=1e-5, min_gain=min_gain)
+        assert cp.solution is not None and rm.model.feasible(cp.solution), seed
+        assert cp.objective >= (rm.model.value(hint) if hint else float("-inf")), seed
+        if proves:
+            assert cp.status == "OPTIMAL" and cp.objective == brute_force(st), seed
+
+
+def test_overrun_estimate_recovers():
+    """One enormous overrun (a process that lost the CPU) counts as at most half the limit, and
+    the searches that end before their limit relax it, so the search gets its time back."""
+    from dataclasses import replace
+
+    from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies.mip import MipPolicy
+
+    rm = build(random_state(1))
+    nv = len(rm.model.names)
+    pol = MipPolicy("cpsat", time_limit_ms=180)
+    ran = SolveOutcome([0] * nv, "FEASIBLE", 0.0, 0.0)
+    pol._observe_overrun(rm, replace(ran, overrun_s=5.0))
+    assert pol._overrun_rate == pytest.approx(0.09 / nv)
+    for _ in range(40):
+        pol._observe_overrun(rm, ran)
+    assert pol._overrun_rate * nv < 0.002
