@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--only", default="E1,E2,E3")
     ap.add_argument("--flux-rates", default=",".join(map(str, FLUX_RATES)), help="E3's FLUX rates (req/min)")
     ap.add_argument("--sd3-rates", default=",".join(map(str, SD3_RATES)), help="E3's SD3 H200 rates (req/min)")
+    ap.add_argument("--models", default=None, help="only these profiles (comma-separated; default: all)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--deterministic", action="store_true",
                     help="cpsat stops on CP-SAT's deterministic clock: met counts independent of the machine's load")
@@ -92,6 +93,8 @@ def main() -> None:
     done = {(r["instance"], r["policy"]): r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
     for name in a.only.split(","):
         pts, pols, axis = exps[name]
+        if a.models:
+            pts = [p for p in pts if p.model in a.models.split(",")]
         if not a.markdown:
             todo = {q: [p for p in pts if (p.label(), q) not in done] for q in pols}  # resume: missing rows only
             t0 = time.time()
