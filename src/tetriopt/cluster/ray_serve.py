@@ -172,6 +172,16 @@ class RayDispatcher:
         return RoundState(now_us=svc.timing.first_round_us(now_us), round_us=svc.timing.round_us, cluster=svc.whole,
                           profile=svc.profile, degrees=svc.degrees, requests=reqs)
 
+    def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
+        """Admission's planning deadlines: here the requests' own (each node's round loop plans with
+        its own `PlanningDeadlines`; the front-end sees no node's rounds)."""
+        return requests
+
+    def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """The planned-round check needs a node's round plan, which the front-end does not see: the
+        router's per-node test decides."""
+        return True
+
     def _route(self, job: Job, views: list[NodeView] | None = None, strict: bool = True) -> int | None:
         views = views if views is not None else self.views()
         rs = self._request_states(job)

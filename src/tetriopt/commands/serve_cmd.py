@@ -79,8 +79,8 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="A request that can no longer meet its deadline is planned (and counted by admission) against "
                    "arrival + this x its SLO (if out of reach too: its earliest finish plus a round), still "
                    "reported as missed; 0: it runs on GPU time the on-time requests leave.")
-@click.option("--admission-foresight", type=click.IntRange(min=0), default=32, show_default=True,
-              help="Up to this many pending images, a request the joint test refuses is accepted when a "
+@click.option("--admission-foresight", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Up to this many pending images, a request only the joint test's headroom refuses is accepted when a "
                    "forward schedule of the pending work meets it and everything it met before (0: off).")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")

@@ -20,6 +20,13 @@ def _best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bo
     (() for none), steps, kept) at that best."""
     m, st = rm.model, rm.state
     obj = m.objective
+    lefts = set(rm.left.values())
+    own_row = {}  # u var -> (its GPU-ms a step, its owed decode GPU-ms, its joint row's capacity)
+    for acc, group, _ in rm.running:
+        for u, c in group.items():
+            if u in lefts:
+                owed = rm.owed.get(u)
+                own_row[u] = (c, group.get(owed[0], 0) if owed else 0, m.ub[acc])
     out = []
     for r in st.requests:
         if r.id not in rm.keep:
@@ -31,10 +38,16 @@ def _best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bo
         budget = st.due_us(r) - st.now_us
         w_kp, w_u, w_dn = obj.get(kp, 0), obj.get(u, 0), obj.get(dn, 0)
 
+        cost, owed, cap = own_row.get(u, (0, 0, None))
+
+        def joint_ok(n: int) -> bool:
+            """Its own term of its joint row fits (the other requests' terms only add to it)."""
+            return cap is None or n == rem or cost * (rem - n) + owed <= cap
+
         def value(n: int, t: int, bonus: int, w_s: int) -> tuple[int, bool]:
             """Best of keep / give up with n steps this round (n * t us), and whether it keeps."""
             best = w_s * n + bonus + (w_dn if n == rem else 0)  # given up: u = 0
-            if can and (n == rem and n * t <= budget if slack is None else rem - n <= slack):
+            if can and joint_ok(n) and (n == rem and n * t <= budget if slack is None else rem - n <= slack):
                 kept = best + w_kp + w_u * (rem - n)
                 if kept > best:
                     return kept, True
