@@ -1,6 +1,6 @@
 """Batching and immediate starts against TetriServe's model (issue 13; docs/evaluation.md, section E).
 
-  .venv/bin/python benchmarks/batching_eval.py [--jobs 2] [--seeds 0,1,2] [-n 150] [--out out/batching_eval]
+  .venv/bin/python benchmarks/batching_eval.py [--jobs 2] [--seeds 0,1,2] [-n 150] [--deterministic] [--out out/batching_eval]
   .venv/bin/python benchmarks/batching_eval.py --markdown        # tables from a finished run
 
 E1: FLUX.1-dev with its default 28 steps on 8x H100 and 8x H200 profiles, uniform and skewed,
@@ -30,7 +30,11 @@ POL = ["cpsat", "cpsat" + FEAT, "tetriserve", "tetriserve" + FEAT, "bound", "bou
 SAT_POL = ["cpsat", "cpsat" + FEAT, "tetriserve" + FEAT]
 
 
-def experiments(seeds, n):
+FLUX_RATES = (6, 9, 12, 18, 24)
+SD3_RATES = (36, 72, 108, 144, 216, 324, 432, 648)
+
+
+def experiments(seeds, n, flux_rates=FLUX_RATES, sd3_rates=SD3_RATES):
     flux = [p for m in ("flux.1-dev-h100", "flux.1-dev-h200")
             for p in B.points(models=(m,), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5), rates=(12,),
                               seeds=seeds, n=n, steps=28)]
@@ -39,9 +43,9 @@ def experiments(seeds, n):
            + B.points(models=("sd3-medium-h200",), mixes=("uniform", "skewed"), slo_scales=(1.0, 1.2, 1.5),
                       rates=(36,), seeds=seeds, n=n, steps=28))
     sat = (B.points(models=("flux.1-dev-h100",), mixes=("uniform",), slo_scales=(1.0, 1.5),
-                    rates=(6, 9, 12, 18, 24), seeds=seeds, n=n, steps=28)
+                    rates=flux_rates, seeds=seeds, n=n, steps=28)
            + B.points(models=("sd3-medium-h200",), mixes=("uniform",), slo_scales=(1.0,),
-                      rates=(36, 72, 108, 144, 216, 324, 432, 648), seeds=seeds, n=n, steps=28))
+                      rates=sd3_rates, seeds=seeds, n=n, steps=28))
     return {"E1": (flux, POL, "slo_scale"), "E2": (sd3, POL, "slo_scale"), "E3": (sat, SAT_POL, "rate")}
 
 
@@ -65,27 +69,6 @@ def saturation(agg: list[dict], level: float = 0.9) -> list[str]:
     return out
 
 
-def markdown(agg: list[dict], axis: str) -> str:
-    out = []
-    for key in dict.fromkeys((r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"])
-                             for r in agg):
-        rs = [r for r in agg if (r["model"], r["gpus"], r["mix"], r["slo_scale"] if axis == "rate" else r["rate"]) == key
-              and "slo_attainment" in r]
-        cols = sorted({r[axis] for r in rs})
-        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
-        out.append(f"**{key[0]}, {key[1]} GPUs, {key[2]} mix, "
-                   + (f"SLO scale {key[3]:g}** " if axis == "rate" else f"rate {key[3]:g}/min** ")
-                   + f"(SLO attainment %, mean ± sd over seeds {rs[0]['seeds']})\n")
-        out.append(f"| policy | " + " | ".join(f"{c:g}" for c in cols) + " |")
-        out.append("|---|" + "---:|" * len(cols))
-        for p in dict.fromkeys(r["policy"] for r in rs):
-            out.append(f"| {p} | " + " | ".join(
-                f"{100 * cell[(p, c)]['mean']:.1f} ± {100 * cell[(p, c)]['sd']:.1f}" if (p, c) in cell else "-"
-                for c in cols) + " |")
-        out.append("")
-    return "\n".join(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=2)
@@ -95,15 +78,23 @@ def main() -> None:
     ap.add_argument("--bound-time-s", type=float, default=30.0)
     ap.add_argument("--out", default="out/batching_eval")
     ap.add_argument("--only", default="E1,E2,E3")
+    ap.add_argument("--flux-rates", default=",".join(map(str, FLUX_RATES)), help="E3's FLUX rates (req/min)")
+    ap.add_argument("--sd3-rates", default=",".join(map(str, SD3_RATES)), help="E3's SD3 H200 rates (req/min)")
+    ap.add_argument("--models", default=None, help="only these profiles (comma-separated; default: all)")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="cpsat stops on CP-SAT's deterministic clock: met counts independent of the machine's load")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    exps = experiments([int(s) for s in a.seeds.split(",")], a.n)
+    exps = experiments([int(s) for s in a.seeds.split(",")], a.n, B.parse_floats(a.flux_rates, "flux-rates"),
+                       B.parse_floats(a.sd3_rates, "sd3-rates"))
     rows_path = out / "rows.json"
     done = {(r["instance"], r["policy"]): r for r in json.loads(rows_path.read_text())} if rows_path.exists() else {}
     for name in a.only.split(","):
         pts, pols, axis = exps[name]
+        if a.models:
+            pts = [p for p in pts if p.model in a.models.split(",")]
         if not a.markdown:
             todo = {q: [p for p in pts if (p.label(), q) not in done] for q in pols}  # resume: missing rows only
             t0 = time.time()
@@ -112,21 +103,18 @@ def main() -> None:
                     if not qpts:
                         continue
                     for r in B.run(qpts, [q], bound=False, time_limit_ms=a.time_limit_ms,
-                                   bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update):
+                                   bound_time_s=a.bound_time_s, jobs=a.jobs, progress=bar.update,
+                                   deterministic=a.deterministic):
                         done[(r["instance"], r["policy"])] = r
                     rows_path.write_text(json.dumps(list(done.values())))
             print(f"{name}: {time.time() - t0:.0f} s", file=sys.stderr)
         rows = [done[(p.label(), q)] for p in pts for q in pols if (p.label(), q) in done]
         agg = B.aggregate(rows)
-        text = markdown(agg, axis)
+        text = B.markdown_table(agg, axis, by=("model", "gpus", "mix", "slo_scale" if axis == "rate" else "rate"))
         if name == "E3":
             text += "\n| model | SLO scale | policy | req/min at 90% | attainment % by rate |\n|---|---:|---|---:|---|\n"
             text += "\n".join(saturation(agg)) + "\n"
-        text += B.summary_table(agg)
-        issues = B.check_dominance(agg)
-        errs = [r for r in rows if "error" in r]
-        text += "\nissues:\n" + ("\n".join(issues) or "none") + "\nerrors:\n" + (
-            "\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none") + "\n"
+        text = B.report(agg, rows, text)
         (out / f"{name}.txt").write_text(text)
         print(text)
 

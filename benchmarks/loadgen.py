@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare:
         cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "solve", a.instance,
                "--policy", info["policy"], "--time-limit-ms", str(info["time_limit_ms"]), "--json", "-",
-               "--no-progress"]
+               "--no-progress", "--batching" if info.get("batching") else "--no-batching",
+               "--immediate-start" if info.get("immediate_start") else "--no-immediate-start"]
         out = subprocess.run(cmd, capture_output=True, text=True)
         try:
             summ = json.loads(out.stdout)["summary"]

@@ -40,8 +40,10 @@ _STARTED: list[subprocess.Popen] = []
 
 def start(gpus: int, port: int, *args: str) -> tuple[subprocess.Popen, str]:
     """`tetriopt serve` in a child process (killed at exit if a measurement fails half-way)."""
+    # TetriServe's model, as docs/serve.md's figures were measured (batching and immediate starts
+    # are on by default since issue 13)
     cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "serve", "--gpus", str(gpus),
-           "--port", str(port), "--log-level", "info", *args]
+           "--port", str(port), "--log-level", "info", "--no-batching", "--no-immediate-start", *args]
     log = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
     _STARTED.append(proc)

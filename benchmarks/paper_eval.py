@@ -26,30 +26,7 @@ from tetriopt.policies import bench_policies
 
 FLUX_POL = bench_policies(8)  # the registry's defaults: 8x H100
 SD3_POL = bench_policies(4)   # 4x A40
-
-
-def markdown(agg: list[dict], axis: str) -> str:
-    """Markdown tables: SLO attainment % (mean ± sd over seeds) per policy x axis value, per mix."""
-    out = []
-    for mix in dict.fromkeys(r["mix"] for r in agg):
-        rs = [r for r in agg if r["mix"] == mix and "slo_attainment" in r]
-        cols = sorted({r[axis] for r in rs})
-        pols = list(dict.fromkeys(r["policy"] for r in rs))
-        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
-        m0 = rs[0]
-        out.append(f"**{m0['model']}, {m0['gpus']} GPUs, {mix} mix** (SLO attainment %, mean ± sd over seeds "
-                   f"{m0['seeds']})\n")
-        out.append("| policy | " + " | ".join(f"{c:g}" for c in cols) + " | mean |")
-        out.append("|---|" + "---:|" * (len(cols) + 1))
-        for p in pols:
-            vals = [cell.get((p, c)) for c in cols]
-            mean = [v["mean"] for v in vals if v]
-            fmt = [f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}" if v else "-" for v in vals]
-            name = f"**{p}**" if p in ("cpsat", "bound") else p
-            avg = f"{100 * sum(mean) / len(mean):.1f}" if len(mean) == len(cols) else "-"
-            out.append(f"| {name} | " + " | ".join(fmt) + f" | {avg} |")
-        out.append("")
-    return "\n".join(out)
+AXIS = {"A": "slo_scale", "B": "rate", "C": "slo_scale", "D": "round_ms"}
 
 
 def main() -> None:
@@ -67,8 +44,7 @@ def main() -> None:
             f = Path(a.out) / f"exp{name}-agg.json"
             if f.exists():
                 print(f"### Experiment {name}\n")
-                print(markdown(json.loads(f.read_text()), {"A": "slo_scale", "B": "rate", "C": "slo_scale",
-                                                            "D": "round_ms"}[name]))
+                print(B.markdown_table(json.loads(f.read_text()), AXIS[name], mean_col=True, bold=("cpsat", "bound")))
         return
     seeds = [int(s) for s in a.seeds.split(",")]
     out = Path(a.out)
@@ -100,12 +76,8 @@ def main() -> None:
             rows_path.write_text(json.dumps(list(done.values())))
         rows = [done[(p.label(), q)] for p in pts for q in pols + ["bound"] if (p.label(), q) in done]
         agg = B.aggregate(rows)
-        axis = {"A": "slo_scale", "B": "rate", "C": "slo_scale", "D": "round_ms"}[name]
-        text = B.table(agg, "slo_attainment", axis=axis) + "\n" + B.summary_table(agg)
-        issues = B.check_dominance(agg)
-        errs = [r for r in rows if "error" in r]
-        text += "\nissues:\n" + ("\n".join(issues) or "none") + "\nerrors:\n" + (
-            "\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none") + "\n"
+        axis = AXIS[name]
+        text = B.report(agg, rows, B.table(agg, "slo_attainment", axis=axis) + "\n")
         (out / f"exp{name}.txt").write_text(text)
         (out / f"exp{name}-agg.json").write_text(json.dumps(agg, indent=1))
         plots.slo_vs_axis(agg, axis, out / "img")

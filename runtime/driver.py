@@ -52,6 +52,15 @@ class RunResult:
     wall_ms: float = 0.0  # workers' execution of the plan (dispatch to last result)
 
 
+def batch_problem(members: Sequence[str], size: Any) -> Optional[str]:
+    """Why these requests cannot share steps (None: they can, or it is one request): a batch
+    stacks latents, so every member needs the same width and height (`size[rid]`)."""
+    sizes = {tuple(size[rid]) for rid in members}
+    if len(sizes) > 1:
+        return f"batch {list(members)} mixes sizes {sorted(sizes)}"
+    return None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,7 +192,7 @@ class Runtime:
         tasks = compile_plan(rounds, {r.id: r.steps for r in requests}, self.world)
         size = {r.id: (r.width, r.height) for r in requests}
         for t in tasks:
-            why = self.split_problem(*size[t.request], t.degree)
+            why = self.split_problem(*size[t.request], t.degree) or batch_problem(t.batch, size)
             if why:
                 raise PlanError(f"request {t.request!r} on GPUs {t.gpus}: {why}")
         return tasks

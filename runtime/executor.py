@@ -2,8 +2,10 @@
 
 `tetriopt.server.executors.runtime` drives this: each round's assignments arrive as tetriopt
 Assignments (run in their planned start order) with a `work` entry per request (prompt, size,
-total and done steps, seed), and `on_done(assignment, png|None)` is called as each assignment
-ends (PNG when it ran the last step).
+total and done steps, seed), and `on_done(assignment, png|None, images)` is called as each
+assignment ends (png: its request's PNG when it ran the last step; images: (member, PNG) of the
+other members of a batched assignment that it finished). A batched assignment (`batch`: same-size
+requests sharing every step) runs as one stacked step per step, with per-sample timesteps.
 
 Failures stay small:
 - An assignment this runtime cannot run (a degree that does not split the request's tokens or
@@ -21,15 +23,18 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict, deque
+from dataclasses import replace
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from .driver import GenRequest, Runtime
+from .driver import GenRequest, Runtime, batch_problem
 from .models import Conditioning, ModelSpec
 from .plan import PlanError, PlanState, Task
 
+RECENT = 64  # finished latents and task reports kept for inspection (tests, debugging)
 DEFAULT_PATHS = {"flux": "black-forest-labs/FLUX.1-dev", "sd3": "stabilityai/stable-diffusion-3-medium-diffusers"}
 
 
@@ -66,7 +71,11 @@ class RoundExecutor:
         self.restarts = 0
         self._forgotten: set[str] = set()  # cancelled since the last round (any thread adds; see forget)
         self._lock = threading.Lock()
-        self.last_latents: dict[str, torch.Tensor] = {}  # final latents of the last round (tests, debugging)
+        # final latents of the last RECENT finished requests, and the last 16 x RECENT task reports
+        # (the workers' timings plus the request's seed; a batch's members each report, with
+        # `batch` listing them): what ran, for tests and debugging
+        self.last_latents: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.reports: deque[dict[str, Any]] = deque(maxlen=16 * RECENT)
         self._start()
 
     def _start(self) -> None:
@@ -77,9 +86,9 @@ class RoundExecutor:
                                timeout_s=self.timeout_s, **self.options)
         self.plan = PlanState(self.world)  # a fresh runtime holds no latent: requests resume from `held`
 
-    def _admit(self, plan: PlanState, a: Any, w: Mapping[str, Any]) -> Optional[str]:
-        """Make sure request a.request can run this assignment; why not, if it cannot."""
-        rid, done = a.request, int(w["done_steps"])
+    def _admit(self, plan: PlanState, rid: str, degree: int, w: Mapping[str, Any]) -> Optional[str]:
+        """Make sure request `rid` can run an assignment on `degree` ranks; why not, if it cannot."""
+        done = int(w["done_steps"])
         h = self.held.get(rid)
         if h is not None and h.done != done:
             if done != 0:
@@ -93,15 +102,41 @@ class RoundExecutor:
             req = GenRequest(rid, str(w["prompt"]), int(w["width"]), int(w["height"]), int(w["total_steps"]),
                              int(w.get("seed", 0)), w.get("guidance_scale"), w.get("negative_prompt"))
             h = self.held[rid] = _Held(req)
-        why = self.runtime.split_problem(h.req.width, h.req.height, len(a.gpus))
+        why = self.runtime.split_problem(h.req.width, h.req.height, degree)
         if why:
             return why
         if rid not in plan.total:  # new, or resumed after a restart: starts from the driver's copy
             plan.add_request(rid, h.req.steps, done=h.done)
         return None
 
+    def _refuse(self, plan: PlanState, assignments: Sequence[Any],
+                work: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+        """Requests this round cannot run, with why. An assignment with a refused member does not
+        run, so the rest of its batch is refused with it (and so on, to a fixed point)."""
+        refused: dict[str, str] = {}
+        for a in assignments:
+            rids = _requests(a)
+            why = batch_problem(rids, {r: (work[r]["width"], work[r]["height"]) for r in rids})
+            for rid in rids:
+                if rid not in refused:
+                    why_r = why or self._admit(plan, rid, len(a.gpus), work[rid])
+                    if why_r:
+                        refused[rid] = why_r
+        grew = True
+        while grew:
+            grew = False
+            for a in assignments:
+                bad = [r for r in _requests(a) if r in refused]
+                for rid in _requests(a):
+                    if bad and rid not in refused:
+                        refused[rid] = f"batched with {bad[0]!r}: {refused[bad[0]]}"
+                        grew = True
+        for rid in refused:
+            plan.forget(rid)
+        return refused
+
     def run_round(self, assignments: Sequence[Any], work: Mapping[str, Mapping[str, Any]],
-                  on_done: Callable[[Any, Optional[bytes]], None],
+                  on_done: Callable[[Any, Optional[bytes], tuple[tuple[str, bytes], ...]], None],
                   on_failed: Optional[Callable[[Any, str], None]] = None) -> None:
         """Run one round (blocking). Assignments refused before dispatch go to `on_failed` (with
         none given, a PlanError names them after the rest has run)."""
@@ -113,17 +148,21 @@ class RoundExecutor:
         for rid in gone:  # cancelled: its checkpoint here and its history go now, the workers' copies below
             self.held.pop(rid, None)
             self.plan.forget(rid)
-        assignments = [a for a in assignments if a.request not in gone]  # planned before it was cancelled
-        plan = PlanState.copy(self.plan)  # committed only if the round compiles
-        refused: dict[str, str] = {}
+        # planned before a member was cancelled: the rest of a batch still runs (reported as planned)
+        origin: dict[int, Any] = {}
+        live = []
         for a in assignments:
-            if a.request not in refused:
-                why = self._admit(plan, a, work[a.request])
-                if why:
-                    refused[a.request] = why
-        for rid in refused:
-            plan.forget(rid)
-        run = [a for a in assignments if a.request not in refused]
+            rids = [r for r in _requests(a) if r not in gone]
+            if len(rids) == len(_requests(a)):
+                live.append(a)
+            elif rids:
+                b = replace(a, request=rids[0], batch=tuple(rids[1:]))
+                origin[id(b)] = a
+                live.append(b)
+        assignments = live
+        plan = PlanState.copy(self.plan)  # committed only if the round compiles
+        refused = self._refuse(plan, assignments, work)
+        run = [a for a in assignments if not any(r in refused for r in _requests(a))]
         tasks = plan.add_round(run)
         meta, inits = {}, {}
         for t in tasks:
@@ -134,18 +173,25 @@ class RoundExecutor:
                 h.cond = inits[t.request].cond
         by_task = _match(tasks, run)
         task_of = {t.index: t for t in tasks}
-        self.last_latents = {}
+        left = {id(a): len(_requests(a)) for a in run}  # member tasks of each assignment still to report
+        pngs: dict[int, dict[str, bytes]] = {}
 
         def on_task(timing: dict[str, Any], latent: Optional[torch.Tensor], final: bool, image: Any) -> None:
             t, a = task_of[timing["task"]], by_task[timing["task"]]
             h = self.held[t.request]
             h.done, h.latent = t.step_start + t.steps, latent
-            png = None
+            self.reports.append({**timing, "seed": h.req.seed})
             if final:
                 del self.held[t.request]
                 self.last_latents[t.request] = latent
-                png, _ = rt.image_of(h.req, latent, image)
-            on_done(a, png)
+                while len(self.last_latents) > RECENT:
+                    self.last_latents.popitem(last=False)
+                pngs.setdefault(id(a), {})[t.request], _ = rt.image_of(h.req, latent, image)
+            left[id(a)] -= 1
+            if left[id(a)] == 0:  # a batch completes when its last member reports
+                got = pngs.pop(id(a), {})
+                planned = origin.get(id(a), a)
+                on_done(planned, got.pop(planned.request, None), tuple(got.items()))
 
         self.plan = plan
         try:
@@ -158,10 +204,10 @@ class RoundExecutor:
             self.plan = PlanState(self.world)  # the runtime closed itself; `held` has every checkpoint
             raise
         finally:
-            bad = [a for a in assignments if a.request in refused]
-            for a in bad:
-                if on_failed is not None:
-                    on_failed(a, refused[a.request])
+            for a in assignments:
+                bad = [r for r in _requests(a) if r in refused]
+                if bad and on_failed is not None:
+                    on_failed(origin.get(id(a), a), refused[bad[0]])
         if refused and on_failed is None:
             raise PlanError("; ".join(f"{rid}: {why}" for rid, why in refused.items()))
 
@@ -183,9 +229,16 @@ class RoundExecutor:
             self.runtime.close()
 
 
+def _requests(a: Any) -> tuple[str, ...]:
+    """Every request an assignment advances (a batch: all its members)."""
+    return (a.request, *getattr(a, "batch", ()))
+
+
 def _match(tasks: Sequence[Task], assignments: Sequence[Any]) -> dict[int, Any]:
-    """Task index -> the assignment it came from (tasks carry request, set and steps)."""
+    """Task index -> the assignment it came from (tasks carry request, set and steps; a batch's
+    member tasks all map to its one assignment)."""
     pool: dict[tuple, list] = {}
     for a in assignments:
-        pool.setdefault((a.request, tuple(a.gpus), int(a.steps)), []).append(a)
+        for rid in _requests(a):
+            pool.setdefault((rid, tuple(a.gpus), int(a.steps)), []).append(a)
     return {t.index: pool[(t.request, t.gpus, t.steps)].pop(0) for t in tasks}

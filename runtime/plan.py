@@ -41,6 +41,9 @@ class Task:
     prev_gpus: tuple[int, ...] | None  # set that ran this request's previous task (None: first)
     next_gpus: tuple[int, ...] | None  # None on the request's last task (decode follows), else ()
     needs_cond: tuple[int, ...]  # ranks of `gpus` that have never held this request's conditioning
+    # a batched assignment (same-size requests sharing every step): all its members' ids, in the
+    # order of their tasks, which are consecutive in the global order; () for a request alone
+    batch: tuple[str, ...] = ()
 
     @property
     def degree(self) -> int:
@@ -58,25 +61,37 @@ class Task:
     def is_last(self) -> bool:
         return self.next_gpus is None
 
+    @property
+    def closes_batch(self) -> bool:
+        """The steps run here: at a request alone, or at the last member task of a batch (after
+        every member's hand-off, which happen at their own tasks' places)."""
+        return not self.batch or self.request == self.batch[-1]
 
-def _items(round_: Any) -> list[tuple[str, tuple[int, ...], int, Optional[int]]]:
-    """(request, gpus, steps, planned start in us or None) of each assignment of a round."""
+
+def _members(rid: Any) -> tuple[str, ...]:
+    """A decision's request: one id, or a batch's ids (a tuple or list, as tetriopt's decisions)."""
+    return (str(rid),) if isinstance(rid, str) or not isinstance(rid, (tuple, list)) else tuple(str(i) for i in rid)
+
+
+def _items(round_: Any) -> list[tuple[tuple[str, ...], tuple[int, ...], int, Optional[int]]]:
+    """(requests, gpus, steps, planned start in us or None) of each assignment of a round; more
+    than one request: a batch sharing every step (tetriopt's `Assignment.batch`)."""
     items = getattr(round_, "assignments", round_)  # a tetriopt RoundPlan or a list
     out = []
     for a in items:
         start = None
         if isinstance(a, Mapping):
-            rid, gpus, steps = a["request"], a["gpus"], a["steps"]
+            rid, gpus, steps = _members(a["request"]) + tuple(a.get("batch", ())), a["gpus"], a["steps"]
             if "start_us" in a:
                 start = a["start_us"]
             elif "start_ms" in a:
                 start = round(float(a["start_ms"]) * 1000)
         elif hasattr(a, "request"):
-            rid, gpus, steps = a.request, a.gpus, a.steps
+            rid, gpus, steps = (a.request, *getattr(a, "batch", ())), a.gpus, a.steps
             start = getattr(a, "start_us", None)
         else:
             rid, gpus, steps = a
-        out.append((str(rid), tuple(int(g) for g in gpus), int(steps), None if start is None else int(start)))
+        out.append((_members(rid), tuple(int(g) for g in gpus), int(steps), None if start is None else int(start)))
     return out
 
 
@@ -130,31 +145,37 @@ class PlanState:
 
     def add_round(self, round_: Any, r: int = 0) -> list[Task]:
         """Tasks of one round in execution order (the plan's start times, `execution_order`),
-        checked against the history, which it updates."""
+        checked against the history, which it updates. A batched assignment gives one task per
+        member, consecutive, each with the batch's ids."""
         ts = _items(round_)
         out: list[Task] = []
         for i in execution_order(round_, r):
-            rid, gpus, steps, _ = ts[i]
-            if rid not in self.total:
-                raise PlanError(f"round {r}: unknown request {rid!r}")
+            rids, gpus, steps, _ = ts[i]
+            if len(set(rids)) != len(rids):
+                raise PlanError(f"round {r}: batch {list(rids)} lists a request twice")
             if gpus not in self.allowed:
                 raise PlanError(f"round {r}: GPU set {gpus} is not an aligned power-of-two block of {self.world} ranks")
-            if steps <= 0:
-                raise PlanError(f"round {r}: request {rid!r} gets {steps} steps (must be positive)")
-            if self.done[rid] + steps > self.total[rid]:
-                raise PlanError(f"round {r}: request {rid!r} would run {self.done[rid] + steps} steps, "
-                                f"it has {self.total[rid]}")
-            held = self.held.setdefault(rid, set())
-            last = self.done[rid] + steps == self.total[rid]
-            out.append(Task(index=self.next_index, request=rid, gpus=gpus, step_start=self.done[rid], steps=steps,
-                            prev_gpus=self.where.get(rid), next_gpus=None if last else (),
-                            needs_cond=tuple(g for g in gpus if g not in held)))
-            self.next_index += 1
-            held.update(gpus)
-            self.where[rid] = gpus
-            self.done[rid] += steps
-            if last:
-                self.forget(rid)
+            for rid in rids:
+                if rid not in self.total:
+                    raise PlanError(f"round {r}: unknown request {rid!r}")
+                if steps <= 0:
+                    raise PlanError(f"round {r}: request {rid!r} gets {steps} steps (must be positive)")
+                if self.done[rid] + steps > self.total[rid]:
+                    raise PlanError(f"round {r}: request {rid!r} would run {self.done[rid] + steps} steps, "
+                                    f"it has {self.total[rid]}")
+            for rid in rids:
+                held = self.held.setdefault(rid, set())
+                last = self.done[rid] + steps == self.total[rid]
+                out.append(Task(index=self.next_index, request=rid, gpus=gpus, step_start=self.done[rid], steps=steps,
+                                prev_gpus=self.where.get(rid), next_gpus=None if last else (),
+                                needs_cond=tuple(g for g in gpus if g not in held),
+                                batch=rids if len(rids) > 1 else ()))
+                self.next_index += 1
+                held.update(gpus)
+                self.where[rid] = gpus
+                self.done[rid] += steps
+                if last:
+                    self.forget(rid)
         return out
 
     def forget(self, rid: str) -> None:

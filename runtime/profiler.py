@@ -3,7 +3,10 @@
 Each (resolution, degree) is one request run on ranks 0..k-1 through the same runtime path the
 scheduler's plans use; the first `warmup` steps are dropped and the median of the rest is kept.
 Text encoding and VAE decoding are timed where they run: on the leader of the request's first /
-last GPU set (default), or in the driver when an aux device is given.
+last GPU set (default), or in the driver when an aux device is given. With `batches`, each
+(resolution, degree, batch size B) is also B same-size requests run as one batched assignment
+(latents stacked, per-sample timesteps: what the scheduler's batches run), giving the profile's
+`batches` entries (issue 13).
 """
 
 from __future__ import annotations
@@ -53,16 +56,17 @@ def _software() -> str:
 def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequence[int], warmup: int = 2,
                     timed: int = 3, name: Optional[str] = None, round_ms: Optional[float] = None,
                     sp_backend: str = "auto", timeout_s: float = 300.0, aux_device: Optional[str] = None,
-                    compile: bool = False) -> dict[str, Any]:
+                    compile: bool = False, batches: Sequence[int] = ()) -> dict[str, Any]:
     """Run the measurements and return the profile as a JSON-ready dict."""
     degrees = degrees_for(gpus)
     steps = warmup + timed
     reqs, rounds = [], []
     for px in resolutions:
         for k in degrees:
-            rid = f"{px}-{k}"
-            reqs.append(GenRequest(rid, f"profile {px}px", px, px, steps, seed=px))
-            rounds.append([(rid, tuple(range(k)), steps)])
+            for b in (1, *batches):
+                ids = tuple(f"{px}-{k}" + (f"-b{b}-{j}" if b > 1 else "") for j in range(b))
+                reqs.extend(GenRequest(rid, f"profile {px}px", px, px, steps, seed=px + j) for j, rid in enumerate(ids))
+                rounds.append([(ids if b > 1 else ids[0], tuple(range(k)), steps)])
     where = f"driver ({aux_device})" if aux_device else "the request's GPU-set leader"
     with Runtime(spec, gpus, device=device, sp_backend=sp_backend, timeout_s=timeout_s, aux_device=aux_device,
                  compile=compile) as rt:
@@ -82,10 +86,16 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
             ms = statistics.median(by_req[f"{px}-{k}"]["step_ms"][warmup:])
             step_ms[str(k)] = round(ms, 3)
             src[str(k)] = f"measured: tetriopt profile ({device}, {what})"
-        points.append(dict(width=px, height=px, step_ms=step_ms,
-                           vae_decode_ms=round(statistics.median(
-                               res.decode_ms[f"{px}-{k}"] for k in degrees), 3),
-                           source={**src, "vae_decode_ms": f"measured: decode on {where} ({device})"}))
+        point = dict(width=px, height=px, step_ms=step_ms,
+                     vae_decode_ms=round(statistics.median(res.decode_ms[f"{px}-{k}"] for k in degrees), 3),
+                     source={**src, "vae_decode_ms": f"measured: decode on {where} ({device})"})
+        if batches:  # every member's task reports the batch's shared steps: read the first's
+            point["batches"] = {str(b): dict(
+                step_ms={str(k): round(statistics.median(by_req[f"{px}-{k}-b{b}-0"]["step_ms"][warmup:]), 3)
+                         for k in degrees},
+                source={str(k): f"measured: tetriopt profile --batches ({device}, {b} stacked same-size latents, "
+                                f"{what})" for k in degrees}) for b in batches}
+        points.append(point)
     slowest = max(p["step_ms"]["1"] for p in points)
     model = spec.kind
     return dict(
@@ -103,7 +113,9 @@ def measure_profile(spec: ModelSpec, device: str, gpus: int, resolutions: Sequen
             dtype=spec.dtype,
             sp_attention=backend,
             runtime_startup=startup,
-            method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1, {what}"
+            method=f"tetriopt profile: one request per (resolution, degree) on ranks 0..k-1"
+                   + (f", and batches of {', '.join(map(str, batches))} same-size requests" if batches else "")
+                   + f", {what}"
                    f"{', torch.compile' if compile else ', eager'}; text encode and decode timed on {where}",
             default_round_ms=("given by --round-ms" if round_ms else
                               "5 x the slowest degree-1 step measured"),

@@ -79,7 +79,6 @@ class RequestStore:
     sigmas: dict[str, list[float]] = field(default_factory=dict)
     finished: dict[str, torch.Tensor] = field(default_factory=dict)
     images: dict[str, Any] = field(default_factory=dict)  # decoded final image (uint8 numpy) on the leader
-    last_timing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -188,7 +187,9 @@ class Worker:
         when the job asks for checkpoints; else None).
 
         Request state persists across jobs (a server runs one round per job): shards stay on
-        their set until a later task on another set asks for them.
+        their set until a later task on another set asks for them. A batch's member tasks are
+        consecutive: each takes its shard in at its own place (hand-offs keep the global order),
+        and the stacked steps run at the last member's place.
         """
         rank = self.rank
         st = self.state
@@ -196,6 +197,7 @@ class Worker:
             for d in (st.meta, st.shards, st.conds, st.outbox, st.sigmas, st.finished, st.images):
                 d.pop(rid, None)
         pending: list[Any] = []  # isend handles (tensors kept alive until waited)
+        batch: list[tuple[Task, torch.Tensor, dict[str, float]]] = []  # members taken in, not yet stepped
         for t in job.tasks:
             if t.is_first:  # a new request, or one resumed from the driver's copy after a restart
                 for d in (st.shards, st.conds, st.outbox, st.sigmas, st.finished):
@@ -217,27 +219,39 @@ class Worker:
                             c = st.conds[t.request]
                             pending.append(self._isend(c.embeds, dst, 2 * t.index + 1))
                             pending.append(self._isend(c.pooled, dst, 2 * t.index + 1))
-            if rank in t.gpus:
-                self._run_task(t, m, job)
-            if t.is_last:  # every rank drops what it cached for a finished request
-                for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
-                    d.pop(t.request, None)
-                if rank == t.leader:
-                    report(st.last_timing, st.finished.pop(t.request), True, st.images.pop(t.request, None))
-            elif rank == t.leader and rank in t.gpus:
-                report(st.last_timing, st.finished.pop(t.request, None), False, None)
+            if rank not in t.gpus:
+                self._end_task(t, None, report)
+                continue
+            batch.append(self._take_in(t, m, job))
+            if t.closes_batch:
+                for bt, timing in self._run_steps(batch, job):
+                    self._end_task(bt, timing, report)
+                batch = []
         for h, _ in pending:
             h.wait()
         return dict(rank=rank, held=sorted(st.meta))
 
-    def _run_task(self, t: Task, m: "ReqMeta", job: Job) -> None:
+    def _end_task(self, t: Task, timing: Optional[dict[str, Any]], report) -> None:
+        """After a task: every rank drops what it cached for a finished request; the leader reports."""
+        st = self.state
+        if t.is_last:
+            for d in (st.shards, st.conds, st.outbox, st.sigmas, st.meta):
+                d.pop(t.request, None)
+            if self.rank == t.leader:
+                report(timing, st.finished.pop(t.request), True, st.images.pop(t.request, None))
+        elif self.rank == t.leader:
+            report(timing, st.finished.pop(t.request, None), False, None)
+
+    def _take_in(self, t: Task, m: "ReqMeta", job: Job) -> tuple[Task, torch.Tensor, dict[str, float]]:
+        """This rank's shard of t's request at the start of t: initial noise (or the driver's
+        copy), the shard it kept, or a slice of the latent handed over by the previous set."""
         rank, dev, st = self.rank, self.device, self.state
         k, i = t.degree, t.gpus.index(rank)
         if m.tokens % k:
             raise ValueError(f"{m.tokens} tokens of {t.request!r} do not split over {k} ranks")
         n = m.tokens // k
         t0 = time.perf_counter()
-        encode_ms = decode_ms = 0.0
+        encode_ms = 0.0
         if t.is_first:
             init: Init = job.inits[t.request]
             if init.cond is not None:
@@ -262,35 +276,70 @@ class Worker:
                     st.conds[t.request] = Conditioning(emb, pooled)
             x = full[:, i * n:(i + 1) * n].contiguous()
         self._sync()
-        t1 = time.perf_counter()
+        took = dict(began_s=t0, encode_ms=encode_ms, handoff_in_ms=(time.perf_counter() - t0) * 1e3 - encode_ms)
         if t.request not in st.sigmas:
             st.sigmas[t.request] = flow_sigmas(self.sched_cfg, m.steps, m.tokens).tolist()
-        sg = st.sigmas[t.request]
-        self.adapter.ctx.attention = self.attention[t.gpus]
+        return t, x, took
+
+    def _run_steps(self, batch: list[tuple[Task, torch.Tensor, dict[str, float]]],
+                   job: Job) -> list[tuple[Task, dict[str, Any]]]:
+        """The steps of one assignment on this rank's shards: one request, or a batch of
+        same-size requests stacked along dim 0 with per-sample sigmas (members may be at
+        different steps) and stacked conditioning; then each member's gather / decode. Returns
+        each member's task and timing."""
+        rank, st = self.rank, self.state
+        t0 = batch[0][0]
+        m = st.meta[t0.request]
+        for t, _, _ in batch[1:]:
+            mt = st.meta[t.request]
+            if (mt.width, mt.height) != (m.width, m.height) or t.gpus != t0.gpus or t.steps != t0.steps:
+                raise ValueError(f"batch {list(t0.batch)}: members differ in size, set or steps")
+        i, n = t0.gpus.index(rank), m.tokens // t0.degree
+        self.adapter.ctx.attention = self.attention[t0.gpus]
         step_ms = []
-        for s in range(t.step_start, t.step_start + t.steps):
-            ts = time.perf_counter()
-            x = denoise_step(self.adapter, x, i * n, m.width, m.height, sg[s], sg[s + 1], st.conds[t.request])
+        if len(batch) == 1:
+            t, x, _ = batch[0]
+            sg = st.sigmas[t.request]
+            for s in range(t.step_start, t.step_start + t.steps):
+                ts = time.perf_counter()
+                x = denoise_step(self.adapter, x, i * n, m.width, m.height, sg[s], sg[s + 1], st.conds[t.request])
+                self._sync()
+                step_ms.append((time.perf_counter() - ts) * 1e3)
+            xs = [x]
+        else:
+            x = torch.cat([x for _, x, _ in batch])
+            cond = Conditioning.stack([st.conds[t.request] for t, _, _ in batch])
+            for j in range(t0.steps):
+                ts = time.perf_counter()
+                now = torch.tensor([st.sigmas[t.request][t.step_start + j] for t, _, _ in batch], dtype=torch.float64)
+                nxt = torch.tensor([st.sigmas[t.request][t.step_start + j + 1] for t, _, _ in batch],
+                                   dtype=torch.float64)
+                x = denoise_step(self.adapter, x, i * n, m.width, m.height, now, nxt, cond)
+                self._sync()
+                step_ms.append((time.perf_counter() - ts) * 1e3)
+            xs = [x[b:b + 1].contiguous() for b in range(len(batch))]
+        out = []
+        for (t, _, took), x in zip(batch, xs):
+            tg = time.perf_counter()
+            decode_ms = 0.0
+            if t.is_last or job.checkpoint:
+                full = self._gather(x, t.gpus)
+                if rank == t.leader:
+                    st.finished[t.request] = full.to("cpu", torch.float32, copy=True)
+            if not t.is_last:
+                st.shards[t.request] = x
             self._sync()
-            step_ms.append((time.perf_counter() - ts) * 1e3)
-        t2 = time.perf_counter()
-        if t.is_last or job.checkpoint:
-            full = self._gather(x, t.gpus)
-            if rank == t.leader:
-                st.finished[t.request] = full.to("cpu", torch.float32, copy=True)
-        if not t.is_last:
-            st.shards[t.request] = x
-        self._sync()
-        t3 = time.perf_counter()
-        if t.is_last and rank == t.leader and self.aux is not None:
-            st.images[t.request] = self.aux.decode(full, m.width, m.height)
-            decode_ms = (time.perf_counter() - t3) * 1e3
-        # began_s / ended_s: time.perf_counter(), CLOCK_MONOTONIC on Linux, so comparable across
-        # the workers and the driver of one machine (how far tasks drift from their planned starts)
-        st.last_timing = dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
-                              handoff_in_ms=(t1 - t0) * 1e3 - encode_ms, encode_ms=encode_ms, step_ms=step_ms,
-                              gather_ms=(t3 - t2) * 1e3, decode_ms=decode_ms, began_s=t0,
-                              ended_s=time.perf_counter())
+            t3 = time.perf_counter()
+            if t.is_last and rank == t.leader and self.aux is not None:
+                st.images[t.request] = self.aux.decode(full, m.width, m.height)
+                decode_ms = (time.perf_counter() - t3) * 1e3
+            # began_s / ended_s: time.perf_counter(), CLOCK_MONOTONIC on Linux, so comparable across
+            # the workers and the driver of one machine (how far tasks drift from their planned starts)
+            out.append((t, dict(task=t.index, request=t.request, gpus=list(t.gpus), steps=t.steps,
+                                batch=list(t.batch), handoff_in_ms=took["handoff_in_ms"],
+                                encode_ms=took["encode_ms"], step_ms=step_ms, gather_ms=(t3 - tg) * 1e3,
+                                decode_ms=decode_ms, began_s=batch[0][2]["began_s"], ended_s=time.perf_counter())))
+        return out
 
     def _encode_on_set(self, prompt: str, t: Task, m: ReqMeta) -> Conditioning:
         """The set's leader encodes the prompt; the other ranks of the set get it by broadcast."""

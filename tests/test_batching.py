@@ -161,6 +161,14 @@ def test_cli_switches():
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert not validate_result(tetriopt.load_instance(str(f)), res)
-    b_old = json.loads(cli("bound", str(f), "--json", "-").stdout)
-    b_new = json.loads(cli("bound", str(f), "--immediate-start", "--batching", "--json", "-").stdout)
+    b_old = json.loads(cli("bound", str(f), "--no-immediate-start", "--no-batching", "--json", "-").stdout)
+    b_new = json.loads(cli("bound", str(f), "--json", "-").stdout)  # the default: the extended model
     assert b_old["met_bound"] <= b_new["met_bound"] and res["summary"]["met"] <= b_new["met_bound"]
+    # the switches are on by default: solve without them runs the same plan as with them
+    plain = cli("solve", str(f), "--deterministic", "--time-limit-ms", "50", "--no-timings", "--json", "-")
+    feats = cli("solve", str(f), "--batching", "--immediate-start", "--deterministic", "--time-limit-ms", "50",
+                "--no-timings", "--json", "-")
+    paper = cli("solve", str(f), "--no-batching", "--no-immediate-start", "--deterministic", "--time-limit-ms", "50",
+                "--no-timings", "--json", "-")
+    assert plain.stdout == feats.stdout and any(a.get("immediate") for a in json.loads(plain.stdout)["assignments"])
+    assert not any(a.get("immediate") for a in json.loads(paper.stdout)["assignments"])

@@ -32,6 +32,11 @@ def test_run_same_instances_bound_on_top_and_aggregate():
     txt = B.table(agg, axis="slo_scale")
     assert "tetriserve" in txt and "bound" in txt and "1.5" in txt
     assert B.check_dominance(agg, leader="bound") == []
+    md = B.markdown_table(agg, "slo_scale", by=("model", "gpus", "mix", "rate"), mean_col=True, bold=("bound",))
+    ts_row = next(ln for ln in md.splitlines() if ln.startswith("| tetriserve |"))
+    means = [100 * a["slo_attainment"]["mean"] for a in agg if a["policy"] == "tetriserve"]
+    assert ts_row.endswith(f" {sum(means) / 2:.1f} |") and "| **bound** |" in md and "rate 30/min**" in md
+    assert "errors:\nnone" in B.report(agg, rows, md)
 
 
 def test_parallel_equals_serial_for_deterministic_policies():
@@ -52,6 +57,7 @@ def test_unrunnable_policy_is_reported_not_fatal():
 def test_cli_json_plots_and_bad_input(tmp_path):
     r = CliRunner().invoke(main, ["bench", "-n", "15", "--rates", "40", "--mix", "uniform", "--slo-scales", "1.0,1.2",
                                   "--seeds", "0", "--policies", "tetriserve,fixed-sp-4,rssp", "-j", "1",
+                                  "--no-batching", "--no-immediate-start",
                                   "--json", str(tmp_path / "b.json"), "--plot", str(tmp_path / "img"),
                                   "--gantt-policy", "tetriserve", "--gantt-window-s", "0,60"])
     assert r.exit_code == 0, r.output

@@ -58,21 +58,26 @@ def lone_request_state(seed: int):
 
 
 def test_separable_plan_certifies_a_lone_request():
-    """A lone request's round never needs CP-SAT: the plan with every request at its best alone
+    """A lone request's round rarely needs CP-SAT: the plan with every request at its best alone
     fits, reaches the bound, and is the optimum CP-SAT proves (the warm starts often are not:
-    TetriServe spreads the request over idle GPUs, the model prefers less GPU-time)."""
-    below = 0
+    TetriServe spreads the request over idle GPUs, the model prefers less GPU-time). The bound
+    leaves out the joint test, which a lone request can fail alone (its decode still owed)."""
+    below = certified = 0
     for seed in range(25):
         st = lone_request_state(seed)
         rm = build(st)
         ub, dec, kept = separable(rm)
-        sol = complete(rm, dec, kept)
-        assert sol is not None and rm.model.value(sol) == ub, seed
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
-        assert cp.status == "OPTIMAL" and cp.objective == ub, seed
+        assert cp.status == "OPTIMAL" and cp.objective <= ub, seed
+        sol = complete(rm, dec, kept)
+        if sol is None or rm.model.value(sol) < ub:
+            continue
+        certified += 1
+        assert cp.objective == ub, seed
         plan = MipPolicy("cpsat", time_limit_ms=500, deterministic=True).plan(st)
         assert plan.status == "OPTIMAL" and "separable bound" in plan.note and plan.objective == ub, seed
         tp = TetriServe().plan(st)
         ts = complete(rm, decisions_of(tp), tp.kept or ())
         below += ts is None or rm.model.value(ts) < ub
+    assert certified >= 20
     assert below >= 3  # the rule is needed: TetriServe's plan alone would not have certified these

@@ -87,12 +87,14 @@ FEATURES = ("batching", "immediate")
 
 
 def split_features(name: str) -> tuple[str, set[str]]:
-    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'})."""
+    """'cpsat+batching+immediate' -> ('cpsat', {'batching', 'immediate'}); a router stays on the
+    base: 'cpsat+batching@global' -> ('cpsat@global', {'batching'})."""
+    name, at, router = name.partition("@")
     base, *feats = name.split("+")
     bad = [f for f in feats if f not in FEATURES]
     if bad:
         raise InputError("policies", name, f"unknown feature {bad[0]!r}; features: {', '.join(FEATURES)}")
-    return base, set(feats)
+    return base + at + router, set(feats)
 
 
 def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3,
@@ -142,7 +144,7 @@ def oracle_mapping(inst, start: Mapping[int, int] | None = None, passes: int = 3
     return mapping, {"simulations": len(cache), "met": best[0]}
 
 
-def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
+def bench_policy(name: str, inst, time_limit_ms: float, deterministic: bool = False) -> tuple[Policy, str]:
     """The policy `bench` runs under a name (features stripped: see split_features), and the detail
     its row keeps: "rssp" is the hindsight mapping for this instance (`oracle_mapping`), every
     other name is `make_policy`'s."""
@@ -151,12 +153,13 @@ def bench_policy(name: str, inst, time_limit_ms: float) -> tuple[Policy, str]:
         mapping, _ = oracle_mapping(inst)
         return RSSP(mapping, name="rssp"), mapping_name(mapping)
     return make_policy(name, time_limit_ms=time_limit_ms, batching="batching" in feats,
-                       immediate_start="immediate" in feats), ""
+                       immediate_start="immediate" in feats, deterministic=deterministic), ""
 
 
 def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_s: float = 60.0,
-            instance=None) -> dict[str, Any]:
-    """One policy (or "bound") on one point: a flat row."""
+            instance=None, deterministic: bool = False) -> dict[str, Any]:
+    """One policy (or "bound") on one point: a flat row. `deterministic`: cpsat/pulp stop on the
+    solver's deterministic clock (met counts that do not depend on the machine's load)."""
     inst = instance if instance is not None else point.instance()
     row: dict[str, Any] = {**asdict(point), "policy": policy, "instance": point.label()}
     t0 = time.perf_counter()
@@ -172,12 +175,13 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
     if "@" in policy:  # POLICY@ROUTER on point.nodes nodes (ROUTER "global": one planner over all GPUs)
         from .cluster.multinode import run_routed
 
-        run = run_routed(inst, point.nodes, *policy.split("@", 1), time_limit_ms=time_limit_ms)
+        run = run_routed(inst, point.nodes, *base.split("@", 1), time_limit_ms=time_limit_ms,
+                         batching="batching" in feats, deterministic=deterministic)
         s = run.summary
         row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
                    wall_s=round(time.perf_counter() - t0, 3))
         return row
-    pol, detail = bench_policy(policy, inst, time_limit_ms)
+    pol, detail = bench_policy(policy, inst, time_limit_ms, deterministic)
     t1 = time.perf_counter()
     res = simulate(inst, pol, immediate_start="immediate" in feats)
     s = res.summary
@@ -188,9 +192,9 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
 
 
 def _job(args):
-    point, policy, time_limit_ms, bound_time_s = args
+    point, policy, time_limit_ms, bound_time_s, deterministic = args
     try:
-        return run_one(point, policy, time_limit_ms, bound_time_s)
+        return run_one(point, policy, time_limit_ms, bound_time_s, deterministic=deterministic)
     except (InputError, RuntimeError) as e:  # a policy that cannot run this workload (e.g. a step longer
         # than a round) or that stalls (simulate's idle-round guard): reported, not fatal to the run
         return {**asdict(point), "policy": policy, "instance": point.label(), "error": f"{type(e).__name__}: {e}"[:300]}
@@ -198,7 +202,7 @@ def _job(args):
 
 def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: bool = True,
         time_limit_ms: float = 200.0, bound_time_s: float = 60.0, jobs: int = 1,
-        progress: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+        progress: Callable[[int], None] | None = None, deterministic: bool = False) -> list[dict[str, Any]]:
     """Every policy (and the bound) on every point; rows in a stable order."""
     pols = list(policies) + ([BOUND] if bound and BOUND not in {split_features(p)[0] for p in policies} else [])
     from .policies import make_policy
@@ -213,7 +217,7 @@ def run(pts: list[Point], policies: Iterable[str] = DEFAULT_POLICIES, bound: boo
         if base not in (BOUND, "rssp"):
             make_policy(base)
     # expensive jobs first so that the pool does not end on one long cpsat run
-    work = sorted(((pt, p, time_limit_ms, bound_time_s) for pt in pts for p in pols),
+    work = sorted(((pt, p, time_limit_ms, bound_time_s, deterministic) for pt in pts for p in pols),
                   key=lambda a: (a[1] not in ("cpsat", "pulp"), -a[0].n * a[0].rate))
     rows = []
     if jobs <= 1:
@@ -302,6 +306,48 @@ def table(agg: list[dict], metric: str = "slo_attainment", axis: str | None = No
             out.append(line)
         out.append("")
     return "\n".join(out)
+
+
+GROUP_LABELS = {"slo_scale": "SLO scale {:g}", "rate": "rate {:g}/min", "round_ms": "round {} ms"}
+
+
+def markdown_table(agg: list[dict], axis: str, by: tuple[str, ...] = ("model", "gpus", "mix"),
+                   mean_col: bool = False, bold: tuple[str, ...] = ()) -> str:
+    """Markdown tables of SLO attainment % (mean ± sd over seeds), policies x `axis`, one table per
+    value of `by` (the docs' tables; benchmarks/paper_eval.py and batching_eval.py print them)."""
+    out = []
+    keyf = lambda r: tuple(r[k] for k in by)  # noqa: E731
+    for key in dict.fromkeys(keyf(r) for r in agg):
+        rs = [r for r in agg if keyf(r) == key and "slo_attainment" in r]
+        if not rs:
+            continue
+        cols = sorted({r[axis] for r in rs})
+        cell = {(r["policy"], r[axis]): r["slo_attainment"] for r in rs}
+        m0 = rs[0]
+        extra = "".join(", " + GROUP_LABELS[k].format(m0[k]) for k in by if k in GROUP_LABELS)
+        out.append(f"**{m0['model']}, {m0['gpus']} GPUs, {m0['mix']} mix{extra}** (SLO attainment %, "
+                   f"mean ± sd over seeds {m0['seeds']})\n")
+        out.append("| policy | " + " | ".join(f"{c:g}" for c in cols) + (" | mean |" if mean_col else " |"))
+        out.append("|---|" + "---:|" * (len(cols) + mean_col))
+        for p in dict.fromkeys(r["policy"] for r in rs):
+            vals = [cell.get((p, c)) for c in cols]
+            line = f"| {f'**{p}**' if p in bold else p} | " + " | ".join(
+                f"{100 * v['mean']:.1f} ± {100 * v['sd']:.1f}" if v else "-" for v in vals) + " |"
+            if mean_col:
+                means = [v["mean"] for v in vals if v]
+                line += f" {100 * statistics.fmean(means):.1f} |" if len(means) == len(cols) else " - |"
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def report(agg: list[dict], rows: list[dict], head: str) -> str:
+    """`head` (tables), then every metric (summary_table), dominance issues and failed rows: what
+    the benchmarks under benchmarks/ write per experiment."""
+    errs = [r for r in rows if "error" in r]
+    return (head + summary_table(agg) + "\nissues:\n" + ("\n".join(check_dominance(agg)) or "none")
+            + "\nerrors:\n" + ("\n".join(f"{r['policy']} {r['instance']}: {r['error']}" for r in errs) or "none")
+            + "\n")
 
 
 def summary_table(agg: list[dict]) -> str:

@@ -85,3 +85,26 @@ def test_bench_rows_for_routers_on_the_same_workload():
     assert {"rejected", "infeasible", "moved", "decision_ms_p99"} <= set(rows[0])
     with pytest.raises(InputError, match="router"):
         B.run(pts, ["greedy@nowhere"], bound=False)
+
+
+@pytest.mark.parametrize("router", ["deadline-aware", "global"])
+def test_batching_runs_on_several_nodes(router):
+    """Issue 13 on --nodes: every node's policy may batch same-size requests (SD3 on the H200
+    profile, launch-bound: batches pay off under load); the whole plan stays valid."""
+    data = generate("sd3-medium-h200", 4, 60, 900, mix="uniform", slo_scale=1.0, seed=2)
+    inst = parse_instance(data, name="mnb")
+    res = run_routed(inst, 2, "greedy", router, batching=True).result
+    assert validate_result(res.instance, res.to_json()) == []
+    assert any(a.batch for _, a in res.assignments)
+    assert sorted(o.id for o in res.requests) == sorted(r.id for r in inst.requests)
+
+
+def test_bench_batching_on_nodes_and_immediate_refused():
+    from tetriopt import bench as B
+
+    pts = B.points(models=("sd3-medium-h200",), gpus=4, rates=(900.0,), n=30, seeds=(0,), nodes=2)
+    rows = B.run(pts, ["greedy+batching@deadline-aware"], bound=False)
+    assert rows[0]["requests"] == 30 and "error" not in rows[0]
+    cli = [sys.executable, "-m", "tetriopt.cli", "bench", "--nodes", "2", "--immediate-start", "-n", "5"]
+    bad = subprocess.run(cli, capture_output=True, text=True)
+    assert bad.returncode == 2 and "immediate starts run on one node only" in bad.stderr

@@ -66,3 +66,23 @@ def test_mixed_timed_and_untimed_assignments_are_refused():
 def test_rejects_bad_plans(rounds, steps, msg):
     with pytest.raises(PlanError, match=msg):
         compile_plan(rounds, steps, 4)
+
+
+def test_a_batch_compiles_to_consecutive_member_tasks():
+    """A batched decision (the tuple of its members, as tetriopt's decisions) gives one task per
+    member, consecutive, each with its own history; the steps run at the last member's task."""
+    rounds = [[("a", (0,), 2), ("b", (1,), 1)],
+              [(("a", "b"), (0, 1), 3)],
+              [{"request": "b", "batch": ["a"], "gpus": [1], "steps": 1}]]
+    tasks = compile_plan(rounds, {"a": 6, "b": 5}, 2)
+    assert [(t.request, t.gpus, t.step_start, t.batch) for t in tasks] == [
+        ("a", (0,), 0, ()), ("b", (1,), 0, ()),
+        ("a", (0, 1), 2, ("a", "b")), ("b", (0, 1), 1, ("a", "b")),
+        ("b", (1,), 4, ("b", "a")), ("a", (1,), 5, ("b", "a"))]
+    assert [t.closes_batch for t in tasks] == [True, True, False, True, False, True]
+    assert tasks[2].prev_gpus == (0,) and tasks[3].prev_gpus == (1,) and tasks[4].is_last and tasks[5].is_last
+    assert tasks[2].needs_cond == (1,) and tasks[3].needs_cond == (0,)
+    with pytest.raises(PlanError, match="lists a request twice"):
+        compile_plan([[(("a", "a"), (0,), 1)]], {"a": 1}, 2)
+    with pytest.raises(PlanError, match="would run 7 steps"):
+        compile_plan([[(("a", "b"), (0,), 1)], [(("a", "b"), (0,), 6)]], {"a": 6, "b": 9}, 2)

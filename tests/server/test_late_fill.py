@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +49,22 @@ def test_a_late_request_waits_when_the_plan_fills_the_round():
     plan = RoundPlan(assignments=(Assignment("a", (0, 1, 2, 3), 7, NOW, NOW + 56_000),), backend="test")
     merged, full = fill_late(_state([planned]), plan, (_req("late", size=512, steps=5),))
     assert full.assignments == plan.assignments and check_plan(merged, full) is None
+
+
+def test_late_same_size_arrivals_batch_when_batching_is_on(tmp_path):
+    """Issue 13: with batching on, two same-size late arrivals share steps (greedy's rule), the
+    merged plan passes the checker, and without it they run apart."""
+    data = json.loads(Path(FAST_PROFILE).read_text())
+    for p in data["points"]:
+        p["batches"] = {"2": {"step_ms": {k: v * 1.1 for k, v in p["step_ms"].items()}}}
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    prof = load_profile(str(tmp_path / "b.json"))
+    late = (_req("l1", size=256, steps=5), _req("l2", size=256, steps=5))
+    empty = RoundPlan(assignments=(), backend="test")
+    for batching, want in ((True, [("l1", ("l2",))]), (False, [("l1", ()), ("l2", ())])):
+        merged, full = fill_late(replace(_state([]), profile=prof), empty, late, batching=batching)
+        assert sorted((a.request, a.batch) for a in full.assignments) == want
+        assert check_plan(merged, full) is None
 
 
 def test_a_late_request_takes_the_time_of_work_the_plan_gave_up_on():

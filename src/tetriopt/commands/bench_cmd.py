@@ -46,10 +46,12 @@ def _policies(text: str) -> list[str]:
                    "'rssp' = oracle static mapping chosen with hindsight per instance.")
 @click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=200.0, show_default=True,
               help="Per-round MIP time limit for cpsat/pulp.")
-@click.option("--batching/--no-batching", default=False, show_default=True,
-              help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name).")
-@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
-              help="Every policy (and the bound) with immediate starts (suffix '+immediate').")
+@click.option("--batching/--no-batching", default=True, show_default=True,
+              help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name); "
+                   "--no-batching --no-immediate-start: TetriServe's model (the paper's figures).")
+@click.option("--immediate-start/--no-immediate-start", default=None,
+              help="Every policy (and the bound) with immediate starts (suffix '+immediate'; default: on "
+                   "with one node, off with --nodes, where they do not run).")
 @click.option("--bound/--no-bound", default=True, show_default=True, help="Also compute the hindsight upper bound.")
 @click.option("--bound-time-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPUs).")
@@ -88,23 +90,29 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         pols = _policies(policies)
     else:
         pols = bench_policies(gpus)
+    if immediate_start is None:
+        immediate_start = nodes == 1
     if nodes > 1:
-        if batching or immediate_start:
-            raise InputError("nodes", nodes, "batching and immediate starts run on one node only "
-                             "(drop --batching/--immediate-start)")
-        pols = list(dict.fromkeys(p if "@" in p else f"{p}@{r}" for p in (pols if policies else ["cpsat"])
+        if immediate_start or any("immediate" in B.split_features(p)[1] for p in pols):
+            raise InputError("nodes", nodes, "immediate starts run on one node only (drop --immediate-start)")
+        feat = "+batching" if batching else ""
+        pols = list(dict.fromkeys(p if "@" in p else f"{p}{feat}@{r}" for p in (pols if policies else ["cpsat"])
                                   for r in _list(routers)))
-        bound, plot_dir = False, None  # the bound and the plots are single-node
+        bound, plot_dir, batching = False, None, False  # the bound and the plots are single-node
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
         assert len(window) == 2 and window[0] < window[1]
     except (ValueError, AssertionError):
         raise InputError("gantt-window-s", gantt_window_s, "expected START,END in seconds") from None
-    suffix = "".join(f for f, on in (("+batching", batching), ("+immediate", immediate_start)) if on)
-    if suffix:
-        pols = [p + suffix for p in pols]
+    on = [f for f, want in (("batching", batching), ("immediate", immediate_start)) if want]
+
+    def featured(p: str) -> str:  # a name that lists a feature already keeps it once
+        return p + "".join("+" + f for f in on if f not in B.split_features(p)[1])
+
+    if on:
+        pols = list(dict.fromkeys(map(featured, pols)))
         if bound:
-            pols.append(B.BOUND + suffix)
+            pols.append(featured(B.BOUND))
     jobs = jobs or os.cpu_count() or 1
     total = len(pts) * (len(pols) + bound)
     bar = None
@@ -123,7 +131,7 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
     if json_out != "-":
         click.echo(text)
     if plot_dir:
-        made = _plots(B, agg, axes, pts[0], plot_dir, gantt_policy + suffix, time_limit_ms, window)
+        made = _plots(B, agg, axes, pts[0], plot_dir, featured(gantt_policy), time_limit_ms, window)
         if json_out != "-":
             click.echo("plots: " + ", ".join(str(p) for p in made))
     if json_out:

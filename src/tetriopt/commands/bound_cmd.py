@@ -13,16 +13,17 @@ from .params import FiniteFloat
               help="Total time (model building included); unfinished components contribute a looser valid "
                    "bound (CP-SAT's proven bound, or their count of requests feasible alone).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+@click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
               help="Bound plans that may start a request at its arrival, mid-round (solve's --immediate-start).")
-@click.option("--batching/--no-batching", default=False, show_default=True,
+@click.option("--batching/--no-batching", default=True, show_default=True,
               help="Bound plans that may share steps between same-size requests (solve's --batching).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write {slo_attainment_bound, met_bound, requests, ...} as JSON ('-' for stdout).")
 def bound(instance, time_limit_s, workers, immediate_start, batching, json_out) -> None:
     """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation).
 
-    Without switches: TetriServe's model (round-boundary starts, one request per step)."""
+    By default the model solve runs by default (immediate starts, batching); with --no-immediate-start
+    --no-batching, TetriServe's model (round-boundary starts, one request per step)."""
     from ..bound import upper_bound
     from ..instance import load_instance
     from .solve_cmd import write_json

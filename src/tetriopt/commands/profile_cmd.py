@@ -1,4 +1,5 @@
-"""`tetriopt profile`: measure per-step latency by resolution x SP degree into a profile JSON.
+"""`tetriopt profile`: measure per-step latency by resolution x SP degree (x batch size, with
+--batches) into a profile JSON.
 
 torch and the runtime are imported inside the command, so `tetriopt` works without them.
 """
@@ -13,17 +14,27 @@ import click
 from ..errors import InputError
 
 
-def _resolutions(text: str | None, device: str) -> list[int]:
+def _int_list(text: str | None, field: str, what: str, ok, rule: str) -> list[int]:
+    """Comma-separated integers, sorted and distinct, each passing `ok` ([] when not given)."""
     if not text:
         return []
     try:
         out = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise InputError("resolutions", text, "expected comma-separated pixel sizes, e.g. 64,128") from None
-    bad = [r for r in out if r <= 0 or r % 16]
-    if bad or not out:
-        raise InputError("resolutions", text, "sizes must be positive multiples of 16 px")
+        raise InputError(field, text, f"expected comma-separated {what}") from None
+    if not out or not all(ok(v) for v in out):
+        raise InputError(field, text, rule)
     return out
+
+
+def _resolutions(text: str | None, device: str) -> list[int]:
+    return _int_list(text, "resolutions", "pixel sizes, e.g. 64,128", lambda r: r > 0 and r % 16 == 0,
+                     "sizes must be positive multiples of 16 px")
+
+
+def _batches(text: str | None) -> list[int]:
+    return _int_list(text, "batches", "batch sizes, e.g. 2,4", lambda b: b >= 2,
+                     "batch sizes must be at least 2 (batch 1 is always measured)")
 
 
 @click.command("profile")
@@ -42,14 +53,18 @@ def _resolutions(text: str | None, device: str) -> list[int]:
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="default: float32 on cpu, bfloat16 on cuda")
 @click.option("--resolutions", default=None, help="square sizes in px, e.g. 64,128,256")
+@click.option("--batches", default=None,
+              help="also measure batches of these sizes (e.g. 2,4): B same-size requests sharing every step "
+                   "(the profile's `batches` entries, which --batching schedules with)")
 @click.option("--warmup", type=int, default=2, show_default=True)
 @click.option("--steps", "timed", type=int, default=3, show_default=True, help="timed steps per point")
 @click.option("--name", default=None, help="profile name (default: MODEL-DEVICEgpus)")
 @click.option("--round-ms", type=float, default=None, help="default_round_ms (default: 5x slowest 1-GPU step)")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="profile JSON to write")
-def profile(device, gpus, kind, path, aux_device, sp_backend, compile_, dtype, resolutions, warmup, timed, name,
-            round_ms, out) -> None:
+def profile(device, gpus, kind, path, aux_device, sp_backend, compile_, dtype, resolutions, batches, warmup, timed,
+            name, round_ms, out) -> None:
     """Measure a cost profile for the scheduler (loadable by tetriopt.profile.load_profile)."""
+    sizes = _batches(batches)  # before torch loads: a bad value costs no start-up
     try:
         import torch
         from tetriopt_runtime import ModelSpec
@@ -78,8 +93,9 @@ def profile(device, gpus, kind, path, aux_device, sp_backend, compile_, dtype, r
         raise InputError("resolutions", bad, f"token counts must split evenly over {gpus} workers")
     spec = ModelSpec(kind=kind, path=path, dtype=dtype)
     data = measure_profile(spec, device, gpus, res, warmup=warmup, timed=timed, name=name, round_ms=round_ms,
-                           sp_backend=sp_backend, aux_device=aux_device, compile=compile_)
+                           sp_backend=sp_backend, aux_device=aux_device, compile=compile_, batches=sizes)
     with open(out, "w") as f:
         json.dump(data, f, indent=1)
         f.write("\n")
-    click.echo(f"wrote {out}: {len(data['points'])} resolutions x degrees {data['degrees']}")
+    click.echo(f"wrote {out}: {len(data['points'])} resolutions x degrees {data['degrees']}"
+               + (f" x batches {[1, *sizes]}" if sizes else ""))

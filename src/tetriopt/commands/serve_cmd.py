@@ -35,9 +35,9 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="Round length (default: the profile's default_round_ms).")
 @click.option("--policy", default="cpsat", show_default=True,
               help=policy_help())
-@click.option("--batching/--no-batching", default=False, show_default=True,
+@click.option("--batching/--no-batching", default=True, show_default=True,
               help="Let same-size requests share steps (the policy decides; see `tetriopt solve --batching`).")
-@click.option("--immediate-start/--no-immediate-start", default=False, show_default=True,
+@click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
               help="Start new requests at once on GPUs the running round leaves idle.")
 @click.option("--time-limit-ms", type=FiniteFloat("--time-limit-ms", 0.001, 3_600_000), default=None,
               help="Per-round solver limit (default: 20% of a round).")

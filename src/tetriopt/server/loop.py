@@ -253,7 +253,7 @@ class Scheduler:
                      if r.arrival_us > cutoff)
         if not late:
             return state, plan
-        merged, full = fill_late(state, plan, late)
+        merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
         why = check_plan(merged, full) if full is not plan else None
         log.debug("late arrivals", extra={"round": state.round_index, "late": len(late),
                                           "assignments": [(a.request, a.gpus, a.steps) for a in full.assignments

@@ -43,7 +43,8 @@ async def stats(svc: Svc) -> dict[str, Any]:
     return {"model": svc.model, "profile": svc.profile.name, "gpus": cfg.gpus,
             "islands": [list(i) for i in svc.cluster.islands], "degrees": list(svc.degrees), "policy": cfg.policy,
             "executor": cfg.executor, "round_ms": svc.timing.round_us / 1e3, "lead_ms": svc.timing.lead_us / 1e3,
-            "time_limit_ms": svc.time_limit_ms, "draining": svc.draining,
+            "time_limit_ms": svc.time_limit_ms, "batching": cfg.batching, "immediate_start": cfg.immediate_start,
+            "draining": svc.draining,
             "backlog_gpu_s": round(svc.backlog_gpu_s(), 3), "max_backlog_gpu_s": svc.max_backlog_gpu_s,
             **svc.stats()}
 

@@ -18,7 +18,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, Callable
 
-from ..plan import Assignment, PlanStatus, RoundPlan, check_plan, decision_us
+from ..plan import Assignment, PlanStatus, RoundPlan, check_plan, decision_us, members
 from ..policies import Policy, make_policy
 from ..policies.greedy import Loads, greedy_decisions
 from ..state import RequestState, RoundState
@@ -51,7 +51,8 @@ def plan_within(policy: Policy, state: RoundState, limit_ms: float | None) -> Ro
         policy.limit_s = full
 
 
-def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> tuple[RoundState, RoundPlan]:
+def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...],
+              batching: bool = False) -> tuple[RoundState, RoundPlan]:
     """Add requests that arrived after the round's snapshot (during planning) to GPU time its plan
     leaves free: greedy (EDF, joint test) on the tail of each GPU, after the plan's last end there.
 
@@ -62,22 +63,29 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
     requests the plan has given up on (not in `plan.kept`: they miss their deadline anyway) makes
     room if that places more late arrivals; it waits for the next round. Returns the state with
     the late requests added and the plan with their assignments (the other assignments unchanged,
-    so their start order stands).
+    so their start order stands). With `batching`, late same-size arrivals may share steps
+    (greedy's batching rule), as the policy's own requests may.
     """
     merged = replace(state, requests=state.requests + late)
-    extra = _on_tails(merged, plan.assignments, late)
-    if plan.kept is not None and len({a.request for a in extra}) < len(late):
+    extra = _on_tails(merged, plan.assignments, late, batching)
+    if plan.kept is not None and _placed(extra) < len(late):
         kept = set(plan.kept)
         base = tuple(a for a in plan.assignments if kept & set(a.requests))
-        more = _on_tails(merged, base, late) if len(base) < len(plan.assignments) else []
-        if len({a.request for a in more}) > len({a.request for a in extra}):
+        more = _on_tails(merged, base, late, batching) if len(base) < len(plan.assignments) else []
+        if _placed(more) > _placed(extra):
             return merged, replace(plan, assignments=base + tuple(more))
     if not extra:
         return merged, plan
     return merged, replace(plan, assignments=plan.assignments + tuple(extra))
 
 
-def _on_tails(merged: RoundState, planned: tuple[Assignment, ...], late: tuple[RequestState, ...]) -> list[Assignment]:
+def _placed(assignments: list[Assignment]) -> int:
+    """Requests these assignments advance (a batch: every member)."""
+    return len({r for a in assignments for r in a.requests})
+
+
+def _on_tails(merged: RoundState, planned: tuple[Assignment, ...], late: tuple[RequestState, ...],
+              batching: bool = False) -> list[Assignment]:
     """Greedy's assignments for `late` after the last end of `planned` on each GPU."""
     def tails() -> Loads:
         loads = Loads(merged)
@@ -86,14 +94,15 @@ def _on_tails(merged: RoundState, planned: tuple[Assignment, ...], late: tuple[R
                 loads.load[g] = max(loads.load[g], a.end_us - merged.now_us)
         return loads
 
-    decisions, _ = greedy_decisions(replace(merged, requests=late), loads=tails())
+    decisions, _ = greedy_decisions(replace(merged, requests=late), batching=batching, loads=tails())
     tail, by_id, extra = tails().load, {r.id: r for r in late}, []
     for rid, gpus, n in decisions:  # replay greedy's choices, each set starting after its busiest GPU
         start = merged.now_us + max(tail[g] for g in gpus)
         end = start + decision_us(merged, by_id, rid, gpus, n)
         if end > merged.end_us:
             continue
-        extra.append(Assignment(request=rid, gpus=gpus, steps=n, start_us=start, end_us=end))
+        ids = members(rid)
+        extra.append(Assignment(request=ids[0], batch=ids[1:], gpus=gpus, steps=n, start_us=start, end_us=end))
         for g in gpus:
             tail[g] = end - merged.now_us
     return extra

@@ -3,9 +3,9 @@ package (the repository's runtime/ folder, packaged under that name by pyproject
 
 `tetriopt_runtime.executor.RoundExecutor` runs one round per call and keeps each request's
 latent on its GPU set between calls: `run_round(assignments, work, on_done)` takes tetriopt
-Assignments (run in their planned start order), `work` maps request id to a dict (prompt,
-width, height, total_steps, done_steps, seed) and `on_done(assignment, png_bytes|None)` is
-called as each assignment ends. Without torch/diffusers installed, `--executor cpu/cuda` stops
+Assignments (run in their planned start order; a batched one as stacked steps), `work` maps
+request id to a dict (prompt, width, height, total_steps, done_steps, seed) and
+`on_done(assignment, png_bytes|None, member_pngs)` is called as each assignment ends. Without torch/diffusers installed, `--executor cpu/cuda` stops
 at start-up with one line naming what is missing.
 """
 
@@ -74,15 +74,18 @@ class RuntimeExecutor:
         refused: dict[str, str] = {}  # never runnable here: those requests fail
         stale: dict[str, str] = {}    # progress disagreed (a plan made before a failure): re-queued
 
-        def done(a, png: bytes | None) -> None:
-            on_complete(Completion(assignment=a, finish_us=clock.now_us(), image=png))
+        def done(a, png: bytes | None, images: tuple[tuple[str, bytes], ...] = ()) -> None:
+            on_complete(Completion(assignment=a, finish_us=clock.now_us(), image=png, images=images))
 
         def failed(a, why: str) -> None:
-            w = work[a.request]
-            if self._impl.runtime.split_problem(w.width, w.height, len(a.gpus)):
-                refused[a.request] = why
-            else:
-                stale[a.request] = why
+            for rid in a.requests:  # a batch is refused whole
+                w = work.get(rid)
+                if w is None:  # cancelled meanwhile
+                    continue
+                if self._impl.runtime.split_problem(w.width, w.height, len(a.gpus)):
+                    refused[rid] = why
+                else:
+                    stale[rid] = why
 
         try:
             self._impl.run_round(list(plan.assignments), items, done, failed)
@@ -96,6 +99,12 @@ class RuntimeExecutor:
             raise RequestsFailed(refused)
         if stale:  # the engine re-plans them on their true progress, which the runtime holds
             raise ExecutorFailure("; ".join(f"request {rid!r}: {why}" for rid, why in stale.items()))
+
+    @property
+    def reports(self) -> list[dict]:
+        """What the runtime ran lately: one report per task (a batch: one per member, each with
+        `batch` naming them all), from the workers (see tetriopt_runtime.executor)."""
+        return list(self._impl.reports)
 
     def forget(self, request_id: str) -> None:
         """A cancelled (or failed) request: the runtime frees its checkpoint and its latent shards
