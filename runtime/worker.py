@@ -15,7 +15,9 @@ Every worker walks the same global task list (see plan.py) and acts on the tasks
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -402,6 +404,9 @@ def compile_blocks(model) -> None:
             block.compile(dynamic=False, backend=backend)
 
 
+PARENT_CHECK_S = 2.0  # an idle worker looks this often whether the driver's process still exists
+
+
 def worker_main(cfg: WorkerConfig, jobs, results) -> None:
     """Process entry point: start up, report ready, then serve jobs until a None arrives."""
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.threads))
@@ -412,9 +417,15 @@ def worker_main(cfg: WorkerConfig, jobs, results) -> None:
     except BaseException:
         results.send(("error", cfg.rank, traceback.format_exc()))
         return
+    parent = multiprocessing.parent_process()
     try:
         while True:
-            job: Optional[Job] = jobs.get()
+            try:
+                job: Optional[Job] = jobs.get(timeout=PARENT_CHECK_S)
+            except queue.Empty:
+                if parent is not None and not parent.is_alive():
+                    break  # the driver's process ended without closing us (killed, or exited): do not linger
+                continue
             if job is None:
                 break
             try:

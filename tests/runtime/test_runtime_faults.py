@@ -171,3 +171,38 @@ def test_round_engine_one_death_one_failure(bridge):
         k += 1
     assert bridge._impl.restarts == restarts + 1 and len(failures) <= 1
     assert all(t.finished for t in reqs)  # (a request may finish inside the failed round, before the death)
+
+
+def test_workers_exit_when_their_driver_process_ends_without_closing(tmp_path):
+    """A driver process that ends without `Runtime.close` (killed, or a server thread abandoned at
+    interpreter exit) must not leave its gloo workers behind: idle workers watch their parent."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, sys\n"
+            "from tetriopt_runtime import ModelSpec, Runtime\n"
+            "rt = Runtime(ModelSpec('tiny-flux'), world_size=2, timeout_s=60)\n"
+            "print('PIDS', *(p.pid for p in rt._procs), flush=True)\n"
+            "os._exit(0)\n")
+    log = tmp_path / "out.txt"
+    with open(log, "w") as f:  # a file, not a pipe: workers inherit it, and a pipe would wait for them
+        subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT, timeout=120)
+    pids = next((list(map(int, line.split()[1:])) for line in log.read_text().splitlines()
+                 if line.startswith("PIDS ")), [])
+    assert len(pids) == 2, log.read_text()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    t0 = time.monotonic()
+    while any(alive(p) for p in pids) and time.monotonic() - t0 < 60:
+        time.sleep(0.2)
+    left = [p for p in pids if alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "workers outlived their driver"
