@@ -49,16 +49,21 @@ def useful_steps(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...
     return useful({k: profile.step_us(width, height, k) for k in degrees if cluster.sets(k)}, round_us)
 
 
+def steps_end_us(start_us: int, steps: int, step_us: int, round_us: int) -> int:
+    """When the last of `steps` steps of step_us ends, from the round boundary start_us, on one set
+    running floor(round / step) of them a round (at least one): full rounds, then the rest."""
+    per = max(1, round_us // step_us)
+    full = (steps - 1) // per
+    return start_us + full * round_us + (steps - full * per) * step_us
+
+
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                    width: int, height: int, steps: int, arrival_us: int) -> int | None:
     """Earliest finish (decode included) alone on the cluster; None if no step fits in a round."""
     start = timing.first_start_us(arrival_us)
     best = None
     for k, step in useful_steps(profile, cluster, degrees, width, height, timing.round_us).items():
-        per = timing.round_us // step
-        full = (steps - 1) // per
-        last = steps - full * per
-        fin = start + full * timing.round_us + last * step
+        fin = steps_end_us(start, steps, step, timing.round_us)
         best = fin if best is None else min(best, fin)
     if best is None:
         return None
@@ -225,10 +230,7 @@ class Reach:
 
     def finish_us(self, r: RequestState, boundary_us: int) -> int:
         step, decode = self._fastest(r.width, r.height)
-        per_round = max(1, self.round_us // step)
-        rounds = -(-r.remaining_steps // per_round)
-        return boundary_us + (rounds - 1) * self.round_us + (r.remaining_steps - (rounds - 1) * per_round) * step \
-            + decode
+        return steps_end_us(boundary_us, r.remaining_steps, step, self.round_us) + decode
 
     def alive(self, r: RequestState, boundary_us: int) -> bool:
         return self.finish_us(r, boundary_us) <= r.deadline_us

@@ -128,8 +128,7 @@ class Scheduler:
         cutoff = self.clock.now_us()
         self._snapped = (boundary, cutoff)
         state = self._snapshot(boundary, k, cutoff)
-        plan, work = RoundPlan(assignments=(), backend="none"), {}
-        late_ms = overhead_ms = 0.0
+        plan = RoundPlan(assignments=(), backend="none")
         if state.requests:
             plan = await self.planner.plan(state)
         decided = (time.perf_counter(), self.clock.now_us())
@@ -248,9 +247,7 @@ class Scheduler:
         """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
         free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
         as in `tetriopt solve`, whenever there is room."""
-        late = tuple(r for r in self._view(self.engine.snapshot(state.now_us, state.round_index,
-                                                                self.clock.now_us())).requests
-                     if r.arrival_us > cutoff)
+        late = self._arrived_after(state.now_us, state.round_index, cutoff, self.clock.now_us())
         if not late:
             return state, plan
         merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
@@ -367,8 +364,7 @@ class Scheduler:
         if (len(self.engine.pending) <= REPLAN_MAX_PENDING
                 and boundary - now_us >= REPLAN_GUARD_US + REPLAN_MIN_US):
             return True  # the round is planned again with it (`_replan_for_arrivals`)
-        late = tuple(r for r in self._view(self.engine.snapshot(boundary, -1, now_us)).requests
-                     if r.arrival_us > cutoff)
+        late = self._arrived_after(boundary, -1, cutoff, now_us)
         planned = self._planned
         if planned is not None and planned[0] == boundary:
             _, state, plan = planned
@@ -379,6 +375,12 @@ class Scheduler:
             plan = RoundPlan(assignments=tuple(replace(a, start_us=a.start_us + shift, end_us=a.end_us + shift)
                                                for a in running), backend="predicted")
         return late_arrivals_fit(state, plan, late + new)
+
+    def _arrived_after(self, boundary: int, k: int, cutoff: int, now_us: int) -> tuple[RequestState, ...]:
+        """Pending requests that arrived after `cutoff` (a round's snapshot) and by now_us, as the
+        planner sees them at `boundary`."""
+        return tuple(r for r in self._view(self.engine.snapshot(boundary, k, now_us)).requests
+                     if r.arrival_us > cutoff)
 
     def _view(self, state: RoundState) -> RoundState:
         """A snapshot as the planner and admission see it (`deadlines`)."""
