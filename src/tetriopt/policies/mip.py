@@ -15,6 +15,7 @@ from .certify import separable
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
+from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
 
@@ -63,7 +64,7 @@ class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
-                 immediate_start: bool = False, certify: bool = True, forecast: bool = True):
+                 immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -82,6 +83,8 @@ class MipPolicy:
         self.deterministic = deterministic
         # certify: skip the search when a warm start reaches certify.separable_bound (then it is optimal)
         self.certify = certify
+        # symmetry: rows that order interchangeable GPU blocks before the search (symmetry.py)
+        self.symmetry = symmetry
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -266,6 +269,10 @@ class MipPolicy:
         if left_s < MIN_SEARCH_S:
             self._build_rate.observe(built_s, est_vars)
             return self._fallback(heuristics, "time limit before the search", rm, best)
+        if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
+            pairs = swaps(rm)
+            if add_symmetry_rows(rm, pairs) and best is not None:
+                best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
         outcome, error = None, ""
         try:
             params = self._search_params(rm, left_s)
