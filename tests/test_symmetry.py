@@ -12,6 +12,7 @@ import pytest
 from tetriopt import RequestState, RoundState, load_profile, make_cluster
 from tetriopt.plan import decisions_of
 from tetriopt.policies.backends import solve_cpsat
+from tetriopt.policies.certify import split_objective
 from tetriopt.policies.formulation import build, complete
 from tetriopt.policies.mip import MipPolicy
 from tetriopt.policies.symmetry import add_symmetry_rows, canonical, swaps
@@ -117,3 +118,21 @@ def test_policy_with_rows_is_deterministic_and_optimal():
         off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, symmetry=False).plan(st)
         assert a.assignments == b.assignments and a.objective == b.objective
         assert a.objective == off.objective and a.status == off.status, seed
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_split_objective_keeps_the_optimum(seed):
+    """Per-request value variables capped at what each request reaches alone (certify.split_objective)
+    change no optimum, and the extended warm start keeps its value and feasibility."""
+    st = state8(seed) if seed % 2 else small_state(seed)
+    plain = solve_cpsat(build(st).model, 20.0, seed=0, workers=1)
+    rm = build(st)
+    tp = TetriServe().plan(st)
+    warm = complete(rm, decisions_of(tp), tp.kept or ())
+    before = rm.model.value(warm) if warm is not None else None
+    hint = split_objective(rm, warm)
+    split = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
+    assert plain.status == split.status == "OPTIMAL"
+    assert split.objective == plain.objective
+    if warm is not None:
+        assert rm.model.feasible(hint) and rm.model.value(hint) == before

@@ -11,7 +11,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import separable
+from .certify import best_alone, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
@@ -64,7 +64,8 @@ class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
-                 immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True):
+                 immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
+                 split: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -85,6 +86,7 @@ class MipPolicy:
         self.certify = certify
         # symmetry: rows that order interchangeable GPU blocks before the search (symmetry.py)
         self.symmetry = symmetry
+        self.split = split
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -239,9 +241,10 @@ class MipPolicy:
             add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates = None, heuristics
+        ub, candidates, alone = None, heuristics, None
         if self.certify and not rm.batches:
-            ub, sep_dec, sep_kept = separable(rm)
+            alone = best_alone(rm)
+            ub, sep_dec, sep_kept = separable(rm, alone)
             candidates = [("separable", sep_dec, sep_kept), *heuristics]
         seen = []
         for name, dec, kept in candidates:
@@ -265,14 +268,20 @@ class MipPolicy:
                 return list(dec), dict(backend=self.backend, status=status, objective=float(val), bound=float(ub),
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
                                        note=f"{name} plan meets the separable bound")
-        left_s = self._left(t0) - reserve
-        if left_s < MIN_SEARCH_S:
-            self._build_rate.observe(built_s, est_vars)
-            return self._fallback(heuristics, "time limit before the search", rm, best)
+        t_extra = time.perf_counter()
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
             pairs = swaps(rm)
             if add_symmetry_rows(rm, pairs) and best is not None:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
+        if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)
+            hint = split_objective(rm, best[2] if best else None, alone)
+            if best is not None:
+                best = (best[0], best[1], hint, best[3], best[4])
+        built_s += time.perf_counter() - t_extra
+        left_s = self._left(t0) - reserve
+        if left_s < MIN_SEARCH_S:
+            self._build_rate.observe(built_s, est_vars)
+            return self._fallback(heuristics, "time limit before the search", rm, best)
         outcome, error = None, ""
         try:
             params = self._search_params(rm, left_s)
