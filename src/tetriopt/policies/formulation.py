@@ -12,8 +12,9 @@ Constraints:
     busy time counts steps, the text encode of a request not started (x) and the decode (f), as
     every assignment's duration does (RoundState.aux_us)
   individual test: kept => steps left fit before the deadline at the fastest degree, counting
-    rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
-    be kept only if it finishes this round in time
+    rounds with the encode and the decode where the plan runs them (lookahead.steps_possible),
+    and a request not started runs now if its encode cannot wait (Outlook.need_now); a request
+    whose deadline falls before the round ends can be kept only if it finishes this round in time
   joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
     per step at their cheapest deadline-meeting degree, plus the VAE decode still owed on such a
     set when steps are left: owes_decode[i] = 1 iff u > 0) <= GPUs x (D - round end)
@@ -164,7 +165,7 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
         return False
     if slack is None:
         return steps == r.remaining_steps and dur_us <= r.deadline_us - state.now_us
-    return r.remaining_steps - steps <= slack
+    return steps >= o.need_now and r.remaining_steps - steps <= slack
 
 
 class OutOfTime(Exception):
@@ -278,8 +279,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             urgent.append((r, kp, r.deadline_us - state.now_us))
         elif can_keep:
             m.add({u: 1}, ub=slack)
-            need = rem - slack  # steps this round without which it cannot make it
-            if need > 0:  # implied by the above for integers; tightens the LP relaxation
+            need = o.need_now  # steps this round without which it cannot make it (lookahead.outlook)
+            if need > 0:  # implied by the above for integers unless its encode cannot wait; tightens the LP
                 m.add({**steps_expr, kp: -need}, lb=0)
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
