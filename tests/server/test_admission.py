@@ -202,10 +202,13 @@ def test_foresight_accepts_what_a_forward_schedule_meets():
     assert Foresight().admits(state, (big,), 0)
     # above its backlog limit it does not look (the joint test alone decides), nor while the door is busy
     assert not Foresight(max_pending=1).admits(state, (big,), 0)
-    fs = Foresight(busy_refusals=2, busy_s=10)
-    fs.refused(1_000_000)
-    fs.refused(2_000_000)
-    assert not fs.admits(state, (big,), 5_000_000) and fs.admits(state, (big,), 11_500_000)
+    # busy: more work offered in the last 10 s than the 4 GPUs can do in them (40 GPU-s)
+    fs = Foresight(busy_load=1.0, busy_s=10)
+    fs.offered(1_000_000, 30_000_000)
+    assert fs.admits(state, (big,), 2_000_000)
+    fs.offered(2_000_000, 15_000_000)
+    assert not fs.admits(state, (big,), 5_000_000)
+    assert fs.admits(state, (big,), 11_500_000)  # the first offer is out of the window: 15 of 40 GPU-s
 
 
 def test_foresight_refuses_what_breaks_a_request_it_met_before():

@@ -365,32 +365,38 @@ class Foresight:
     The headroom (< 1) makes the joint test refuse work a concrete schedule fits (measured at
     light load: 2048 px images at SLO 1.0 beside any pending work, 1024 px at 1.0 beside a 2048 px
     one, each met by `tetriopt solve` on the same arrivals). The foresight looks only where the
-    ideal joint test (headroom 1) accepts and at most `max_pending` requests are pending: a
-    forward schedule costs a simulation on the event loop (a few ms at 8-16 pending), and under
-    overload it admitted big images the planner then gave up as later arrivals, unseen by the
-    forward schedule, competed for their GPUs (5x capacity, 2 runs each at load 3-4: 79-80% of
-    accepted met with it, 87-89% without). So it also stays out while the door is busy: after
-    `busy_refusals` refusals within `busy_s` seconds, overload is the joint test's to shed."""
+    ideal joint test (headroom 1, forced work at the fastest degree: necessary conditions) accepts
+    and at most `max_pending` requests are pending: a forward schedule costs a simulation on the
+    event loop (a few ms at 8-16 pending). Its schedule assumes no further arrivals, which holds
+    roughly while arrivals bring less work than the cluster can do; under overload it admitted
+    big images the planner then gave up as later arrivals competed for their GPUs (5x capacity,
+    2 runs each at load 3-4: 79-80% of accepted met with it, 87-89% without). So it stays out
+    while the door is busy: while the work offered (every request judged by work, accepted or
+    not, at its cheapest degree) in the last `busy_s` seconds exceeds `busy_load` x the cluster's
+    GPU-time then. (It used to count refusals, 2 in 10 s, which at half of capacity a burst of
+    2048 px images also gives: the foresight was then off where it is meant to help.)"""
 
-    def __init__(self, max_pending: int = 16, policy: str = "tetriserve", busy_refusals: int = 2,
-                 busy_s: float = 10.0):
+    def __init__(self, max_pending: int = 16, policy: str = "tetriserve", busy_load: float = 1.0,
+                 busy_s: float = 30.0):
         self.max_pending, self.policy = max_pending, policy
-        self.busy_refusals, self.busy_us = busy_refusals, int(busy_s * 1e6)
+        self.busy_load, self.busy_us = busy_load, int(busy_s * 1e6)
         self.ideal = JointAdmission(headroom=1.0, forced_at="fastest")  # necessary conditions only
         self._without: tuple[Any, frozenset[str]] | None = None
-        self._refusals: collections.deque[int] = collections.deque()
+        self._offered: collections.deque[tuple[int, int]] = collections.deque()  # (arrival us, GPU-us)
+        self._offered_us = 0
 
-    def refused(self, now_us: int) -> None:
-        """The door refused a request by work (429) at now_us."""
-        self._refusals.append(now_us)
+    def offered(self, now_us: int, gpu_us: int) -> None:
+        """A request asking for gpu_us of work (its cheapest degree) reached the door's work test."""
+        self._offered.append((now_us, gpu_us))
+        self._offered_us += gpu_us
 
-    def busy(self, now_us: int) -> bool:
-        while self._refusals and self._refusals[0] < now_us - self.busy_us:
-            self._refusals.popleft()
-        return len(self._refusals) >= self.busy_refusals
+    def busy(self, state: RoundState, now_us: int) -> bool:
+        while self._offered and self._offered[0][0] < now_us - self.busy_us:
+            self._offered_us -= self._offered.popleft()[1]
+        return self._offered_us > self.busy_load * state.cluster.gpus * self.busy_us
 
     def admits(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
-        if (not new or len(state.requests) + len(new) > self.max_pending or self.busy(now_us)
+        if (not new or len(state.requests) + len(new) > self.max_pending or self.busy(state, now_us)
                 or not self.ideal.check(state, new).ok):
             return False
         key = (state.now_us, tuple((r.id, r.remaining_steps) for r in state.requests))
