@@ -95,7 +95,6 @@ def test_solve_round_on_callers_state():
     # kept means on track: what is left after this round still fits before each deadline
     for r in reqs:
         fastest = min(prof.step_us(r.width, r.height, k) for k in state.degrees)
-        due = r.deadline_us - prof.vae_decode_us(r.width, r.height)
-        assert steps_possible(state, fastest, state.end_us, due) >= r.remaining_steps - by[r.id].steps, r.id
+        assert steps_possible(state, r, fastest, state.end_us, started=True) >= r.remaining_steps - by[r.id].steps, r.id
     for a in plan.assignments:
         assert 0 <= a.start_us < a.end_us <= 900_000

@@ -13,14 +13,7 @@ from .conftest import solve_or_refused
 FIXED = ["fixed-sp-1", "fixed-sp-2", "fixed-sp-4", "fixed-sp-8"]
 
 
-# Since the plan charges each request's text encode and VAE decode to its GPUs (RoundState.aux_us),
-# cpsat meets 106 here against tetriserve's 107 (every round OPTIMAL: the round objective trades
-# three small requests for two 2048 px ones); it was 111 vs 110 before. Strict: passes again = fixed.
-LOST_BY_ONE = pytest.mark.xfail(strict=True, reason="cpsat 106 < tetriserve 107 with encode/decode charged")
-
-
-@pytest.mark.parametrize("mix,scale", [pytest.param("uniform", 1.0, marks=LOST_BY_ONE), ("skewed", 1.0),
-                                       ("uniform", 1.5), ("skewed", 1.2)])
+@pytest.mark.parametrize("mix,scale", [("uniform", 1.0), ("skewed", 1.0), ("uniform", 1.5), ("skewed", 1.2)])
 def test_cpsat_at_or_above_every_baseline(mix, scale):
     inst = tetriopt.parse_instance(generate("flux.1-dev-h100", 8, 120, 12.0, mix=mix, slo_scale=scale, seed=21),
                                    name=f"{mix}-{scale}")

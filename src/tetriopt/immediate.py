@@ -53,7 +53,6 @@ def start_on_idle(state: RoundState, r: RequestState, busy: list[list[tuple[int,
     `busy` is what busy_intervals returns; the caller adds the answer to it (`occupy`).
     """
     end = state.end_us
-    due = r.deadline_us - state.decode_us(r)
     best_partial = None
     steps = useful_degrees(state, r)
     for k in sorted(steps, key=lambda k: (k * steps[k], k)):
@@ -70,7 +69,8 @@ def start_on_idle(state: RoundState, r: RequestState, busy: list[list[tuple[int,
         a = Assignment(request=r.id, gpus=gpus, steps=-neg_n, start_us=start,
                        end_us=start - neg_n * t + state.aux_us(r, -neg_n), immediate=True)
         after = r.remaining_steps - a.steps
-        if after == 0 and a.end_us <= r.deadline_us or after and after <= steps_possible(state, t, end, due):
+        if after == 0 and a.end_us <= r.deadline_us or \
+                after and after <= steps_possible(state, r, t, end, True, steps.values()):
             return a
         if best_partial is None or (a.steps, -k) > (best_partial.steps, -best_partial.degree):
             best_partial = a

@@ -12,8 +12,9 @@ Constraints:
     busy time counts steps, the text encode of a request not started (x) and the decode (f), as
     every assignment's duration does (RoundState.aux_us)
   individual test: kept => steps left fit before the deadline at the fastest degree, counting
-    rounds (lookahead.steps_possible); a request whose deadline falls before the round ends can
-    be kept only if it finishes this round in time
+    rounds with the encode and the decode where the plan runs them (lookahead.steps_possible),
+    and a request not started runs now if its encode cannot wait (Outlook.need_now); a request
+    whose deadline falls before the round ends can be kept only if it finishes this round in time
   joint test: for every deadline D, sum over kept requests due by D of (steps left x GPU-time
     per step at their cheapest deadline-meeting degree, plus the VAE decode still owed on such a
     set when steps are left: owes_decode[i] = 1 iff u > 0) <= GPUs x (D - round end)
@@ -95,6 +96,7 @@ class RoundModel:
     owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
+    busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -163,7 +165,7 @@ def keep_allowed(state: RoundState, r: RequestState, o: Outlook, steps: int, dur
         return False
     if slack is None:
         return steps == r.remaining_steps and dur_us <= r.deadline_us - state.now_us
-    return r.remaining_steps - steps <= slack
+    return steps >= o.need_now and r.remaining_steps - steps <= slack
 
 
 class OutOfTime(Exception):
@@ -277,8 +279,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             urgent.append((r, kp, r.deadline_us - state.now_us))
         elif can_keep:
             m.add({u: 1}, ub=slack)
-            need = rem - slack  # steps this round without which it cannot make it
-            if need > 0:  # implied by the above for integers; tightens the LP relaxation
+            need = o.need_now  # steps this round without which it cannot make it (lookahead.outlook)
+            if need > 0:  # implied by the above for integers unless its encode cannot wait; tightens the LP
                 m.add({**steps_expr, kp: -need}, lb=0)
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
@@ -329,7 +331,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost, fin=fin, owed=owed)
+                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],

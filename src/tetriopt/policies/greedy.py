@@ -91,7 +91,7 @@ def join_batch(state: RoundState, loads: Loads, decisions: list[Decision], r: Re
             continue
         if any(by_id[i].deadline_us - state.decode_us(by_id[i]) < end for i in ids):
             continue
-        need = max(1, r.remaining_steps - steps_possible(state, o.step[k], end, due))
+        need = max(1, r.remaining_steps - steps_possible(state, r, o.step[k], end, True, o.step.values()))
         delta = n * (state.step_us(r, k, len(ids) + 1) - state.step_us(r, k, len(ids))) + state.aux_us(r, n)
         if n < need or delta > loads.free(g) or delta >= n * o.step[k]:
             continue
@@ -119,11 +119,11 @@ def greedy_decisions(state: RoundState, batching: bool = False,
         r, o = by_id[rid], looks[rid]
         if batching and join_batch(state, loads, decisions, r, o, by_id):
             continue
-        due = state.due_us(r)
         choice = partial = None
         for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):
             # steps needed now so that the rest still fits at this degree afterwards
-            need = max(1, r.remaining_steps - steps_possible(state, o.step[k], state.end_us, due))
+            need = max(1, r.remaining_steps - steps_possible(state, r, o.step[k], state.end_us, True,
+                                                             o.step.values()))
             got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))
             if not got:
                 continue

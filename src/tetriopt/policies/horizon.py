@@ -54,8 +54,9 @@ class Forecast:
             r = RequestState(id="~", width=w, height=h, remaining_steps=steps, deadline_us=a2 + slo, arrival_us=a2)
             first = -(-a2 // R) * R
             due = state.due_us(r)
-            costs = [k * t * steps for k, t in useful_degrees(state, r).items()
-                     if steps_possible(state, t, first, due) >= steps]
+            useful = useful_degrees(state, r)
+            costs = [k * t * steps for k, t in useful.items()
+                     if steps_possible(state, r, t, first, None, useful.values()) >= steps]
             if costs:
                 out.append((due, min(costs)))
         return out

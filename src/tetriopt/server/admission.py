@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..instance import Cluster
-from ..lookahead import outlook, steps_possible, useful
+from ..lookahead import earliest_finish_us, outlook, useful
 from ..plan import RoundPlan
 from ..policies.greedy import admit
 from ..profile import CostProfile
@@ -217,8 +217,7 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
 def need_now(state: RoundState, r: RequestState) -> int:
     """Steps r must run in the round of `state` to still meet its deadline: those that cannot fit
     after it at its fastest degree (lookahead's rule; <= 0: it can wait a round)."""
-    o = outlook(state, r)
-    return r.remaining_steps - steps_possible(state, o.step[o.fastest], state.end_us, state.due_us(r))
+    return outlook(state, r).need_now
 
 
 def late_arrivals_fit(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...],
@@ -243,8 +242,9 @@ def late_arrivals_fit(state: RoundState, plan: RoundPlan, late: tuple[RequestSta
 
 class Reach:
     """The earliest finish of a request alone at its fastest degree from a round boundary, counting
-    rounds (lookahead.steps_possible's rule: floor(round / step) steps a round, then the decode);
-    per-size figures cached. The planner's `alive` is this finish <= the deadline."""
+    rounds (lookahead.earliest_finish_us: the planner's rule, its encode in the first round and the
+    decode in the finishing one); per-size figures cached. The planner's `alive` is this finish <=
+    the deadline."""
 
     def __init__(self, profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], round_us: int):
         self.profile, self.cluster, self.degrees, self.round_us = profile, cluster, degrees, round_us
@@ -260,7 +260,9 @@ class Reach:
 
     def finish_us(self, r: RequestState, boundary_us: int) -> int:
         step, decode = self._fastest(r.width, r.height)
-        return steps_end_us(boundary_us, r.remaining_steps, step, self.round_us) + decode
+        encode = 0 if r.location else self.profile.text_encode_us
+        fin = earliest_finish_us(self.round_us, step, boundary_us, r.remaining_steps, encode, decode)
+        return fin if fin is not None else steps_end_us(boundary_us, r.remaining_steps, step, self.round_us) + decode
 
     def alive(self, r: RequestState, boundary_us: int) -> bool:
         return self.finish_us(r, boundary_us) <= r.deadline_us
