@@ -220,3 +220,20 @@ def test_foresight_refuses_what_breaks_a_request_it_met_before():
     assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
     assert not Foresight().admits(state, (small,), 0)
     assert Foresight().admits(state, (replace(small, remaining_steps=20),), 0)
+
+
+def test_alone_finish_counts_the_text_encode_as_the_planner_does():
+    """FLUX 512 px, 20 steps on one H100 (44.4 ms): 888 ms of steps, 20 ms encode, 21.3 ms decode do
+    not fit one 900 ms round, so the planner runs 19 steps in the first and the last with the decode
+    in the second: 965.7 ms from a boundary (909.3 ms without the encode, which the planner never
+    reaches). Admission's "alone" test (and the SLO unit loadgen multiplies) is that finish, and
+    Reach (the planner's alive) agrees with it."""
+    from tetriopt.server.admission import Timing, best_finish_us, solo_latency_us
+
+    prof, cluster = load_profile("flux.1-dev-h100"), make_cluster(8)
+    fin = best_finish_us(prof, cluster, (1, 2, 4, 8), Timing(900_000, 0), 512, 512, 20, 450_000)
+    assert fin == 900_000 + 965_700                      # from the next boundary
+    assert solo_latency_us(prof, cluster, (1, 2, 4, 8), 512, 512, 20, 900_000) == 965_700
+    r = RequestState(id="r", width=512, height=512, remaining_steps=20, deadline_us=fin)
+    reach = Reach(prof, cluster, (1, 2, 4, 8), 900_000)
+    assert reach.alive(r, 900_000) and not reach.alive(replace(r, deadline_us=fin - 1), 900_000)

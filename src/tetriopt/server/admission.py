@@ -59,15 +59,19 @@ def steps_end_us(start_us: int, steps: int, step_us: int, round_us: int) -> int:
 
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                    width: int, height: int, steps: int, arrival_us: int) -> int | None:
-    """Earliest finish (decode included) alone on the cluster; None if no step fits in a round."""
+    """Earliest finish alone on the cluster, from the first boundary a request arriving at
+    arrival_us can run at, under the planner's rule (lookahead.earliest_finish_us: its text
+    encode in the first round, the decode in the finishing one; as `Reach`, at any useful degree);
+    None if no step fits in a round. Without the encode, a 512 px image at 1.5x its SLO arriving
+    mid-round was accepted and then never kept by the planner, which counts it."""
+    R, encode, decode = timing.round_us, profile.text_encode_us, profile.vae_decode_us(width, height)
     start = timing.first_start_us(arrival_us)
     best = None
-    for k, step in useful_steps(profile, cluster, degrees, width, height, timing.round_us).items():
-        fin = steps_end_us(start, steps, step, timing.round_us)
+    for step in useful_steps(profile, cluster, degrees, width, height, R).values():
+        fin = earliest_finish_us(R, step, start, steps, encode, decode)
+        fin = fin if fin is not None else steps_end_us(start, steps, step, R) + decode
         best = fin if best is None else min(best, fin)
-    if best is None:
-        return None
-    return best + profile.vae_decode_us(width, height)
+    return best
 
 
 def solo_latency_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int, height: int,
