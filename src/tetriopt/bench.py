@@ -176,7 +176,8 @@ def run_one(point: Point, policy: str, time_limit_ms: float = 200.0, bound_time_
         from .cluster.multinode import run_routed
 
         run = run_routed(inst, point.nodes, *base.split("@", 1), time_limit_ms=time_limit_ms,
-                         batching="batching" in feats, deterministic=deterministic)
+                         batching="batching" in feats, immediate_start="immediate" in feats,
+                         deterministic=deterministic)
         s = run.summary
         row.update({k: s[k] for k in METRICS + CLUSTER_METRICS}, requests=s["requests"], detail="",
                    wall_s=round(time.perf_counter() - t0, 3))

@@ -194,9 +194,7 @@ class RoundEngine:
         Assignments of requests dropped since the snapshot are left out (a plan may come back after
         a cancellation); the rest of the plan stands, as checked against the snapshot.
         """
-        why = check_plan(state, plan)
-        if why is not None:
-            raise InvalidPlan(f"round {state.round_index}: {why}")
+        self.check(state, plan)
         live = tuple(a for a in plan.assignments if any(i in self.pending for i in a.requests))
         if len(live) != len(plan.assignments):
             plan = replace(plan, assignments=live)
@@ -286,19 +284,34 @@ class RoundEngine:
         round; also what a test drives with a fake executor). `arrivals`: requests arriving inside
         this round, started at once on idle GPUs (add_immediate). An executor failure re-queues the
         unreported steps and re-raises."""
+        state, plan = self.plan_round(plan_fn, boundary_us, round_index)
+        arrivals = list(arrivals)
+        full = state
+        if arrivals:
+            self.check(state, plan)  # the policy's plan on its own state, before adding to it
+            full, plan = self.add_immediate(state, plan, arrivals)
+        return self.execute_round(state, full, plan)
+
+    def plan_round(self, plan_fn: Callable[[RoundState], RoundPlan], boundary_us: int,
+                   round_index: int) -> tuple[RoundState, RoundPlan]:
+        """The round's snapshot and the policy's plan for it (not checked, nothing dispatched):
+        the first half of run_round, for a driver that adds immediate starts between the halves
+        (several nodes routing mid-round arrivals, cluster/multinode.py)."""
         assert self.executor is not None, "run_round needs an executor"
         if isinstance(self.clock, VirtualClock):
             self.clock.set(boundary_us)
         state = self.snapshot(boundary_us, round_index)
-        plan = plan_fn(state)
-        arrivals = list(arrivals)
-        if arrivals:
-            why = check_plan(state, plan)  # the policy's plan on its own state, before adding to it
-            if why is not None:
-                raise InvalidPlan(f"round {state.round_index}: {why}")
-            full, plan = self.add_immediate(state, plan, arrivals)
-        else:
-            full = state
+        return state, plan_fn(state)
+
+    @staticmethod
+    def check(state: RoundState, plan: RoundPlan) -> None:
+        why = check_plan(state, plan)
+        if why is not None:
+            raise InvalidPlan(f"round {state.round_index}: {why}")
+
+    def execute_round(self, state: RoundState, full: RoundState, plan: RoundPlan) -> RoundRun:
+        """Dispatch, execute and apply `plan` (checked on `full`: `state` plus the requests
+        add_immediate submitted); the second half of run_round."""
         plan, work = self.dispatch(full, plan)
         finished: list[Tracked] = []
         reported: set[int] = set()
@@ -309,7 +322,7 @@ class RoundEngine:
 
         if plan.assignments:
             try:
-                self.executor.execute(plan, work, round_index, on_complete)
+                self.executor.execute(plan, work, state.round_index, on_complete)
             except Exception:
                 self.fail([a for a in plan.assignments if id(a) not in reported],
                           getattr(self.executor, "resumable", True))

@@ -99,12 +99,52 @@ def test_batching_runs_on_several_nodes(router):
     assert sorted(o.id for o in res.requests) == sorted(r.id for r in inst.requests)
 
 
-def test_bench_batching_on_nodes_and_immediate_refused():
+def test_bench_batching_and_immediate_starts_on_nodes():
     from tetriopt import bench as B
 
     pts = B.points(models=("sd3-medium-h200",), gpus=4, rates=(900.0,), n=30, seeds=(0,), nodes=2)
-    rows = B.run(pts, ["greedy+batching@deadline-aware"], bound=False)
+    rows = B.run(pts, ["greedy+batching+immediate@deadline-aware"], bound=False)
     assert rows[0]["requests"] == 30 and "error" not in rows[0]
-    cli = [sys.executable, "-m", "tetriopt.cli", "bench", "--nodes", "2", "--immediate-start", "-n", "5"]
-    bad = subprocess.run(cli, capture_output=True, text=True)
-    assert bad.returncode == 2 and "immediate starts run on one node only" in bad.stderr
+
+
+def two_nodes_data(with_b: bool) -> dict:
+    """Two nodes of 2 GPUs: a (FLUX 1024 px, 28 steps) fills one node's round, c (3 steps) ends
+    early in the other's; b (256 px, 28 steps) arrives at 450 ms with a deadline that needs it to
+    start before the 900 ms boundary (28 x 40 ms + decode > 1950 - 900)."""
+    reqs = [{"id": "a", "arrival_ms": 0, "deadline_ms": 30000, "width": 1024, "height": 1024, "steps": 28},
+            {"id": "c", "arrival_ms": 0, "deadline_ms": 30000, "width": 1024, "height": 1024, "steps": 3}]
+    if with_b:
+        reqs.append({"id": "b", "arrival_ms": 450, "deadline_ms": 1950, "width": 256, "height": 256, "steps": 28})
+    return {"model": "flux.1-dev-h100", "cluster": {"gpus": 2, "nodes": 2}, "round_ms": 900, "requests": reqs}
+
+
+def two_nodes(with_b: bool):
+    return parse_instance(two_nodes_data(with_b), name="imm")
+
+
+@pytest.mark.parametrize("router", ["deadline-aware", "least-work", "global"])
+def test_immediate_start_on_a_node_with_idle_gpus(router):
+    """Issue 13 on --nodes: a mid-round arrival starts at its arrival on GPUs its node's round
+    leaves idle (not at the next boundary), and what the round committed for others is unchanged."""
+    opts = dict(time_limit_ms=100, deterministic=True)
+    late = run_routed(two_nodes(True), 2, "cpsat", router, immediate_start=False, **opts).result
+    assert not next(o for o in late.requests if o.id == "b").met  # waits for the boundary: too late
+    res = run_routed(two_nodes(True), 2, "cpsat", router, immediate_start=True, **opts).result
+    assert validate_result(res.instance, res.to_json()) == []  # no GPU runs two things at once
+    first = min((a for _, a in res.assignments if "b" in a.requests), key=lambda a: a.start_us)
+    assert first.immediate and first.start_us == 450_000
+    assert next(o for o in res.requests if o.id == "b").met
+    alone = run_routed(two_nodes(False), 2, "cpsat", router, immediate_start=True, **opts).result
+    committed = lambda r: sorted((a.request, a.gpus, a.steps, a.start_us, a.end_us)  # noqa: E731
+                                 for k, a in r.assignments if k == 0 and "b" not in a.requests)
+    assert committed(res) == committed(alone)
+
+
+def test_cli_immediate_starts_on_nodes(tmp_path):
+    p = tmp_path / "imm.json"
+    p.write_text(json.dumps(two_nodes_data(True)))
+    cli = [sys.executable, "-m", "tetriopt.cli", "solve", str(p), "--policy", "greedy", "--json", "-"]
+    on = json.loads(subprocess.run(cli, capture_output=True, text=True, check=True).stdout)
+    off = json.loads(subprocess.run(cli + ["--no-immediate-start"], capture_output=True, text=True, check=True).stdout)
+    assert any(a.get("immediate") for a in on["assignments"]) and on["cluster"]["nodes"] == 2
+    assert not any(a.get("immediate") for a in off["assignments"])

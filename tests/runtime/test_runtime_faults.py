@@ -153,8 +153,11 @@ def test_round_engine_one_death_one_failure(bridge):
     prof = load_profile("flux.1-dev-h100")
     eng = RoundEngine(cluster=make_cluster(2), profile=prof, degrees=(1, 2), round_us=400_000,
                       executor=_KillOnFirstReport(bridge, kill_round=1), clock=VirtualClock())
-    reqs = [Tracked(id=f"r{i}", width=256, height=256, steps=12, arrival_us=0, deadline_us=60_000_000)
-            for i in range(3)]
+    # r3 needs several rounds after the death's round, so a death that no report of round 1
+    # notices is still noticed at a later dispatch (without it, the test flaked when every
+    # request happened to finish in round 1)
+    reqs = [Tracked(id=f"r{i}", width=256, height=256, steps=12 if i < 3 else 40, arrival_us=0,
+                    deadline_us=60_000_000) for i in range(4)]
     for t in reqs:
         eng.submit(t)
     policy = make_policy("greedy")

@@ -49,9 +49,8 @@ def _policies(text: str) -> list[str]:
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Every policy (and the bound) with batching (same as the suffix '+batching' on each name); "
                    "--no-batching --no-immediate-start: TetriServe's model (the paper's figures).")
-@click.option("--immediate-start/--no-immediate-start", default=None,
-              help="Every policy (and the bound) with immediate starts (suffix '+immediate'; default: on "
-                   "with one node, off with --nodes, where they do not run).")
+@click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
+              help="Every policy (and the bound) with immediate starts (suffix '+immediate').")
 @click.option("--bound/--no-bound", default=True, show_default=True, help="Also compute the hindsight upper bound.")
 @click.option("--bound-time-s", type=click.FloatRange(min=0.01), default=60.0, show_default=True)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Worker processes (default: CPUs).")
@@ -90,15 +89,11 @@ def bench(models, gpus, islands, mixes, slo_scales, rates, round_ms, seeds, n, s
         pols = _policies(policies)
     else:
         pols = bench_policies(gpus)
-    if immediate_start is None:
-        immediate_start = nodes == 1
     if nodes > 1:
-        if immediate_start or any("immediate" in B.split_features(p)[1] for p in pols):
-            raise InputError("nodes", nodes, "immediate starts run on one node only (drop --immediate-start)")
-        feat = "+batching" if batching else ""
+        feat = "+batching" * batching + "+immediate" * immediate_start
         pols = list(dict.fromkeys(p if "@" in p else f"{p}{feat}@{r}" for p in (pols if policies else ["cpsat"])
                                   for r in _list(routers)))
-        bound, plot_dir, batching = False, None, False  # the bound and the plots are single-node
+        bound, plot_dir, batching, immediate_start = False, None, False, False  # the bound and the plots are single-node
     try:
         window = tuple(float(x) for x in _list(gantt_window_s))
         assert len(window) == 2 and window[0] < window[1]

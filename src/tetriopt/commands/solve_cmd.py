@@ -7,7 +7,6 @@ import sys
 
 import click
 
-from ..errors import InputError
 from ..instance import load_instance
 from ..policies import policy_help
 from .params import FiniteFloat
@@ -51,9 +50,9 @@ def print_summary(res) -> None:
               help="Let same-size requests share steps (cpsat/pulp: batch options in the model; greedy, "
                    "tetriserve: their batching rules; other policies ignore it). --no-batching and "
                    "--no-immediate-start: TetriServe's model (the paper's figures).")
-@click.option("--immediate-start/--no-immediate-start", default=None,
+@click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
               help="Start a request arriving mid-round at once on GPUs the round's plan leaves idle "
-                   "(default: on with one node; immediate starts run on one node only).")
+                   "(with several nodes: on its node, routed at arrival).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write the full result as JSON ('-' for stdout).")
 @click.option("--timings/--no-timings", default=True, show_default=True,
@@ -73,14 +72,11 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batchin
 
     inst = load_instance(instance)
     nodes = nodes or inst.nodes
-    immediate_start = nodes == 1 if immediate_start is None else immediate_start
     opts = dict(time_limit_ms=time_limit_ms, seed=seed, workers=workers, deterministic=deterministic)
     pol = make_policy(policy, batching=batching, immediate_start=immediate_start, **opts)
     if nodes > 1:
         from ..cluster.multinode import check_router
         check_router(router)
-        if immediate_start:
-            raise InputError("nodes", nodes, "immediate starts run on one node only (drop --immediate-start)")
     bar = None
     if progress or (progress is None and sys.stderr.isatty() and len(inst.requests) >= 50):
         from tqdm import tqdm
@@ -90,7 +86,7 @@ def solve(instance, policy, time_limit_ms, seed, workers, deterministic, batchin
         if nodes > 1:
             from ..cluster.multinode import run_routed
             run = run_routed(inst, nodes, policy, router, progress=bar.update if bar else None, batching=batching,
-                             **opts)
+                             immediate_start=immediate_start, **opts)
             res = run.result
         else:
             res = run_solve(inst, pol, progress=bar.update if bar else None, immediate_start=immediate_start)

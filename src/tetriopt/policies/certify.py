@@ -15,7 +15,7 @@ from __future__ import annotations
 from .formulation import RoundModel, keepable
 
 
-def _best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
+def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
     """Per modelled request: (id, best objective it could reach alone this round, its GPU set
     (() for none), steps, kept) at that best."""
     m, st = rm.model, rm.state
@@ -74,13 +74,40 @@ def separable_bound(rm: RoundModel) -> int:
     return separable(rm)[0]
 
 
-def separable(rm: RoundModel) -> tuple[int, list[tuple[str, tuple[int, ...], int]], tuple[str, ...]]:
+def separable(rm: RoundModel, alone: list | None = None
+              ) -> tuple[int, list[tuple[str, tuple[int, ...], int]], tuple[str, ...]]:
     """(separable bound, decisions, kept) where the plan puts every request at its best alone.
     Where that plan fits together (no GPU over the round, joint and urgent tests hold:
     `formulation.complete` checks) it reaches the bound, so it is optimal, also where the warm
     starts chose differently (TetriServe spreads a lone request over idle GPUs where the model
     prefers the cheaper GPU-time: 27 of the 217 rounds CP-SAT solved on skewed-slo1.0 held a
     single request)."""
-    best = _best_alone(rm)
+    best = best_alone(rm) if alone is None else alone
     return (sum(b[1] for b in best), [(i, g, n) for i, _, g, n, _ in best if g],
             tuple(i for i, _, _, _, k in best if k))
+
+
+def split_objective(rm: RoundModel, hint: list[int] | None = None, alone: list | None = None) -> list[int] | None:
+    """Rewrite the objective as one value variable per modelled request (the sum of its own
+    objective terms), bounded above by what it could reach alone (`best_alone`, a valid bound on
+    its share of any feasible plan; `alone`: its result where already computed). Without LP (the quick slice, presolve off) CP-SAT bounds the
+    objective by summing its terms' bounds, as if every request ran on all its sets at once; with
+    the value variables that bound starts at the separable bound. Returns the hint extended to
+    the new variables (None without a hint)."""
+    if rm.batches:
+        return hint
+    m = rm.model
+    obj = dict(m.objective)
+    added = []
+    for rid, best, *_ in (best_alone(rm) if alone is None else alone):
+        own = [v for _, _, x, s in rm.cand.get(rid, ()) for v in (x, s, *(rm.fin[s][:1] if s in rm.fin else ()))]
+        terms = {v: obj.pop(v) for v in (*own, rm.keep[rid], rm.done[rid], rm.left[rid]) if v in obj}
+        lo = sum(min(c * m.lb[v], c * m.ub[v]) for v, c in terms.items())
+        val = m.var(f"value[{rid}]", lo, max(lo, best))
+        m.add({**terms, val: -1}, lb=0, ub=0)
+        obj[val] = 1
+        added.append(terms)
+    m.objective = obj
+    if hint is None:
+        return None
+    return list(hint) + [sum(c * hint[v] for v, c in t.items()) for t in added]

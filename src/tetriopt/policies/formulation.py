@@ -96,6 +96,7 @@ class RoundModel:
     owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
+    busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -330,7 +331,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost, fin=fin, owed=owed)
+                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],

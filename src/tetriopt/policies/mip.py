@@ -3,7 +3,9 @@ solve on CP-SAT or PuLP within the time limit, and fall back to the best heurist
 
 from __future__ import annotations
 
+import itertools
 import time
+from typing import Iterator
 
 from ..immediate import reserve_idle
 from ..lookahead import outlook
@@ -11,23 +13,39 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import separable
+from .certify import best_alone, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
+from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
 
+MAX_PAIRS = 1200  # (request, set) pairs above which build caps each request's candidate sets
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
-QUICK_S = 0.02  # deterministic seconds of CP-SAT's first slice without presolve on small models,
-QUICK_SHARE = 0.05  # at most this share of the limit
+QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
+QUICK_SHARE = 0.1  # at most this share of the limit
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
+
+
+def _resolved(items: list) -> Iterator:
+    """The warm starts in order, computing (in place) those left to compute; skipped ones dropped."""
+    i = 0
+    while i < len(items):
+        if callable(items[i]):
+            got = items[i]()
+            if got is None:
+                del items[i]
+                continue
+            items[i] = got
+        yield items[i]
+        i += 1
 
 
 class Rate:
@@ -63,7 +81,8 @@ class MipPolicy:
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
-                 immediate_start: bool = False, certify: bool = True, forecast: bool = True):
+                 immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
+                 split: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -82,6 +101,9 @@ class MipPolicy:
         self.deterministic = deterministic
         # certify: skip the search when a warm start reaches certify.separable_bound (then it is optimal)
         self.certify = certify
+        # symmetry: rows that order interchangeable GPU blocks before the search (symmetry.py)
+        self.symmetry = symmetry
+        self.split = split
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -139,23 +161,33 @@ class MipPolicy:
         self._last_kept = plan.kept or ()
         return plan
 
-    def _warm_starts(self, state: RoundState, t0: float, reserve: float
-                     ) -> list[tuple[str, list[Decision], tuple[str, ...]]]:
-        """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
-        greedy first, always."""
-        g_dec, g_kept = greedy_decisions(state)
-        out = [("greedy", g_dec, tuple(g_kept))]
-        if self.batching:
-            b_dec, b_kept = greedy_decisions(state, batching=True)
-            out.append(("greedy-batching", b_dec, tuple(b_kept)))
+    def _tetriserve_start(self, state: RoundState, t0: float, reserve: float):
+        """TetriServe's plan as a warm start, when its predicted cost fits (else None)."""
         cells = len(state.requests) * (state.cluster.gpus + 1)
         if self.deterministic or self._ts_rate.predict(cells) < TETRISERVE_SHARE * (self._left(t0) - reserve):
             t = time.perf_counter()
             ts = self._tetriserve.plan(state)
             self._ts_rate.observe(time.perf_counter() - t, cells)
-            out.append(("tetriserve", decisions_of(ts), ts.kept or ()))
+            return ("tetriserve", decisions_of(ts), ts.kept or ())
+        self._ts_rate.skipped()
+        return None
+
+    def _warm_starts(self, state: RoundState, t0: float, reserve: float, lazy: bool = False) -> list:
+        """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
+        greedy first, always. With `lazy`, TetriServe's entry is a function computed only when a
+        caller reaches it (`_resolved`): most light rounds are certified by the separable or the
+        greedy plan before it (its plan sets a capped model's candidate sets, so not lazy there)."""
+        g_dec, g_kept = greedy_decisions(state)
+        out: list = [("greedy", g_dec, tuple(g_kept))]
+        if self.batching:
+            b_dec, b_kept = greedy_decisions(state, batching=True)
+            out.append(("greedy-batching", b_dec, tuple(b_kept)))
+        if lazy:
+            out.append(lambda: self._tetriserve_start(state, t0, reserve))
         else:
-            self._ts_rate.skipped()
+            ts = self._tetriserve_start(state, t0, reserve)
+            if ts is not None:
+                out.append(ts)
         if self._last:  # the previous round's placement, continued
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
@@ -168,6 +200,7 @@ class MipPolicy:
         """The best warm start scored in the model; without a model (or when none is expressible)
         TetriServe's plan where it was computed (it meets more deadlines than greedy on every
         workload measured), else greedy's."""
+        heuristics = list(_resolved(heuristics))
         if best is None:
             name, dec, kept = next((h for h in heuristics if h[0] == "tetriserve"), heuristics[0])
             val = None
@@ -212,7 +245,10 @@ class MipPolicy:
         return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
-        heuristics = self._warm_starts(state, t0, reserve)
+        # lazy TetriServe where the model cannot be capped (build's max_pairs): then no warm start
+        # chooses its candidate sets
+        lazy = placed is None and len(state.requests) * sum(map(len, state.sets.values())) <= MAX_PAIRS
+        heuristics = self._warm_starts(state, t0, reserve, lazy)
         n_placed = len(state.requests) if placed is None else len(placed)
         n_alive = sum(outlook(state, r).alive for r in state.requests)
         est_vars = 2 * min(1200, n_placed * 32) + 4 * (n_alive + n_placed)
@@ -221,14 +257,14 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit before the model")
         t_build = time.perf_counter()
         hinted: dict[str, tuple] = {}
-        for _, dec, _ in heuristics:
+        for _, dec, _ in (h for h in heuristics if not callable(h)):
             for rid, g, _ in dec:
                 if isinstance(rid, str):
                     hinted[rid] = hinted.get(rid, ()) + (g,)
         stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
         try:
-            rm = build(state, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity, deadline=stop,
-                       batching=self.batching)
+            rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
+                       deadline=stop, batching=self.batching)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
@@ -236,10 +272,11 @@ class MipPolicy:
             add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates = None, heuristics
+        ub, candidates, alone = None, _resolved(heuristics), None
         if self.certify and not rm.batches:
-            ub, sep_dec, sep_kept = separable(rm)
-            candidates = [("separable", sep_dec, sep_kept), *heuristics]
+            alone = best_alone(rm)
+            ub, sep_dec, sep_kept = separable(rm, alone)
+            candidates = itertools.chain([("separable", sep_dec, sep_kept)], candidates)
         seen = []
         for name, dec, kept in candidates:
             if stop is not None and time.perf_counter() > stop:
@@ -262,6 +299,16 @@ class MipPolicy:
                 return list(dec), dict(backend=self.backend, status=status, objective=float(val), bound=float(ub),
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
                                        note=f"{name} plan meets the separable bound")
+        t_extra = time.perf_counter()
+        if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
+            pairs = swaps(rm)
+            if add_symmetry_rows(rm, pairs) and best is not None:
+                best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
+        if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)
+            hint = split_objective(rm, best[2] if best else None, alone)
+            if best is not None:
+                best = (best[0], best[1], hint, best[3], best[4])
+        built_s += time.perf_counter() - t_extra
         left_s = self._left(t0) - reserve
         if left_s < MIN_SEARCH_S:
             self._build_rate.observe(built_s, est_vars)
