@@ -84,3 +84,13 @@ def test_layout_fits_every_round_whose_loads_fit(case, start):
     for ivs in busy.values():
         ivs.sort()
         assert all(e1 <= s2 for (_, e1), (s2, _) in zip(ivs, ivs[1:]))
+
+
+def test_urgent_work_stays_in_front_when_deadline_order_does_not_fit():
+    # urgent A (1 GPU, earlier deadline) then B (2 GPUs): A first leaves B after it on GPU 0, and
+    # C's 60 ms on GPU 1 no longer fits in front of or behind it; urgent largest first fits: B,
+    # then A, with the rest packed against the end. The plain layout would put D before A.
+    tasks = [((0,), 40, "D"), ((0,), 30, "A"), ((0, 1), 30, "B"), ((1,), 60, "C")]
+    got = {k: (s, e) for k, s, e in layout(tasks, 0, 100, first=[1, 2])}
+    assert got["B"] == (0, 30) and got["A"] == (30, 60)
+    assert got["D"] == (60, 100) and got["C"] == (40, 100)

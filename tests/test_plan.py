@@ -80,3 +80,18 @@ def test_policies_plans_pass(policy):
                                                                   (1024, 1_500_000), (512, 900_000)])))
     p = tetriopt.solve_round(state, policy, **({"workers": 1, "time_limit_ms": 200} if policy == "cpsat" else {}))
     assert p.assignments and check_plan(state, p) is None
+
+
+def test_a_late_request_does_not_go_before_one_due_in_the_round():
+    # L missed its deadline already and finishes here; U, kept, is due 100 ms into the round: U
+    # goes first on the GPU they share (by deadline order alone L would, and U would miss)
+    from tetriopt.plan import make_plan
+    prof = tetriopt.load_profile("flux.1-dev-h100")
+    late = RequestState("L", 256, 256, remaining_steps=5, deadline_us=500_000, location=(0,))
+    due = RequestState("U", 512, 512, remaining_steps=1, deadline_us=1_000_000, location=(0,))
+    st = RoundState(now_us=900_000, round_us=900_000, cluster=tetriopt.make_cluster(1), profile=prof,
+                    degrees=(1,), requests=(late, due))
+    p = make_plan(st, [("L", (0,), 5), ("U", (0,), 1)], backend="test", kept=("U",))
+    by = {a.request: a for a in p.assignments}
+    assert by["U"].start_us == 900_000 and by["U"].end_us <= due.deadline_us
+    assert check_plan(st, p) is None

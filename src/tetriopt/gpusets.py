@@ -37,7 +37,10 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
     by round_start + the busiest GPU's load, so it always fits. Tasks whose indices are in
     `first` (requests due inside the round) are tried at the front in the given order, each as
     early as its GPUs allow, with the rest filling the gaps they leave or else packed against
-    the round's end; if neither fits in round_us, the plain layout is used.
+    the round's end. If neither fits in round_us, they go at the front largest first, the rest
+    packed largest first against the end: on a laminar family that always fits (on each GPU the
+    front work ends by its own load and the back work starts after the round less its load), so
+    urgent work is never moved behind the rest; the plain layout is the last resort.
     """
     tasks = list(tasks)
     urgent = set(first)
@@ -50,13 +53,14 @@ def layout(tasks: Iterable[tuple[tuple[int, ...], int, object]], round_start: in
         placed = _place(tasks, first + rest, round_start)
         if all(e <= end for _, e in placed.values()):
             return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
-        # 2: the urgent ones first, the rest packed against the end of the round
-        placed = _place(tasks, first, round_start)
+        # 2: the urgent ones first (in the given order, then largest first), the rest packed
+        # against the end of the round
         back = _place_backward(tasks, rest, end)
-        if all(placed[i][1] <= back_start(back, tasks, g, end)
-               for i in first for g in tasks[i][0]):
-            placed.update(back)
-            return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
+        for order in (first, [i for i in largest_first if i in urgent]):
+            placed = _place(tasks, order, round_start)
+            if all(placed[i][1] <= back_start(back, tasks, g, end) for i in order for g in tasks[i][0]):
+                placed.update(back)
+                return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
     placed = _place(tasks, largest_first, round_start)
     return [(tasks[i][2], *placed[i]) for i in range(len(tasks))]
 

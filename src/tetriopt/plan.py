@@ -106,9 +106,13 @@ def make_plan(state: RoundState, decisions: Iterable[Decision], backend: str,
     if not keep_order:
         ds.sort(key=lambda d: (min(by_id[i].deadline_us for i in members(d[0])), members(d[0])))
     tasks = [(gpus, dur, (rid, gpus, steps)) for (rid, gpus, steps), dur in zip(ds, durations(state, by_id, ds))]
-    # requests that finish this round with their deadline inside it go first where that fits
-    urgent = [j for j, (rid, _, steps) in enumerate(ds) if any(
-        steps == by_id[i].remaining_steps and state.due_us(by_id[i]) < state.end_us for i in members(rid))]
+    # requests that finish this round with their deadline inside it go first where that fits; not
+    # those the plan gave up or that miss even when run first (a 256 px request already late,
+    # sorted first by its deadline, pushed a kept 512 px one past its own on 64 GPUs)
+    kept = meta.get("kept")
+    urgent = [j for j, ((rid, _, steps), (_, dur, _)) in enumerate(zip(ds, tasks)) if any(
+        steps == by_id[i].remaining_steps and state.due_us(by_id[i]) < state.end_us
+        and state.now_us + dur <= by_id[i].deadline_us and (kept is None or i in kept) for i in members(rid))]
     placed = layout(tasks, state.now_us, state.round_us, urgent if not keep_order else ())
     assignments = tuple(Assignment(request=members(rid)[0], batch=members(rid)[1:], gpus=gpus, steps=steps,
                                    start_us=s, end_us=e)
