@@ -241,3 +241,34 @@ def test_alone_finish_counts_the_text_encode_as_the_planner_does():
     r = RequestState(id="r", width=512, height=512, remaining_steps=20, deadline_us=fin)
     reach = Reach(prof, cluster, (1, 2, 4, 8), 900_000)
     assert reach.alive(r, 900_000) and not reach.alive(replace(r, deadline_us=fin - 1), 900_000)
+
+
+def test_foresight_leaves_the_new_request_to_the_planner():
+    # 100 steps of 1024x1024 due at 0.9 s need all 4 GPUs for 15 rounds, then 40 pending steps due at 2 s
+    # fit 6 more: CP-SAT's forward schedule meets both, TetriServe's heuristic not the new one. It can
+    # meet its deadline alone, the necessary test passes, nobody met before is lost: admitted (as
+    # `tetriopt solve` admits every arrival); asking the heuristic to meet it too refuses it
+    pending, new = _req(0, steps=40, deadline_us=2_000_000), _req(1, steps=100, deadline_us=900_000)
+    state, both = _state([pending]), _state([pending, new])
+    assert not JointAdmission(headroom=0.7).check(state, (new,)).ok
+    assert foresee_met(both, "cpsat") == {"r0", "r1"} and foresee_met(both) == {"r0"}
+    assert Foresight().admits(state, (new,), 0)
+    assert not Foresight(own=True).admits(state, (new,), 0)
+    # still refused where it would cost a request met before (the 512 px one pushes the big one out)
+    big = _req(0, steps=125, deadline_us=1_200_000)
+    small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
+    assert not Foresight().admits(_state([big]), (small,), 0)
+
+
+def test_foresight_is_busy_from_the_first_offers_rate():
+    # 4 GPUs: 50 GPU-s offered in the first second is busy at once (over at least 10 s: 40 GPU-s), not
+    # only once a 30 s window (120 GPU-s) has filled; afterwards the 30 s window counts as before
+    state = _state([_req(2, steps=30)])
+    big = _req(1, steps=200)
+    fs = Foresight(busy_s=30)
+    fs.offered(0, 50_000_000)
+    assert not fs.admits(state, (big,), 1_000_000)
+    assert fs.admits(state, (big,), 31_000_000)     # out of the window
+    quiet = Foresight(busy_s=30)
+    quiet.offered(0, 35_000_000)
+    assert quiet.admits(state, (big,), 1_000_000)  # 35 of 40 GPU-s
