@@ -81,7 +81,8 @@ def _rounds(value: str | None) -> frozenset[int]:
                    "reported as missed; 0: it runs on GPU time the on-time requests leave.")
 @click.option("--admission-foresight", type=click.IntRange(min=0), default=16, show_default=True,
               help="Up to this many pending images, a request only the joint test's headroom refuses is accepted when a "
-                   "forward schedule of the pending work meets it and everything it met before (0: off).")
+                   "forward schedule of the pending work with it still meets everything it met before, while the offered "
+                   "work is below the cluster's capacity (0: off).")
 @click.option("--store", "store_path", default="tetriopt-jobs.sqlite3", show_default=True,
               help="SQLite file keeping async jobs across restarts and kill -9 ('' : in memory only).")
 @click.option("--max-body-bytes", type=click.IntRange(min=256), default=1 << 20, show_default=True)
