@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .lookahead import outlook, steps_possible, useful_degrees
-from .plan import Assignment, RoundPlan, decision_us, decisions_of, make_plan, members
+from .plan import Assignment, RoundPlan, check_plan, decision_us, decisions_of, make_plan, members
 from .state import RequestState, RoundState
 
 
@@ -168,7 +168,7 @@ def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
                     continue
                 trial = dec[:j] + [(rid, alt, steps)] + dec[j + 1:]
                 p = remake(trial)
-                if any(a.end_us > state.end_us for a in p.assignments) or on_time(p) < met:
+                if on_time(p) < met or check_plan(state, p) is not None:
                     continue
                 sc = idle_blocks_us(state, p)
                 if sc > score:
