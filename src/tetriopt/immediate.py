@@ -176,6 +176,4 @@ def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
                     gpus = alt
         if not moved:
             break
-    if best is plan:
-        return plan
-    return remake(dec)
+    return best
