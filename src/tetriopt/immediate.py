@@ -136,14 +136,15 @@ def idle_blocks_us(state: RoundState, plan: RoundPlan) -> int:
     return sum(k * (state.end_us - max(last[g] for g in gpus)) for k, sets in state.sets.items() for gpus in sets)
 
 
-def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
+def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3, trials: int = 160) -> RoundPlan:
     """A tie-break among plans of equal round objective when immediate starts are on: move
     decisions to another aligned set of the same degree wherever that leaves more whole blocks
     idle for longer (`idle_blocks_us`). A move is neutral for the round model: a set enters its
     objective only through the stay bonus (moves to or from a member's location are not made)
     and its busy rows (the plan must still fit the round, and every request it finishes in time
     still does). On 4 A40s a 2048 px SD3 request is met only if it starts mid-round on all four
-    GPUs at once, so where the work sits decides whether it can. Its time counts in solve_ms."""
+    GPUs at once, so where the work sits decides whether it can. At most `trials` plans are tried
+    (a busy SD3 H200 round has ~40 decisions x 8 sets); its time counts in solve_ms."""
     t0 = time.perf_counter()
     by_id = {r.id: r for r in state.requests}
     dec = decisions_of(plan)
@@ -155,6 +156,9 @@ def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
     def remake(ds: list) -> RoundPlan:
         return make_plan(state, ds, backend=plan.backend, status=plan.status, objective=plan.objective,
                          bound=plan.bound, kept=plan.kept, solve_ms=plan.solve_ms, note=plan.note)
+
+    def timed(p: RoundPlan) -> RoundPlan:
+        return replace(p, solve_ms=plan.solve_ms + (time.perf_counter() - t0) * 1e3)
 
     base = remake(dec)
     if base.assignments != plan.assignments:
@@ -169,6 +173,9 @@ def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
             for alt in state.sets.get(len(gpus), ()):
                 if alt == gpus or alt in locs:
                     continue
+                trials -= 1
+                if trials < 0:
+                    return timed(best)
                 trial = dec[:j] + [(rid, alt, steps)] + dec[j + 1:]
                 p = remake(trial)
                 if on_time(p) < met or check_plan(state, p) is not None:
@@ -179,4 +186,4 @@ def pack_idle(state: RoundState, plan: RoundPlan, passes: int = 3) -> RoundPlan:
                     gpus = alt
         if not moved:
             break
-    return replace(best, solve_ms=plan.solve_ms + (time.perf_counter() - t0) * 1e3)
+    return timed(best)
