@@ -14,7 +14,10 @@ the slowest node's plan: nodes plan in parallel on their own machines; for globa
 
     python benchmarks/multinode.py [--rates 120,240] [--mix uniform,skewed] [--time-limit-ms 100] [-n 300] [-j 2]
 
-Defaults take about 5 minutes on 2 cores. `--json FILE` keeps every row.
+Defaults take about 5 minutes on 2 cores. `--json FILE` keeps every row. `--features off,on` runs
+every row without and with batching and immediate starts (issue 13; default: off, the paper's
+model, as the docs/ray.md figures), `--seeds 0,1,2` several workloads, `--deterministic` CP-SAT on
+its deterministic clock (met counts independent of the machine's load).
 """
 
 from __future__ import annotations
@@ -28,20 +31,24 @@ ROUTERS = ("global", "round-robin", "least-work", "deadline-aware")
 
 
 def one(args: tuple) -> dict:
-    mix, rate, router, a = args
+    mix, rate, router, feat, seed, a = args
     from tetriopt.cluster.multinode import run_routed
     from tetriopt.instance import parse_instance
     from tetriopt.workload import generate
 
-    data = generate("flux.1-dev-h100", a.gpus, a.n, rate, mix=mix, slo_scale=a.slo_scale, seed=a.seed)
+    data = generate("flux.1-dev-h100", a.gpus, a.n, rate, mix=mix, slo_scale=a.slo_scale, seed=seed,
+                    steps=a.steps)
     data["cluster"]["nodes"] = a.nodes
     inst = parse_instance(data, name=f"{mix}-r{rate:g}")
     t0 = time.perf_counter()
-    run = run_routed(inst, a.nodes, "cpsat", router, time_limit_ms=a.time_limit_ms, seed=0, workers=1)
+    on = feat == "on"
+    run = run_routed(inst, a.nodes, "cpsat", router, time_limit_ms=a.time_limit_ms, seed=0, workers=1,
+                     batching=on, immediate_start=on, deterministic=a.deterministic)
     s = run.summary
     res = run.result
     span_min = (max(o.finish_us for o in res.requests) - min(r.arrival_us for r in inst.requests)) / 60e6
-    return {"mix": mix, "rate": rate, "router": router, "slo_attainment": s["slo_attainment"], "met": s["met"],
+    return {"mix": mix, "rate": rate, "router": router, "features": feat, "seed": seed,
+            "immediate_starts": s.get("immediate_starts", 0), "slo_attainment": s["slo_attainment"], "met": s["met"],
             "goodput_per_min": round(s["met"] / span_min, 2), "rejected": s["rejected"], "infeasible": s["infeasible"],
             "moved": s["moved"],
             "gpu_hours": s["gpu_hours"], "decision_ms_p50": s["decision_ms_p50"],
@@ -57,23 +64,29 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, default=8, help="GPUs per node")
     ap.add_argument("-n", type=int, default=300)
     ap.add_argument("--slo-scale", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--steps", type=int, default=20, help="denoising steps per request (FLUX's default: 28)")
+    ap.add_argument("--features", default="off", help="off, on or off,on: batching and immediate starts")
+    ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--time-limit-ms", type=float, default=100.0, help="CP-SAT limit per round (every planner)")
     ap.add_argument("--routers", default=",".join(ROUTERS))
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
-    work = [(m, float(r), rt, a) for m in a.mix.split(",") for r in a.rates.split(",") for rt in a.routers.split(",")]
+    work = [(m, float(r), rt, f, int(sd), a) for m in a.mix.split(",") for r in a.rates.split(",")
+            for rt in a.routers.split(",") for f in a.features.split(",") for sd in a.seeds.split(",")]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.jobs) as ex:
         rows = list(ex.map(one, work))
-    print(f"{a.nodes} nodes x {a.gpus} GPUs, flux.1-dev-h100, {a.n} requests, SLO scale {a.slo_scale:g}, seed {a.seed}, "
+    print(f"{a.nodes} nodes x {a.gpus} GPUs, flux.1-dev-h100, {a.n} requests, {a.steps} steps, SLO scale {a.slo_scale:g}, seeds {a.seeds}, "
           f"cpsat {a.time_limit_ms:g} ms/round, 1 worker ({time.perf_counter() - t0:.0f} s)")
-    print("| mix | req/min | router | SLO % | goodput met/min | 429 / 400 | moved | GPU-h | decision ms p50 / p99 | fallbacks |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| mix | req/min | router | features | seed | SLO % | goodput met/min | 429 / 400 | moved | immediate | GPU-h "
+          "| decision ms p50 / p99 | fallbacks |")
+    print("|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['mix']} | {r['rate']:g} | {r['router']} | {100 * r['slo_attainment']:.1f} | {r['goodput_per_min']:.1f} "
-              f"| {r['rejected']} / {r['infeasible']} | {r['moved']} | {r['gpu_hours']:.3f} | {r['decision_ms_p50']:.0f} / "
+        print(f"| {r['mix']} | {r['rate']:g} | {r['router']} | {r['features']} | {r['seed']} | {100 * r['slo_attainment']:.1f} "
+              f"| {r['goodput_per_min']:.1f} "
+              f"| {r['rejected']} / {r['infeasible']} | {r['moved']} | {r['immediate_starts']} | {r['gpu_hours']:.3f} | {r['decision_ms_p50']:.0f} / "
               f"{r['decision_ms_p99']:.0f} | {r['fallback_rounds']} |")
     if a.json:
         with open(a.json, "w") as f:

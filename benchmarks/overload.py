@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Serving under overload and faults (issue 15): three measurements against `tetriopt serve` (sim executor).
+"""Serving under overload and faults (issue 15): four measurements against `tetriopt serve` (sim executor).
 
 1. overload: loadgen at --rate (default 8 req/s, about 5x the capacity of 8 simulated H100s on
    FLUX's default mix) for --duration-s, once with the server's defaults and once with an
@@ -10,6 +10,8 @@
    job must finish exactly once (counted from both runs' "finished" log lines).
 3. SIGTERM with unfetched results and unfinished jobs: the exit time against --drain-timeout-s,
    and after a restart every result is still there.
+4. hostile inputs (slo_ms / deadline_ms of 1e308, a body nested 100,000 deep, a forged Host
+   header): each a 4xx in the error shape or ignored, the keep-alive connection kept.
 
     python benchmarks/overload.py --json overload.json
 """
@@ -200,6 +202,37 @@ def sigterm(a: argparse.Namespace) -> dict:
     return res
 
 
+def hostile(a: argparse.Namespace) -> dict:
+    """The issue's hostile inputs against the defaults, on one keep-alive connection: slo_ms and
+    deadline_ms of 1e308, a body nested 100,000 `[` deep, a forged Host header on a `url` result.
+    Each must be a 4xx in the error shape (or the header ignored) and keep the connection."""
+    proc, url = start(a.gpus, free_port(), "--store", "")
+    body = {"prompt": "p", "size": "256x256", "steps": 2}
+    out: dict = {}
+    try:
+        with httpx.Client(base_url=url, timeout=60) as c:
+            def probe(name: str, r: httpx.Response, ok) -> None:
+                err = r.json().get("error") if r.headers.get("content-type", "").startswith("application/json") else None
+                out[name] = {"status": r.status_code, "error": err and {k: err.get(k) for k in ("code", "param")},
+                             "connection_kept": r.headers.get("connection", "").lower() != "close", "as_specified": ok(r)}
+            for field in ("slo_ms", "deadline_ms"):
+                r = c.post("/v1/images/generations", json={**body, field: 1e308})
+                probe(f"{field}=1e308", r, lambda r, f=field: r.status_code == 400 and r.json()["error"]["param"] == f)
+            r = c.post("/v1/images/generations", content=b"[" * 100_000 + b"]" * 100_000,
+                       headers={"content-type": "application/json"})
+            probe("nested 100000 deep", r, lambda r: r.status_code == 400)
+            r = c.post("/v1/images/generations", json={**body, "response_format": "url"},
+                       headers={"host": "evil.example.com"})
+            probe("Host: evil.example.com", r, lambda r: r.status_code == 200 and "evil" not in r.json()["data"][0]["url"])
+            out["Host: evil.example.com"]["url"] = r.json()["data"][0]["url"] if r.status_code == 200 else None
+            out["healthz_after"] = c.get("/healthz").status_code
+    finally:
+        stop(proc)
+    out["all_as_specified"] = all(v["as_specified"] and v["connection_kept"] for v in out.values() if isinstance(v, dict))
+    print(f"hostile  : {out}", file=sys.stderr)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gpus", type=int, default=8)
@@ -214,10 +247,10 @@ def main() -> int:
     ap.add_argument("--explain", action="store_true",
                     help="debug logs for the defaults runs; the report lists each accepted request that missed "
                          "its deadline, with the rounds whose plan gave it up")
-    ap.add_argument("--only", choices=["overload", "kill9", "sigterm"], action="append")
+    ap.add_argument("--only", choices=["overload", "kill9", "sigterm", "hostile"], action="append")
     ap.add_argument("--json", dest="json_out", default=None)
     a = ap.parse_args()
-    parts = a.only or ["overload", "kill9", "sigterm"]
+    parts = a.only or ["overload", "kill9", "sigterm", "hostile"]
     try:
         report = {"machine": f"{os.cpu_count()} CPUs (shared with other work while measured)",
                   **{p: globals()[p](a) for p in parts}}

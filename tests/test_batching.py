@@ -5,6 +5,7 @@ model stays above every policy with the features on (and the old bound above the
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,28 @@ def test_cli_switches():
                 "--no-timings", "--json", "-")
     assert plain.stdout == feats.stdout and any(a.get("immediate") for a in json.loads(plain.stdout)["assignments"])
     assert not any(a.get("immediate") for a in json.loads(paper.stdout)["assignments"])
+
+
+def test_reserve_idle_ends_hopeless_work_by_mid_round():
+    """cpsat with immediate starts: work of a request that can no longer meet its deadline ends by
+    the middle of the round (at least one step), so a 2048 px arrival finds a whole set idle; a
+    given-up request that can still make it runs in full, and none runs beside kept work."""
+    from tetriopt.immediate import reserve_idle
+    from tetriopt.lookahead import outlook
+    from tetriopt.plan import make_plan
+
+    prof = tetriopt.load_profile("sd3-medium-a40")
+    late = RequestState("late", 2048, 2048, 20, deadline_us=1_000_000, arrival_us=0, location=(0, 1))
+    live = RequestState("live", 512, 512, 28, deadline_us=60_000_000, arrival_us=0)
+    st_ = RoundState(now_us=0, round_us=1_850_000, cluster=make_cluster(4, [[0, 1], [2, 3]]), profile=prof,
+                     degrees=(1, 2, 4), requests=(late, live))
+    assert not outlook(st_, late).alive and outlook(st_, live).alive
+    plan = make_plan(st_, [("late", (0, 1), 3), ("live", (2,), 28)], backend="cpsat", kept=())
+    assert max(a.end_us for a in plan.assignments if a.request == "late") > 925_000
+    out = reserve_idle(st_, plan)
+    assert check_plan(st_, out) is None
+    got = {a.request: a for a in out.assignments}
+    assert got["late"].steps == 1 and got["late"].end_us <= 925_000  # 1 step at degree 2: 566 ms
+    assert got["live"].steps == 28
+    only_kept = reserve_idle(st_, replace(plan, kept=("live",)))
+    assert [a.request for a in only_kept.assignments] == ["live"]

@@ -148,3 +148,23 @@ def test_cli_immediate_starts_on_nodes(tmp_path):
     off = json.loads(subprocess.run(cli + ["--no-immediate-start"], capture_output=True, text=True, check=True).stdout)
     assert any(a.get("immediate") for a in on["assignments"]) and on["cluster"]["nodes"] == 2
     assert not any(a.get("immediate") for a in off["assignments"])
+
+
+def test_arrival_no_node_keeps_from_the_boundary_goes_where_it_starts_now():
+    """A request no node can keep from the next boundary (the router answers None) goes to the
+    node where it can start at once, not to the least-work fallback: node 0 ends its round with
+    nothing committed but both GPUs busy, node 1 has work left but one GPU idle."""
+    reqs = [{"id": "x", "arrival_ms": 0, "deadline_ms": 1000, "width": 1024, "height": 1024, "steps": 8},
+            {"id": "y", "arrival_ms": 0, "deadline_ms": 30000, "width": 256, "height": 256, "steps": 28},
+            {"id": "b", "arrival_ms": 450, "deadline_ms": 1950, "width": 256, "height": 256, "steps": 28}]
+    inst = parse_instance({"model": "flux.1-dev-h100", "cluster": {"gpus": 2, "nodes": 2}, "round_ms": 900,
+                           "requests": reqs}, name="imm-none")
+    run = simulate_cluster(inst, 2, "deadline-aware", "cpsat", immediate_start=True, time_limit_ms=100,
+                           deterministic=True)
+    res = run.result
+    assert validate_result(res.instance, res.to_json()) == []
+    where = {a.request: a.gpus[0] // 2 for _, a in res.assignments}
+    assert where["x"] == 0 and where["y"] == 1 and run.infeasible == 1
+    first = min((a for _, a in res.assignments if a.request == "b"), key=lambda a: a.start_us)
+    assert where["b"] == 1 and first.immediate and first.start_us == 450_000
+    assert next(o for o in res.requests if o.id == "b").met

@@ -33,7 +33,8 @@ def _req(i, steps=100, deadline_us=2_000_000, size=1024, location=()):
 def test_joint_test_accepts_what_fits_and_no_more():
     # 1024x1024: 100 steps at 1 GPU (24 ms) miss a 2 s deadline, at 2 GPUs (13 ms, 26 GPU-ms) they meet it;
     # 4 such steps fill 52 of a 60 ms round, so a step holds 26 x 60/52 = 30 GPU-ms: 3 GPU-s each.
-    # 4 GPUs x ~1.996 s before the due time hold 2 of them, not 3 (headroom 1)
+    # 4 GPUs x ~1.996 s before the due time hold 2 of them, not 3 (headroom 1). Each also owes its 4 ms
+    # VAE decode on its 2 GPUs, as the planner's joint test charges it
     adm = JointAdmission(headroom=1.0)
     kept = []
     for i in range(6):
@@ -41,7 +42,7 @@ def test_joint_test_accepts_what_fits_and_no_more():
             kept.append(_req(i))
     assert len(kept) == 2
     v = adm.check(_state(kept), (_req(9),))
-    assert not v.ok and v.retry_after_s >= 1 and v.committed_gpu_us == 3 * 100 * 30_000
+    assert not v.ok and v.retry_after_s >= 1 and v.committed_gpu_us == 3 * (100 * 30_000 + 2 * 4_000)
     # an earlier deadline that would push a kept one out is refused too, a later one still fits
     assert not adm.check(_state(kept), (_req(7, deadline_us=1_000_000),)).ok
     assert adm.check(_state(kept), (_req(8, deadline_us=5_000_000),)).ok
@@ -77,6 +78,25 @@ def test_forced_work_protects_a_big_late_request():
     assert not forced_work_fits(after, [big, small], {"s"}, looks)
     assert not adm.check(_state([big]), (small,)).ok
     assert adm.check(_state([big]), (replace(small, remaining_steps=20),)).ok
+
+
+def test_forced_work_keeps_room_for_the_degree_a_kept_request_is_priced_at():
+    # 40 steps of 1024x1024 due in 10 rounds: at 1 GPU (2 steps a round) it misses, at 2 GPUs (4 a round)
+    # it meets it, so the joint test prices it at 2 GPUs; its fastest set is all 4 (7 steps a round).
+    # Three 256 px images of 60 steps due in 5 rounds: by then, at its 2-GPU pace, the big one must have
+    # done 40 - 5 x 4 = 20 steps (0.6 GPU-s), and with them 0.72 GPU-s of small steps overflow the 1.2
+    # GPU-s of 4 GPUs x 5 rounds: refused. Forced work counted at its fastest set (the necessary
+    # condition, 5 steps by then) lets them in, after which it could only finish on all 4 GPUs.
+    from tetriopt.lookahead import outlook
+
+    big = _req(0, steps=40, deadline_us=604_000)
+    o = outlook(_state([big]), big)
+    assert (o.cheapest_degree, o.fastest) == (2, 4)
+    small = tuple(RequestState(id=f"s{i}", width=256, height=256, remaining_steps=60, deadline_us=301_000)
+                  for i in range(3))
+    assert not JointAdmission(headroom=1.0).check(_state([big]), small).ok
+    assert JointAdmission(headroom=1.0, forced_at="fastest").check(_state([big]), small).ok
+    assert JointAdmission(headroom=1.0).check(_state([big]), small[:1]).ok
 
 
 def test_plan_window_keeps_the_urgent_and_the_started():
@@ -182,10 +202,13 @@ def test_foresight_accepts_what_a_forward_schedule_meets():
     assert Foresight().admits(state, (big,), 0)
     # above its backlog limit it does not look (the joint test alone decides), nor while the door is busy
     assert not Foresight(max_pending=1).admits(state, (big,), 0)
-    fs = Foresight(busy_refusals=2, busy_s=10)
-    fs.refused(1_000_000)
-    fs.refused(2_000_000)
-    assert not fs.admits(state, (big,), 5_000_000) and fs.admits(state, (big,), 11_500_000)
+    # busy: more work offered in the last 10 s than the 4 GPUs can do in them (40 GPU-s)
+    fs = Foresight(busy_load=1.0, busy_s=10)
+    fs.offered(1_000_000, 30_000_000)
+    assert fs.admits(state, (big,), 2_000_000)
+    fs.offered(2_000_000, 15_000_000)
+    assert not fs.admits(state, (big,), 5_000_000)
+    assert fs.admits(state, (big,), 11_500_000)  # the first offer is out of the window: 15 of 40 GPU-s
 
 
 def test_foresight_refuses_what_breaks_a_request_it_met_before():
@@ -197,3 +220,20 @@ def test_foresight_refuses_what_breaks_a_request_it_met_before():
     assert not foresee_met(replace(state, requests=(big, small))) >= {"r0", "s"}
     assert not Foresight().admits(state, (small,), 0)
     assert Foresight().admits(state, (replace(small, remaining_steps=20),), 0)
+
+
+def test_alone_finish_counts_the_text_encode_as_the_planner_does():
+    """FLUX 512 px, 20 steps on one H100 (44.4 ms): 888 ms of steps, 20 ms encode, 21.3 ms decode do
+    not fit one 900 ms round, so the planner runs 19 steps in the first and the last with the decode
+    in the second: 965.7 ms from a boundary (909.3 ms without the encode, which the planner never
+    reaches). Admission's "alone" test (and the SLO unit loadgen multiplies) is that finish, and
+    Reach (the planner's alive) agrees with it."""
+    from tetriopt.server.admission import Timing, best_finish_us, solo_latency_us
+
+    prof, cluster = load_profile("flux.1-dev-h100"), make_cluster(8)
+    fin = best_finish_us(prof, cluster, (1, 2, 4, 8), Timing(900_000, 0), 512, 512, 20, 450_000)
+    assert fin == 900_000 + 965_700                      # from the next boundary
+    assert solo_latency_us(prof, cluster, (1, 2, 4, 8), 512, 512, 20, 900_000) == 965_700
+    r = RequestState(id="r", width=512, height=512, remaining_steps=20, deadline_us=fin)
+    reach = Reach(prof, cluster, (1, 2, 4, 8), 900_000)
+    assert reach.alive(r, 900_000) and not reach.alive(replace(r, deadline_us=fin - 1), 900_000)

@@ -84,3 +84,41 @@ def test_a_late_request_takes_the_time_of_work_the_plan_gave_up_on():
     # without the plan saying who is kept, nothing is displaced
     merged, full = fill_late(_state([a, b, gone]), replace(plan, kept=None), (late,))
     assert [x.request for x in full.assignments] == ["a", "b", "gone"]
+
+
+def test_admission_counts_a_late_arrival_placed_by_displacing_given_up_work():
+    """Admission's prediction (`admission.late_arrivals_fit`) is fill_late's outcome: where fill_late
+    places a late arrival by displacing work of a request the plan gave up on, the plan is rebuilt
+    (its assignments no longer a prefix), and the arrival's steps still count."""
+    from tetriopt.server.admission import late_arrivals_fit
+
+    a, b, gone = _req("a"), _req("b", size=512), _req("gone", deadline_us=NOW + 10_000)
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1), 4, NOW, NOW + 52_000),
+                                  Assignment("b", (0,), 1, NOW + 52_000, NOW + 60_000),
+                                  Assignment("gone", (2, 3), 4, NOW, NOW + 52_000)),
+                     backend="test", kept=("a", "b"))
+    # due at the round's end: it needs all 4 steps now (4 x 13 ms + its 4 ms decode on GPUs 2-3)
+    late = _req("late", steps=4, deadline_us=NOW + 64_000)
+    merged, full = fill_late(_state([a, b, gone]), plan, (late,))
+    assert [(x.request, x.steps) for x in full.assignments][2:] == [("late", 4)]
+    assert late_arrivals_fit(_state([a, b, gone]), plan, (late,))
+    # one step more does not fit in the round: not promised
+    assert not late_arrivals_fit(_state([a, b, gone]), plan, (replace(late, remaining_steps=5),))
+
+
+def test_admission_predicts_late_arrivals_with_the_servers_batching(tmp_path):
+    """Two same-size late arrivals that each need the round: batched (the loop's fill_late with the
+    server's switch on) both get their steps on the one free GPU; run apart only one does. The
+    prediction follows the switch, as the loop's fill_late does."""
+    from tetriopt.server.admission import late_arrivals_fit
+
+    data = json.loads(Path(FAST_PROFILE).read_text())
+    for p in data["points"]:
+        p["batches"] = {"2": {"step_ms": {k: v * 1.1 for k, v in p["step_ms"].items()}}}
+    (tmp_path / "b.json").write_text(json.dumps(data))
+    st = replace(_state([_req("a", steps=40, deadline_us=NOW + 2_000_000)]), profile=load_profile(str(tmp_path / "b.json")))
+    # GPUs 0-2 full; GPU 3 has 60 ms free: 256 px steps of 4 ms (4.4 ms batched), 1 ms decode each
+    plan = RoundPlan(assignments=(Assignment("a", (0, 1, 2), 1, NOW, NOW + 60_000),), backend="test")
+    late = tuple(_req(f"l{i}", size=256, steps=10, deadline_us=NOW + 62_000) for i in range(2))
+    assert late_arrivals_fit(st, plan, late, batching=True)
+    assert not late_arrivals_fit(st, plan, late, batching=False)

@@ -29,7 +29,7 @@ TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in t
 BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this share of what is left
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
-QUICK_SHARE = 0.1  # at most this share of the limit
+QUICK_SHARE = 0.05  # at most this share of the limit
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
 

@@ -105,8 +105,14 @@ def swaps(rm: RoundModel) -> list[Swap]:
     for rid, cs in rm.cand.items():
         for g, _, x, s in cs:
             by_set.setdefault(g, {})[rid] = (x, s)
+    # a latent partly inside the pair breaks it (its stay bonus): skip such pairs before the full
+    # check, which costs ms on a round of 30 requests (skipping a pair is always exact)
+    latents = {frozenset(r.location) for r in st.requests if r.location and r.id in rm.cand}
     out = []
     for a, b, inside in _sibling_pairs(st.cluster.islands, tuple(st.degrees)):
+        both = frozenset(a) | frozenset(b)
+        if any(lat & both and not both <= lat for lat in latents):
+            continue
         p = _perm(rm, by_set, a, b, inside)
         if p:
             out.append(Swap(a, b, p))

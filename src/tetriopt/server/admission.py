@@ -59,15 +59,19 @@ def steps_end_us(start_us: int, steps: int, step_us: int, round_us: int) -> int:
 
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                    width: int, height: int, steps: int, arrival_us: int) -> int | None:
-    """Earliest finish (decode included) alone on the cluster; None if no step fits in a round."""
+    """Earliest finish alone on the cluster, from the first boundary a request arriving at
+    arrival_us can run at, under the planner's rule (lookahead.earliest_finish_us: its text
+    encode in the first round, the decode in the finishing one; as `Reach`, at any useful degree);
+    None if no step fits in a round. Without the encode, a 512 px image at 1.5x its SLO arriving
+    mid-round was accepted and then never kept by the planner, which counts it."""
+    R, encode, decode = timing.round_us, profile.text_encode_us, profile.vae_decode_us(width, height)
     start = timing.first_start_us(arrival_us)
     best = None
-    for k, step in useful_steps(profile, cluster, degrees, width, height, timing.round_us).items():
-        fin = steps_end_us(start, steps, step, timing.round_us)
+    for step in useful_steps(profile, cluster, degrees, width, height, R).values():
+        fin = earliest_finish_us(R, step, start, steps, encode, decode)
+        fin = fin if fin is not None else steps_end_us(start, steps, step, R) + decode
         best = fin if best is None else min(best, fin)
-    if best is None:
-        return None
-    return best + profile.vae_decode_us(width, height)
+    return best
 
 
 def solo_latency_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], width: int, height: int,
@@ -98,16 +102,23 @@ class JointAdmission:
     already dispatched for that round still to do). A request is accepted when the EDF joint capacity test keeps every one of
     its images and drops none of the requests it kept without them. Per-request figures
     (lookahead.outlook) depend only on the boundary and the remaining steps, so they are
-    computed once per request per round, not once per admission. Two corrections to the ideal
-    test: a step's cost includes its share of the round it cannot fill (round quantisation), and
-    `headroom` < 1 inflates every cost for what the test still ignores (packing, the planner's
-    preferences), except a new request's own on an idle cluster.
+    computed once per request per round, not once per admission. A request's work is what the
+    planner's model charges: its steps at the cheapest deadline-meeting degree, its text encode
+    if not started and the VAE decode it owes, on that many GPUs (without the aux work, admission
+    let in small images beside a 2048x2048 one whose owed decode, 1.6 GPU-s on 4 H100s, the model
+    then could not fit). Two corrections to the ideal test: a step's cost includes its share of
+    the round it cannot fill (round quantisation), and `headroom` < 1 inflates every cost for what
+    the test still ignores (packing, the planner's preferences), except a new request's own on an
+    idle cluster. `forced_at`: see forced_work_fits.
     """
 
-    def __init__(self, headroom: float = 1.0):
+    def __init__(self, headroom: float = 1.0, forced_at: str = "cheapest"):
         if not 0 < headroom <= 1:
             raise ValueError("headroom must be in (0, 1]")
+        if forced_at not in ("cheapest", "fastest"):
+            raise ValueError("forced_at must be 'cheapest' or 'fastest'")
         self.headroom = headroom
+        self.forced_at = forced_at  # forced_work_fits: the degree a later-due request's last steps run at
         self._boundary = -1
         self._looks: dict[tuple[str, int, bool], Any] = {}
 
@@ -128,7 +139,11 @@ class JointAdmission:
                 step = o.step[o.cheapest_degree]
                 used = state.round_us // step * step if step <= state.round_us else state.round_us
                 scale = 1.0 if r.id in own else self.headroom
-                o = replace(o, cheapest_cost=int(o.cheapest_cost * state.round_us // used / scale))
+                # the aux work the planner charges it on that set (the model: its text encode in the
+                # round it starts, the decode it still owes in the joint test), spread over its steps
+                # so that cost x remaining steps is its whole work
+                aux = o.cheapest_degree * (state.encode_us(r) + state.decode_us(r)) // max(1, r.remaining_steps)
+                o = replace(o, cheapest_cost=int((o.cheapest_cost * state.round_us // used + aux) / scale))
                 self._looks[key] = o
             out[r.id] = o
         return out
@@ -144,7 +159,8 @@ class JointAdmission:
         new_ids = {r.id for r in new}
         ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after
         if ok:
-            ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks)
+            ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks,
+                                  self.forced_at)
         due = max(r.deadline_us - state.decode_us(r) for r in new) if new else state.now_us
         work = sum(looks[r.id].cheapest_cost * r.remaining_steps for r in after.requests
                    if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
@@ -155,14 +171,24 @@ class JointAdmission:
 MAX_CHECK_POINTS = 64  # deadlines the forced-work test looks at: bounds its cost at any backlog
 
 
-def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any]) -> bool:
+def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any],
+                     at: str = "cheapest") -> bool:
     """The joint test extended by forced work, at the deadlines where the new images add demand.
 
     The planner's test counts, by each due time D, the work of requests due by D. A request due
-    later must also do by D whatever of its steps cannot fit between D and its own due time at its
-    fastest degree (lookahead.steps_possible); a big image with a long deadline cannot be squeezed
-    into its last rounds, so small requests admitted ahead of it would push it out. Work is at the
-    cheapest deadline-meeting cost (as in the joint test), so this stays a necessary condition.
+    later must also do by D whatever of its steps cannot fit between D and its own due time
+    (lookahead.steps_possible's rule) at the degree `at`; a big image with a long deadline cannot
+    be squeezed into its last rounds, so small requests admitted ahead of it would push it out.
+    Work is at the cheapest deadline-meeting cost, as in the joint test.
+
+    `at="fastest"` is a necessary condition: the request could still run its last steps on its
+    fastest set. But the planner prices it at its cheapest deadline-meeting degree, is
+    indifferent per GPU-ms between it and anything else, and runs what is due first: a big image
+    deferred that way falls behind its cheapest degree, its cost rises (2048x2048 at 5x its SLO
+    on 8 H100s: 1 GPU, then 4, then all 8) and it is given up for two small requests when it
+    needs the whole cluster at once (at 5x capacity, 9-10 of 12-14 missed deadlines, given up
+    3-5 rounds before their deadline). `at="cheapest"` (admission's default) keeps room for the
+    schedule its cost assumes, so a later request is admitted only if that schedule still fits.
     At most MAX_CHECK_POINTS deadlines are checked (the nearest ones where the new images add
     demand, then a spread of the rest), so that an admission stays cheap at a large backlog.
     """
@@ -172,14 +198,15 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     due = np.array([r.deadline_us - state.decode_us(r) for r in kept], dtype=np.int64)
     rem = np.array([r.remaining_steps for r in kept], dtype=np.int64)
     cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
-    fast = np.array([looks[r.id].step[looks[r.id].fastest] for r in kept], dtype=np.int64)
+    step = np.array([looks[r.id].step[looks[r.id].cheapest_degree if at == "cheapest" else looks[r.id].fastest]
+                     for r in kept], dtype=np.int64)
     is_new = np.array([r.id in new_ids for r in kept])
 
     def forced(D: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Work each request in `cols` must have done by each check point D (rows)."""
         span = np.maximum(due[cols][None, :] - D[:, None], 0)
         full, rest = np.divmod(span, R)
-        after = np.where(span >= fast[cols], full * (R // fast[cols]) + rest // fast[cols], 0)
+        after = np.where(span >= step[cols], full * (R // step[cols]) + rest // step[cols], 0)
         return np.where(due[cols][None, :] <= D[:, None], rem[cols], np.maximum(rem[cols] - after, 0)) * cost[cols]
 
     D = np.unique(due[due > state.now_us])
@@ -197,16 +224,23 @@ def need_now(state: RoundState, r: RequestState) -> int:
     return outlook(state, r).need_now
 
 
-def late_arrivals_fit(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]) -> bool:
+def late_arrivals_fit(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...],
+                      batching: bool = False) -> bool:
     """Do requests that arrived after a round's snapshot (`late`, earlier arrivals first) each get
     the steps they need in that round (`need_now`) from `planner.fill_late`, the only GPU time they
     can have there (what the round's plan leaves free)? Admission's promise for an arrival whose
     deadline needs the round that is already planned: the joint test alone counts capacity the
-    plan has already given away (at 5x load, 7 of 19 missed deadlines were such small images)."""
-    merged, full = fill_late(state, plan, late)
+    plan has already given away (at 5x load, 7 of 19 missed deadlines were such small images).
+    `batching`: the server's switch, as the loop passes it to `fill_late` (late arrivals may
+    share steps there). Every member of a batch gets its steps, and assignments `fill_late`
+    placed where it displaced given-up work count too (they do not follow the plan's own)."""
+    merged, full = fill_late(state, plan, late, batching=batching)
+    ids = {r.id for r in late}
     got: dict[str, int] = {}
-    for a in full.assignments[len(plan.assignments):]:
-        got[a.request] = got.get(a.request, 0) + a.steps
+    for a in full.assignments:
+        for i in a.requests:
+            if i in ids:
+                got[i] = got.get(i, 0) + a.steps
     return all(got.get(r.id, 0) >= need_now(merged, r) for r in late)
 
 
@@ -337,32 +371,38 @@ class Foresight:
     The headroom (< 1) makes the joint test refuse work a concrete schedule fits (measured at
     light load: 2048 px images at SLO 1.0 beside any pending work, 1024 px at 1.0 beside a 2048 px
     one, each met by `tetriopt solve` on the same arrivals). The foresight looks only where the
-    ideal joint test (headroom 1) accepts and at most `max_pending` requests are pending: a
-    forward schedule costs a simulation on the event loop (a few ms at 8-16 pending), and under
-    overload it admitted big images the planner then gave up as later arrivals, unseen by the
-    forward schedule, competed for their GPUs (5x capacity, 2 runs each at load 3-4: 79-80% of
-    accepted met with it, 87-89% without). So it also stays out while the door is busy: after
-    `busy_refusals` refusals within `busy_s` seconds, overload is the joint test's to shed."""
+    ideal joint test (headroom 1, forced work at the fastest degree: necessary conditions) accepts
+    and at most `max_pending` requests are pending: a forward schedule costs a simulation on the
+    event loop (a few ms at 8-16 pending). Its schedule assumes no further arrivals, which holds
+    roughly while arrivals bring less work than the cluster can do; under overload it admitted
+    big images the planner then gave up as later arrivals competed for their GPUs (5x capacity,
+    2 runs each at load 3-4: 79-80% of accepted met with it, 87-89% without). So it stays out
+    while the door is busy: while the work offered (every request judged by work, accepted or
+    not, at its cheapest degree) in the last `busy_s` seconds exceeds `busy_load` x the cluster's
+    GPU-time then. (It used to count refusals, 2 in 10 s, which at half of capacity a burst of
+    2048 px images also gives: the foresight was then off where it is meant to help.)"""
 
-    def __init__(self, max_pending: int = 16, policy: str = "tetriserve", busy_refusals: int = 2,
-                 busy_s: float = 10.0):
+    def __init__(self, max_pending: int = 16, policy: str = "tetriserve", busy_load: float = 1.0,
+                 busy_s: float = 30.0):
         self.max_pending, self.policy = max_pending, policy
-        self.busy_refusals, self.busy_us = busy_refusals, int(busy_s * 1e6)
-        self.ideal = JointAdmission(headroom=1.0)
+        self.busy_load, self.busy_us = busy_load, int(busy_s * 1e6)
+        self.ideal = JointAdmission(headroom=1.0, forced_at="fastest")  # necessary conditions only
         self._without: tuple[Any, frozenset[str]] | None = None
-        self._refusals: collections.deque[int] = collections.deque()
+        self._offered: collections.deque[tuple[int, int]] = collections.deque()  # (arrival us, GPU-us)
+        self._offered_us = 0
 
-    def refused(self, now_us: int) -> None:
-        """The door refused a request by work (429) at now_us."""
-        self._refusals.append(now_us)
+    def offered(self, now_us: int, gpu_us: int) -> None:
+        """A request asking for gpu_us of work (its cheapest degree) reached the door's work test."""
+        self._offered.append((now_us, gpu_us))
+        self._offered_us += gpu_us
 
-    def busy(self, now_us: int) -> bool:
-        while self._refusals and self._refusals[0] < now_us - self.busy_us:
-            self._refusals.popleft()
-        return len(self._refusals) >= self.busy_refusals
+    def busy(self, state: RoundState, now_us: int) -> bool:
+        while self._offered and self._offered[0][0] < now_us - self.busy_us:
+            self._offered_us -= self._offered.popleft()[1]
+        return self._offered_us > self.busy_load * state.cluster.gpus * self.busy_us
 
     def admits(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
-        if (not new or len(state.requests) + len(new) > self.max_pending or self.busy(now_us)
+        if (not new or len(state.requests) + len(new) > self.max_pending or self.busy(state, now_us)
                 or not self.ideal.check(state, new).ok):
             return False
         key = (state.now_us, tuple((r.id, r.remaining_steps) for r in state.requests))

@@ -374,7 +374,7 @@ class Scheduler:
             running = cur[1].assignments if cur is not None and cur[0].now_us == boundary - shift else ()
             plan = RoundPlan(assignments=tuple(replace(a, start_us=a.start_us + shift, end_us=a.end_us + shift)
                                                for a in running), backend="predicted")
-        return late_arrivals_fit(state, plan, late + new)
+        return late_arrivals_fit(state, plan, late + new, batching=self.planner.options["batching"])
 
     def _arrived_after(self, boundary: int, k: int, cutoff: int, now_us: int) -> tuple[RequestState, ...]:
         """Pending requests that arrived after `cutoff` (a round's snapshot) and by now_us, as the

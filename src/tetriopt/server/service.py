@@ -298,6 +298,7 @@ class Service:
             if self.cfg.admission == "reject":
                 raise invalid(field, given, msg, code="deadline_infeasible")
             best_effort = True
+        self.foresight.offered(now, int(work_s * 1e6))  # the offered load, whatever the caps say
         pending = self.store.pending_images()
         if pending + req.n > self.cfg.max_queue:
             raise self._overload(f"queue full: {pending} images pending, limit {self.cfg.max_queue}; retry later",
@@ -327,7 +328,6 @@ class Service:
                 why = ("the deadline needs the round that starts next, and its plan (made while the request "
                        "arrived) leaves too little free GPU time")
             if not verdict.ok:
-                self.foresight.refused(now)
                 if self.cfg.admission == "reject":
                     raise self._overload(f"{field}: {why}; retry later", "deadline_overloaded", verdict.retry_after_s)
                 best_effort = True
