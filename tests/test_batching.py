@@ -198,3 +198,34 @@ def test_reserve_idle_ends_hopeless_work_by_mid_round():
     assert got["live"].steps == 28
     only_kept = reserve_idle(st_, replace(plan, kept=("live",)))
     assert [a.request for a in only_kept.assignments] == ["live"]
+
+
+def test_pack_idle_leaves_a_whole_block_idle():
+    """Immediate starts' tie-break: two 512 px requests planned on GPUs 0 and 2 (each 2-GPU block
+    and the 4-GPU set busy) tie on the round objective with both on one 2-GPU block; pack_idle
+    picks the latter, so a mid-round arrival finds the other block idle from the round's start. A move to
+    or from a request's location (its stay bonus) is never made, and the real cpsat plan with it
+    has the same objective as without and leaves at least as much whole-block time idle."""
+    from tetriopt.immediate import idle_blocks_us, pack_idle
+    from tetriopt.plan import make_plan
+    from tetriopt.policies.mip import MipPolicy
+
+    prof = tetriopt.load_profile("sd3-medium-a40")
+    a = RequestState("a", 512, 512, 5, deadline_us=60_000_000, arrival_us=0)
+    b = RequestState("b", 512, 512, 5, deadline_us=60_000_000, arrival_us=0)
+    st_ = RoundState(now_us=0, round_us=1_850_000, cluster=make_cluster(4, [[0, 1], [2, 3]]), profile=prof,
+                     degrees=(1, 2, 4), requests=(a, b))
+    plan = make_plan(st_, [("a", (0,), 5), ("b", (2,), 5)], backend="cpsat", kept=("a", "b"))
+    out = pack_idle(st_, plan)
+    assert check_plan(st_, out) is None
+    used = {g for x in out.assignments for g in x.gpus}
+    assert used in ({0, 1}, {2, 3}) and idle_blocks_us(st_, out) > idle_blocks_us(st_, plan)
+    assert sorted(x.steps for x in out.assignments) == [5, 5]
+    held = replace(st_, requests=(a, replace(b, location=(2,))))
+    kept_put = pack_idle(held, make_plan(held, [("a", (0,), 5), ("b", (2,), 5)], backend="cpsat", kept=("a", "b")))
+    assert {x.request: x.gpus for x in kept_put.assignments}["b"] == (2,)
+    plans = [MipPolicy(time_limit_ms=2000, seed=0, workers=1, deterministic=True, immediate_start=True,
+                       pack=p).plan(st_) for p in (True, False)]
+    assert plans[0].objective == plans[1].objective
+    assert idle_blocks_us(st_, plans[0]) >= idle_blocks_us(st_, plans[1])
+    assert len({g for x in plans[0].assignments for g in x.gpus}) <= 2

@@ -100,6 +100,19 @@ def window(inst: Instance, r: Request, arrival_visible: bool = False, batching: 
         caps[j] = min(R, due - j * R) - max(0, r.arrival_us - j * R)
         j += 1
     caps = {j: c for j, c in caps.items() if c > 0}
+    # the decode runs right after the last step, in that step's round (RoundState.aux_us): a met
+    # request finishes in a round whose rest before the deadline holds a step and the decode, so
+    # its steps lie in the rounds up to the last such round, and in that one only before its end
+    # less the decode (a round whose rest cannot hold them is no use; the one before must keep
+    # room for the decode). Plans that finish earlier run nothing there: still a relaxation.
+    t = min(step.values()) if step else 0
+    for j in sorted(caps, reverse=True):
+        fin = min(R, r.deadline_us - j * R) - inst.profile.vae_decode_us(r.width, r.height) \
+            - max(0, r.arrival_us - j * R)
+        if fin >= t:
+            caps[j] = min(caps[j], fin)
+            break
+        del caps[j]
     return Window(r, first, due, step, caps, gpu)
 
 

@@ -7,7 +7,7 @@ import itertools
 import time
 from typing import Iterator
 
-from ..immediate import reserve_idle
+from ..immediate import pack_idle, reserve_idle
 from ..lookahead import outlook
 from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
 from ..state import RoundState
@@ -82,7 +82,7 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True):
+                 split: bool = True, pack: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -104,6 +104,7 @@ class MipPolicy:
         # symmetry: rows that order interchangeable GPU blocks before the search (symmetry.py)
         self.symmetry = symmetry
         self.split = split
+        self.pack = pack  # immediate starts: tie-break toward whole idle blocks (immediate.pack_idle)
         self._tetriserve = TetriServe(batching=batching)  # a warm start (and fallback) that batches too
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
@@ -135,7 +136,10 @@ class MipPolicy:
 
     def plan(self, state: RoundState) -> RoundPlan:
         plan = self._plan_round(state)
-        return reserve_idle(state, plan) if self.immediate_start else plan
+        if not self.immediate_start:
+            return plan
+        plan = reserve_idle(state, plan)
+        return pack_idle(state, plan) if self.pack else plan
 
     def _plan_round(self, state: RoundState) -> RoundPlan:
         t0 = time.perf_counter()
