@@ -252,8 +252,14 @@ def test_foresight_leaves_the_new_request_to_the_planner():
     state, both = _state([pending]), _state([pending, new])
     assert not JointAdmission(headroom=0.7).check(state, (new,)).ok
     assert foresee_met(both, "cpsat") == {"r0", "r1"} and foresee_met(both) == {"r0"}
-    assert Foresight().admits(state, (new,), 0)
-    assert not Foresight(own=True).admits(state, (new,), 0)
+    fs = Foresight()
+    fs.offered(0, 0)
+    assert fs.admits(state, (new,), 10_000_000)
+    assert not Foresight(own=True).admits(state, (new,), 10_000_000)
+    # while settling (less than 10 s of offers seen: no evidence of light load yet) the forward
+    # schedule must meet the new request too
+    assert fs.settling(9_999_999) and not fs.admits(state, (new,), 9_999_999)
+    assert Foresight().settling(0)  # nothing offered yet
     # still refused where it would cost a request met before (the 512 px one pushes the big one out)
     big = _req(0, steps=125, deadline_us=1_200_000)
     small = RequestState(id="s", width=512, height=512, remaining_steps=60, deadline_us=500_000)
