@@ -57,6 +57,13 @@ def steps_end_us(start_us: int, steps: int, step_us: int, round_us: int) -> int:
     return start_us + full * round_us + (steps - full * per) * step_us
 
 
+def alone_finish_us(round_us: int, step: int, start_us: int, steps: int, encode_us: int, decode_us: int) -> int:
+    """lookahead.earliest_finish_us, or where the decode never fits a round after a step, the
+    rounds-counting finish with the decode after it (the one fallback best_finish_us and Reach share)."""
+    fin = earliest_finish_us(round_us, step, start_us, steps, encode_us, decode_us)
+    return fin if fin is not None else steps_end_us(start_us, steps, step, round_us) + decode_us
+
+
 def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, ...], timing: Timing,
                    width: int, height: int, steps: int, arrival_us: int) -> int | None:
     """Earliest finish alone on the cluster, from the first boundary a request arriving at
@@ -68,8 +75,7 @@ def best_finish_us(profile: CostProfile, cluster: Cluster, degrees: tuple[int, .
     start = timing.first_start_us(arrival_us)
     best = None
     for step in useful_steps(profile, cluster, degrees, width, height, R).values():
-        fin = earliest_finish_us(R, step, start, steps, encode, decode)
-        fin = fin if fin is not None else steps_end_us(start, steps, step, R) + decode
+        fin = alone_finish_us(R, step, start, steps, encode, decode)
         best = fin if best is None else min(best, fin)
     return best
 
@@ -265,8 +271,7 @@ class Reach:
     def finish_us(self, r: RequestState, boundary_us: int) -> int:
         step, decode = self._fastest(r.width, r.height)
         encode = 0 if r.location else self.profile.text_encode_us
-        fin = earliest_finish_us(self.round_us, step, boundary_us, r.remaining_steps, encode, decode)
-        return fin if fin is not None else steps_end_us(boundary_us, r.remaining_steps, step, self.round_us) + decode
+        return alone_finish_us(self.round_us, step, boundary_us, r.remaining_steps, encode, decode)
 
     def alive(self, r: RequestState, boundary_us: int) -> bool:
         return self.finish_us(r, boundary_us) <= r.deadline_us
