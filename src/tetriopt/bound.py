@@ -63,6 +63,46 @@ class Window:
         return sum(c // t for c in self.caps.values()) if t else 0
 
 
+def least_gpu_us(w: Window) -> int:
+    """The least GPU-time (charged as in the rows, w.gpu_us) of w's steps over every integer plan
+    of them alone: whole steps, in each round at most its usable time (cap). Per round, the
+    Pareto front of (time, GPU-time) by step count, then a min-plus sum over rounds; 0 if none."""
+    S = w.request.steps
+    total = {0: 0}  # steps so far -> least GPU-time
+    for j, cap in sorted(w.caps.items()):
+        front: dict[int, list[tuple[int, int]]] = {0: [(0, 0)]}  # steps -> [(time, GPU-time)]
+        for k, t in w.step.items():
+            g, nxt = w.gpu_us(k), {}
+            for s0, pts in front.items():
+                for t0, g0 in pts:
+                    n = 0
+                    while s0 + n <= S and t0 + n * t <= cap:
+                        nxt.setdefault(s0 + n, []).append((t0 + n * t, g0 + n * g))
+                        n += 1
+            front = {s_: _pareto(pts) for s_, pts in nxt.items()}
+        best = {s_: min(g_ for _, g_ in pts) for s_, pts in front.items()}
+        total = _minplus(total, best, S)
+    return total.get(S, 0)
+
+
+def _pareto(pts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, best = [], None
+    for t, g in sorted(pts):
+        if best is None or g < best:
+            out.append((t, g))
+            best = g
+    return out
+
+
+def _minplus(a: dict[int, int], b: dict[int, int], cap: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for x, ga in a.items():
+        for y, gb in b.items():
+            if x + y <= cap and ga + gb < out.get(x + y, 1 << 62):
+                out[x + y] = ga + gb
+    return out
+
+
 def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
     """Degrees whose step fits in a round and is faster than every smaller degree's."""
     return useful({k: inst.step_us(r, k) for k in inst.degrees if inst.cluster.sets(k)}, inst.round_us)
@@ -212,8 +252,12 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True):
         own = {j: sum(w.step[k] * n for k, n in row.items()) for j, row in steps.items()}
         for j, row in steps.items():  # no work unless met: the same rows scaled by y (LP strength)
             m.add(own[j] <= w.caps[j] * y)
+            m.add(sum(row.values()) <= min(w.caps[j] // min(w.step[k] for k in row), r.steps) * y)
             for k, n in row.items():
                 m.add(n <= min(w.caps[j] // w.step[k], r.steps) * y)
+        least = least_gpu_us(w)  # (10): a met request's steps cost at least their least GPU-time
+        if least:
+            m.add(sum(w.gpu_us(k) * n for row in steps.values() for k, n in row.items()) >= least * y)
         if aux:
             first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row}
             # it finishes in round j at degree k only if a step and the decode fit before its deadline
