@@ -302,10 +302,17 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
                 m.add(n <= min(w.caps[j] // w.step[k], r.steps) * y)
         mine = [w.gpu_us(k) * n for row in steps.values() for k, n in row.items()]  # its GPU-time
         if aux:
-            first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row}
-            # it finishes in round j at degree k only if a step and the decode fit before its deadline
+            # it starts in round j only if rounds j.. can hold all its steps, and finishes there (at
+            # degree k) only if rounds ..j can and a step and the decode fit before its deadline
+            t = min(w.step.values())
+            most = {j: w.caps[j] // t for j in steps}
+            fits_from = {j: sum(c for jj, c in most.items() if jj > j) + (w.caps[j] - w.encode_us) // t for j in steps}
+            fits_by = {j: sum(c for jj, c in most.items() if jj < j) + min(w.caps[j], w.room[j] - w.decode_us) // t
+                       for j in steps}
+            first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row
+                     if fits_from[j] >= r.steps}
             last = {(j, k): m.new_bool_var(f"last[{r.id},{j},{k}]") for j, row in steps.items() for k in row
-                    if w.step[k] + w.decode_us <= w.room[j]}
+                    if w.step[k] + w.decode_us <= w.room[j] and fits_by[j] >= r.steps}
             m.add(sum(first.values()) == y)
             m.add(sum(last.values()) == y)
             for (j, k), v in (*first.items(), *last.items()):
@@ -321,13 +328,15 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
                 if before and later:  # no step before the first round
                     m.add(sum(before) + r.steps * sum(later) <= r.steps * y)
             for j, row in steps.items():
-                enc = sum(first[j, k] for k in row)
+                enc = sum(first[j, k] for k in row if (j, k) in first)
                 dec = sum(last[j, k] for k in row if (j, k) in last)
                 m.add(own[j] + w.encode_us * enc <= w.caps[j])  # the encode precedes steps due by due_us
                 m.add(own[j] + w.encode_us * enc + w.decode_us * dec <= w.room[j])
                 for k in row:
-                    by_round[j].append((w.due_us, k * w.encode_us * first[j, k], k, w.encode_us * first[j, k], r.id))
-                    mine.append(k * w.encode_us * first[j, k])
+                    if (j, k) in first:
+                        e = w.encode_us * first[j, k]
+                        by_round[j].append((w.due_us, k * e, k, e, r.id))
+                        mine.append(k * e)
                     if (j, k) in last:
                         e = w.decode_us * last[j, k]
                         by_round[j].append((r.deadline_us, k * e, k, e, r.id))
