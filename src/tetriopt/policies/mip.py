@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import best_alone, separable, split_objective
+from .certify import best_alone, paired, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
@@ -276,7 +276,7 @@ class MipPolicy:
             add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates, alone = None, _resolved(heuristics), None
+        ub, candidates, alone, bound_kind = None, _resolved(heuristics), None, "separable"
         if self.certify and not rm.batches:
             alone = best_alone(rm)
             ub, sep_dec, sep_kept = separable(rm, alone)
@@ -294,6 +294,15 @@ class MipPolicy:
                 best = (name, rm.model.value(sol), sol, dec, kept)
             if best is not None and ub is not None and best[1] >= ub:
                 break  # optimal: the later warm starts cannot do better
+        if ub is not None and (best is None or best[1] < ub) and (stop is None or time.perf_counter() < stop):
+            # a few requests whose best alone collide: the paired bound, and its plan (certify.paired)
+            tighter = paired(rm, alone)
+            if tighter is not None and tighter[0] < ub:
+                ub, bound_kind = tighter[0], "paired"
+                if best is None or best[1] < ub:
+                    sol = complete(rm, tighter[1], tighter[2], self.joint_capacity)
+                    if sol is not None and (best is None or rm.model.value(sol) > best[1]):
+                        best = ("paired", rm.model.value(sol), sol, tighter[1], tighter[2])
         built_s = time.perf_counter() - t_build
         if best is not None and ub is not None:
             if best[1] >= ub:  # the warm start is optimal for the model: nothing left to search
@@ -302,7 +311,7 @@ class MipPolicy:
                 status = PlanStatus.FEASIBLE if rm.restricted else PlanStatus.OPTIMAL
                 return list(dec), dict(backend=self.backend, status=status, objective=float(val), bound=float(ub),
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
-                                       note=f"{name} plan meets the separable bound")
+                                       note=f"{name} plan meets the {bound_kind} bound")
         t_extra = time.perf_counter()
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
             pairs = swaps(rm)
