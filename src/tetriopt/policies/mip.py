@@ -280,7 +280,19 @@ class MipPolicy:
         if self.certify and not rm.batches:
             alone = best_alone(rm)
             ub, sep_dec, sep_kept = separable(rm, alone)
-            candidates = itertools.chain([("separable", sep_dec, sep_kept)], candidates)
+
+            def tighter():
+                """Reached where the separable plan falls short of its bound: the paired bound (a
+                few requests whose best alone collide: certify.paired) and its plan, tried before
+                the warm starts (most rounds it certifies then skip TetriServe's)."""
+                nonlocal ub, bound_kind
+                got = paired(rm, alone)
+                if got is None or got[0] >= ub:
+                    return None
+                ub, bound_kind = got[0], "paired"
+                return "paired", got[1], got[2]
+
+            candidates = itertools.chain([("separable", sep_dec, sep_kept)], _resolved([tighter]), candidates)
         seen = []
         for name, dec, kept in candidates:
             if stop is not None and time.perf_counter() > stop:
@@ -294,15 +306,6 @@ class MipPolicy:
                 best = (name, rm.model.value(sol), sol, dec, kept)
             if best is not None and ub is not None and best[1] >= ub:
                 break  # optimal: the later warm starts cannot do better
-        if ub is not None and (best is None or best[1] < ub) and (stop is None or time.perf_counter() < stop):
-            # a few requests whose best alone collide: the paired bound, and its plan (certify.paired)
-            tighter = paired(rm, alone)
-            if tighter is not None and tighter[0] < ub:
-                ub, bound_kind = tighter[0], "paired"
-                if best is None or best[1] < ub:
-                    sol = complete(rm, tighter[1], tighter[2], self.joint_capacity)
-                    if sol is not None and (best is None or rm.model.value(sol) > best[1]):
-                        best = ("paired", rm.model.value(sol), sol, tighter[1], tighter[2])
         built_s = time.perf_counter() - t_build
         if best is not None and ub is not None:
             if best[1] >= ub:  # the warm start is optimal for the model: nothing left to search
