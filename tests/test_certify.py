@@ -8,7 +8,8 @@ import pytest
 
 from tetriopt.policies.backends import solve_cpsat
 from tetriopt.plan import decisions_of
-from tetriopt.policies.certify import paired, separable, separable_bound
+from tetriopt.policies.certify import beyond, separable, separable_bound
+from tetriopt.policies.symmetry import swaps
 from tetriopt.policies.formulation import build, complete
 from tetriopt.policies.mip import MipPolicy
 from tetriopt.policies.tetriserve import TetriServe
@@ -86,7 +87,7 @@ def test_separable_plan_certifies_a_lone_request():
 def crowded_state(seed: int):
     """2-4 requests of the paper's mix on 2-8 GPUs at random progress, deadlines and latents:
     rounds where the separable plan often collides (a 2048 px image's best alone is the whole
-    cluster), which the paired bound is for."""
+    cluster), which `certify.beyond` is for."""
     import random
 
     from tetriopt import RequestState, RoundState, load_profile, make_cluster
@@ -105,32 +106,36 @@ def crowded_state(seed: int):
                       profile=prof, degrees=tuple(d for d in prof.degrees if d <= gpus), requests=tuple(reqs))
 
 
-def test_paired_bound_is_a_bound_and_its_certificate_is_the_optimum():
-    """On random crowded rounds the paired bound is never below CP-SAT's proven optimum nor
-    above the separable bound, and where its plan (or a warm start) reaches it, CP-SAT's
-    optimum is exactly that: a round that skips the search on it loses nothing. Fails when a
-    pair's disjoint sets are left out or its shared GPU's room is understated (the bound then
-    falls below optima)."""
-    tighter = certified = 0
-    for seed in range(80):
+def test_placement_relaxation_is_a_bound_and_its_certificate_is_the_optimum():
+    """On random crowded rounds the relaxation `beyond` searches (every GPU's row kept, the joint
+    test's coupling and the urgent order dropped) is never below CP-SAT's proven optimum, with or
+    without the symmetry cuts between interchangeable blocks; where its best plan fits, CP-SAT's
+    optimum is exactly its value; and searched above the optimum it finds nothing or only a plan
+    of the relaxation that does not fit: a round that skips the search on it loses nothing.
+    Fails when a placement's shared GPU is ignored, the cut keeps blocks that are not
+    interchangeable, or the search stops at the first plan above its floor."""
+    certified = 0
+    for seed in range(150):
         st = crowded_state(seed)
         rm = build(st)
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
         assert cp.status == "OPTIMAL", seed
-        got = paired(rm)
-        if got is None:
-            continue
-        ub, dec, kept = got
-        assert cp.objective <= ub <= separable_bound(rm), seed
-        tighter += ub < separable_bound(rm)
-        sol = complete(rm, dec, kept)
-        if sol is not None and rm.model.value(sol) >= ub:
-            certified += 1
-            assert cp.objective == ub, seed
-    assert tighter >= 25 and certified >= 20  # exercised (about 45 and 35 of the 80)
+        blocks = [(w.a, w.b) for w in swaps(rm)]
+        for cut in ((), blocks):
+            got = beyond(rm, -1 << 62, cut, budget=100_000)
+            assert got is not None and got[1] is not None, seed
+            assert got[0] >= cp.objective, seed
+            dec = [(i, g, n) for i, g, n, _ in got[1] if g and n]
+            sol = complete(rm, dec, tuple(i for i, _, _, k in got[1] if k))
+            if sol is not None and rm.model.value(sol) >= got[0]:
+                certified += 1
+                assert cp.objective == got[0], seed
+            above = beyond(rm, int(cp.objective), cut, budget=100_000)
+            assert above is not None and (above[1] is None or above[0] > cp.objective), seed
+    assert certified >= 150  # exercised: both ways on most of the 150 rounds
 
 
-def test_paired_certificate_in_the_policy_keeps_the_optimum():
+def test_placement_certificate_in_the_policy_keeps_the_optimum():
     fired = 0
     for seed in range(40):
         st = crowded_state(seed)
@@ -138,7 +143,7 @@ def test_paired_certificate_in_the_policy_keeps_the_optimum():
         off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False).plan(st)
         assert off.status == "OPTIMAL", seed
         assert on.objective == off.objective, seed
-        if "paired bound" in on.note:
+        if "placement bound" in on.note:
             fired += 1
             assert on.status == "OPTIMAL" and on.bound == on.objective, seed
     assert fired >= 5

@@ -104,7 +104,7 @@ def separable(rm: RoundModel, alone: list | None = None
             tuple(i for i, _, _, _, k in best if k))
 
 
-PAIRED_MAX = 4  # modelled requests up to which `paired` is tried (its cost grows with the pairs)
+FEW_MAX = 4  # modelled requests up to which `beyond` searches (its cost grows fast with them)
 
 
 def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], list[int], list[int], list]]:
@@ -135,93 +135,130 @@ def _mask(gpus: tuple[int, ...]) -> int:
     return sum(1 << g for g in gpus)
 
 
-def _pair(rm: RoundModel, a: _Own, b: _Own) -> tuple[int, list]:
-    """The best two requests can reach together when only one shared GPU's busy time couples
-    them (a relaxation: it drops the joint test's other terms, the urgent order and every other
-    GPU), with a plan reaching it: (value, [(id, gpus, steps, kept)])."""
-    R = rm.state.round_us
-    va0, ka0 = a.value(0, 0, 0, 0)
-    vb0, kb0 = b.value(0, 0, 0, 0)
-    ca, cb = _classes(rm, a), _classes(rm, b)
-    best = (va0 + vb0, [(a.rid, (), 0, ka0), (b.rid, (), 0, kb0)])
-    for vals, _, upto, sets in ca:
-        v, n = upto[-1]
-        if v + vb0 > best[0]:
-            best = (v + vb0, [(a.rid, sets[0], n, vals[n][1]), (b.rid, (), 0, kb0)])
-    for vals, _, upto, sets in cb:
-        v, n = upto[-1]
-        if va0 + v > best[0]:
-            best = (va0 + v, [(a.rid, (), 0, ka0), (b.rid, sets[0], n, vals[n][1])])
-    for vals_a, busy_a, upto_a, sets_a in ca:
-        masks_a = [(g, _mask(g)) for g in sets_a]
-        for vals_b, busy_b, upto_b, sets_b in cb:
-            apart = together = None  # a disjoint and an overlapping pair of sets, where one exists
-            for gb in sets_b:
-                mb = _mask(gb)
-                for ga, ma in masks_a:
-                    if ma & mb:
-                        together = together or (ga, gb)
-                    else:
-                        apart = apart or (ga, gb)
-                    if apart and together:
-                        break
-                if apart and together:
-                    break
-            if apart:
-                (v_a, n_a), (v_b, n_b) = upto_a[-1], upto_b[-1]
-                if v_a + v_b > best[0]:
-                    best = (v_a + v_b, [(a.rid, apart[0], n_a, vals_a[n_a][1]), (b.rid, apart[1], n_b, vals_b[n_b][1])])
-            if together:
-                for n_a in range(1, len(vals_a)):
-                    n_b = bisect.bisect_right(busy_b, R - busy_a[n_a]) - 1  # busy_b grows with n
-                    if n_b < 1:
-                        break
-                    v = vals_a[n_a][0] + upto_b[n_b][0]
-                    if v > best[0]:
-                        m_b = upto_b[n_b][1]
-                        best = (v, [(a.rid, together[0], n_a, vals_a[n_a][1]), (b.rid, together[1], m_b, vals_b[m_b][1])])
-    return best
+class _OutOfNodes(Exception):
+    """`beyond` ran out of its budget."""
 
 
-def paired(rm: RoundModel, alone: list | None = None) -> tuple[int, list[tuple[str, tuple[int, ...], int]], tuple[str, ...]] | None:
-    """A tighter bound than `separable` for rounds of 2..PAIRED_MAX requests, with a plan that may
-    reach it: (bound, decisions, kept), or None for other rounds.
+def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
+           budget: int = 1000) -> tuple[int, list | None] | None:
+    """The relaxation that keeps every GPU's busy-time row and each request's own constraints but
+    drops the joint test's coupling and the urgent order (a valid upper bound on the model), for
+    rounds of 2..FEW_MAX requests, searched for plans worth more than `floor` (a plan's value
+    already found): (floor, None) when there is none, so that plan is optimal; (value, [(id,
+    gpus, steps, kept)]) of the relaxation's best where it beats `floor`; None when `budget`
+    placements were not enough (or another round size).
 
-    The requests are split into pairs and singles; a pair's term is the best the two reach when
-    only one GPU they would share couples them (`_pair`), a single's its best alone. Every
-    partition gives a valid bound (each term drops constraints); the least is taken. Where the
-    separable plan does not fit, it is mostly because a large request's best alone is the whole
-    cluster while another wants part of it (1,024-2,048 px images, skewed mix): 130 of the 221
-    rounds CP-SAT was called on skewed-slo1.5 held two requests. The partition's plan, where it
-    fits (`formulation.complete` checks every constraint), reaches the bound: it is optimal."""
+    A branch and bound over each request's set (or none), best first, cut where the best each
+    could reach on its set plus the best of the others is no more than the best found; for a
+    placement, the requests whose sets contain a common GPU share that GPU's round
+    (`_fill`). Where the separable plan does not fit, it is mostly because a large request's best
+    alone is the whole cluster while others want part of it, or two take the halves of 8 GPUs
+    and a third wants one of them (1,024-2,048 px images, skewed mix: of the 221 rounds CP-SAT
+    was called on skewed-slo1.5, 130 held two requests and 78 three).
+
+    `blocks`: pairs (a, b) of GPU blocks whose swap maps the model onto itself (`symmetry.swaps`),
+    so the relaxation too; a request may take a set inside b only where an earlier one took a set
+    inside a. Exact: from any placement, swapping blocks largest first (and permuting runs of
+    interchangeable siblings by the first request inside each) reaches one that obeys every
+    such rule, of the same value. Without it, placements that differ by a swap of idle blocks are
+    searched once each (hundreds a round)."""
     owns = _owns(rm)
-    if not 2 <= len(owns) <= PAIRED_MAX:
+    if not 2 <= len(owns) <= FEW_MAX:
         return None
-    alone = best_alone(rm) if alone is None else alone
-    single = {i: (v, [(i, g, n, k)]) for i, v, g, n, k in alone}
-    pairs: dict[tuple[int, int], tuple[int, list]] = {}
-    for x in range(len(owns)):
-        for y in range(x + 1, len(owns)):
-            (va, pa), (vb, pb) = single[owns[x].rid], single[owns[y].rid]
-            if pa[0][1] and pb[0][1] and _mask(pa[0][1]) & _mask(pb[0][1]):  # their best alone collide
-                pairs[x, y] = _pair(rm, owns[x], owns[y])
+    opts = []  # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus)], best first
+    for o in owns:
+        v0, k0 = o.value(0, 0, 0, 0)
+        row = [(v0, 0, None, (), k0)]
+        for vals, busy, upto, sets in _classes(rm, o):
+            row += [(upto[-1][0], _mask(g), (vals, busy, upto), g, None) for g in sets]
+        row.sort(key=lambda t: -t[0])
+        opts.append(row)
+    rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
+    pairs = [(_mask(a), _mask(b)) for a, b in blocks]
+    best: list = [floor, None]
+    chosen: list = []
+    nodes = 0
 
-    def split(rest: tuple[int, ...]) -> tuple[int, list]:
-        """The least bound over the partitions of `rest` into pairs and singles."""
-        if not rest:
-            return 0, []
-        x, tail = rest[0], rest[1:]
-        v, p = split(tail)
-        best = (single[owns[x].rid][0] + v, single[owns[x].rid][1] + p)
-        for y in tail:
-            if (x, y) in pairs:
-                v, p = split(tuple(z for z in tail if z != y))
-                if pairs[x, y][0] + v < best[0]:
-                    best = (pairs[x, y][0] + v, pairs[x, y][1] + p)
-        return best
+    def place(i: int, acc: int) -> None:
+        nonlocal nodes
+        if i >= 2:
+            nodes += 1
+            if nodes > budget:
+                raise _OutOfNodes
+            if i == len(opts):
+                _fill(rm.state.round_us, owns, chosen, best)
+                return
+            # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
+            if not _fill(rm.state.round_us, owns, chosen, best, rest[i]):
+                return
+        for opt in opts[i]:
+            if acc + opt[0] + rest[i + 1] <= best[0]:
+                break  # best first: no later option of this request does better
+            m = opt[1]
+            if m and any(m & b == m and not any(c[1] and c[1] & a == c[1] for c in chosen) for a, b in pairs):
+                continue  # inside b before anything inside a: a swap of the two reaches it
+            chosen.append(opt)
+            place(i + 1, acc + opt[0])
+            chosen.pop()
 
-    ub, plan = split(tuple(range(len(owns))))
-    return ub, [(i, g, n) for i, g, n, _ in plan if g and n], tuple(i for i, _, _, k in plan if k)
+    try:
+        place(0, 0)
+    except _OutOfNodes:
+        return None
+    return best[0], best[1]
+
+
+def _fill(R: int, owns: list[_Own], chosen: list, best: list, extra: int | None = None) -> bool:
+    """The best steps for one placement (`beyond`): every request whose set contains another's
+    shares the round of that set's GPUs with it; record it in `best` ([value, plan]) if better.
+    With `extra` (a part placement: the best the others could add), only whether it could beat
+    `best`, recording nothing."""
+    k = len(chosen)
+    # chains: a request and those whose sets contain its set; they share a GPU (its set's)
+    chains = {frozenset(b for b in range(k) if chosen[b][1] & chosen[a][1] == chosen[a][1]) for a in range(k) if chosen[a][1]}
+    chains = [c for c in chains if len(c) > 1]
+    tied = sorted({a for c in chains for a in c}, key=lambda a: -sum(a in c for c in chains))
+    free = sum(chosen[a][0] for a in range(k) if a not in tied)
+    steps = {a: (chosen[a][2][2][-1][1] if chosen[a][2] else 0) for a in range(k)}
+    load = [0] * len(chains)
+    opt = [chosen[a][0] for a in tied]
+    after = [sum(opt[j:]) + (extra or 0) for j in range(len(opt) + 1)]
+    found = False
+
+    def step(j: int, acc: int) -> None:
+        nonlocal found
+        if (found and extra is not None) or acc + after[j] <= best[0]:
+            return
+        if j == len(tied):
+            found = True
+            if extra is not None:
+                return
+            best[0] = acc
+            best[1] = [(owns[a].rid, chosen[a][3], steps[a],
+                        chosen[a][2][0][steps[a]][1] if chosen[a][2] else chosen[a][4]) for a in range(k)]
+            return
+        a = tied[j]
+        vals, busy, upto = chosen[a][2]
+        mine = [c for c, ch in enumerate(chains) if a in ch]
+        room = min(R - load[c] for c in mine)
+        top = bisect.bisect_right(busy, room) - 1  # busy grows with the steps
+        if j == len(tied) - 1:  # the last: its best within the room left
+            if top >= 1:
+                steps[a] = upto[top][1]
+                step(j + 1, acc + upto[top][0])
+            return
+        for n in range(top, 0, -1):
+            for c in mine:
+                load[c] += busy[n]
+            steps[a] = n
+            step(j + 1, acc + vals[n][0])
+            for c in mine:
+                load[c] -= busy[n]
+            if found and extra is not None:
+                return
+
+    step(0, free)
+    return found
 
 
 def split_objective(rm: RoundModel, hint: list[int] | None = None, alone: list | None = None) -> list[int] | None:

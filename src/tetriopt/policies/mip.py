@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import best_alone, paired, separable, split_objective
+from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
@@ -185,7 +185,7 @@ class MipPolicy:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
         greedy first, always. With `lazy` (small rounds, where every plan costs a ms at most), the
         greedy and TetriServe entries are functions computed only when a caller reaches them
-        (`_resolved`): most light rounds are certified by the separable or paired plan before
+        (`_resolved`): most light rounds are certified by the separable or placement plan before
         them (TetriServe's plan sets a capped model's candidate sets, so not lazy there)."""
         def greedy(batching: bool = False):
             dec, kept = greedy_decisions(state, batching=batching)
@@ -284,21 +284,26 @@ class MipPolicy:
             add_forecast(rm, self._forecast, frozenset(self._last_kept))
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates, alone, bound_kind = None, _resolved(heuristics), None, "separable"
+        ub, candidates, alone, bound_kind, blocks = None, _resolved(heuristics), None, "separable", None
         if self.certify and not rm.batches:
             alone = best_alone(rm)
             ub, sep_dec, sep_kept = separable(rm, alone)
 
             def tighter():
-                """Reached where the separable plan falls short of its bound: the paired bound (a
-                few requests whose best alone collide: certify.paired) and its plan, tried before
-                the warm starts (most rounds it certifies then skip TetriServe's)."""
-                nonlocal ub, bound_kind
-                got = paired(rm, alone)
+                """Reached where the separable plan falls short of its bound, on rounds of a few
+                requests: the relaxation that keeps every GPU's row, searched above the best plan
+                so far (certify.beyond), and its best plan, tried before the warm starts (most
+                rounds it certifies then skip greedy's and TetriServe's)."""
+                nonlocal ub, bound_kind, blocks
+                blocks = swaps(rm) if self.symmetry else []
+                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks])
                 if got is None or got[0] >= ub:
                     return None
-                ub, bound_kind = got[0], "paired"
-                return "paired", got[1], got[2]
+                ub, bound_kind = got[0], "placement"
+                if got[1] is None:  # nothing above the best so far: it is optimal
+                    return None
+                return ("placement", [(i, g, n) for i, g, n, _ in got[1] if g and n],
+                        tuple(i for i, _, _, k in got[1] if k))
 
             candidates = itertools.chain([("separable", sep_dec, sep_kept)], _resolved([tighter]), candidates)
         seen = []
@@ -325,7 +330,7 @@ class MipPolicy:
                                        note=f"{name} plan meets the {bound_kind} bound")
         t_extra = time.perf_counter()
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
-            pairs = swaps(rm)
+            pairs = swaps(rm) if blocks is None else blocks
             if add_symmetry_rows(rm, pairs) and best is not None:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
         if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)
