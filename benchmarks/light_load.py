@@ -62,10 +62,16 @@ def one(seed: int, a: argparse.Namespace) -> dict:
                                  capture_output=True, text=True, check=True)
             r["offline_wall_clock_met"] = json.loads(out.stdout)["summary"]["met"]
     lines = logs(proc)
+    if a.keep_logs:
+        Path(a.keep_logs).mkdir(parents=True, exist_ok=True)
+        (Path(a.keep_logs) / f"seed{seed}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+        (Path(a.keep_logs) / f"seed{seed}.report.json").write_text(json.dumps(r, indent=1))
     gave = given_up_rounds(lines)
     for dif in r.get("differ", []):
         dif["rounds_given_up"] = gave.get(dif["job"], []) if dif["job"] else None
     r["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+    r["refusals"] = [x for x in lines if x.get("msg") in ("joint test and foresight refuse",
+                                                          "planned round leaves too little")]
     return r
 
 
@@ -81,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also solve each instance on the wall clock and report its met count beside")
     ap.add_argument("--server-args", default="", help="extra `tetriopt serve` flags, one string")
     ap.add_argument("--json", dest="json_out", default=None)
+    ap.add_argument("--keep-logs", default=None, help="a folder for each seed's server log (JSON lines) and report")
     a = ap.parse_args(argv)
     runs = []
     for i in range(a.repeat):
@@ -97,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                       f"{'met' if x['served_met'] else 'missed'} (status {x['status']}, latency "
                       f"{x['served_latency_ms']}, given up in rounds {x['rounds_given_up']}) {x['error'][:70]}; "
                       f"offline latency {x['offline_latency_ms']} of slo {x['slo_ms']}", file=sys.stderr)
+            for x in r["refusals"]:
+                print(f"    refused at {x['arrival_ms']:.0f} ms ({x['arrival_ms'] % r['server']['round_ms'] / r['server']['round_ms']:.2f} "
+                      f"into its round): {x['size']}, {x['msg']}; foresight: {x.get('foresight')}; pending "
+                      f"{x.get('pending')}", file=sys.stderr)
         runs.append(run)
     within = [all(abs(r.get("attainment_gap_points", 1e9)) <= 2 for r in run.values()) for run in runs]
     out = {"runs": runs, "within_2_points": within}
