@@ -171,9 +171,9 @@ class JointAdmission:
             kept_after |= new_ids if ok else set()
         else:
             ok = new_ids <= kept_after and set(admit(state, looks)) <= kept_after
-        if ok:
-            ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks,
-                                  self.forced_at)
+            if ok:
+                ok = forced_work_fits(after, [r for r in after.requests if r.id in kept_after], new_ids, looks,
+                                      self.forced_at)
         due = max(r.deadline_us - state.decode_us(r) for r in new) if new else state.now_us
         work = sum(looks[r.id].cheapest_cost * r.remaining_steps for r in after.requests
                    if (r.id in kept_after or r.id in new_ids) and r.deadline_us - state.decode_us(r) <= due)
