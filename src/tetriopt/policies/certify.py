@@ -21,12 +21,11 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
     m, st = rm.model, rm.state
     obj = m.objective
     lefts = set(rm.left.values())
-    own_row = {}  # u var -> (its GPU-ms a step, its owed decode GPU-ms, its joint row's capacity)
-    for acc, group, _ in rm.running:
-        for u, c in group.items():
-            if u in lefts:
-                owed = rm.owed.get(u)
-                own_row[u] = (c, group.get(owed[0], 0) if owed else 0, m.ub[acc])
+    row = {v: (c, m.ub[acc]) for acc, group, _ in rm.running for v, c in group.items()}  # var -> (coef, row cap)
+    own_row = {}  # u var -> (GPU-ms a step, its row's capacity, owed decode GPU-ms, the decode's row's capacity)
+    for u in lefts & row.keys():
+        owed = rm.owed.get(u)
+        own_row[u] = row[u] + (row[owed[0]] if owed and owed[0] in row else (0, None))
     out = []
     for r in st.requests:
         if r.id not in rm.keep:
@@ -38,11 +37,13 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
         budget = st.due_us(r) - st.now_us
         w_kp, w_u, w_dn = obj.get(kp, 0), obj.get(u, 0), obj.get(dn, 0)
 
-        cost, owed, cap = own_row.get(u, (0, 0, None))
+        cost, cap, owed, owed_cap = own_row.get(u, (0, None, 0, None))
 
         def joint_ok(n: int) -> bool:
-            """Its own term of its joint row fits (the other requests' terms only add to it)."""
-            return cap is None or n == rem or cost * (rem - n) + owed <= cap
+            """Its own terms of its joint rows fit: its steps by their due time, and they and its
+            owed decode by its deadline (the other requests' terms only add to them)."""
+            return n == rem or ((cap is None or cost * (rem - n) <= cap)
+                                and (owed_cap is None or cost * (rem - n) + owed <= owed_cap))
 
         def value(n: int, t: int, bonus: int, w_s: int) -> tuple[int, bool]:
             """Best of keep / give up with n steps this round (n * t us), and whether it keeps."""
