@@ -32,11 +32,14 @@ class _Own:
         self.can = can and m.ub[self.kp] > 0
         self.budget = st.due_us(r) - st.now_us
         self.w_kp, self.w_u, self.w_dn = obj.get(self.kp, 0), obj.get(self.u, 0), obj.get(self.dn, 0)
-        self.cost, self.owed, self.cap = own_row.get(self.u, (0, 0, None))
+        self.cost, self.cap, self.owed, self.owed_cap = own_row.get(self.u, (0, None, 0, None))
 
     def joint_ok(self, n: int) -> bool:
-        """Its own term of its joint row fits (the other requests' terms only add to it)."""
-        return self.cap is None or n == self.rem or self.cost * (self.rem - n) + self.owed <= self.cap
+        """Its own terms of its joint rows fit: its steps by their due time, and they and its
+        owed decode by its deadline (the other requests' terms only add to them)."""
+        left = self.cost * (self.rem - n)
+        return n == self.rem or ((self.cap is None or left <= self.cap)
+                                 and (self.owed_cap is None or left + self.owed <= self.owed_cap))
 
     def value(self, n: int, t: int, bonus: int, w_s: int) -> tuple[int, bool]:
         """Best of keep / give up with n steps this round (n * t us), and whether it keeps."""
@@ -54,12 +57,11 @@ def _owns(rm: RoundModel) -> list[_Own]:
     """_Own of every modelled request, in the state's order."""
     m = rm.model
     lefts = set(rm.left.values())
-    own_row = {}  # u var -> (its GPU-ms a step, its owed decode GPU-ms, its joint row's capacity)
-    for acc, group, _ in rm.running:
-        for u, c in group.items():
-            if u in lefts:
-                owed = rm.owed.get(u)
-                own_row[u] = (c, group.get(owed[0], 0) if owed else 0, m.ub[acc])
+    row = {v: (c, m.ub[acc]) for acc, group, _ in rm.running for v, c in group.items()}  # var -> (coef, row cap)
+    own_row = {}  # u var -> (GPU-ms a step, its row's capacity, owed decode GPU-ms, the decode's row's capacity)
+    for u in lefts & row.keys():
+        owed = rm.owed.get(u)
+        own_row[u] = row[u] + (row[owed[0]] if owed and owed[0] in row else (0, None))
     return [_Own(rm, r, own_row) for r in rm.state.requests if r.id in rm.keep]
 
 

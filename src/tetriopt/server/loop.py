@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
@@ -39,6 +39,19 @@ REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round
 REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
 REPLANS = 3                  # re-plans a round at most
 REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A round's plan and where it came from: the state it was made on, that state's snapshot time
+    (scheduler clock), when the decision began and was ready (perf_counter), and ready on the
+    scheduler clock."""
+    state: RoundState
+    plan: RoundPlan
+    cutoff_us: int
+    began: float
+    ready: float
+    ready_us: int
 
 
 class Scheduler:
@@ -125,22 +138,24 @@ class Scheduler:
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
         self._arrived.clear()
+        self._keep_released()
         cutoff = self.clock.now_us()
         self._snapped = (boundary, cutoff)
         state = self._snapshot(boundary, k, cutoff)
         plan = RoundPlan(assignments=(), backend="none")
         if state.requests:
             plan = await self.planner.plan(state)
-        decided = (time.perf_counter(), self.clock.now_us())
+            self._release_bands(state, plan)
+        kept = Decision(state, plan, cutoff, t0, time.perf_counter(), self.clock.now_us())
         self._planned = (boundary, state, plan)
-        state, plan, cutoff, t0, decided = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0,
-                                                                           decided)
+        kept = await self._replan(k, boundary, kept)
+        state, plan, cutoff = kept.state, kept.plan, kept.cutoff_us
         self._snapped, self._planned = (boundary, cutoff), (boundary, state, plan)
         planned = bool(state.requests)
         if planned:  # the figures of the decision kept: its own time, and when it was ready
-            overhead_ms = (decided[0] - t0) * 1e3
+            overhead_ms = (kept.ready - kept.began) * 1e3
             solve_ms = plan.solve_ms or overhead_ms
-            late_ms = (decided[1] - boundary) / 1e3
+            late_ms = (kept.ready_us - boundary) / 1e3
         await self._sleep_until(boundary)
         t1 = time.perf_counter()
         state, plan = self._fill_late(state, plan, cutoff)
@@ -163,24 +178,59 @@ class Scheduler:
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
                                           "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3),
                                           "given_up": None if plan.kept is None else
-                                          sorted({r.id for r in state.requests} - set(plan.kept))})
+                                          sorted({r.id for r in state.requests} - set(plan.kept)),
+                                          "pending_detail": self._detail(state, plan) if log.isEnabledFor(logging.DEBUG)
+                                          else None})
         if plan.assignments:
             self._dispatch(k, plan, work)
         self._current = (state, plan)
 
-    async def _replan_for_arrivals(self, k: int, boundary: int, state: RoundState, plan: RoundPlan, cutoff: int,
-                                   t0: float, decided: tuple[float, int]
-                                   ) -> tuple[RoundState, RoundPlan, int, float, tuple[float, int]]:
-        """Plan round k again when requests arrive in its lead and a decision still fits before the
-        boundary, so that they are planned with everything else, as `tetriopt solve` sees them
-        (what arrives too late for that goes on the plan's free GPU time: `_fill_late`).
+    def _detail(self, state: RoundState, plan: RoundPlan) -> list:
+        """Per pending request (debug log): id, size, steps left, planning and own deadline from the
+        boundary (ms), whether the plan keeps it, and its assignments (GPUs, steps)."""
+        pending = self.engine.pending
+        return [(r.id, r.width, r.remaining_steps, round((r.deadline_us - state.now_us) / 1e3, 1),
+                 round((pending[r.id].deadline_us - state.now_us) / 1e3, 1) if r.id in pending else None,
+                 plan.kept is None or r.id in plan.kept,
+                 [(len(a.gpus), a.steps) for a in plan.assignments if r.id in a.requests]) for r in state.requests]
+
+    def _release_bands(self, state: RoundState, plan: RoundPlan) -> None:
+        """A plan that gives up requests planned to a guard band releases their bands (they plan to
+        their own deadline from now on, `PlanningDeadlines.release`) and asks for a re-plan of the
+        round, which `_replan` makes when time is left before the boundary (else the next round
+        sees them released)."""
+        if self.deadlines is None or plan.kept is None:
+            return
+        kept = set(plan.kept)
+        given_up = [r.id for r in state.requests if r.id not in kept and self.deadlines.banded(
+            replace(r, deadline_us=self.engine.pending[r.id].deadline_us), state.now_us)
+            if r.id in self.engine.pending]
+        if given_up:
+            self.deadlines.release(given_up)
+            log.debug("guard band released", extra={"round": state.round_index, "requests": given_up})
+            self._arrived.set()
+
+    def release_bands(self, ids) -> None:
+        """Admission judged these requests by their own deadline: they plan to it (no guard band)."""
+        if self.deadlines is not None:
+            self.deadlines.release(ids)
+
+    def _keep_released(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.keep_only(self.engine.pending)
+
+    async def _replan(self, k: int, boundary: int, kept: Decision) -> Decision:
+        """Plan round k again when requests arrive in its lead (or a plan released guard bands:
+        `_release_bands`) and a decision still fits before the boundary, so that they are planned
+        with everything else, as `tetriopt solve` sees them (what arrives too late for that goes on
+        the plan's free GPU time: `_fill_late`).
 
         A re-plan runs with the time left to the boundary as its limit (less `REPLAN_GUARD_US`),
         at most `REPLANS` times a round and only up to `REPLAN_MAX_PENDING` requests (beyond, a
         backlog keeps the GPUs busy and the solver's CPU is better left to the next round); one
         not back by then is abandoned (its result ignored), so the round never starts late
-        because of it. Returns the state, plan and snapshot time of the decision kept, when that
-        decision began (perf_counter) and when it was ready (perf_counter, scheduler clock)."""
+        because of it. Returns the decision kept."""
+        state = kept.state
         for _ in range(REPLANS):
             left = boundary - REPLAN_GUARD_US - self.clock.now_us()
             if left < REPLAN_MIN_US:
@@ -196,7 +246,7 @@ class Scheduler:
             fresh = self._snapshot(boundary, k, now)
             if self._stop.is_set() or left < REPLAN_MIN_US or len(fresh.requests) > REPLAN_MAX_PENDING:
                 break
-            if {r.id for r in fresh.requests} == {r.id for r in state.requests}:
+            if {(r.id, r.deadline_us) for r in fresh.requests} == {(r.id, r.deadline_us) for r in state.requests}:
                 continue
             t = time.perf_counter()
             task = asyncio.ensure_future(self.planner.plan(fresh, limit_ms=left / 1e3))
@@ -205,8 +255,10 @@ class Scheduler:
             except asyncio.TimeoutError:
                 log.info("re-plan abandoned at the boundary", extra={"round": k})
                 break
-            state, cutoff, t0, decided = fresh, now, t, (time.perf_counter(), self.clock.now_us())
-        return state, plan, cutoff, t0, decided
+            state = fresh
+            kept = Decision(fresh, plan, now, t, time.perf_counter(), self.clock.now_us())
+            self._release_bands(fresh, plan)
+        return kept
 
     def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
         state = self._view(self.engine.snapshot(boundary, k, cutoff_us=cutoff))
