@@ -295,8 +295,9 @@ class MipPolicy:
                 so far (certify.beyond), and its best plan, tried before the warm starts (most
                 rounds it certifies then skip greedy's and TetriServe's)."""
                 nonlocal ub, bound_kind, blocks
-                blocks = swaps(rm) if self.symmetry else []
-                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks])
+                if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
+                    blocks = swaps(rm)
+                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()])
                 if got is None or got[0] >= ub:
                     return None
                 ub, bound_kind = got[0], "placement"
