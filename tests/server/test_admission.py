@@ -306,3 +306,18 @@ def test_a_released_band_plans_to_the_requests_own_deadline():
     assert pd(replace(_state([r]), now_us=300_000)).requests[0].deadline_us == 1_000_000
     pd.keep_only({"other"})  # no longer pending: forgotten
     assert pd.released == set()
+
+
+def test_a_late_target_stands_while_it_can_be_reached():
+    # 1024x1024, 20 steps alone: 172 ms from a boundary; SLO 300 ms, late at 300 ms: target 2 x SLO = 600 ms
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    r = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
+    pd = PlanningDeadlines(reach, 1.0)
+    # late at 300 ms (SLO 1x is past): as soon as it can, plus a round: 300 + 172 + 60
+    assert pd.deadline_us(r, 300_000) == 532_000
+    # a round later, not run meanwhile, it can still reach 532 ms (finish 532): the target stands (it
+    # was renewed to 592 ms, 652 ms, ... a round later each round a just-in-time plan let it wait)
+    assert pd.deadline_us(r, 360_000) == 532_000
+    assert pd.deadline_us(r, 420_000) == 652_000  # out of reach (592 > 532): renewed, from there
+    pd.keep_only(set())
+    assert pd.late == {}

@@ -296,7 +296,9 @@ class PlanningDeadlines:
     2. Its own deadline, once the band is out of reach: a second chance, not a give-up.
     3. Late (`late_scale` > 0): arrival + `late_scale` x its SLO, or, when it cannot reach that
        either, its earliest finish alone plus one round (as soon as it can: a later target is
-       where a just-in-time policy would finish it). Before, a late request ran on whatever GPU
+       where a just-in-time policy would finish it). The target stands while it can be reached
+       (renewed only when it cannot), so a request that waits is not promised a round later each
+       round. Before, a late request ran on whatever GPU
        time the on-time requests left, and under overload it starved (2048 px images finished at
        2.5-3x their SLO, small ones at up to 5.6x); now the policy keeps it like any request, and
        admission's joint test counts its work, so new requests are not admitted into the capacity
@@ -312,6 +314,7 @@ class PlanningDeadlines:
             raise ValueError("guard must be in [0, 1)")
         self.reach, self.late_scale, self.guard = reach, late_scale, guard
         self.released: set[str] = set()  # requests whose band gave way (`release`)
+        self.late: dict[str, int] = {}  # each late request's current target
 
     def banded(self, r: RequestState, boundary_us: int) -> bool:
         """Does r plan to a guard band at this boundary? (Only the band plans before its deadline.)"""
@@ -326,9 +329,11 @@ class PlanningDeadlines:
         self.released.update(ids)
 
     def keep_only(self, pending) -> None:
-        """Forget released requests that are no longer pending (finished or cancelled)."""
+        """Forget requests that are no longer pending (finished or cancelled)."""
         if self.released:
             self.released.intersection_update(pending)
+        for i in [i for i in self.late if i not in pending]:
+            del self.late[i]
 
     def deadline_us(self, r: RequestState, boundary_us: int) -> int:
         fin = self.reach.finish_us(r, boundary_us)
@@ -338,7 +343,13 @@ class PlanningDeadlines:
             return banded
         if fin <= r.deadline_us or self.late_scale == 0:
             return r.deadline_us
-        return max(r.arrival_us + math.ceil(self.late_scale * slo), fin + self.reach.round_us)
+        # a late target stands while it can still be reached: renewed every round as "its finish plus a
+        # round", it slid a round later each round a just-in-time plan left the request waiting (a 256
+        # px image at 1.5x its SLO finished at 4.1x, waiting three rounds with a target 1.7 s away)
+        target = self.late.get(r.id)
+        if target is None or fin > target:
+            target = self.late[r.id] = max(r.arrival_us + math.ceil(self.late_scale * slo), fin + self.reach.round_us)
+        return target
 
     def view(self, requests: tuple[RequestState, ...], boundary_us: int) -> tuple[RequestState, ...]:
         out = []

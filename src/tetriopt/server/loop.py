@@ -39,6 +39,8 @@ REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round
 REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
 REPLANS = 3                  # re-plans a round at most
 REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
+DISPATCH_AHEAD_US = 10_000   # a round's plan goes to the executor this long before its boundary, so that
+                             # the event loop's lateness on a busy machine does not start it late
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Scheduler:
         self._arrived = asyncio.Event()  # set by submit: a round in its lead may plan again
         self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
         self._planned: tuple[int, RoundState, RoundPlan] | None = None  # its plan once made, before its start
+        self._ahead: tuple[int, dict[str, int]] = (-1, {})  # a round dispatched before its boundary: its steps
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -156,16 +159,24 @@ class Scheduler:
             overhead_ms = (kept.ready - kept.began) * 1e3
             solve_ms = plan.solve_ms or overhead_ms
             late_ms = (kept.ready_us - boundary) / 1e3
-        await self._sleep_until(boundary)
+        await self._sleep_until(boundary - DISPATCH_AHEAD_US)
         t1 = time.perf_counter()
-        state, plan = self._fill_late(state, plan, cutoff)
-        if not state.requests:
-            return
-        try:  # the round's steps go in flight at its boundary (admission sees them pending until then)
+        filled = self.clock.now_us()
+        state, plan = self._fill_late(state, plan, cutoff, filled)
+        if not state.requests:  # nothing to run yet: what arrives by the boundary is late-filled then
+            await self._sleep_until(boundary)
+            t1, filled = time.perf_counter(), self.clock.now_us()
+            state, plan = self._fill_late(state, plan, cutoff, filled)
+            if not state.requests:
+                return
+        try:  # the round's steps go in flight (admission counts them as still to do until the boundary)
             plan, work = self.engine.dispatch(state, plan)
         except InvalidPlan as e:  # the planner and fill_late check, so this is a bug: skip the round
             log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
             return
+        self._ahead = (boundary, self._steps_of(plan))
+        # arrivals from here to the boundary: only the plan's free tails (it is dispatched), no displacement
+        self._snapped, self._planned = (boundary, filled), (boundary, state, replace(plan, kept=None))
         if not planned:  # a round of late arrivals alone: it counts as a round too
             late_ms = (self.clock.now_us() - boundary) / 1e3
             overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
@@ -183,6 +194,34 @@ class Scheduler:
                                           else None})
         if plan.assignments:
             self._dispatch(k, plan, work)
+        await self._sleep_until(boundary)
+        self._fill_tail(k, state, plan, filled)
+
+    @staticmethod
+    def _steps_of(plan: RoundPlan) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in plan.assignments:
+            for i in a.requests:
+                out[i] = out.get(i, 0) + a.steps
+        return out
+
+    def _fill_tail(self, k: int, state: RoundState, plan: RoundPlan, filled: int) -> None:
+        """At the boundary: requests that arrived after the plan went to the executor
+        (`DISPATCH_AHEAD_US` before it) go on the GPU time it leaves free, dispatched as an addition
+        to the round (as immediate starts are); then the round is the one running."""
+        late = self._arrived_after(state.now_us, k, filled, self.clock.now_us())
+        if late:
+            merged, full = fill_late(state, replace(plan, kept=None), late, batching=self.planner.options["batching"])
+            added = full.assignments[len(plan.assignments):]
+            why = check_plan(merged, full) if added else None
+            if why is not None:  # fill_late builds on the plan's free time, so this is a bug
+                log.error("late arrivals not added: invalid plan", extra={"round": k, "error": why})
+            elif added:
+                extra, work = self.engine.dispatch(merged, replace(full, assignments=added))
+                self._mark_running(extra)
+                self._dispatch(k, extra, work)
+                state, plan = merged, replace(plan, assignments=plan.assignments + extra.assignments)
+            log.debug("late arrivals at the boundary", extra={"round": k, "late": len(late), "added": len(added)})
         self._current = (state, plan)
 
     def _detail(self, state: RoundState, plan: RoundPlan) -> list:
@@ -232,7 +271,7 @@ class Scheduler:
         because of it. Returns the decision kept."""
         state = kept.state
         for _ in range(REPLANS):
-            left = boundary - REPLAN_GUARD_US - self.clock.now_us()
+            left = boundary - DISPATCH_AHEAD_US - REPLAN_GUARD_US - self.clock.now_us()
             if left < REPLAN_MIN_US:
                 break
             if not self._arrived.is_set():
@@ -242,7 +281,7 @@ class Scheduler:
                     break
             self._arrived.clear()
             now = self.clock.now_us()
-            left = boundary - REPLAN_GUARD_US - now
+            left = boundary - DISPATCH_AHEAD_US - REPLAN_GUARD_US - now
             fresh = self._snapshot(boundary, k, now)
             if self._stop.is_set() or left < REPLAN_MIN_US or len(fresh.requests) > REPLAN_MAX_PENDING:
                 break
@@ -295,11 +334,11 @@ class Scheduler:
         self._mark_running(extra)
         self._dispatch(state.round_index, extra, work)
 
-    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int) -> tuple[RoundState, RoundPlan]:
-        """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
-        free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
-        as in `tetriopt solve`, whenever there is room."""
-        late = self._arrived_after(state.now_us, state.round_index, cutoff, self.clock.now_us())
+    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int, now_us: int) -> tuple[RoundState, RoundPlan]:
+        """Just before the boundary: requests that arrived after the snapshot go on GPU time the plan
+        left free (`planner.fill_late`), so a request is seen from the first boundary after it
+        arrives, as in `tetriopt solve`, whenever there is room."""
+        late = self._arrived_after(state.now_us, state.round_index, cutoff, now_us)
         if not late:
             return state, plan
         merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
@@ -397,9 +436,11 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work at the first boundary a new request can run at (admission's view): a
-        round's steps go in flight at its boundary, so until then they are still to do."""
-        return self._view(self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us))
+        """The pending work at the first boundary a new request can run at (admission's view): the
+        steps dispatched for that round (just before it) are still to do there."""
+        boundary = self.timing.first_start_us(now_us)
+        ahead = self._ahead[1] if self._ahead[0] == boundary and now_us < boundary else None
+        return self._view(self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=ahead))
 
     def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
         """Admission's check for requests arriving after the snapshot of the round they would first
@@ -414,7 +455,7 @@ class Scheduler:
         if at != boundary or now_us <= cutoff or not new:
             return True
         if (len(self.engine.pending) <= REPLAN_MAX_PENDING
-                and boundary - now_us >= REPLAN_GUARD_US + REPLAN_MIN_US):
+                and boundary - now_us >= DISPATCH_AHEAD_US + REPLAN_GUARD_US + REPLAN_MIN_US):
             return True  # the round is planned again with it (`_replan_for_arrivals`)
         late = self._arrived_after(boundary, -1, cutoff, now_us)
         planned = self._planned
