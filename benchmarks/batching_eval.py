@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--flux-rates", default=",".join(map(str, FLUX_RATES)), help="E3's FLUX rates (req/min)")
     ap.add_argument("--sd3-rates", default=",".join(map(str, SD3_RATES)), help="E3's SD3 H200 rates (req/min)")
     ap.add_argument("--models", default=None, help="only these profiles (comma-separated; default: all)")
+    ap.add_argument("--policies", default=None, help="run only these of the experiment's policies (comma-separated; "
+                    "the tables show every row in <out>/rows.json)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--deterministic", action="store_true",
                     help="cpsat stops on CP-SAT's deterministic clock: met counts independent of the machine's load")
@@ -96,7 +98,8 @@ def main() -> None:
         if a.models:
             pts = [p for p in pts if p.model in a.models.split(",")]
         if not a.markdown:
-            todo = {q: [p for p in pts if (p.label(), q) not in done] for q in pols}  # resume: missing rows only
+            run = [q for q in pols if a.policies is None or q in a.policies.split(",")]
+            todo = {q: [p for p in pts if (p.label(), q) not in done] for q in run}  # resume: missing rows only
             t0 = time.time()
             with tqdm(total=sum(map(len, todo.values())), desc=name, file=sys.stderr) as bar:
                 for q, qpts in todo.items():

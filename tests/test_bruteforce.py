@@ -94,9 +94,11 @@ def brute_force(state: RoundState) -> int:
                         ok = False
                         break
                 val += k * w.keep - w.remaining * gpu_ms(o.cheapest_cost) * u
-                # kept and unfinished: its steps left and the decode still to come on its set
-                owed = gpu_ms(o.cheapest_degree * state.decode_us(r)) if u else 0
-                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u + owed))
+                # kept and unfinished: its steps left by their due time, and the decode still to
+                # come on its set by its deadline
+                us.append((r.deadline_us - state.decode_us(r), gpu_ms(o.cheapest_cost) * u))
+                if u:
+                    us.append((r.deadline_us, gpu_ms(o.cheapest_degree * state.decode_us(r))))
             if not ok:
                 continue
             for d, _ in us:  # joint test at every deadline

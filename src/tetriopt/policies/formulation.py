@@ -289,6 +289,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             p = m.var(f"owes_decode[{r.id}]", 0, 1)
             m.add({u: 1, p: -rem}, ub=0)
             owed[u] = (p, gpu_ms(o.cheapest_degree * state.decode_us(r)))
+            # the owed decode runs after the last step, up to the deadline: it is due then, not at due_us
+            joint.append((r.deadline_us, p, o.cheapest_degree * state.decode_us(r)))
         joint.append((state.due_us(r), u, joint_cost.get(r.id, o.cheapest_cost)))
     for g, terms in gpu_terms.items():
         if terms:
@@ -320,8 +322,6 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     prev, group, running = None, {}, []
     for i, (d, u, cost) in enumerate(joint):
         group[u] = gpu_ms(cost)
-        if u in owed:
-            group[owed[u][0]] = owed[u][1]
         if i + 1 < len(joint) and joint[i + 1][0] == d:
             continue
         cap = joint_cap_ms(state, d, joint_capacity)
@@ -371,32 +371,40 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             load[gpu] = load.get(gpu, 0) + dur.get(r.id, 0)
         if keep[r.id] and any(load[gpu] > budget for gpu in g):
             keep[r.id] = False
-    # joint test, earliest deadline first: where a prefix overflows, give up its biggest remaining work
+    # joint test, earliest due time first: where a prefix overflows, give up its biggest remaining work.
+    # A kept request's steps are due at its due time, the decode it still owes at its deadline
+    # (as in build's rows); `counted` is what of it is in the prefix so far
     due = lambda i: st.due_us(by_id[i])  # noqa: E731
     left = {i: by_id[i].remaining_steps - want.get(i, ((), 0))[1] for i in by_id}
-    work = {i: gpu_ms(rm.joint_us(i)) * left[i] + (rm.owed[rm.left[i]][1] if left[i] and rm.left[i] in rm.owed else 0)
-            for i in by_id}
+    owes = {i: rm.owed[rm.left[i]][1] if left[i] and rm.left[i] in rm.owed else 0 for i in by_id}
+    work = {i: gpu_ms(rm.joint_us(i)) * left[i] + owes[i] for i in by_id}
+    events = sorted([(due(i), 0, i) for i in by_id if keep[i]]
+                    + [(by_id[i].deadline_us, 1, i) for i in by_id if keep[i] and owes[i]], key=lambda e: (e[0], e[2], e[1]))
     # the prefix as a heap on (work, due, id), largest first: a backlog of 2,000 kept requests
     # took 1.3 s with a list scanned for its maximum at every give-up
     # (entries of requests given up otherwise are skipped when they come up)
     rank = {i: n for n, i in enumerate(sorted(by_id))}
     prefix: list[tuple[int, int, int, str]] = []
-    inside: set[str] = set()
+    counted: dict[str, int] = {}
     total = 0
-    for i in sorted((i for i in by_id if keep[i]), key=lambda i: (due(i), i)):
-        heapq.heappush(prefix, (-work[i], -due(i), -rank[i], i))
-        inside.add(i)
-        total += work[i]
-        cap = joint_cap_ms(st, due(i), jc)
+    for t, is_decode, i in events:
+        if not keep[i]:
+            continue
+        if is_decode:
+            counted[i] += owes[i]
+            total += owes[i]
+        else:
+            heapq.heappush(prefix, (-work[i], -due(i), -rank[i], i))
+            counted[i] = work[i] - owes[i]
+            total += counted[i]
+        cap = joint_cap_ms(st, t, jc)
         while total > cap:
             j = heapq.heappop(prefix)[3]
-            if j in inside:
-                inside.discard(j)
-                total -= work[j]
+            if j in counted:
+                total -= counted.pop(j)
                 keep[j] = False
-        if rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in inside:
-            inside.discard(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
-            total -= work[i]
+        if not is_decode and rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in counted:
+            total -= counted.pop(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
             keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
