@@ -12,6 +12,11 @@ and useful degrees k, an integer n[i,j,k] counts its steps at degree k in round 
                                                                    (for each due time t inside round j)
                y binary, n integer >= 0, n[i,j,k] = 0 before i's first round boundary
 
+and, since each assignment also runs the request's text encode (its first) or VAE decode (the one
+that finishes it) on its whole set, binaries first/last[i,j,k] place those, and the rows above
+charge them (cuts (6)-(8) of docs/bound.md); the per-request rows are also scaled by y_i (9), and a
+met request costs at least the least GPU-time of any plan of it alone (10, `least_work_us`).
+
 Every valid plan (simulator semantics: rounds, aligned sets, steps inside rounds) restricted to
 the requests it meets is a solution, so the optimum is >= the best met count. It is solved with
 CP-SAT per connected component of overlapping request windows. A component not proven optimal
