@@ -63,26 +63,71 @@ class Window:
         return sum(c // t for c in self.caps.values()) if t else 0
 
 
-def least_gpu_us(w: Window) -> int:
-    """The least GPU-time (charged as in the rows, w.gpu_us) of w's steps over every integer plan
-    of them alone: whole steps, in each round at most its usable time (cap). Per round, the
-    Pareto front of (time, GPU-time) by step count, then a min-plus sum over rounds; 0 if none."""
-    S = w.request.steps
-    total = {0: 0}  # steps so far -> least GPU-time
+def least_work_us(w: Window, aux: bool = True) -> int:
+    """The least GPU-time a met request costs, over every integer plan of it alone that the model's
+    per-request rows allow: whole steps; in each round at most its usable time before the due time
+    (cap), the round it starts in also holding the encode and the round it ends in the decode
+    before the deadline (room); both charged on the narrowest degree that round uses (the first /
+    last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
+    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none."""
+    S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
+    degs = sorted(w.step)
+    INF = 1 << 62
+    todo = {0: 0}   # not started yet: steps 0 -> cost
+    run: dict[int, int] = {}  # started, not finished: steps so far -> least cost
+    done = INF
     for j, cap in sorted(w.caps.items()):
-        front: dict[int, list[tuple[int, int]]] = {0: [(0, 0)]}  # steps -> [(time, GPU-time)]
-        for k, t in w.step.items():
-            g, nxt = w.gpu_us(k), {}
-            for s0, pts in front.items():
-                for t0, g0 in pts:
-                    n = 0
-                    while s0 + n <= S and t0 + n * t <= cap:
-                        nxt.setdefault(s0 + n, []).append((t0 + n * t, g0 + n * g))
-                        n += 1
-            front = {s_: _pareto(pts) for s_, pts in nxt.items()}
-        best = {s_: min(g_ for _, g_ in pts) for s_, pts in front.items()}
-        total = _minplus(total, best, S)
-    return total.get(S, 0)
+        room = w.room.get(j, cap)
+        # fronts[k0][s]: [(time, GPU-time)] of s >= 1 steps in this round, narrowest degree k0
+        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k >= k0], cap, S) for k0 in degs}
+
+        def best(limit: int, aux_us: int) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for k0, fr in fronts.items():
+                for n, pts in fr.items():
+                    g = min((g for t, g in pts if t <= limit), default=INF)
+                    if g < INF and g + k0 * aux_us < out.get(n, INF):
+                        out[n] = g + k0 * aux_us
+            return out
+
+        plain, first = best(cap, 0), best(cap - enc, enc)
+        last, both = best(min(cap, room - dec), dec), best(min(cap - enc, room - enc - dec), enc + dec)
+        nxt_run = dict(run)  # a round without steps
+        for s0, c0 in run.items():
+            for n, c in plain.items():
+                if s0 + n < S and c0 + c < nxt_run.get(s0 + n, INF):
+                    nxt_run[s0 + n] = c0 + c
+            for n, c in last.items():
+                if s0 + n == S:
+                    done = min(done, c0 + c)
+        for n, c in first.items():
+            if n < S and c < nxt_run.get(n, INF):
+                nxt_run[n] = c
+        if S in both:
+            done = min(done, both[S])
+        run = nxt_run
+    return 0 if done == INF else done
+
+
+def _fronts(kinds: list[tuple[int, int]], cap: int, S: int) -> dict[int, list[tuple[int, int]]]:
+    """Step count n >= 1 -> Pareto front [(time, GPU-time)] of n steps within `cap` made of the
+    (step time, GPU-time) kinds, at least one of the first kind."""
+    front: dict[int, list[tuple[int, int]]] = {}
+    t1, g1 = kinds[0]
+    for n in range(1, S + 1):
+        if n * t1 > cap:
+            break
+        front[n] = [(n * t1, n * g1)]
+    for t, g in kinds[1:]:
+        nxt: dict[int, list[tuple[int, int]]] = {}
+        for s0, pts in front.items():
+            for t0, g0 in pts:
+                n = 0
+                while s0 + n <= S and t0 + n * t <= cap:
+                    nxt.setdefault(s0 + n, []).append((t0 + n * t, g0 + n * g))
+                    n += 1
+        front = {n: _pareto(pts) for n, pts in nxt.items()}
+    return front
 
 
 def _pareto(pts: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -222,7 +267,7 @@ def block_levels(inst: Instance) -> list[int]:
 METHODS = ("optimal", "cpsat-bound", "feasible-alone")
 
 
-def build_model(inst: Instance, ws: list[Window], aux: bool = True):
+def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
     """The relaxation of one component as a CP-SAT model (objective set): (model, y per window).
 
     With `aux` (docs/bound.md, cuts (6)-(8)) binaries first[i,j,k] / last[i,j,k] say in which round
@@ -231,7 +276,7 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True):
     from ortools.sat.python import cp_model
 
     N, R = inst.cluster.gpus, inst.round_us
-    m = cp_model.CpModel()
+    m = cp_model.CpModel() if m is None else m
     ys = []
     # round -> [(done by, GPU-time, degree, the request's own time, request)]: one entry per step
     # variable (done by its due time), and with `aux` one per first indicator (its encode, also
@@ -255,14 +300,19 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True):
             m.add(sum(row.values()) <= min(w.caps[j] // min(w.step[k] for k in row), r.steps) * y)
             for k, n in row.items():
                 m.add(n <= min(w.caps[j] // w.step[k], r.steps) * y)
-        least = least_gpu_us(w)  # (10): a met request's steps cost at least their least GPU-time
-        if least:
-            m.add(sum(w.gpu_us(k) * n for row in steps.values() for k, n in row.items()) >= least * y)
+        mine = [w.gpu_us(k) * n for row in steps.values() for k, n in row.items()]  # its GPU-time
         if aux:
-            first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row}
-            # it finishes in round j at degree k only if a step and the decode fit before its deadline
+            # it starts in round j only if rounds j.. can hold all its steps, and finishes there (at
+            # degree k) only if rounds ..j can and a step and the decode fit before its deadline
+            t = min(w.step.values())
+            most = {j: w.caps[j] // t for j in steps}
+            fits_from = {j: sum(c for jj, c in most.items() if jj > j) + (w.caps[j] - w.encode_us) // t for j in steps}
+            fits_by = {j: sum(c for jj, c in most.items() if jj < j) + min(w.caps[j], w.room[j] - w.decode_us) // t
+                       for j in steps}
+            first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row
+                     if fits_from[j] >= r.steps}
             last = {(j, k): m.new_bool_var(f"last[{r.id},{j},{k}]") for j, row in steps.items() for k in row
-                    if w.step[k] + w.decode_us <= w.room[j]}
+                    if w.step[k] + w.decode_us <= w.room[j] and fits_by[j] >= r.steps}
             m.add(sum(first.values()) == y)
             m.add(sum(last.values()) == y)
             for (j, k), v in (*first.items(), *last.items()):
@@ -278,19 +328,26 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True):
                 if before and later:  # no step before the first round
                     m.add(sum(before) + r.steps * sum(later) <= r.steps * y)
             for j, row in steps.items():
-                enc = sum(first[j, k] for k in row)
+                enc = sum(first[j, k] for k in row if (j, k) in first)
                 dec = sum(last[j, k] for k in row if (j, k) in last)
                 m.add(own[j] + w.encode_us * enc <= w.caps[j])  # the encode precedes steps due by due_us
                 m.add(own[j] + w.encode_us * enc + w.decode_us * dec <= w.room[j])
                 for k in row:
-                    by_round[j].append((w.due_us, k * w.encode_us * first[j, k], k, w.encode_us * first[j, k], r.id))
+                    if (j, k) in first:
+                        e = w.encode_us * first[j, k]
+                        by_round[j].append((w.due_us, k * e, k, e, r.id))
+                        mine.append(k * e)
                     if (j, k) in last:
                         e = w.decode_us * last[j, k]
                         by_round[j].append((r.deadline_us, k * e, k, e, r.id))
+                        mine.append(k * e)
         else:
             for j, row in steps.items():
                 if len(row) > 1:
                     m.add(own[j] <= w.caps[j])
+        least = least_work_us(w, aux)  # (10): a met request costs at least this
+        if least:
+            m.add(sum(mine) >= least * y)
     levels = block_levels(inst)
     for j, terms in by_round.items():
         m.add(sum(g for _, g, *_ in terms) <= N * R)
@@ -357,7 +414,8 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
 
     t0 = time.perf_counter()
     ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
-    alone = [w for w in ws if w.max_steps() >= w.request.steps]
+    # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
+    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w) > 0]
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []

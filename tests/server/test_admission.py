@@ -156,6 +156,10 @@ def test_overload_is_shed_by_deadline_with_retry_after(make_server):
             err = r.json()["error"]
             assert err["code"] == "deadline_overloaded" and err["param"] is None and "slo_ms" in err["message"]
             assert int(r.headers["retry-after"]) >= 1
+        # each refusal says when it arrived on the scheduler clock (loadgen replays it at that phase),
+        # in order and before the accepted ones' results came back
+        stamps = [float(r.headers["x-tetriopt-arrival-ms"]) for r in refused]
+        assert stamps == sorted(stamps) and 0 < stamps[-1] <= s.service.clock.now_us() / 1e3
         assert [wait_job(c, j)["status"] for j in accepted] == ["succeeded"] * len(accepted)
         assert c.get("/v1/stats").json()["requests"]["rejected_overload"] == len(refused)
 
