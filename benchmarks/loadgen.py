@@ -52,6 +52,7 @@ class Sent:
     met: bool = False                    # the server's verdict (image ready by the deadline)
     server_latency_ms: float | None = None   # the server's: arrival to image ready
     server_arrival_ms: float | None = None   # the server's arrival stamp (its clock: rounds at k x round_ms)
+    job: str = ""                        # the server's job id (its logs name it)
     error: str = ""
 
 
@@ -97,8 +98,11 @@ async def one(client: httpx.AsyncClient, s: Sent, t0: float, headers: dict[str, 
         s.met = bool(body["tetriopt"]["deadline_met"])
         s.server_latency_ms = body["tetriopt"]["latency_ms"]
         s.server_arrival_ms = body["tetriopt"]["arrival_ms"]
+        s.job = body["tetriopt"]["job_id"]
     else:
         s.error = (body.get("error") or {}).get("message", r.text)[:200] if isinstance(body, dict) else r.text[:200]
+        if "x-tetriopt-arrival-ms" in r.headers:  # a refusal's arrival on the server's clock
+            s.server_arrival_ms = float(r.headers["x-tetriopt-arrival-ms"])
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -110,14 +114,32 @@ def server_arrivals(sent: list[Sent], round_ms: float) -> dict[str, float]:
 
     The server's rounds start at multiples of round_ms on its own clock, the offline solve's at
     multiples from 0: with send times, each request would meet another phase of the rounds (up
-    to a round more or less of waiting, a point or more of attainment on a short run). Refused
-    requests carry no stamp: their send time plus the median offset of the stamped ones.
+    to a round more or less of waiting, a point or more of attainment on a short run). Refusals
+    carry theirs in a header (`X-Tetriopt-Arrival-Ms`); a request without one (an older server, a
+    transport error) gets its send time plus the median offset of the stamped ones.
     """
     offsets = [s.server_arrival_ms - s.at_ms for s in sent if s.server_arrival_ms is not None]
     off = float(np.median(offsets)) if offsets else 0.0
     at = {s.id: s.server_arrival_ms if s.server_arrival_ms is not None else s.at_ms + off for s in sent}
     base = (min(at.values(), default=0.0) // round_ms) * round_ms
     return {k: round(v - base, 3) for k, v in at.items()}
+
+
+def differ(sent: list[Sent], offline: list[dict], arrival: dict[str, float], round_ms: float) -> list[dict]:
+    """The requests whose verdict differs between the server and the offline solve of the same
+    instance: what each side did with it (status and error on the server, latency on both)."""
+    off = {r["id"]: r for r in offline}
+    out = []
+    for s in sent:
+        o = off.get(s.id)
+        if o is None or bool(o["met"]) == s.met:
+            continue
+        fin = o.get("finish_ms")
+        out.append({"id": s.id, "job": s.job, "size": f"{s.width}x{s.height}", "scale": s.scale, "slo_ms": s.slo_ms,
+                    "arrival_ms": arrival[s.id], "round_phase": round(arrival[s.id] % round_ms / round_ms, 3), "served_met": s.met, "status": s.status,
+                    "error": s.error[:120], "served_latency_ms": s.server_latency_ms,
+                    "offline_latency_ms": None if fin is None else round(fin - arrival[s.id], 3)})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--instance", default=None, help="write the sent workload as a tetriopt instance JSON")
     ap.add_argument("--compare", action="store_true", help="run `tetriopt solve` on --instance and report it")
+    ap.add_argument("--deterministic", action="store_true",
+                    help="--compare: the offline solve stops CP-SAT on its deterministic clock (a reference that "
+                         "does not move with the machine's load; the server's limit is wall-clock)")
     ap.add_argument("--json", dest="json_out", default=None, help="write the report as JSON")
     a = ap.parse_args(argv)
     if a.compare and not a.instance:
@@ -213,17 +238,21 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-c", "from tetriopt.cli import main; main()", "solve", a.instance,
                "--policy", info["policy"], "--time-limit-ms", str(info["time_limit_ms"]), "--json", "-",
                "--no-progress", "--batching" if info.get("batching") else "--no-batching",
-               "--immediate-start" if info.get("immediate_start") else "--no-immediate-start"]
+               "--immediate-start" if info.get("immediate_start") else "--no-immediate-start",
+               *(["--deterministic", "--no-timings"] if a.deterministic else [])]
         out = subprocess.run(cmd, capture_output=True, text=True)
         try:
-            summ = json.loads(out.stdout)["summary"]
+            res = json.loads(out.stdout)
+            summ = res["summary"]
         except (ValueError, KeyError):  # the offline solve failed: report why, keep the server's figures
             lines = (out.stderr or out.stdout).strip().splitlines()
             report["solve"] = {"error": f"tetriopt solve exited {out.returncode}: {lines[-1] if lines else ''}"[:300]}
         else:
             report["solve"] = {k: summ[k] for k in ("slo_attainment", "met", "latency_ms_p50", "latency_ms_p99",
                                                     "rounds", "fallback_rounds")}
+            report["solve"]["deterministic"] = a.deterministic
             report["attainment_gap_points"] = round(100 * (report["slo_attainment"] - summ["slo_attainment"]), 2)
+            report["differ"] = differ(sent, res["requests"], arrival, info["round_ms"])
     text = json.dumps(report, indent=1)
     print(text)
     if a.json_out:  # the file also keeps each request's fate, to compare with the offline solve's

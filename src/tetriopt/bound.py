@@ -12,6 +12,11 @@ and useful degrees k, an integer n[i,j,k] counts its steps at degree k in round 
                                                                    (for each due time t inside round j)
                y binary, n integer >= 0, n[i,j,k] = 0 before i's first round boundary
 
+and, since each assignment also runs the request's text encode (its first) or VAE decode (the one
+that finishes it) on its whole set, binaries first/last[i,j,k] place those, and the rows above
+charge them (cuts (6)-(8) of docs/bound.md); the per-request rows are also scaled by y_i (9), and a
+met request costs at least the least GPU-time of any plan of it alone (10, `least_work_us`).
+
 Every valid plan (simulator semantics: rounds, aligned sets, steps inside rounds) restricted to
 the requests it meets is a solution, so the optimum is >= the best met count. It is solved with
 CP-SAT per connected component of overlapping request windows. A component not proven optimal
@@ -47,6 +52,9 @@ class Window:
     step: dict[int, int]            # useful degree -> step latency (us)
     caps: dict[int, int]            # round -> usable time in that round (us)
     gpu: dict[int, int] = field(default_factory=dict)  # degree -> GPU-time charged per step (us)
+    room: dict[int, int] = field(default_factory=dict)  # round -> its time from arrival to deadline (us)
+    encode_us: int = 0                  # the text encode before its first step, in that assignment
+    decode_us: int = 0                  # the VAE decode after its last step, in that assignment
 
     def gpu_us(self, k: int) -> int:
         return self.gpu.get(k, k * self.step[k])
@@ -58,6 +66,91 @@ class Window:
     def max_steps(self) -> int:
         t = min(self.step.values()) if self.step else 0
         return sum(c // t for c in self.caps.values()) if t else 0
+
+
+def least_work_us(w: Window, aux: bool = True) -> int:
+    """The least GPU-time a met request costs, over every integer plan of it alone that the model's
+    per-request rows allow: whole steps; in each round at most its usable time before the due time
+    (cap), the round it starts in also holding the encode and the round it ends in the decode
+    before the deadline (room); both charged on the narrowest degree that round uses (the first /
+    last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
+    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none."""
+    S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
+    degs = sorted(w.step)
+    INF = 1 << 62
+    todo = {0: 0}   # not started yet: steps 0 -> cost
+    run: dict[int, int] = {}  # started, not finished: steps so far -> least cost
+    done = INF
+    for j, cap in sorted(w.caps.items()):
+        room = w.room.get(j, cap)
+        # fronts[k0][s]: [(time, GPU-time)] of s >= 1 steps in this round, narrowest degree k0
+        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k >= k0], cap, S) for k0 in degs}
+
+        def best(limit: int, aux_us: int) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for k0, fr in fronts.items():
+                for n, pts in fr.items():
+                    g = min((g for t, g in pts if t <= limit), default=INF)
+                    if g < INF and g + k0 * aux_us < out.get(n, INF):
+                        out[n] = g + k0 * aux_us
+            return out
+
+        plain, first = best(cap, 0), best(cap - enc, enc)
+        last, both = best(min(cap, room - dec), dec), best(min(cap - enc, room - enc - dec), enc + dec)
+        nxt_run = dict(run)  # a round without steps
+        for s0, c0 in run.items():
+            for n, c in plain.items():
+                if s0 + n < S and c0 + c < nxt_run.get(s0 + n, INF):
+                    nxt_run[s0 + n] = c0 + c
+            for n, c in last.items():
+                if s0 + n == S:
+                    done = min(done, c0 + c)
+        for n, c in first.items():
+            if n < S and c < nxt_run.get(n, INF):
+                nxt_run[n] = c
+        if S in both:
+            done = min(done, both[S])
+        run = nxt_run
+    return 0 if done == INF else done
+
+
+def _fronts(kinds: list[tuple[int, int]], cap: int, S: int) -> dict[int, list[tuple[int, int]]]:
+    """Step count n >= 1 -> Pareto front [(time, GPU-time)] of n steps within `cap` made of the
+    (step time, GPU-time) kinds, at least one of the first kind."""
+    front: dict[int, list[tuple[int, int]]] = {}
+    t1, g1 = kinds[0]
+    for n in range(1, S + 1):
+        if n * t1 > cap:
+            break
+        front[n] = [(n * t1, n * g1)]
+    for t, g in kinds[1:]:
+        nxt: dict[int, list[tuple[int, int]]] = {}
+        for s0, pts in front.items():
+            for t0, g0 in pts:
+                n = 0
+                while s0 + n <= S and t0 + n * t <= cap:
+                    nxt.setdefault(s0 + n, []).append((t0 + n * t, g0 + n * g))
+                    n += 1
+        front = {n: _pareto(pts) for n, pts in nxt.items()}
+    return front
+
+
+def _pareto(pts: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out, best = [], None
+    for t, g in sorted(pts):
+        if best is None or g < best:
+            out.append((t, g))
+            best = g
+    return out
+
+
+def _minplus(a: dict[int, int], b: dict[int, int], cap: int) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for x, ga in a.items():
+        for y, gb in b.items():
+            if x + y <= cap and ga + gb < out.get(x + y, 1 << 62):
+                out[x + y] = ga + gb
+    return out
 
 
 def useful_steps(inst: Instance, r: Request) -> dict[int, int]:
@@ -113,7 +206,9 @@ def window(inst: Instance, r: Request, arrival_visible: bool = False, batching: 
             caps[j] = min(caps[j], fin)
             break
         del caps[j]
-    return Window(r, first, due, step, caps, gpu)
+    room = {j: min(R, r.deadline_us - j * R) - max(0, r.arrival_us - j * R) for j in caps}
+    return Window(r, first, due, step, caps, gpu, room, inst.profile.text_encode_us,
+                  inst.profile.vae_decode_us(r.width, r.height))
 
 
 @dataclass
@@ -177,6 +272,118 @@ def block_levels(inst: Instance) -> list[int]:
 METHODS = ("optimal", "cpsat-bound", "feasible-alone")
 
 
+def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
+    """The relaxation of one component as a CP-SAT model (objective set): (model, y per window).
+
+    With `aux` (docs/bound.md, cuts (6)-(8)) binaries first[i,j,k] / last[i,j,k] say in which round
+    and at which degree a met request runs its first / last step; that assignment also runs the
+    text encode / VAE decode on its k GPUs, which the rows below then charge."""
+    from ortools.sat.python import cp_model
+
+    N, R = inst.cluster.gpus, inst.round_us
+    m = cp_model.CpModel() if m is None else m
+    ys = []
+    # round -> [(done by, GPU-time, degree, the request's own time, request)]: one entry per step
+    # variable (done by its due time), and with `aux` one per first indicator (its encode, also
+    # done by the due time) and one per last indicator (its decode, done by the deadline)
+    by_round: dict[int, list[tuple]] = {}
+    for w in ws:
+        r = w.request
+        y = m.new_bool_var(f"y[{r.id}]")
+        ys.append(y)
+        steps: dict[int, dict[int, object]] = {}  # round -> degree -> n
+        for j, cap in w.caps.items():
+            for k, t in w.step.items():
+                hi = cap // t
+                if hi > 0:
+                    n = steps.setdefault(j, {})[k] = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
+                    by_round.setdefault(j, []).append((w.due_us, w.gpu_us(k) * n, k, t * n, r.id))
+        m.add(sum(n for row in steps.values() for n in row.values()) == r.steps * y)
+        own = {j: sum(w.step[k] * n for k, n in row.items()) for j, row in steps.items()}
+        for j, row in steps.items():  # no work unless met: the same rows scaled by y (LP strength)
+            m.add(own[j] <= w.caps[j] * y)
+            m.add(sum(row.values()) <= min(w.caps[j] // min(w.step[k] for k in row), r.steps) * y)
+            for k, n in row.items():
+                m.add(n <= min(w.caps[j] // w.step[k], r.steps) * y)
+        mine = [w.gpu_us(k) * n for row in steps.values() for k, n in row.items()]  # its GPU-time
+        if aux:
+            # it starts in round j only if rounds j.. can hold all its steps, and finishes there (at
+            # degree k) only if rounds ..j can and a step and the decode fit before its deadline
+            t = min(w.step.values())
+            most = {j: w.caps[j] // t for j in steps}
+            fits_from = {j: sum(c for jj, c in most.items() if jj > j) + (w.caps[j] - w.encode_us) // t for j in steps}
+            fits_by = {j: sum(c for jj, c in most.items() if jj < j) + min(w.caps[j], w.room[j] - w.decode_us) // t
+                       for j in steps}
+            first = {(j, k): m.new_bool_var(f"first[{r.id},{j},{k}]") for j, row in steps.items() for k in row
+                     if fits_from[j] >= r.steps}
+            last = {(j, k): m.new_bool_var(f"last[{r.id},{j},{k}]") for j, row in steps.items() for k in row
+                    if w.step[k] + w.decode_us <= w.room[j] and fits_by[j] >= r.steps}
+            m.add(sum(first.values()) == y)
+            m.add(sum(last.values()) == y)
+            for (j, k), v in (*first.items(), *last.items()):
+                m.add(v <= steps[j][k])  # that round runs a step at that degree
+            rounds = sorted(steps)
+            for x, j in enumerate(rounds):
+                after = [n for jj in rounds[x + 1:] for n in steps[jj].values()]
+                ended = [v for (jj, _), v in last.items() if jj <= j]
+                if after and ended:  # no step after the finishing round
+                    m.add(sum(after) + r.steps * sum(ended) <= r.steps * y)
+                before = [n for jj in rounds[:x] for n in steps[jj].values()]
+                later = [v for (jj, _), v in first.items() if jj >= j]
+                if before and later:  # no step before the first round
+                    m.add(sum(before) + r.steps * sum(later) <= r.steps * y)
+            for j, row in steps.items():
+                enc = sum(first[j, k] for k in row if (j, k) in first)
+                dec = sum(last[j, k] for k in row if (j, k) in last)
+                m.add(own[j] + w.encode_us * enc <= w.caps[j])  # the encode precedes steps due by due_us
+                m.add(own[j] + w.encode_us * enc + w.decode_us * dec <= w.room[j])
+                for k in row:
+                    if (j, k) in first:
+                        e = w.encode_us * first[j, k]
+                        by_round[j].append((w.due_us, k * e, k, e, r.id))
+                        mine.append(k * e)
+                    if (j, k) in last:
+                        e = w.decode_us * last[j, k]
+                        by_round[j].append((r.deadline_us, k * e, k, e, r.id))
+                        mine.append(k * e)
+        else:
+            for j, row in steps.items():
+                if len(row) > 1:
+                    m.add(own[j] <= w.caps[j])
+        least = least_work_us(w, aux)  # (10): a met request costs at least this
+        if least:
+            m.add(sum(mine) >= least * y)
+    levels = block_levels(inst)
+    for j, terms in by_round.items():
+        m.add(sum(g for _, g, *_ in terms) <= N * R)
+        start, end = j * R, (j + 1) * R
+        # each due time t inside the round: the work done by t runs in [jR, t] (as a chain of
+        # running sums, so that each row is short: the same rows, a smaller model)
+        dues = sorted({d for d, *_ in terms if start < d < end})
+        done, prev = None, -1
+        for d in dues:
+            part = [g for by, g, *_ in terms if prev < by <= d]
+            nxt = m.new_int_var(0, N * (d - start), f"done[{j},{d}]")
+            m.add(nxt == (done if done is not None else 0) + sum(part))
+            done, prev = nxt, d
+        # blocks of size b partition the GPUs and every wider set is a union of them: while a
+        # request runs narrower than b, its block runs nothing wide, so
+        # b * (its narrow time) + GPU-time of all work at degree >= b <= N * R
+        owners = {term[4] for term in terms}
+        for b in levels:
+            wide = [g for _, g, k, _, _ in terms if k >= b]
+            if not wide:
+                continue
+            total = m.new_int_var(0, N * R, f"wide[{j},{b}]")
+            m.add(total == sum(wide))
+            for rid in owners:
+                narrow = [b * e for _, _, k, e, o in terms if o == rid and k < b]
+                if narrow:
+                    m.add(sum(narrow) + total <= N * R)
+    m.maximize(sum(ys))
+    return m, ys
+
+
 def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int
                      ) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
@@ -188,48 +395,7 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
         return len(ws), 0, "feasible-alone", []
     from ortools.sat.python import cp_model
 
-    N, R = inst.cluster.gpus, inst.round_us
-    m = cp_model.CpModel()
-    ys = []
-    by_round: dict[int, list[tuple]] = {}  # round -> [(due, var, degree, step us, request)]
-    for w in ws:
-        r = w.request
-        y = m.new_bool_var(f"y[{r.id}]")
-        ys.append(y)
-        all_n = []
-        for j, cap in w.caps.items():
-            terms = []
-            for k, t in w.step.items():
-                hi = cap // t
-                if hi <= 0:
-                    continue
-                n = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
-                terms.append((n, t))
-                by_round.setdefault(j, []).append((w.due_us, n, k, t, r.id, w.gpu_us(k)))
-            if len(terms) > 1:
-                m.add(sum(t * n for n, t in terms) <= cap)
-            all_n.extend(n for n, _ in terms)
-        m.add(sum(all_n) == r.steps * y)
-    levels = block_levels(inst)
-    for j, terms in by_round.items():
-        m.add(sum(g * n for _, n, _, _, _, g in terms) <= N * R)
-        start, end = j * R, (j + 1) * R
-        dues = sorted({d for d, *_ in terms if start < d < end})
-        for d in dues:
-            m.add(sum(g * n for dd, n, _, _, _, g in terms if dd <= d) <= N * (d - start))
-        # blocks of size b partition the GPUs and every wider set is a union of them: while a
-        # request runs narrower than b, its block runs no wide step, so
-        # b * (its narrow time) + GPU-time of all steps at degree >= b <= N * R
-        owners = {term[4] for term in terms}
-        for b in levels:
-            wide = [g * n for _, n, k, _, _, g in terms if k >= b]
-            if not wide:
-                continue
-            for rid in owners:
-                narrow = [b * t * n for _, n, k, t, o, _ in terms if o == rid and k < b]
-                if narrow:
-                    m.add(sum(narrow) + sum(wide) <= N * R)
-    m.maximize(sum(ys))
+    m, ys = build_model(inst, ws)
     for y in ys:  # meeting none is a solution: a search cut short still ends FEASIBLE with a bound
         m.add_hint(y, 0)
     left = deadline - time.perf_counter()  # building the model counts against the limit
@@ -260,7 +426,8 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
 
     t0 = time.perf_counter()
     ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
-    alone = [w for w in ws if w.max_steps() >= w.request.steps]
+    # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
+    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w) > 0]
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []

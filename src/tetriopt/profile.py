@@ -68,7 +68,7 @@ class CostProfile:
     sources: Mapping[str, str] = field(default_factory=dict)
     path: str = ""
     batch_sizes: tuple[int, ...] = (1,)  # batch sizes with a cost at every point
-    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # (tokens, degree, batch) -> us
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)  # (tokens, degree, batch) or (w, h, 'decode') -> us
 
     @property
     def max_batch(self) -> int:
@@ -115,7 +115,11 @@ class CostProfile:
         return v
 
     def vae_decode_us(self, width: int, height: int) -> int:
-        return self._interp(tokens(width, height, self.pixels_per_token), lambda p: p.vae_decode_us)
+        hit = self._memo.get((width, height, "decode"))  # asked for every request in every round's hot loops
+        if hit is None:
+            hit = self._memo[(width, height, "decode")] = self._interp(tokens(width, height, self.pixels_per_token),
+                                                                       lambda p: p.vae_decode_us)
+        return hit
 
 
 def _parse(data: Mapping[str, Any], path: str) -> CostProfile:

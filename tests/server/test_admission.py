@@ -156,6 +156,10 @@ def test_overload_is_shed_by_deadline_with_retry_after(make_server):
             err = r.json()["error"]
             assert err["code"] == "deadline_overloaded" and err["param"] is None and "slo_ms" in err["message"]
             assert int(r.headers["retry-after"]) >= 1
+        # each refusal says when it arrived on the scheduler clock (loadgen replays it at that phase),
+        # in order and before the accepted ones' results came back
+        stamps = [float(r.headers["x-tetriopt-arrival-ms"]) for r in refused]
+        assert stamps == sorted(stamps) and 0 < stamps[-1] <= s.service.clock.now_us() / 1e3
         assert [wait_job(c, j)["status"] for j in accepted] == ["succeeded"] * len(accepted)
         assert c.get("/v1/stats").json()["requests"]["rejected_overload"] == len(refused)
 
@@ -278,3 +282,48 @@ def test_foresight_is_busy_from_the_first_offers_rate():
     quiet = Foresight(busy_s=30)
     quiet.offered(0, 35_000_000)
     assert quiet.admits(state, (big,), 1_000_000)  # 35 of 40 GPU-s
+
+
+def test_an_idle_cluster_admits_by_the_requests_own_deadline_rule():
+    # FLUX on 8 H100s, 900 ms rounds: 2048x2048 x 20 steps alone on all 8 finishes 3382 ms after its
+    # boundary (6 steps a round with the encode, 6, 6, then 2 and the 394 ms decode). Due 3.702 s (a
+    # 1.5x-SLO image 0.86 s before a boundary, planned to its guard band) it fits alone; the fluid
+    # test, charging each step its share of the round's unused tail and the decode on top, refused it
+    # on an empty cluster (issue 11, seed 2: met offline)
+    prof, R = load_profile("flux.1-dev-h100"), 900_000
+    st = RoundState(now_us=0, round_us=R, cluster=make_cluster(8), profile=prof, degrees=(1, 2, 4, 8), requests=())
+    big = RequestState(id="big", width=2048, height=2048, remaining_steps=20, deadline_us=3_702_000)
+    assert JointAdmission(headroom=0.7).check(st, (big,)).ok
+    assert not JointAdmission(headroom=0.7).check(st, (replace(big, deadline_us=3_300_000),)).ok  # alone: 3382 ms
+    # beside anything pending the joint test decides, as before
+    other = RequestState(id="o", width=2048, height=2048, remaining_steps=20, deadline_us=3_702_000)
+    assert not JointAdmission(headroom=0.7).check(replace(st, requests=(other,)), (big,)).ok
+
+
+def test_a_released_band_plans_to_the_requests_own_deadline():
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    r = RequestState(id="ok", width=1024, height=1024, remaining_steps=20, deadline_us=1_000_000)
+    pd = PlanningDeadlines(reach, 2.0, guard=0.1)
+    assert pd.deadline_us(r, 300_000) == 900_000 and pd.banded(r, 300_000)
+    pd.release(["ok"])  # it gave way once: a 25 ms margin for dispatch is left while reachable
+    assert pd.deadline_us(r, 300_000) == 975_000 and pd.banded(r, 300_000)
+    pd.release(["ok"])  # twice: its own deadline
+    assert pd.deadline_us(r, 300_000) == 1_000_000 and not pd.banded(r, 300_000)
+    assert pd(replace(_state([r]), now_us=300_000)).requests[0].deadline_us == 1_000_000
+    pd.keep_only({"other"})  # no longer pending: forgotten
+    assert pd.released == {}
+
+
+def test_a_late_target_stands_while_it_can_be_reached():
+    # 1024x1024, 20 steps alone: 172 ms from a boundary; SLO 300 ms, late at 300 ms: target 2 x SLO = 600 ms
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    r = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
+    pd = PlanningDeadlines(reach, 1.0)
+    # late at 300 ms (SLO 1x is past): as soon as it can, plus a round: 300 + 172 + 60
+    assert pd.deadline_us(r, 300_000) == 532_000
+    # a round later, not run meanwhile, it can still reach 532 ms (finish 532): the target stands (it
+    # was renewed to 592 ms, 652 ms, ... a round later each round a just-in-time plan let it wait)
+    assert pd.deadline_us(r, 360_000) == 532_000
+    assert pd.deadline_us(r, 420_000) == 652_000  # out of reach (592 > 532): renewed, from there
+    pd.keep_only(set())
+    assert pd.late == {}

@@ -102,8 +102,17 @@ def test_admission_counts_a_late_arrival_placed_by_displacing_given_up_work():
     merged, full = fill_late(_state([a, b, gone]), plan, (late,))
     assert [(x.request, x.steps) for x in full.assignments][2:] == [("late", 4)]
     assert late_arrivals_fit(_state([a, b, gone]), plan, (late,))
-    # one step more does not fit in the round: not promised
-    assert not late_arrivals_fit(_state([a, b, gone]), plan, (replace(late, remaining_steps=5),))
+    # one step more does not fit on the free or given-up time; greedy on the whole round does (all 4
+    # GPUs for 44 ms, a and b keep running after it) and keeps everyone: promised, and so planned
+    more = replace(late, remaining_steps=5)
+    merged, full = fill_late(_state([a, b, gone]), plan, (more,))
+    assert full.backend == "greedy" and check_plan(merged, full) is None
+    assert ("late", (0, 1, 2, 3), 5) in [(x.request, x.gpus, x.steps) for x in full.assignments]
+    assert late_arrivals_fit(_state([a, b, gone]), plan, (more,))
+    # ... not where that costs a kept request the steps it needs now (a due with the round too)
+    tight = replace(a, remaining_steps=4, deadline_us=NOW + 64_000)
+    plan_tight = replace(plan, assignments=(replace(plan.assignments[0], end_us=NOW + 56_000),) + plan.assignments[1:])
+    assert not late_arrivals_fit(_state([tight, b, gone]), plan_tight, (more,))
 
 
 def test_admission_predicts_late_arrivals_with_the_servers_batching(tmp_path):

@@ -12,61 +12,79 @@ valid upper bound; where a warm start's value equals it, that plan is optimal.
 
 from __future__ import annotations
 
+import bisect
+
 from .formulation import RoundModel, keepable
 
 
-def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
-    """Per modelled request: (id, best objective it could reach alone this round, its GPU set
-    (() for none), steps, kept) at that best."""
-    m, st = rm.model, rm.state
-    obj = m.objective
+class _Own:
+    """One modelled request's own part of the round model: its objective terms as a function of
+    the candidate it runs on and its steps, with every constraint that couples it to other
+    requests dropped (GPU busy time, the joint test's other terms, the urgent order)."""
+
+    def __init__(self, rm: RoundModel, r, own_row: dict):
+        m, st = rm.model, rm.state
+        obj = m.objective
+        self.rid = r.id
+        self.kp, self.dn, self.u = rm.keep[r.id], rm.done[r.id], rm.left[r.id]
+        self.rem = r.remaining_steps
+        can, self.slack = keepable(st, r, rm.looks[r.id])
+        self.can = can and m.ub[self.kp] > 0
+        self.budget = st.due_us(r) - st.now_us
+        self.w_kp, self.w_u, self.w_dn = obj.get(self.kp, 0), obj.get(self.u, 0), obj.get(self.dn, 0)
+        self.cost, self.cap, self.owed, self.owed_cap = own_row.get(self.u, (0, None, 0, None))
+
+    def joint_ok(self, n: int) -> bool:
+        """Its own terms of its joint rows fit: its steps by their due time, and they and its
+        owed decode by its deadline (the other requests' terms only add to them)."""
+        left = self.cost * (self.rem - n)
+        return n == self.rem or ((self.cap is None or left <= self.cap)
+                                 and (self.owed_cap is None or left + self.owed <= self.owed_cap))
+
+    def value(self, n: int, t: int, bonus: int, w_s: int) -> tuple[int, bool]:
+        """Best of keep / give up with n steps this round (n * t us), and whether it keeps."""
+        rem, slack = self.rem, self.slack
+        best = w_s * n + bonus + (self.w_dn if n == rem else 0)  # given up: u = 0
+        if self.can and self.joint_ok(n) and (n == rem and n * t <= self.budget if slack is None
+                                              else rem - n <= slack):
+            kept = best + self.w_kp + self.w_u * (rem - n)
+            if kept > best:
+                return kept, True
+        return best, False
+
+
+def _owns(rm: RoundModel) -> list[_Own]:
+    """_Own of every modelled request, in the state's order."""
+    m = rm.model
     lefts = set(rm.left.values())
     row = {v: (c, m.ub[acc]) for acc, group, _ in rm.running for v, c in group.items()}  # var -> (coef, row cap)
     own_row = {}  # u var -> (GPU-ms a step, its row's capacity, owed decode GPU-ms, the decode's row's capacity)
     for u in lefts & row.keys():
         owed = rm.owed.get(u)
         own_row[u] = row[u] + (row[owed[0]] if owed and owed[0] in row else (0, None))
+    return [_Own(rm, r, own_row) for r in rm.state.requests if r.id in rm.keep]
+
+
+def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
+    """Per modelled request: (id, best objective it could reach alone this round, its GPU set
+    (() for none), steps, kept) at that best."""
+    m, obj = rm.model, rm.model.objective
     out = []
-    for r in st.requests:
-        if r.id not in rm.keep:
-            continue
-        kp, dn, u = rm.keep[r.id], rm.done[r.id], rm.left[r.id]
-        rem = r.remaining_steps
-        can, slack = keepable(st, r, rm.looks[r.id])
-        can = can and m.ub[kp] > 0
-        budget = st.due_us(r) - st.now_us
-        w_kp, w_u, w_dn = obj.get(kp, 0), obj.get(u, 0), obj.get(dn, 0)
-
-        cost, cap, owed, owed_cap = own_row.get(u, (0, None, 0, None))
-
-        def joint_ok(n: int) -> bool:
-            """Its own terms of its joint rows fit: its steps by their due time, and they and its
-            owed decode by its deadline (the other requests' terms only add to them)."""
-            return n == rem or ((cap is None or cost * (rem - n) <= cap)
-                                and (owed_cap is None or cost * (rem - n) + owed <= owed_cap))
-
-        def value(n: int, t: int, bonus: int, w_s: int) -> tuple[int, bool]:
-            """Best of keep / give up with n steps this round (n * t us), and whether it keeps."""
-            best = w_s * n + bonus + (w_dn if n == rem else 0)  # given up: u = 0
-            if can and joint_ok(n) and (n == rem and n * t <= budget if slack is None else rem - n <= slack):
-                kept = best + w_kp + w_u * (rem - n)
-                if kept > best:
-                    return kept, True
-            return best, False
-
-        v0, k0 = value(0, 0, 0, 0)
+    for own in _owns(rm):
+        rem, slack = own.rem, own.slack
+        v0, k0 = own.value(0, 0, 0, 0)
         best = (v0, (), 0, k0)
-        for gpus, t, x, s in rm.cand[r.id]:
+        for gpus, t, x, s in rm.cand[own.rid]:
             hi = m.ub[s]
             w_s, bonus = obj.get(s, 0), obj.get(x, 0)
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
             for n in sorted(points):
                 if 1 <= n <= hi:
-                    v, k = value(n, t, bonus, w_s)
+                    v, k = own.value(n, t, bonus, w_s)
                     if v > best[0]:
                         best = (v, gpus, n, k)
-        out.append((r.id, *best))
+        out.append((own.rid, *best))
     return out
 
 
@@ -86,6 +104,185 @@ def separable(rm: RoundModel, alone: list | None = None
     best = best_alone(rm) if alone is None else alone
     return (sum(b[1] for b in best), [(i, g, n) for i, _, g, n, _ in best if g],
             tuple(i for i, _, _, _, k in best if k))
+
+
+FEW_MAX = 3  # modelled requests up to which `beyond` searches (4 cost more than CP-SAT: 15 vs 12 ms a round)
+
+
+def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], list[int], list[int], list]]:
+    """own's candidate sets grouped by what they do for it (same steps' objective, stay bonus,
+    steps cap and busy-time terms): per class (value and kept for n = 0..hi steps (n = 0 unused),
+    busy time of one of its GPUs for n steps, the best value up to n as (value, n), its sets)."""
+    m, obj = rm.model, rm.model.objective
+    out: dict[tuple, tuple] = {}
+    for gpus, t, x, s in rm.cand[own.rid]:
+        row = rm.busy.get(gpus[0], {})
+        f, cap = rm.fin.get(s, (None, None))
+        key = (t, obj.get(s, 0), obj.get(x, 0), m.ub[s], row.get(s, 0), row.get(x, 0),
+               row.get(f, 0) if f is not None else 0, cap)
+        if key in out:
+            out[key][3].append(gpus)
+            continue
+        t, w_s, bonus, hi, b_s, b_x, b_f, cap = key
+        vals = [(0, False)] + [own.value(n, t, bonus, w_s) for n in range(1, hi + 1)]
+        busy = [0] + [b_s * n + b_x + (b_f if cap is not None and n >= cap else 0) for n in range(1, hi + 1)]
+        upto = [(vals[1][0], 1)] if hi >= 1 else []
+        for n in range(2, hi + 1):
+            upto.append(max(upto[-1], (vals[n][0], n)))
+        out[key] = (vals, busy, [(-1, 0)] + upto, [gpus])
+    return [v for v in out.values() if len(v[0]) > 1]
+
+
+def _mask(gpus: tuple[int, ...]) -> int:
+    return sum(1 << g for g in gpus)
+
+
+class _OutOfNodes(Exception):
+    """`beyond` ran out of its budget."""
+
+
+def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
+           budget: int = 3000) -> tuple[int, list | None] | None:
+    """The relaxation that keeps every GPU's busy-time row and each request's own constraints but
+    drops the joint test's coupling and the urgent order (a valid upper bound on the model), for
+    rounds of 2..FEW_MAX requests, searched for plans worth more than `floor` (a plan's value
+    already found): (floor, None) when there is none, so that plan is optimal; (value, [(id,
+    gpus, steps, kept)]) of the relaxation's best where it beats `floor`; None when `budget`
+    search nodes were not enough (or another round size).
+
+    A branch and bound over each request's set (or none), best first, cut where the best each
+    could reach on its set plus the best of the others is no more than the best found; for a
+    placement, the requests whose sets contain a common GPU share that GPU's round
+    (`_fill`). Where the separable plan does not fit, it is mostly because a large request's best
+    alone is the whole cluster while others want part of it, or two take the halves of 8 GPUs
+    and a third wants one of them (1,024-2,048 px images, skewed mix: of the 221 rounds CP-SAT
+    was called on skewed-slo1.5, 130 held two requests and 78 three).
+
+    `blocks`: pairs (a, b) of GPU blocks whose swap maps the model onto itself (`symmetry.swaps`),
+    so the relaxation too; a request may take a set inside b only where an earlier one took a set
+    inside a. Exact: from any placement, swapping blocks largest first (and permuting runs of
+    interchangeable siblings by the first request inside each) reaches one that obeys every
+    such rule, of the same value. Without it, placements that differ by a swap of idle blocks are
+    searched once each (hundreds a round)."""
+    owns = _owns(rm)
+    if not 2 <= len(owns) <= FEW_MAX:
+        return None
+    opts = []  # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus)], best first
+    for o in owns:
+        v0, k0 = o.value(0, 0, 0, 0)
+        row = [(v0, 0, None, (), k0)]
+        for vals, busy, upto, sets in _classes(rm, o):
+            row += [(upto[-1][0], _mask(g), (vals, busy, upto), g, None) for g in sets]
+        row.sort(key=lambda t: -t[0])
+        opts.append(row)
+    rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
+    pairs = [(_mask(a), _mask(b)) for a, b in blocks]
+    best: list = [floor, None]
+    chosen: list = []
+    left = [budget]  # search nodes left, placements and steps alike (`_fill` counts its own)
+
+    def place(i: int, acc: int) -> None:
+        if i >= 2:
+            if i == len(opts):
+                _fill(rm.state.round_us, owns, chosen, best, left)
+                return
+            # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
+            if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i]):
+                return
+        seen = set()
+        for opt in opts[i]:
+            if acc + opt[0] + rest[i + 1] <= best[0]:
+                break  # best first: no later option of this request does better
+            m = opt[1]
+            if m and any(m & b == m and not any(c[1] and c[1] & a == c[1] for c in chosen) for a, b in pairs):
+                continue  # inside b before anything inside a: a swap of the two reaches it
+            if i == len(opts) - 1:  # the last: sets of one class that meet the others alike are worth the same
+                key = (id(opt[2][0]) if opt[2] else None, tuple((m & c[1] == m, m & c[1] == c[1], not m & c[1]) for c in chosen))
+                if key in seen:
+                    continue
+                seen.add(key)
+            chosen.append(opt)
+            place(i + 1, acc + opt[0])
+            chosen.pop()
+
+    try:
+        place(0, 0)
+    except _OutOfNodes:
+        return None
+    return best[0], best[1]
+
+
+def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None = None) -> bool:
+    """The best steps for one placement (`beyond`): every request whose set contains another's
+    shares the round of that set's GPUs with it; record it in `best` ([value, plan]) if better.
+    With `extra` (a part placement: the best the others could add), only whether it could beat
+    `best`, recording nothing. Every call and step takes one of the nodes `left`."""
+    k = len(chosen)
+    masks = [c[1] for c in chosen]
+    # chains: a request and those whose sets contain its set; they share a GPU (its set's)
+    chains: list[tuple[int, ...]] = []
+    for a in range(k):
+        if masks[a]:
+            ch = tuple(b for b in range(k) if masks[b] & masks[a] == masks[a])
+            if len(ch) > 1 and ch not in chains:
+                chains.append(ch)
+    if not chains:  # nothing shared: each at its best on its set
+        total = sum(c[0] for c in chosen)
+        left[0] -= 1
+        if total + (extra or 0) <= best[0]:
+            return False
+        if extra is None:
+            best[0] = total
+            best[1] = [(owns[a].rid, c[3], c[2][2][-1][1] if c[2] else 0, c[2][0][c[2][2][-1][1]][1] if c[2] else c[4])
+                       for a, c in enumerate(chosen)]
+        return True
+    tied = sorted({a for c in chains for a in c}, key=lambda a: -sum(a in c for c in chains))
+    mine = {a: [c for c, ch in enumerate(chains) if a in ch] for a in tied}
+    free = sum(chosen[a][0] for a in range(k) if a not in tied)
+    steps = {a: (chosen[a][2][2][-1][1] if chosen[a][2] else 0) for a in range(k)}
+    load = [0] * len(chains)
+    opt = [chosen[a][0] for a in tied]
+    after = [sum(opt[j:]) + (extra or 0) for j in range(len(opt) + 1)]
+    found = False
+
+    def step(j: int, acc: int) -> None:
+        nonlocal found
+        left[0] -= 1
+        if left[0] < 0:
+            raise _OutOfNodes
+        if (found and extra is not None) or acc + after[j] <= best[0]:
+            return
+        if j == len(tied):
+            found = True
+            if extra is not None:
+                return
+            best[0] = acc
+            best[1] = [(owns[a].rid, chosen[a][3], steps[a],
+                        chosen[a][2][0][steps[a]][1] if chosen[a][2] else chosen[a][4]) for a in range(k)]
+            return
+        a = tied[j]
+        vals, busy, upto = chosen[a][2]
+        room = min(R - load[c] for c in mine[a])
+        top = bisect.bisect_right(busy, room) - 1  # busy grows with the steps
+        if j == len(tied) - 1:  # the last: its best within the room left
+            if top >= 1:
+                steps[a] = upto[top][1]
+                step(j + 1, acc + upto[top][0])
+            return
+        for n in range(top, 0, -1):
+            if acc + upto[n][0] + after[j + 1] <= best[0]:
+                return  # no fewer steps of it does better (upto: its best up to n)
+            for c in mine[a]:
+                load[c] += busy[n]
+            steps[a] = n
+            step(j + 1, acc + vals[n][0])
+            for c in mine[a]:
+                load[c] -= busy[n]
+            if found and extra is not None:
+                return
+
+    step(0, free)
+    return found
 
 
 def split_objective(rm: RoundModel, hint: list[int] | None = None, alone: list | None = None) -> list[int] | None:

@@ -65,10 +65,13 @@ def place(state: RoundState, loads: Loads, r: RequestState, k: int, step: int, w
         return None  # no GPU has room for one step: skip the scan over every set
     best = None
     for gpus in state.sets[k]:
-        n = state.fit_steps(r, k, loads.free(gpus), want)
+        free = loads.free(gpus)
+        if free < step:  # not one step (fit_steps would say 0): at 2,000 pending most sets are full
+            continue
+        n = state.fit_steps(r, k, free, want)
         if n <= 0:
             continue
-        key = (-n, gpus != r.location, loads.free(gpus), gpus)
+        key = (-n, gpus != r.location, free, gpus)
         if best is None or key < best[0]:
             best = (key, gpus, n)
     return None if best is None else (best[1], best[2])

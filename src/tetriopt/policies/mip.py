@@ -13,10 +13,11 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import best_alone, separable, split_objective
+from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
+from .rollout import rollout_met
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
@@ -30,6 +31,7 @@ BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this sh
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
 QUICK_SHARE = 0.05  # at most this share of the limit
+ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
 
@@ -82,7 +84,7 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True, pack: bool = True):
+                 split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -109,10 +111,16 @@ class MipPolicy:
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self.forecast = forecast
+        self.forecast_all = forecast_all  # the forecast gate on every request, not only wide ones (an ablation)
+        # rollout: play this round's plan and TetriServe's forward on the known requests, and run
+        # TetriServe's where it meets more (rollout.py)
+        self.rollout = rollout
+        self._ts_plan: tuple[RoundState, list, tuple] | None = None  # (its state, decisions, kept): its last plan
         self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
@@ -148,19 +156,33 @@ class MipPolicy:
         # time kept back for filling leftovers and laying the plan out (none when deterministic:
         # then no decision may depend on the wall clock)
         reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
+        roll = self._rollout_budget(state, t0, reserve)
+        finish = reserve
+        reserve += roll or 0.0  # the rollout runs after the search: its time is kept back from it
         placed = self.core(state)
         self._forecast.observe(state)
         decisions, meta = self._decide(state, t0, placed, reserve)
         t_fin = time.perf_counter()
-        if placed is not None:
+        # greedy's own plan tried every request on loads that only grew since: nothing more fits
+        # (skipping the fill saves 12 ms of a 180 ms decision at 2,000 pending on 64 GPUs)
+        fill = placed is not None and meta["backend"] != "greedy"
+        if fill:
             held = {i for d in decisions for i in members(d[0])}  # a fallback plan may already hold some of them
             kept = set(meta["kept"] or ())
             outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
                              key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
             decisions = fill_leftover(state, decisions, outside, ordered=True)
+        if placed is not None:
             meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
+        roll_s = 0.0
+        if roll is not None and (self.deterministic or self._left(t0) - finish >= roll):
+            t_roll = time.perf_counter()
+            decisions, meta, units = self._rollout(state, decisions, meta)
+            roll_s = time.perf_counter() - t_roll
+            self._roll_rate.observe(roll_s, units)
         plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
-        self._finish_rate.observe(time.perf_counter() - t_fin, len(state.requests))
+        if fill or placed is None:  # the reserve is for rounds that fill (a model's plan)
+            self._finish_rate.observe(time.perf_counter() - t_fin - roll_s, len(state.requests))
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
@@ -172,20 +194,63 @@ class MipPolicy:
             t = time.perf_counter()
             ts = self._tetriserve.plan(state)
             self._ts_rate.observe(time.perf_counter() - t, cells)
-            return ("tetriserve", decisions_of(ts), ts.kept or ())
+            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
+            return ("tetriserve", self._ts_plan[1], self._ts_plan[2])
         self._ts_rate.skipped()
         return None
 
+    def _rollout_units(self, state: RoundState) -> int:
+        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice."""
+        alive = [r for r in state.requests if outlook(state, r).alive]
+        if not alive:
+            return 0
+        rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us)
+        return 2 * len(alive) * (state.cluster.gpus + 1) * rounds
+
+    def _rollout_budget(self, state: RoundState, t0: float, reserve: float) -> float | None:
+        """Seconds to keep back for the rollout (0 when deterministic), or None: no rollout this
+        round (off, or its predicted cost does not fit its share of what is left)."""
+        if not self.rollout:
+            return None
+        if self.deterministic:
+            return 0.0
+        need = self._roll_rate.predict(self._rollout_units(state))
+        if need > ROLLOUT_SHARE * (self._left(t0) - reserve):
+            self._roll_rate.skipped()
+            return None
+        return need
+
+    def _rollout(self, state: RoundState, decisions: list, meta: dict) -> tuple[list, dict, int]:
+        """This round's decisions, or TetriServe's where its plan meets more of the known requests
+        when both are played forward with TetriServe (rollout.py); and the work units it took."""
+        if self._ts_plan is None or self._ts_plan[0] is not state:
+            ts = self._tetriserve.plan(state)
+            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
+        _, ts_dec, ts_kept = self._ts_plan
+        if sorted(map(repr, ts_dec)) == sorted(map(repr, decisions)):
+            return decisions, meta, 0
+        mine = rollout_met(state, decisions, meta.get("kept"), self._tetriserve)
+        theirs = rollout_met(state, ts_dec, ts_kept, self._tetriserve)
+        units = self._rollout_units(state)
+        if theirs > mine:
+            meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
+                        kept=tuple(ts_kept), note=f"rollout: tetriserve's plan meets {theirs} vs {mine}")
+            return list(ts_dec), meta, units
+        return decisions, meta, units
+
     def _warm_starts(self, state: RoundState, t0: float, reserve: float, lazy: bool = False) -> list:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
-        greedy first, always. With `lazy`, TetriServe's entry is a function computed only when a
-        caller reaches it (`_resolved`): most light rounds are certified by the separable or the
-        greedy plan before it (its plan sets a capped model's candidate sets, so not lazy there)."""
-        g_dec, g_kept = greedy_decisions(state)
-        out: list = [("greedy", g_dec, tuple(g_kept))]
+        greedy first, always. With `lazy` (small rounds, where every plan costs a ms at most), the
+        greedy and TetriServe entries are functions computed only when a caller reaches them
+        (`_resolved`): most light rounds are certified by the separable or placement plan before
+        them (TetriServe's plan sets a capped model's candidate sets, so not lazy there)."""
+        def greedy(batching: bool = False):
+            dec, kept = greedy_decisions(state, batching=batching)
+            return ("greedy-batching" if batching else "greedy"), dec, tuple(kept)
+
+        out: list = [greedy if lazy else greedy()]
         if self.batching:
-            b_dec, b_kept = greedy_decisions(state, batching=True)
-            out.append(("greedy-batching", b_dec, tuple(b_kept)))
+            out.append((lambda: greedy(True)) if lazy else greedy(True))
         if lazy:
             out.append(lambda: self._tetriserve_start(state, t0, reserve))
         else:
@@ -273,14 +338,32 @@ class MipPolicy:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
-            add_forecast(rm, self._forecast, frozenset(self._last_kept))
+            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates, alone = None, _resolved(heuristics), None
+        ub, candidates, alone, bound_kind, blocks = None, _resolved(heuristics), None, "separable", None
         if self.certify and not rm.batches:
             alone = best_alone(rm)
             ub, sep_dec, sep_kept = separable(rm, alone)
-            candidates = itertools.chain([("separable", sep_dec, sep_kept)], candidates)
+
+            def tighter():
+                """Reached where the separable plan falls short of its bound, on rounds of a few
+                requests: the relaxation that keeps every GPU's row, searched above the best plan
+                so far (certify.beyond), and its best plan, tried before the warm starts (most
+                rounds it certifies then skip greedy's and TetriServe's)."""
+                nonlocal ub, bound_kind, blocks
+                if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
+                    blocks = swaps(rm)
+                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()])
+                if got is None or got[0] >= ub:
+                    return None
+                ub, bound_kind = got[0], "placement"
+                if got[1] is None:  # nothing above the best so far: it is optimal
+                    return None
+                return ("placement", [(i, g, n) for i, g, n, _ in got[1] if g and n],
+                        tuple(i for i, _, _, k in got[1] if k))
+
+            candidates = itertools.chain([("separable", sep_dec, sep_kept)], _resolved([tighter]), candidates)
         seen = []
         for name, dec, kept in candidates:
             if stop is not None and time.perf_counter() > stop:
@@ -289,6 +372,8 @@ class MipPolicy:
             if key in seen:  # greedy and TetriServe often agree on light load
                 continue
             seen.append(key)
+            if name == "separable" and len(fitting(state, dec)) < len(dec):
+                continue  # lone bests that overflow a GPU (complete would say so at ten times the cost)
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)
@@ -302,10 +387,10 @@ class MipPolicy:
                 status = PlanStatus.FEASIBLE if rm.restricted else PlanStatus.OPTIMAL
                 return list(dec), dict(backend=self.backend, status=status, objective=float(val), bound=float(ub),
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
-                                       note=f"{name} plan meets the separable bound")
+                                       note=f"{name} plan meets the {bound_kind} bound")
         t_extra = time.perf_counter()
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
-            pairs = swaps(rm)
+            pairs = swaps(rm) if blocks is None else blocks
             if add_symmetry_rows(rm, pairs) and best is not None:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
         if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)

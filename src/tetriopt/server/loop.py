@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..engine import InvalidPlan, RoundEngine
@@ -39,6 +39,21 @@ REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round
 REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
 REPLANS = 3                  # re-plans a round at most
 REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
+DISPATCH_AHEAD_US = 4_000    # a round's plan goes to the executor this long before its boundary, so that
+                             # the event loop's lateness on a busy machine does not start it late
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A round's plan and where it came from: the state it was made on, that state's snapshot time
+    (scheduler clock), when the decision began and was ready (perf_counter), and ready on the
+    scheduler clock."""
+    state: RoundState
+    plan: RoundPlan
+    cutoff_us: int
+    began: float
+    ready: float
+    ready_us: int
 
 
 class Scheduler:
@@ -72,6 +87,7 @@ class Scheduler:
         self._arrived = asyncio.Event()  # set by submit: a round in its lead may plan again
         self._snapped: tuple[int, int] = (-1, -1)  # (boundary, cutoff) of the newest round's snapshot
         self._planned: tuple[int, RoundState, RoundPlan] | None = None  # its plan once made, before its start
+        self._ahead: tuple[int, dict[str, int]] = (-1, {})  # a round dispatched before its boundary: its steps
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -125,32 +141,42 @@ class Scheduler:
     async def _round(self, k: int, boundary: int) -> None:
         t0 = time.perf_counter()
         self._arrived.clear()
+        self._keep_released()
         cutoff = self.clock.now_us()
         self._snapped = (boundary, cutoff)
         state = self._snapshot(boundary, k, cutoff)
         plan = RoundPlan(assignments=(), backend="none")
         if state.requests:
             plan = await self.planner.plan(state)
-        decided = (time.perf_counter(), self.clock.now_us())
+            self._release_bands(state, plan)
+        kept = Decision(state, plan, cutoff, t0, time.perf_counter(), self.clock.now_us())
         self._planned = (boundary, state, plan)
-        state, plan, cutoff, t0, decided = await self._replan_for_arrivals(k, boundary, state, plan, cutoff, t0,
-                                                                           decided)
+        kept = await self._replan(k, boundary, kept)
+        state, plan, cutoff = kept.state, kept.plan, kept.cutoff_us
         self._snapped, self._planned = (boundary, cutoff), (boundary, state, plan)
         planned = bool(state.requests)
         if planned:  # the figures of the decision kept: its own time, and when it was ready
-            overhead_ms = (decided[0] - t0) * 1e3
+            overhead_ms = (kept.ready - kept.began) * 1e3
             solve_ms = plan.solve_ms or overhead_ms
-            late_ms = (decided[1] - boundary) / 1e3
-        await self._sleep_until(boundary)
+            late_ms = (kept.ready_us - boundary) / 1e3
+        await self._sleep_until(boundary - DISPATCH_AHEAD_US)
         t1 = time.perf_counter()
-        state, plan = self._fill_late(state, plan, cutoff)
-        if not state.requests:
-            return
-        try:  # the round's steps go in flight at its boundary (admission sees them pending until then)
+        filled = self.clock.now_us()
+        state, plan = self._fill_late(state, plan, cutoff, filled)
+        if not state.requests:  # nothing to run yet: what arrives by the boundary is late-filled then
+            await self._sleep_until(boundary)
+            t1, filled = time.perf_counter(), self.clock.now_us()
+            state, plan = self._fill_late(state, plan, cutoff, filled)
+            if not state.requests:
+                return
+        try:  # the round's steps go in flight (admission counts them as still to do until the boundary)
             plan, work = self.engine.dispatch(state, plan)
         except InvalidPlan as e:  # the planner and fill_late check, so this is a bug: skip the round
             log.error("round skipped: invalid plan", extra={"round": k, "error": str(e)})
             return
+        self._ahead = (boundary, self._steps_of(plan))
+        # arrivals from here to the boundary: only the plan's free tails (it is dispatched), no displacement
+        self._snapped, self._planned = (boundary, filled), (boundary, state, replace(plan, kept=None))
         if not planned:  # a round of late arrivals alone: it counts as a round too
             late_ms = (self.clock.now_us() - boundary) / 1e3
             overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
@@ -163,26 +189,89 @@ class Scheduler:
                                           "status": plan.status, "solve_ms": round(plan.solve_ms, 3),
                                           "overhead_ms": round(overhead_ms, 3), "late_ms": round(late_ms, 3),
                                           "given_up": None if plan.kept is None else
-                                          sorted({r.id for r in state.requests} - set(plan.kept))})
+                                          sorted({r.id for r in state.requests} - set(plan.kept)),
+                                          "pending_detail": self._detail(state, plan) if log.isEnabledFor(logging.DEBUG)
+                                          else None})
         if plan.assignments:
             self._dispatch(k, plan, work)
+        await self._sleep_until(boundary)
+        self._fill_tail(k, state, plan, filled)
+
+    @staticmethod
+    def _steps_of(plan: RoundPlan) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for a in plan.assignments:
+            for i in a.requests:
+                out[i] = out.get(i, 0) + a.steps
+        return out
+
+    def _fill_tail(self, k: int, state: RoundState, plan: RoundPlan, filled: int) -> None:
+        """At the boundary: requests that arrived after the plan went to the executor
+        (`DISPATCH_AHEAD_US` before it) go on the GPU time it leaves free, dispatched as an addition
+        to the round (as immediate starts are); then the round is the one running."""
+        late = self._arrived_after(state.now_us, k, filled, self.clock.now_us())
+        if late:
+            merged, full = fill_late(state, replace(plan, kept=None), late, batching=self.planner.options["batching"])
+            added = full.assignments[len(plan.assignments):]
+            why = check_plan(merged, full) if added else None
+            if why is not None:  # fill_late builds on the plan's free time, so this is a bug
+                log.error("late arrivals not added: invalid plan", extra={"round": k, "error": why})
+            elif added:
+                extra, work = self.engine.dispatch(merged, replace(full, assignments=added))
+                self._mark_running(extra)
+                self._dispatch(k, extra, work)
+                state, plan = merged, replace(plan, assignments=plan.assignments + extra.assignments)
+            log.debug("late arrivals at the boundary", extra={"round": k, "late": len(late), "added": len(added)})
         self._current = (state, plan)
 
-    async def _replan_for_arrivals(self, k: int, boundary: int, state: RoundState, plan: RoundPlan, cutoff: int,
-                                   t0: float, decided: tuple[float, int]
-                                   ) -> tuple[RoundState, RoundPlan, int, float, tuple[float, int]]:
-        """Plan round k again when requests arrive in its lead and a decision still fits before the
-        boundary, so that they are planned with everything else, as `tetriopt solve` sees them
-        (what arrives too late for that goes on the plan's free GPU time: `_fill_late`).
+    def _detail(self, state: RoundState, plan: RoundPlan) -> list:
+        """Per pending request (debug log): id, size, steps left, planning and own deadline from the
+        boundary (ms), whether the plan keeps it, and its assignments (GPUs, steps)."""
+        pending = self.engine.pending
+        return [(r.id, r.width, r.remaining_steps, round((r.deadline_us - state.now_us) / 1e3, 1),
+                 round((pending[r.id].deadline_us - state.now_us) / 1e3, 1) if r.id in pending else None,
+                 plan.kept is None or r.id in plan.kept,
+                 [(len(a.gpus), a.steps) for a in plan.assignments if r.id in a.requests]) for r in state.requests]
+
+    def _release_bands(self, state: RoundState, plan: RoundPlan) -> None:
+        """A plan that gives up requests planned to a guard band releases their bands (they plan to
+        their own deadline from now on, `PlanningDeadlines.release`) and asks for a re-plan of the
+        round, which `_replan` makes when time is left before the boundary (else the next round
+        sees them released)."""
+        if self.deadlines is None or plan.kept is None:
+            return
+        kept = set(plan.kept)
+        given_up = [r.id for r in state.requests if r.id not in kept and self.deadlines.banded(
+            replace(r, deadline_us=self.engine.pending[r.id].deadline_us), state.now_us)
+            if r.id in self.engine.pending]
+        if given_up:
+            self.deadlines.release(given_up)
+            log.debug("guard band released", extra={"round": state.round_index, "requests": given_up})
+            self._arrived.set()
+
+    def release_bands(self, ids) -> None:
+        """Admission judged these requests by their own deadline: they plan to it (no guard band)."""
+        if self.deadlines is not None:
+            self.deadlines.release(ids)
+
+    def _keep_released(self) -> None:
+        if self.deadlines is not None:
+            self.deadlines.keep_only(self.engine.pending)
+
+    async def _replan(self, k: int, boundary: int, kept: Decision) -> Decision:
+        """Plan round k again when requests arrive in its lead (or a plan released guard bands:
+        `_release_bands`) and a decision still fits before the boundary, so that they are planned
+        with everything else, as `tetriopt solve` sees them (what arrives too late for that goes on
+        the plan's free GPU time: `_fill_late`).
 
         A re-plan runs with the time left to the boundary as its limit (less `REPLAN_GUARD_US`),
         at most `REPLANS` times a round and only up to `REPLAN_MAX_PENDING` requests (beyond, a
         backlog keeps the GPUs busy and the solver's CPU is better left to the next round); one
         not back by then is abandoned (its result ignored), so the round never starts late
-        because of it. Returns the state, plan and snapshot time of the decision kept, when that
-        decision began (perf_counter) and when it was ready (perf_counter, scheduler clock)."""
+        because of it. Returns the decision kept."""
+        state = kept.state
         for _ in range(REPLANS):
-            left = boundary - REPLAN_GUARD_US - self.clock.now_us()
+            left = boundary - DISPATCH_AHEAD_US - REPLAN_GUARD_US - self.clock.now_us()
             if left < REPLAN_MIN_US:
                 break
             if not self._arrived.is_set():
@@ -192,11 +281,11 @@ class Scheduler:
                     break
             self._arrived.clear()
             now = self.clock.now_us()
-            left = boundary - REPLAN_GUARD_US - now
+            left = boundary - DISPATCH_AHEAD_US - REPLAN_GUARD_US - now
             fresh = self._snapshot(boundary, k, now)
             if self._stop.is_set() or left < REPLAN_MIN_US or len(fresh.requests) > REPLAN_MAX_PENDING:
                 break
-            if {r.id for r in fresh.requests} == {r.id for r in state.requests}:
+            if {(r.id, r.deadline_us) for r in fresh.requests} == {(r.id, r.deadline_us) for r in state.requests}:
                 continue
             t = time.perf_counter()
             task = asyncio.ensure_future(self.planner.plan(fresh, limit_ms=left / 1e3))
@@ -205,8 +294,10 @@ class Scheduler:
             except asyncio.TimeoutError:
                 log.info("re-plan abandoned at the boundary", extra={"round": k})
                 break
-            state, cutoff, t0, decided = fresh, now, t, (time.perf_counter(), self.clock.now_us())
-        return state, plan, cutoff, t0, decided
+            state = fresh
+            kept = Decision(fresh, plan, now, t, time.perf_counter(), self.clock.now_us())
+            self._release_bands(fresh, plan)
+        return kept
 
     def _snapshot(self, boundary: int, k: int, cutoff: int) -> RoundState:
         state = self._view(self.engine.snapshot(boundary, k, cutoff_us=cutoff))
@@ -243,11 +334,11 @@ class Scheduler:
         self._mark_running(extra)
         self._dispatch(state.round_index, extra, work)
 
-    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int) -> tuple[RoundState, RoundPlan]:
-        """At the boundary: requests that arrived after the snapshot go on GPU time the plan left
-        free (`planner.fill_late`), so a request is seen from the first boundary after it arrives,
-        as in `tetriopt solve`, whenever there is room."""
-        late = self._arrived_after(state.now_us, state.round_index, cutoff, self.clock.now_us())
+    def _fill_late(self, state: RoundState, plan: RoundPlan, cutoff: int, now_us: int) -> tuple[RoundState, RoundPlan]:
+        """Just before the boundary: requests that arrived after the snapshot go on GPU time the plan
+        left free (`planner.fill_late`), so a request is seen from the first boundary after it
+        arrives, as in `tetriopt solve`, whenever there is room."""
+        late = self._arrived_after(state.now_us, state.round_index, cutoff, now_us)
         if not late:
             return state, plan
         merged, full = fill_late(state, plan, late, batching=self.planner.options["batching"])
@@ -345,9 +436,11 @@ class Scheduler:
         return True
 
     def pending_state(self, now_us: int) -> RoundState:
-        """The pending work at the first boundary a new request can run at (admission's view): a
-        round's steps go in flight at its boundary, so until then they are still to do."""
-        return self._view(self.engine.snapshot(self.timing.first_start_us(now_us), -1, cutoff_us=now_us))
+        """The pending work at the first boundary a new request can run at (admission's view): the
+        steps dispatched for that round (just before it) are still to do there."""
+        boundary = self.timing.first_start_us(now_us)
+        ahead = self._ahead[1] if self._ahead[0] == boundary and now_us < boundary else None
+        return self._view(self.engine.snapshot(boundary, -1, cutoff_us=now_us, not_started=ahead))
 
     def late_arrivals_fit(self, new: tuple[RequestState, ...], now_us: int) -> bool:
         """Admission's check for requests arriving after the snapshot of the round they would first
@@ -362,8 +455,8 @@ class Scheduler:
         if at != boundary or now_us <= cutoff or not new:
             return True
         if (len(self.engine.pending) <= REPLAN_MAX_PENDING
-                and boundary - now_us >= REPLAN_GUARD_US + REPLAN_MIN_US):
-            return True  # the round is planned again with it (`_replan_for_arrivals`)
+                and boundary - now_us >= DISPATCH_AHEAD_US + REPLAN_GUARD_US + REPLAN_MIN_US):
+            return True  # the round is planned again with it (`_replan`)
         late = self._arrived_after(boundary, -1, cutoff, now_us)
         planned = self._planned
         if planned is not None and planned[0] == boundary:

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from ..plan import Assignment, PlanStatus, RoundPlan, check_plan, decision_us, members
 from ..policies import Policy, make_policy
-from ..policies.greedy import Loads, greedy_decisions
+from ..lookahead import outlook
+from ..policies.greedy import Greedy, Loads, greedy_decisions
 from ..state import RequestState, RoundState
 
 log = logging.getLogger("tetriopt.server.planner")
@@ -68,15 +69,40 @@ def fill_late(state: RoundState, plan: RoundPlan, late: tuple[RequestState, ...]
     """
     merged = replace(state, requests=state.requests + late)
     extra = _on_tails(merged, plan.assignments, late, batching)
+    out = replace(plan, assignments=plan.assignments + tuple(extra)) if extra else plan
     if plan.kept is not None and _placed(extra) < len(late):
         kept = set(plan.kept)
         base = tuple(a for a in plan.assignments if kept & set(a.requests))
         more = _on_tails(merged, base, late, batching) if len(base) < len(plan.assignments) else []
         if _placed(more) > _placed(extra):
-            return merged, replace(plan, assignments=base + tuple(more))
-    if not extra:
-        return merged, plan
-    return merged, replace(plan, assignments=plan.assignments + tuple(extra))
+            out = replace(plan, assignments=base + tuple(more))
+    if plan.kept is not None and len(merged.requests) <= RESCUE_MAX_PENDING and not _serves(merged, out, late):
+        # a late arrival that needs this round and found no room: greedy on the whole round, kept
+        # only if it keeps everyone the plan kept and gives each of them, and each late arrival,
+        # the steps it needs now (the offline solve plans such an arrival with the rest; 256/512 px
+        # images at 1.5x their SLO arriving in a round's last 25 ms were refused or missed, issue 11)
+        g = Greedy(batching).plan(merged)
+        by_id = {r.id: r for r in merged.requests}
+        if (set(g.kept or ()) >= kept_ids(plan) | {r.id for r in late}
+                and _serves(merged, g, late + tuple(by_id[i] for i in kept_ids(plan) if i in by_id))):
+            out = replace(g, solve_ms=plan.solve_ms, note="late arrivals: greedy re-plan")
+    return merged, out
+
+
+RESCUE_MAX_PENDING = 32  # fill_late tries greedy on the whole round up to this many requests (cost: ms)
+
+
+def kept_ids(plan: RoundPlan) -> set[str]:
+    return set(plan.kept or ())
+
+
+def _serves(state: RoundState, plan: RoundPlan, reqs) -> bool:
+    """Does `plan` give each of `reqs` the steps it needs in this round (lookahead's need_now)?"""
+    got: dict[str, int] = {}
+    for a in plan.assignments:
+        for i in a.requests:
+            got[i] = got.get(i, 0) + a.steps
+    return all(got.get(r.id, 0) >= outlook(state, r).need_now for r in reqs)
 
 
 def _placed(assignments: list[Assignment]) -> int:
