@@ -1,4 +1,4 @@
-"""The round loop on the wall clock: plan round k+1 while round k runs, dispatch it at its boundary.
+"""The round loop on the wall clock: plan round k+1 while round k runs, dispatch it just before its boundary.
 
 The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simulator's too);
 this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
