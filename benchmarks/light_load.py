@@ -116,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"runs": runs, "within_2_points": within}
     print(f"within 2 points on every seed: {within}", file=sys.stderr)
     if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
+        Path(a.json_out).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

@@ -12,6 +12,11 @@ and useful degrees k, an integer n[i,j,k] counts its steps at degree k in round 
                                                                    (for each due time t inside round j)
                y binary, n integer >= 0, n[i,j,k] = 0 before i's first round boundary
 
+and, since each assignment also runs the request's text encode (its first) or VAE decode (the one
+that finishes it) on its whole set, binaries first/last[i,j,k] place those, and the rows above
+charge them (cuts (6)-(8) of docs/bound.md); the per-request rows are also scaled by y_i (9), and a
+met request costs at least the least GPU-time of any plan of it alone (10, `least_work_us`).
+
 Every valid plan (simulator semantics: rounds, aligned sets, steps inside rounds) restricted to
 the requests it meets is a solution, so the optimum is >= the best met count. It is solved with
 CP-SAT per connected component of overlapping request windows. A component not proven optimal
@@ -352,10 +357,15 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
     for j, terms in by_round.items():
         m.add(sum(g for _, g, *_ in terms) <= N * R)
         start, end = j * R, (j + 1) * R
-        # each due time t inside the round: the work done by t runs in [jR, t]
+        # each due time t inside the round: the work done by t runs in [jR, t] (as a chain of
+        # running sums, so that each row is short: the same rows, a smaller model)
         dues = sorted({d for d, *_ in terms if start < d < end})
+        done, prev = None, -1
         for d in dues:
-            m.add(sum(g for by, g, *_ in terms if by <= d) <= N * (d - start))
+            part = [g for by, g, *_ in terms if prev < by <= d]
+            nxt = m.new_int_var(0, N * (d - start), f"done[{j},{d}]")
+            m.add(nxt == (done if done is not None else 0) + sum(part))
+            done, prev = nxt, d
         # blocks of size b partition the GPUs and every wider set is a union of them: while a
         # request runs narrower than b, its block runs nothing wide, so
         # b * (its narrow time) + GPU-time of all work at degree >= b <= N * R
@@ -364,10 +374,12 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
             wide = [g for _, g, k, _, _ in terms if k >= b]
             if not wide:
                 continue
+            total = m.new_int_var(0, N * R, f"wide[{j},{b}]")
+            m.add(total == sum(wide))
             for rid in owners:
                 narrow = [b * e for _, _, k, e, o in terms if o == rid and k < b]
                 if narrow:
-                    m.add(sum(narrow) + sum(wide) <= N * R)
+                    m.add(sum(narrow) + total <= N * R)
     m.maximize(sum(ys))
     return m, ys
 

@@ -372,6 +372,8 @@ class MipPolicy:
             if key in seen:  # greedy and TetriServe often agree on light load
                 continue
             seen.append(key)
+            if name == "separable" and len(fitting(state, dec)) < len(dec):
+                continue  # lone bests that overflow a GPU (complete would say so at ten times the cost)
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)

@@ -456,7 +456,7 @@ class Scheduler:
             return True
         if (len(self.engine.pending) <= REPLAN_MAX_PENDING
                 and boundary - now_us >= DISPATCH_AHEAD_US + REPLAN_GUARD_US + REPLAN_MIN_US):
-            return True  # the round is planned again with it (`_replan_for_arrivals`)
+            return True  # the round is planned again with it (`_replan`)
         late = self._arrived_after(boundary, -1, cutoff, now_us)
         planned = self._planned
         if planned is not None and planned[0] == boundary:
