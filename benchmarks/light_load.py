@@ -52,6 +52,9 @@ def one(seed: int, a: argparse.Namespace) -> dict:
                             "--compare", "--json", str(rep), *([] if a.wall_clock else ["--deterministic"])],
                            check=True, stdout=subprocess.DEVNULL)
             r = json.loads(rep.read_text())
+            if a.keep_logs:
+                Path(a.keep_logs).mkdir(parents=True, exist_ok=True)
+                (Path(a.keep_logs) / f"seed{seed}.instance.json").write_text(inst.read_text())
         finally:
             stop(proc)
         if a.also_wall_clock and not a.wall_clock:  # the other reference, for comparison
@@ -113,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"runs": runs, "within_2_points": within}
     print(f"within 2 points on every seed: {within}", file=sys.stderr)
     if a.json_out:
-        with open(a.json_out, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
+        Path(a.json_out).write_text(json.dumps(out, indent=1) + "\n")
     return 0
 
 

@@ -101,6 +101,8 @@ async def one(client: httpx.AsyncClient, s: Sent, t0: float, headers: dict[str, 
         s.job = body["tetriopt"]["job_id"]
     else:
         s.error = (body.get("error") or {}).get("message", r.text)[:200] if isinstance(body, dict) else r.text[:200]
+        if "x-tetriopt-arrival-ms" in r.headers:  # a refusal's arrival on the server's clock
+            s.server_arrival_ms = float(r.headers["x-tetriopt-arrival-ms"])
 
 
 def pct(xs: list[float], q: float) -> float | None:
@@ -112,8 +114,9 @@ def server_arrivals(sent: list[Sent], round_ms: float) -> dict[str, float]:
 
     The server's rounds start at multiples of round_ms on its own clock, the offline solve's at
     multiples from 0: with send times, each request would meet another phase of the rounds (up
-    to a round more or less of waiting, a point or more of attainment on a short run). Refused
-    requests carry no stamp: their send time plus the median offset of the stamped ones.
+    to a round more or less of waiting, a point or more of attainment on a short run). Refusals
+    carry theirs in a header (`X-Tetriopt-Arrival-Ms`); a request without one (an older server, a
+    transport error) gets its send time plus the median offset of the stamped ones.
     """
     offsets = [s.server_arrival_ms - s.at_ms for s in sent if s.server_arrival_ms is not None]
     off = float(np.median(offsets)) if offsets else 0.0

@@ -126,3 +126,54 @@ def test_lazy_tetriserve_warm_start_changes_no_plan(monkeypatch):
     rounds = lazy[0]
     assert any(b == "cpsat" and s == "OPTIMAL" and not n for b, s, n, _ in rounds)  # searched rounds
     assert any("tetriserve plan" in n for _, _, n, _ in rounds)  # rounds certified by the lazy warm start
+
+
+def test_no_slice_once_no_gain_can_be_reached(monkeypatch):
+    """A slice is started only while CP-SAT's proven bound leaves room for the gain the stall rule
+    asks (backends.solve_cpsat): with an unreachable gain only the quick slice runs (it does not
+    prove these rounds: 1e-7 s), with none required the search goes on to the proof."""
+    from ortools.sat.python import cp_model
+
+    calls = []
+    solve = cp_model.CpSolver.solve
+    monkeypatch.setattr(cp_model.CpSolver, "solve", lambda self, *a, **k: calls.append(1) or solve(self, *a, **k))
+    unproved = 0
+    for seed in range(0, 60, 3):
+        st = random_state(seed)
+        rm = build(st)
+        dec, kept = greedy_decisions(st)
+        hint = complete(rm, dec, kept)
+        for min_gain in (1e18, 0.0):
+            calls.clear()
+            cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, quick_s=1e-7, stall_s=1e-5,
+                             min_gain=min_gain)
+            assert cp.solution is not None, seed
+            if min_gain:
+                unproved += cp.status != "OPTIMAL"
+                assert len(calls) == 1 or cp.status == "OPTIMAL", seed
+            else:
+                assert cp.status == "OPTIMAL" and cp.objective == brute_force(st), seed
+    assert unproved >= 5  # the rule is exercised
+
+
+def test_greedy_plan_leaves_nothing_to_fill():
+    """MipPolicy skips the leftover fill after a plan that is greedy's own: greedy tried every
+    request on loads that only grew since, so the fill adds nothing (random backlogs of 40-1,000
+    requests on 8 and 64 GPUs)."""
+    import random
+    import sys
+    from pathlib import Path
+
+    from tetriopt.plan import members
+    from tetriopt.policies.greedy import fill_leftover
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from round_solve import random_state as backlog
+
+    for gpus, pending in ((8, 40), (8, 300), (64, 300), (8, 1000)):
+        rng = random.Random(gpus + pending)
+        for _ in range(3):
+            st = backlog(rng, gpus, pending)
+            dec, _ = greedy_decisions(st)
+            held = {i for d in dec for i in members(d[0])}
+            assert fill_leftover(st, dec, [r for r in st.requests if r.id not in held], ordered=True) == dec

@@ -156,6 +156,10 @@ def test_overload_is_shed_by_deadline_with_retry_after(make_server):
             err = r.json()["error"]
             assert err["code"] == "deadline_overloaded" and err["param"] is None and "slo_ms" in err["message"]
             assert int(r.headers["retry-after"]) >= 1
+        # each refusal says when it arrived on the scheduler clock (loadgen replays it at that phase),
+        # in order and before the accepted ones' results came back
+        stamps = [float(r.headers["x-tetriopt-arrival-ms"]) for r in refused]
+        assert stamps == sorted(stamps) and 0 < stamps[-1] <= s.service.clock.now_us() / 1e3
         assert [wait_job(c, j)["status"] for j in accepted] == ["succeeded"] * len(accepted)
         assert c.get("/v1/stats").json()["requests"]["rejected_overload"] == len(refused)
 
@@ -301,11 +305,13 @@ def test_a_released_band_plans_to_the_requests_own_deadline():
     r = RequestState(id="ok", width=1024, height=1024, remaining_steps=20, deadline_us=1_000_000)
     pd = PlanningDeadlines(reach, 2.0, guard=0.1)
     assert pd.deadline_us(r, 300_000) == 900_000 and pd.banded(r, 300_000)
-    pd.release(["ok"])
+    pd.release(["ok"])  # it gave way once: a 25 ms margin for dispatch is left while reachable
+    assert pd.deadline_us(r, 300_000) == 975_000 and pd.banded(r, 300_000)
+    pd.release(["ok"])  # twice: its own deadline
     assert pd.deadline_us(r, 300_000) == 1_000_000 and not pd.banded(r, 300_000)
     assert pd(replace(_state([r]), now_us=300_000)).requests[0].deadline_us == 1_000_000
     pd.keep_only({"other"})  # no longer pending: forgotten
-    assert pd.released == set()
+    assert pd.released == {}
 
 
 def test_a_late_target_stands_while_it_can_be_reached():

@@ -50,5 +50,5 @@ def test_a_given_up_banded_request_is_replanned_to_its_own_deadline():
         (b0, banded), *rest = pol.seen[rid]
         assert b0 == b and rest, pol.seen[rid]
         # its band is two rounds (0.1 x 60 s is more); given up, it is planned again in the same lead,
-        # now to its own deadline
-        assert rest[0] == (b, banded + 2 * R)
+        # now to its own deadline less the released margin (25 ms)
+        assert rest[0] == (b, banded + 2 * R - 25_000)

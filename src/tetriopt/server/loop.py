@@ -39,7 +39,7 @@ REPLAN_GUARD_US = 10_000     # a re-plan must be back this long before its round
 REPLAN_MIN_US = 10_000       # ... and gets at least this much time, else late arrivals go to fill_late
 REPLANS = 3                  # re-plans a round at most
 REPLAN_MAX_PENDING = 64      # no re-plan above this many pending requests
-DISPATCH_AHEAD_US = 10_000   # a round's plan goes to the executor this long before its boundary, so that
+DISPATCH_AHEAD_US = 4_000    # a round's plan goes to the executor this long before its boundary, so that
                              # the event loop's lateness on a busy machine does not start it late
 
 
@@ -456,7 +456,7 @@ class Scheduler:
             return True
         if (len(self.engine.pending) <= REPLAN_MAX_PENDING
                 and boundary - now_us >= DISPATCH_AHEAD_US + REPLAN_GUARD_US + REPLAN_MIN_US):
-            return True  # the round is planned again with it (`_replan_for_arrivals`)
+            return True  # the round is planned again with it (`_replan`)
         late = self._arrived_after(boundary, -1, cutoff, now_us)
         planned = self._planned
         if planned is not None and planned[0] == boundary:

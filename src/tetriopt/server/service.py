@@ -35,6 +35,8 @@ from .schedule import ScheduleLog
 
 log = logging.getLogger("tetriopt.server")
 
+ARRIVAL_HEADER = "X-Tetriopt-Arrival-Ms"
+
 
 def build_cluster(cfg: ServerConfig):
     if cfg.island_size is None:
@@ -246,7 +248,17 @@ class Service:
         return max(1, min(self.cfg.max_steps, round(self.cfg.default_steps * scale)))
 
     def accept(self, req: GenerationRequest, sync: bool, idempotency_key: str | None = None) -> Job:
-        """Admit a request (or raise ApiError) and hand its images to the scheduler."""
+        """Admit a request (or raise ApiError) and hand its images to the scheduler. A refusal carries
+        the arrival on the scheduler clock (header `X-Tetriopt-Arrival-Ms`, as an accepted request's
+        `tetriopt.arrival_ms`), so that loadgen replays refused requests at their true round phase."""
+        now = self.clock.now_us()
+        try:
+            return self._accept(req, sync, idempotency_key, now)
+        except ApiError as e:
+            e.headers.setdefault(ARRIVAL_HEADER, f"{now / 1e3:.3f}")
+            raise
+
+    def _accept(self, req: GenerationRequest, sync: bool, idempotency_key: str | None, now: int) -> Job:
         self._unavailable()
         if idempotency_key is not None:
             prior = self.store.by_idempotency_key(idempotency_key)
@@ -268,7 +280,6 @@ class Service:
             raise invalid("size", size, f"the runtime cannot split it over every degree this server plans with "
                                         f"{list(self.degrees)}: {why}")
         steps = self._steps(req)
-        now = self.clock.now_us()
         best = best_finish_us(self.profile, self.cluster, self.degrees, self.timing, req.width, req.height,
                               steps, now)
         per_step = self._step_gpu_us(req.width, req.height)
