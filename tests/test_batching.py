@@ -200,6 +200,27 @@ def test_reserve_idle_ends_hopeless_work_by_mid_round():
     assert [a.request for a in only_kept.assignments] == ["live"]
 
 
+def test_reserve_idle_serves_hopeless_work_oldest_first():
+    """In a round without kept work, requests that can no longer make it run in arrival order at
+    their cheapest degree whose step ends by mid-round, whatever the model picked: the model
+    valued them all alike, and the oldest waited to the end of the workload (p99 latency 943 s
+    on A40 skewed SLO 1.0, docs/evaluation.md E6)."""
+    from tetriopt.immediate import reserve_idle
+    from tetriopt.plan import make_plan
+
+    prof = tetriopt.load_profile("sd3-medium-a40")
+    lost = tuple(RequestState(f"l{i}", 2048, 2048, 20, deadline_us=100_000 * i + 1, arrival_us=100_000 * i,
+                              location=(0, 1, 2, 3)) for i in range(3))
+    st_ = RoundState(now_us=2_000_000, round_us=1_850_000, cluster=make_cluster(4, [[0, 1], [2, 3]]), profile=prof,
+                     degrees=(1, 2, 4), requests=lost[::-1])
+    plan = make_plan(st_, [("l2", (0, 1, 2, 3), 2)], backend="cpsat", kept=())
+    out = reserve_idle(st_, plan)
+    assert check_plan(st_, out) is None
+    # degree 1 is cheapest (1.08 s a step) but ends past mid-round; degree 2 (0.57 s) does not
+    assert sorted((a.request, a.gpus, a.steps) for a in out.assignments) == [("l0", (0, 1), 1), ("l1", (2, 3), 1)]
+    assert max(a.end_us for a in out.assignments) <= st_.now_us + 925_000
+
+
 def test_pack_idle_leaves_a_whole_block_idle():
     """Immediate starts' tie-break: two 512 px requests planned on GPUs 0 and 2 (each 2-GPU block
     and the 4-GPU set busy) tie on the round objective with both on one 2-GPU block; pack_idle

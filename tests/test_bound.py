@@ -78,10 +78,12 @@ def tiny_instance(profile_path: str, seed: int, gpus: int = 2):
     return parse_instance(data, name=f"tiny{seed}")
 
 
-def brute_force_max_met(inst) -> int:
+def brute_force_max_met(inst, immediate: bool = False) -> int:
     """Most deadlines met over every plan the simulator accepts (met requests only need to run);
     an assignment lasts its steps plus the text encode in the request's first one and the VAE
-    decode in the one that finishes it, inside the round (RoundState.aux_us)."""
+    decode in the one that finishes it, inside the round (RoundState.aux_us). `immediate`: a
+    request may also run in the round it arrives in, from its arrival on (a superset of what
+    the simulator's immediate starts allow: any GPUs, not only idle ones)."""
     R = inst.round_us
     reqs = list(inst.requests)
     dec = [inst.profile.vae_decode_us(r.width, r.height) for r in reqs]
@@ -89,10 +91,14 @@ def brute_force_max_met(inst) -> int:
     options_by_deg = [(g, k) for k in inst.degrees for g in inst.cluster.sets(k)]
     last = max(r.deadline_us for r in reqs) // R + 1
 
+    def start(i: int, j: int) -> int:
+        return max(j * R, reqs[i].arrival_us) if immediate else j * R
+
     def meetable(i: int, j: int) -> bool:
         r = reqs[i]
         t = min(inst.step_us(r, k) for k in inst.degrees)
-        return r.arrival_us <= j * R and j * R + t + dec[i] <= r.deadline_us
+        seen = r.arrival_us < (j + 1) * R if immediate else r.arrival_us <= j * R
+        return seen and start(i, j) + t + dec[i] <= r.deadline_us
 
     @lru_cache(maxsize=None)
     def best(j: int, rem: tuple[int, ...]) -> int:
@@ -106,7 +112,7 @@ def brute_force_max_met(inst) -> int:
                 t = inst.step_us(reqs[i], k)
                 for n in range(1, min(rem[i], R // t) + 1):
                     d = n * t + (enc if rem[i] == reqs[i].steps else 0) + (dec[i] if n == rem[i] else 0)
-                    if d <= R:
+                    if d <= (j + 1) * R - start(i, j):
                         opts.append((g, d, n))
             per.append(opts)
         top = 0
@@ -128,7 +134,7 @@ def brute_force_max_met(inst) -> int:
                     clock: dict[int, int] = {}
                     ok, met = True, 0
                     for i, (g, d, _) in perm:
-                        s = max(clock.get(x, j * R) for x in g)
+                        s = max([clock.get(x, j * R) for x in g] + [start(i, j)])
                         for x in g:
                             clock[x] = s + d
                         if s + d > (j + 1) * R:
@@ -267,3 +273,18 @@ def test_least_work_is_the_exhaustive_minimum(seed):
         cost = sum(a * step[1] + 2 * b * step[2] for a, b in plan) + kmin[f] * enc + kmin[last] * dec
         best = cost if best is None else min(best, cost)
     assert least_work_us(w) == (best or 0)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_extended_bound_vs_brute_force_with_immediate_starts(tmp_path, seed):
+    """The extended model's bound (arrival_visible) with cuts (6)-(10) against an exhaustive search
+    in which a request may start inside the round it arrives in, after its arrival (heavy aux work,
+    so the encode / decode charging is exercised in the arrival round too)."""
+    p = tmp_path / "aux.json"
+    p.write_text(json.dumps(AUX_PROFILE))
+    inst = tiny_instance(str(p), seed)
+    truth = brute_force_max_met(inst, immediate=True)
+    assert truth >= brute_force_max_met(inst)
+    assert upper_bound(inst, time_limit_s=10, arrival_visible=True).met_bound >= truth
+    res = solve_or_refused(inst, "cpsat", time_limit_ms=200, immediate_start=True)
+    assert res is None or res.summary["met"] <= truth

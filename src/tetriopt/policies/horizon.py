@@ -67,8 +67,10 @@ def wide(rm: RoundModel, rid: str) -> bool:
     return 2 * rm.looks[rid].cheapest_degree >= rm.state.cluster.gpus
 
 
-def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] = frozenset()) -> dict[str, int]:
-    """For each wide request i not in `committed`: work_due[due_i] + F_i keep_i <= capacity(due_i),
+def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] = frozenset(),
+                 only_wide: bool = True) -> dict[str, int]:
+    """For each wide request i (with `only_wide=False`: every request; an ablation, docs/solver.md
+    section 4) not in `committed`: work_due[due_i] + F_i keep_i <= capacity(due_i),
     F_i = GPU-ms of the forecast arrivals due by due_i that cost less than i's remaining work.
     Returns {i: F_i} (also kept in rm.extra_need, so that warm starts respect it)."""
     st, m = rm.state, rm.model
@@ -78,7 +80,7 @@ def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] =
         return need
     acc_of = {u: acc for acc, group, _ in rm.running for u in group}
     for r in st.requests:
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0 or r.id in committed or not wide(rm, r.id):
+        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0 or r.id in committed or (only_wide and not wide(rm, r.id)):
             continue
         due = st.due_us(r)
         mine = rm.joint_us(r.id) * r.remaining_steps

@@ -17,6 +17,7 @@ from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
+from .rollout import rollout_met
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
@@ -30,6 +31,7 @@ BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this sh
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
 QUICK_SHARE = 0.05  # at most this share of the limit
+ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
 
@@ -82,7 +84,7 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True, pack: bool = True):
+                 split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -109,10 +111,16 @@ class MipPolicy:
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self.forecast = forecast
+        self.forecast_all = forecast_all  # the forecast gate on every request, not only wide ones (an ablation)
+        # rollout: play this round's plan and TetriServe's forward on the known requests, and run
+        # TetriServe's where it meets more (rollout.py)
+        self.rollout = rollout
+        self._ts_plan: tuple[RoundState, list, tuple] | None = None  # (its state, decisions, kept): its last plan
         self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
@@ -148,6 +156,9 @@ class MipPolicy:
         # time kept back for filling leftovers and laying the plan out (none when deterministic:
         # then no decision may depend on the wall clock)
         reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
+        roll = self._rollout_budget(state, t0, reserve)
+        finish = reserve
+        reserve += roll or 0.0  # the rollout runs after the search: its time is kept back from it
         placed = self.core(state)
         self._forecast.observe(state)
         decisions, meta = self._decide(state, t0, placed, reserve)
@@ -163,9 +174,15 @@ class MipPolicy:
             decisions = fill_leftover(state, decisions, outside, ordered=True)
         if placed is not None:
             meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
+        roll_s = 0.0
+        if roll is not None and (self.deterministic or self._left(t0) - finish >= roll):
+            t_roll = time.perf_counter()
+            decisions, meta, units = self._rollout(state, decisions, meta)
+            roll_s = time.perf_counter() - t_roll
+            self._roll_rate.observe(roll_s, units)
         plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
         if fill or placed is None:  # the reserve is for rounds that fill (a model's plan)
-            self._finish_rate.observe(time.perf_counter() - t_fin, len(state.requests))
+            self._finish_rate.observe(time.perf_counter() - t_fin - roll_s, len(state.requests))
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
@@ -177,9 +194,51 @@ class MipPolicy:
             t = time.perf_counter()
             ts = self._tetriserve.plan(state)
             self._ts_rate.observe(time.perf_counter() - t, cells)
-            return ("tetriserve", decisions_of(ts), ts.kept or ())
+            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
+            return ("tetriserve", self._ts_plan[1], self._ts_plan[2])
         self._ts_rate.skipped()
         return None
+
+    def _rollout_units(self, state: RoundState) -> int:
+        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice."""
+        alive = [r for r in state.requests if outlook(state, r).alive]
+        if not alive:
+            return 0
+        rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us)
+        return 2 * len(alive) * (state.cluster.gpus + 1) * rounds
+
+    def _rollout_budget(self, state: RoundState, t0: float, reserve: float) -> float | None:
+        """Seconds to keep back for the rollout (0 when deterministic), or None: no rollout this
+        round (off, or its predicted cost does not fit its share of what is left)."""
+        if not self.rollout:
+            return None
+        if self.deterministic:
+            return 0.0
+        need = self._roll_rate.predict(self._rollout_units(state))
+        if need > ROLLOUT_SHARE * (self._left(t0) - reserve):
+            self._roll_rate.skipped()
+            return None
+        return need
+
+    def _rollout(self, state: RoundState, decisions: list, meta: dict) -> tuple[list, dict, int]:
+        """This round's decisions, or TetriServe's where its plan meets more of the known requests
+        when both are played forward with TetriServe (rollout.py); and the work units it took."""
+        if self._ts_plan is None or self._ts_plan[0] is not state:
+            ts = self._tetriserve.plan(state)
+            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
+        _, ts_dec, ts_kept = self._ts_plan
+        if sorted(map(repr, ts_dec)) == sorted(map(repr, decisions)):
+            return decisions, meta, 0
+        mine = rollout_met(state, decisions, meta.get("kept"), self._tetriserve)
+        units = self._rollout_units(state)
+        if mine >= len(state.requests):  # every request met: TetriServe's cannot meet more (most light rounds)
+            return decisions, meta, units
+        theirs = rollout_met(state, ts_dec, ts_kept, self._tetriserve)
+        if theirs > mine:
+            meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
+                        kept=tuple(ts_kept), note=f"rollout: tetriserve's plan meets {theirs} vs {mine}")
+            return list(ts_dec), meta, units
+        return decisions, meta, units
 
     def _warm_starts(self, state: RoundState, t0: float, reserve: float, lazy: bool = False) -> list:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
@@ -281,7 +340,7 @@ class MipPolicy:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
-            add_forecast(rm, self._forecast, frozenset(self._last_kept))
+            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
         ub, candidates, alone, bound_kind, blocks = None, _resolved(heuristics), None, "separable", None
@@ -315,6 +374,8 @@ class MipPolicy:
             if key in seen:  # greedy and TetriServe often agree on light load
                 continue
             seen.append(key)
+            if name == "separable" and len(fitting(state, dec)) < len(dec):
+                continue  # lone bests that overflow a GPU (complete would say so at ten times the cost)
             sol = complete(rm, dec, kept, self.joint_capacity)
             if sol is not None and (best is None or rm.model.value(sol) > best[1]):
                 best = (name, rm.model.value(sol), sol, dec, kept)

@@ -1,0 +1,66 @@
+"""Rollout: choose between round plans by playing each forward with a cheap base policy.
+
+The round model judges its keep decisions with a fluid joint test (the GPU-time due by each
+deadline fits the cluster's), which can admit work whose steps, packed for real into aligned
+sets round after round, later collide (docs/solver.md, 3). A rollout asks the concrete question
+instead: run this round's plan, then TetriServe's plans round after round on the requests known
+now, and count the deadlines met. Comparing the optimiser's plan with TetriServe's own this way
+is one step of policy improvement over TetriServe: TetriServe is stateless, so its rollout from
+its own plan is exactly what it would do with no further arrivals, and the plan chosen meets at
+least as many of the known requests in that forward play.
+
+A rollout drops requests that can no longer meet their deadline (they count for nothing and
+would only fill leftover GPUs) and stops when none is alive, so it spans at most the longest
+deadline ahead (about 6 rounds for FLUX at SLO 1.0). Arrivals are not forecast: replaying recent
+arrivals into the rollout was measured and met fewer deadlines (docs/solver.md, 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Iterable
+
+from ..lookahead import outlook
+from ..plan import Decision, RoundPlan, make_plan
+from ..state import RoundState
+
+
+def advance(state: RoundState, plan: RoundPlan) -> tuple[RoundState, int]:
+    """The next boundary's state if `plan` runs as laid out (the simulator's semantics: a latent
+    stays on the set of its last assignment), and how many requests it finishes by their deadline."""
+    ran: dict[str, int] = {}
+    end: dict[str, tuple[int, tuple[int, ...]]] = {}
+    for a in plan.assignments:
+        for i in a.requests:
+            ran[i] = ran.get(i, 0) + a.steps
+            if i not in end or a.end_us >= end[i][0]:
+                end[i] = (a.end_us, a.gpus)
+    met, nxt = 0, []
+    for r in state.requests:
+        n = ran.get(r.id, 0)
+        if n >= r.remaining_steps:
+            met += end[r.id][0] <= r.deadline_us
+            continue
+        nxt.append(replace(r, remaining_steps=r.remaining_steps - n, location=end[r.id][1]) if n else r)
+    return replace(state, now_us=state.end_us, requests=tuple(nxt), round_index=state.round_index + 1), met
+
+
+def alive_only(state: RoundState) -> RoundState:
+    """The state without the requests that can no longer meet their deadline."""
+    out = replace(state, requests=tuple(r for r in state.requests if outlook(state, r).alive))
+    out.memo.update(state.memo)  # a request's outlook depends on the boundary only, not on the others
+    return out
+
+
+def rollout_met(state: RoundState, decisions: Iterable[Decision], kept: tuple[str, ...] | None, base,
+                max_rounds: int = 50) -> int:
+    """Deadlines met among the requests of `state` when this round runs `decisions` and `base` (a
+    stateless policy) plans every later round for the requests still alive."""
+    s, met = advance(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
+    for _ in range(max_rounds):
+        s = alive_only(s)
+        if not s.requests:
+            break
+        s, m = advance(s, base.plan(s))
+        met += m
+    return met
