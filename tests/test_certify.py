@@ -31,6 +31,7 @@ def test_skipping_the_search_keeps_the_optimum():
     fired = 0
     for seed in SEEDS:
         st = random_state(seed)
+        # the round model's optimum, without the rollout that may run TetriServe's plan instead (rollout.py)
         on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
         off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False, rollout=False).plan(st)
         assert off.status == "OPTIMAL", seed
@@ -145,6 +146,7 @@ def test_placement_certificate_in_the_policy_keeps_the_optimum():
     fired = 0
     for seed in range(40):
         st = crowded_state(seed)
+        # the round model's optimum, without the rollout that may run TetriServe's plan instead (rollout.py)
         on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
         off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False, rollout=False).plan(st)
         assert off.status == "OPTIMAL", seed
