@@ -100,6 +100,8 @@ def reserve_idle(state: RoundState, plan: RoundPlan) -> RoundPlan:
       waiting for a 1.85 s boundary makes it miss) needs the whole set at once. Measured on the
       merged tree: +16, +5 and +21 deadlines on the three SD3 A40 workloads, -1 to +2 on FLUX
       H100 (docs/evaluation.md, E5). Half: a quarter or three quarters of the round did worse.
+    - Which hopeless requests run there is not the model's choice (it values them alike) but
+      arrival order, at their cheapest degree, so none waits to the end of the workload (E6).
     """
     if plan.kept is None:
         return plan
