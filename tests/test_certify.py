@@ -31,8 +31,9 @@ def test_skipping_the_search_keeps_the_optimum():
     fired = 0
     for seed in SEEDS:
         st = random_state(seed)
-        on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True).plan(st)
-        off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False).plan(st)
+        # the round model's optimum, without the rollout that may run TetriServe's plan instead (rollout.py)
+        on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
+        off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False, rollout=False).plan(st)
         assert off.status == "OPTIMAL", seed
         assert on.objective == off.objective, seed
         assert on.kept == off.kept or len(on.kept) == len(off.kept), seed
@@ -75,7 +76,7 @@ def test_separable_plan_certifies_a_lone_request():
             continue
         certified += 1
         assert cp.objective == ub, seed
-        plan = MipPolicy("cpsat", time_limit_ms=500, deterministic=True).plan(st)
+        plan = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
         assert plan.status == "OPTIMAL" and "separable bound" in plan.note and plan.objective == ub, seed
         tp = TetriServe().plan(st)
         ts = complete(rm, decisions_of(tp), tp.kept or ())
@@ -145,8 +146,9 @@ def test_placement_certificate_in_the_policy_keeps_the_optimum():
     fired = 0
     for seed in range(40):
         st = crowded_state(seed)
-        on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True).plan(st)
-        off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False).plan(st)
+        # the round model's optimum, without the rollout that may run TetriServe's plan instead (rollout.py)
+        on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
+        off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, certify=False, rollout=False).plan(st)
         assert off.status == "OPTIMAL", seed
         assert on.objective == off.objective, seed
         if "placement bound" in on.note:

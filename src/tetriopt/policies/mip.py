@@ -230,8 +230,10 @@ class MipPolicy:
         if sorted(map(repr, ts_dec)) == sorted(map(repr, decisions)):
             return decisions, meta, 0
         mine = rollout_met(state, decisions, meta.get("kept"), self._tetriserve)
-        theirs = rollout_met(state, ts_dec, ts_kept, self._tetriserve)
         units = self._rollout_units(state)
+        if mine >= len(state.requests):  # every request met: TetriServe's cannot meet more (most light rounds)
+            return decisions, meta, units
+        theirs = rollout_met(state, ts_dec, ts_kept, self._tetriserve)
         if theirs > mine:
             meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
                         kept=tuple(ts_kept), note=f"rollout: tetriserve's plan meets {theirs} vs {mine}")

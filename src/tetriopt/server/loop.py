@@ -1,4 +1,4 @@
-"""The round loop on the wall clock: plan round k+1 while round k runs, dispatch it at its boundary.
+"""The round loop on the wall clock: plan round k+1 while round k runs, dispatch it just before its boundary.
 
 The bookkeeping is the round engine's (`tetriopt.engine.RoundEngine`, the simulator's too);
 this loop adds time, threads and jobs. Rounds start at k x round_us on the scheduler clock.
@@ -234,8 +234,8 @@ class Scheduler:
                  [(len(a.gpus), a.steps) for a in plan.assignments if r.id in a.requests]) for r in state.requests]
 
     def _release_bands(self, state: RoundState, plan: RoundPlan) -> None:
-        """A plan that gives up requests planned to a guard band releases their bands (they plan to
-        their own deadline from now on, `PlanningDeadlines.release`) and asks for a re-plan of the
+        """A plan that gives up requests planned to a guard band releases their bands (a 25 ms margin
+        the first time, their own deadline the second: `PlanningDeadlines.release`) and asks for a re-plan of the
         round, which `_replan` makes when time is left before the boundary (else the next round
         sees them released)."""
         if self.deadlines is None or plan.kept is None:
@@ -250,7 +250,7 @@ class Scheduler:
             self._arrived.set()
 
     def release_bands(self, ids) -> None:
-        """Admission judged these requests by their own deadline: they plan to it (no guard band)."""
+        """Admission judged these requests by their own deadline: their bands give way (`_release_bands`)."""
         if self.deadlines is not None:
             self.deadlines.release(ids)
 
