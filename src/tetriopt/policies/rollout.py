@@ -56,14 +56,7 @@ def rollout_met(state: RoundState, decisions: Iterable[Decision], kept: tuple[st
                 max_rounds: int = 50) -> int:
     """Deadlines met among the requests of `state` when this round runs `decisions` and `base` (a
     stateless policy) plans every later round for the requests still alive."""
-    s, met = advance(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
-    for _ in range(max_rounds):
-        s = alive_only(s)
-        if not s.requests:
-            break
-        s, m = advance(s, base.plan(s))
-        met += m
-    return met
+    return Forward(base).met(state, decisions, kept, max_rounds=max_rounds)
 
 
 def _key(state: RoundState) -> tuple:
