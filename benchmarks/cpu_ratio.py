@@ -9,7 +9,7 @@ proofs, limits, fallbacks).
 
     python benchmarks/cpu_ratio.py instances/flux-h100-skewed-slo1.0.json [...] [--time-limit-ms 500]
 
-A policy may carry MipPolicy options, to compare a speed-up against the same code without it in
+A policy may carry MipPolicy switches (`make_policy`'s `cpsat[rollout=0]`), to compare a speed-up against the same code without it in
 one run: `--policies "cpsat,cpsat[symmetry=0;split=0],tetriserve"`.
 """
 
@@ -23,11 +23,7 @@ import tetriopt
 
 
 def run(inst, spec: str, limit_ms: float, deterministic: bool) -> tuple[dict, float, collections.Counter, list[float]]:
-    policy, _, opts = spec.partition("[")
-    kw = {k: bool(int(v)) for k, v in (o.split("=") for o in opts.rstrip("]").split(";") if o)}
-    if deterministic and policy in ("cpsat", "pulp"):
-        kw["deterministic"] = True
-    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, **kw)
+    pol = tetriopt.make_policy(spec, time_limit_ms=limit_ms, seed=0, workers=1, deterministic=deterministic)
     c0 = time.process_time()
     res = tetriopt.solve(inst, pol)
     cpu = time.process_time() - c0

@@ -60,11 +60,9 @@ def workload(gpus: int, rate: float, seed: int, size: float):
 
 
 def run_policy(inst, policy: str, limit_ms: float, deterministic: bool = False) -> dict:
-    """One policy's whole simulation; `policy` may carry MipPolicy options as in cpu_ratio.py
+    """One policy's whole simulation; `policy` may carry MipPolicy switches (policies.base.switches)
     (`cpsat[rollout=0]`: an ablation side by side with the default)."""
-    name, _, opts = policy.partition("[")
-    kw = {k: bool(int(v)) for k, v in (o.split("=") for o in opts.rstrip("]").split(";") if o)}
-    pol = tetriopt.make_policy(name, time_limit_ms=limit_ms, seed=0, workers=1, deterministic=deterministic, **kw)
+    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, deterministic=deterministic)
     c0 = time.process_time()
     res = tetriopt.solve(inst, pol)
     cpu = time.process_time() - c0

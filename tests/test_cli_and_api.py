@@ -98,3 +98,19 @@ def test_solve_round_on_callers_state():
         assert steps_possible(state, r, fastest, state.end_us, started=True) >= r.remaining_steps - by[r.id].steps, r.id
     for a in plan.assignments:
         assert 0 <= a.start_us < a.end_us <= 900_000
+
+
+def test_policy_switches_for_ablations():
+    """`cpsat[rollout=0;symmetry=0]` turns MipPolicy switches off (benchmarks run ablations side
+    by side that way); anything else inside the brackets is an input error naming it."""
+    import pytest
+
+    from tetriopt.errors import InputError
+    from tetriopt.policies import make_policy
+
+    p = make_policy("cpsat[rollout=0;symmetry=0]", time_limit_ms=50, batching=True)
+    assert (p.rollout, p.symmetry, p.forecast, p.batching) == (False, False, True, True)
+    assert make_policy("pulp[certify=0]").certify is False
+    for bad in ("cpsat[rollout=2]", "cpsat[nosuch=1]", "cpsat[time_limit_ms=1]"):
+        with pytest.raises(InputError, match=r"policy.*" + bad.split("[")[1].split("=")[0]):
+            make_policy(bad)

@@ -28,7 +28,7 @@ class PolicyKind:
 
 
 REGISTRY = (
-    PolicyKind("cpsat", "the round MIP on OR-Tools CP-SAT (the default)"),
+    PolicyKind("cpsat[SWITCH=0|1;...]", "the round MIP on OR-Tools CP-SAT (the default; switches for ablations, e.g. cpsat[rollout=0])"),
     PolicyKind("pulp", "the same MIP through PuLP/CBC", bench=False),
     PolicyKind("tetriserve", "the TetriServe paper's policy, re-implemented (work-conserving scale-up by per-step time saved)"),
     PolicyKind("tetriserve-stepgain", "TetriServe ablation: the earlier scale-up rule (extra whole steps, buddy doubling only)"),
@@ -59,6 +59,23 @@ def bench_policies(gpus: int) -> list[str]:
     return out
 
 
+def switches(name: str, spec: str) -> dict[str, bool]:
+    """The on/off MipPolicy switches of a name such as `cpsat[rollout=0;symmetry=0]`, so that an
+    ablation runs side by side with the default in one benchmark (`benchmarks/grid.py`, `cpu_ratio.py`)."""
+    import inspect
+
+    from .mip import MipPolicy
+
+    known = {k for k, p in inspect.signature(MipPolicy).parameters.items() if isinstance(p.default, bool)}
+    out: dict[str, bool] = {}
+    for item in filter(None, spec.split(";")):
+        key, _, value = item.partition("=")
+        if key not in known or value not in ("0", "1"):
+            raise InputError("policy", name, f"'{item}' is not a switch=0|1 of {', '.join(sorted(known))}")
+        out[key] = value == "1"
+    return out
+
+
 def make_policy(name: str, **options: Any) -> Policy:
     """A fresh policy by name (see REGISTRY). Heuristics take no solver options; the CLI passes
     them to every policy alike."""
@@ -67,8 +84,9 @@ def make_policy(name: str, **options: Any) -> Policy:
     from .mip import MipPolicy
     from .tetriserve import TetriServe
 
-    if name in ("cpsat", "pulp"):
-        return MipPolicy(backend=name, **options)
+    m = re.fullmatch(r"(cpsat|pulp)(?:\[(.*)\])?", name)
+    if m:
+        return MipPolicy(backend=m.group(1), **{**options, **switches(name, m.group(2) or "")})
     batching = bool(options.get("batching", False))  # heuristics that cannot batch ignore it
     if name == "greedy":
         return Greedy(batching=batching)
