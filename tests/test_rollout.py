@@ -74,3 +74,45 @@ def test_rollout_meets_one_more_on_a_grid_workload():
     met = {on: tetriopt.solve(inst, "cpsat", time_limit_ms=200, workers=1, deterministic=True,
                               rollout=on).summary["met"] for on in (False, True)}
     assert met == {False: 27, True: 28}
+
+
+def test_memoised_forward_play_with_early_stop_gives_the_same_choice_as_the_full_play():
+    """rollout.Forward (memoised plans and plays, `beat`) against a plain forward play, on random
+    crowded states and with one Forward shared across them (so later plays hit the memo): the full
+    count is the same, and with beat it exceeds `beat` exactly when the full count does, so the
+    rollout's choice between two plans never changes. Plans: real CP-SAT's (deterministic) and
+    TetriServe's."""
+    import random
+
+    from tetriopt.policies.rollout import Forward, alive_only
+
+    def full_play(s, dec, kept):  # the plain forward play, nothing memoised, never stopped early
+        s, met = advance(s, make_plan(s, list(dec), backend="t", kept=kept))
+        while (s := alive_only(s)).requests:
+            s, m = advance(s, ts.plan(s))
+            met += m
+        return met
+
+    rng = random.Random(7)
+    ts = TetriServe()
+    fw = Forward(ts)
+    pol = MipPolicy(time_limit_ms=100, deterministic=True, rollout=False)
+    sizes = [(256, 40), (512, 60), (1024, 90), (2048, 400)]
+    for trial in range(12):
+        reqs = []
+        for i in range(rng.randint(4, 14)):
+            size, base = rng.choice(sizes)
+            steps = rng.randint(3, 30)
+            reqs.append(RequestState(f"t{trial}r{i}", size, size, remaining_steps=steps, arrival_us=0,
+                                     deadline_us=R * rng.randint(1, 3) + steps * base * rng.randint(200, 1500),
+                                     location=rng.choice([(), (2 * i % 8,)])))
+        s = state(*reqs, now=R * trial)
+        plans = [(decisions_of(p), p.kept) for p in (ts.plan(s), pol.plan(s))]
+        for dec, kept in plans:
+            full = full_play(s, dec, kept)
+            for beat in range(len(reqs) + 1):  # a fresh memo: the early stop, not a memoised count, answers
+                assert (Forward(ts).met(s, dec, kept, beat=beat) > beat) == (full > beat)
+            assert fw.met(s, dec, kept) == full == fw.met(s, dec, kept) == rollout_met(s, dec, kept, ts)  # 2nd: memo
+        (d0, k0), (d1, k1) = plans
+        mine = fw.met(s, d1, k1)
+        assert (Forward(ts).met(s, d0, k0, beat=mine) > mine) == (full_play(s, d0, k0) > mine)

@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from typing import Iterable
 
-from .lookahead import Outlook, outlook, steps_possible, useful_degrees
+from .lookahead import outlook, steps_possible, useful_degrees
 from .policies.greedy import fill_leftover
 from .plan import Assignment, RoundPlan, check_plan, decision_us, decisions_of, make_plan, members
 from .state import RequestState, RoundState
@@ -100,6 +100,8 @@ def reserve_idle(state: RoundState, plan: RoundPlan) -> RoundPlan:
       waiting for a 1.85 s boundary makes it miss) needs the whole set at once. Measured on the
       merged tree: +16, +5 and +21 deadlines on the three SD3 A40 workloads, -1 to +2 on FLUX
       H100 (docs/evaluation.md, E5). Half: a quarter or three quarters of the round did worse.
+    - Which hopeless requests run there is not the model's choice (it values them alike) but
+      arrival order, at their cheapest degree, so none waits to the end of the workload (E6).
     """
     if plan.kept is None:
         return plan
@@ -111,25 +113,20 @@ def reserve_idle(state: RoundState, plan: RoundPlan) -> RoundPlan:
         dec = [d for d in plain if any(i in kept for i in members(d[0]))]
     else:
         dec = [d for d in plain if any(outlook(state, by_id[i]).alive for i in members(d[0]))]
-        # the hopeless (lost) requests get the rest, oldest first at their cheapest degree whose
-        # step ends by mid-round: served in arrival order instead of the model's choice, none
-        # waits to the end of the workload (p99 latency 943 -> 387 s on A40 skewed SLO 1.0)
+        # the hopeless (lost) requests get the rest, oldest first at their cheapest degree, ending
+        # by mid-round (at least one step): served in arrival order instead of the model's choice,
+        # none waits to the end of the workload (docs/evaluation.md, E6: p99 latency 943 -> 387 s
+        # on A40 skewed SLO 1.0). Degrees whose step ends by mid-round only: half the hopeless
+        # throughput there, and the backlog's rounds made a simulation 10x slower
         held = {i for d in dec for i in members(d[0])}
         lost = [r for r in state.requests if r.id not in held and not outlook(state, r).alive]
-        looks = {r.id: _mid_round_degrees(state, outlook(state, r)) for r in lost}
         n = len(dec)
-        dec = dec + [_by_mid_round(state, by_id, d) for d in fill_leftover(state, dec, lost, looks=looks)[n:]]
+        dec = dec + [_by_mid_round(state, by_id, d) for d in fill_leftover(state, dec, lost)[n:]]
     if dec == plain:
         return plan
     return make_plan(state, dec, backend=plan.backend, status=plan.status, objective=plan.objective,
                      bound=plan.bound, kept=plan.kept, solve_ms=plan.solve_ms,
                      note=(plan.note + "; " if plan.note else "") + "given-up work left out for immediate starts")
-
-
-def _mid_round_degrees(state: RoundState, o: Outlook) -> Outlook:
-    """o with only the degrees whose step ends by mid-round (all of them if none does)."""
-    ks = tuple(k for k in o.degrees if o.step[k] <= state.round_us // 2)
-    return replace(o, degrees=ks) if ks else o
 
 
 def _by_mid_round(state: RoundState, by_id: dict, d: tuple) -> tuple:

@@ -17,7 +17,7 @@ from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
-from .rollout import rollout_met
+from .rollout import Forward
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
@@ -116,6 +116,7 @@ class MipPolicy:
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
         self._ts_plan: tuple[RoundState, list, tuple] | None = None  # (its state, decisions, kept): its last plan
+        self._forward = Forward(self._tetriserve)  # the rollout's TetriServe plans and plays, memoised by state
         self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
@@ -224,16 +225,16 @@ class MipPolicy:
         """This round's decisions, or TetriServe's where its plan meets more of the known requests
         when both are played forward with TetriServe (rollout.py); and the work units it took."""
         if self._ts_plan is None or self._ts_plan[0] is not state:
-            ts = self._tetriserve.plan(state)
+            ts = self._forward.plan(state)  # often played already: last round's rollout passed through it
             self._ts_plan = (state, decisions_of(ts), ts.kept or ())
         _, ts_dec, ts_kept = self._ts_plan
         if sorted(map(repr, ts_dec)) == sorted(map(repr, decisions)):
             return decisions, meta, 0
-        mine = rollout_met(state, decisions, meta.get("kept"), self._tetriserve)
+        mine = self._forward.met(state, decisions, meta.get("kept"))
         units = self._rollout_units(state)
         if mine >= len(state.requests):  # every request met: TetriServe's cannot meet more (most light rounds)
             return decisions, meta, units
-        theirs = rollout_met(state, ts_dec, ts_kept, self._tetriserve)
+        theirs = self._forward.met(state, ts_dec, ts_kept, beat=mine)  # may stop once it cannot exceed mine
         if theirs > mine:
             meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
                         kept=tuple(ts_kept), note=f"rollout: tetriserve's plan meets {theirs} vs {mine}")

@@ -56,11 +56,60 @@ def rollout_met(state: RoundState, decisions: Iterable[Decision], kept: tuple[st
                 max_rounds: int = 50) -> int:
     """Deadlines met among the requests of `state` when this round runs `decisions` and `base` (a
     stateless policy) plans every later round for the requests still alive."""
-    s, met = advance(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
-    for _ in range(max_rounds):
-        s = alive_only(s)
-        if not s.requests:
-            break
-        s, m = advance(s, base.plan(s))
-        met += m
-    return met
+    return Forward(base).met(state, decisions, kept, max_rounds=max_rounds)
+
+
+def _key(state: RoundState) -> tuple:
+    """What a stateless policy's plan depends on (the cluster and profile by identity: one per simulation)."""
+    return (state.now_us, state.round_us, state.round_index, state.degrees, id(state.cluster), id(state.profile),
+            state.requests)
+
+
+class Forward:
+    """`rollout_met` with its base policy's plans and forward plays memoised by state, and an early
+    stop. Between two plans of a round, and from one round's rollout to the next (when no request
+    arrived), the forward plays pass through identical states: each is planned and played once.
+    The base policy must be stateless (its plan a function of the state), so that a memoised plan
+    or count is exactly the one recomputing would give."""
+
+    def __init__(self, base, size: int = 2048):
+        self.base = base
+        self.size = size
+        self._plans: dict[tuple, tuple[RoundState, RoundPlan]] = {}  # the state is kept: its ids stay taken
+        self._met: dict[tuple, int] = {}  # alive-only state -> deadlines met playing base from it
+
+    def plan(self, state: RoundState) -> RoundPlan:
+        """The base policy's plan for `state`, computed once per distinct state."""
+        k = _key(state)
+        hit = self._plans.get(k)
+        if hit is None:
+            if len(self._plans) >= self.size:
+                self._plans.clear()
+                self._met.clear()
+            hit = self._plans[k] = (state, self.base.plan(state))
+        return hit[1]
+
+    def met(self, state: RoundState, decisions: Iterable[Decision], kept: tuple[str, ...] | None,
+            beat: int | None = None, max_rounds: int = 50) -> int:
+        """rollout_met(state, decisions, kept, base); with `beat`, it may stop as soon as the count
+        cannot exceed `beat` (it then returns a count <= beat, not necessarily the full one)."""
+        s, met = advance(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
+        path: list[tuple[tuple, int]] = []  # (state's key, met before it) along this play
+        for _ in range(max_rounds):
+            s = alive_only(s)
+            if not s.requests:
+                break
+            k = _key(s)
+            if k in self._met:
+                met += self._met[k]
+                break
+            if beat is not None and met + len(s.requests) <= beat:
+                return met  # even meeting every live request would not exceed `beat`
+            path.append((k, met))
+            s, m = advance(s, self.plan(s))
+            met += m
+        else:
+            return met  # cut by max_rounds: not a whole play, nothing memoised
+        for k, before in path:
+            self._met[k] = met - before
+        return met
