@@ -79,9 +79,10 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="A request that can no longer meet its deadline is planned (and counted by admission) against "
                    "arrival + this x its SLO (if out of reach too: its earliest finish plus a round), still "
                    "reported as missed; 0: it runs on GPU time the on-time requests leave.")
-@click.option("--admission-planner-ms", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--admission-planner-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="at light load, where only the fluid admission tests refuse, ask the policy itself (cpsat, "
-                   "deterministic, this limit) whether its plan keeps the request and everyone else; 0: off")
+                   "deterministic, this limit, e.g. 60) whether its plan keeps the request and everyone else; 0: off "
+                   "(measured: it admitted requests the rounds then gave up; docs/serve.md)")
 @click.option("--admission-foresight", type=click.IntRange(min=0), default=16, show_default=True,
               help="Up to this many pending images, a request only the joint test's headroom refuses is accepted when a "
                    "forward schedule of the pending work with it still meets everything it met before, while the offered "
