@@ -149,6 +149,7 @@ class MipPolicy:
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
         self._layout_rate = Rate(5e-5)  # laying the plan out (make_plan): seconds per decision
         self._decisions = 0  # the most decisions a plan of this policy has held (the layout reserve's size)
+        self._units: tuple[RoundState | None, int] = (None, 0)  # _rollout_units of the last state asked
         self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
@@ -258,12 +259,13 @@ class MipPolicy:
         return ("tetriserve", decisions_of(ts), ts.kept or ())
 
     def _rollout_units(self, state: RoundState) -> int:
-        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice."""
-        alive = [r for r in state.requests if outlook(state, r).alive]
-        if not alive:
-            return 0
-        rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us)
-        return 2 * len(alive) * (state.cluster.gpus + 1) * rounds
+        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice
+        (once per round state: asked before the search and after the rollout)."""
+        if self._units[0] is not state:
+            alive = [r for r in state.requests if outlook(state, r).alive]
+            rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us) if alive else 0
+            self._units = (state, 2 * len(alive) * (state.cluster.gpus + 1) * rounds)
+        return self._units[1]
 
     def _rollout_budget(self, state: RoundState, t0: float, reserve: float) -> float | None:
         """Seconds to keep back for the rollout (0 when deterministic), or None: no rollout this
