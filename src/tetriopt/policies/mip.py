@@ -32,6 +32,7 @@ BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this sh
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
 QUICK_SHARE = 0.05  # at most this share of the limit
+LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
@@ -148,6 +149,10 @@ class MipPolicy:
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
         self._layout_rate = Rate(5e-5)  # laying the plan out (make_plan): seconds per decision
+        # how late past the limit the last decisions ended (a descheduled process, a garbage
+        # collection: at a load average of 3 on 2 cores one round of 10 ended 1-6 ms past it),
+        # kept back from the stop time; at most LATE_SHARE of the limit
+        self._late = 0.002
         self._decisions = 0  # the most decisions a plan of this policy has held (the layout reserve's size)
         self._units: tuple[RoundState | None, int] = (None, 0)  # _rollout_units of the last state asked
         self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
@@ -188,7 +193,7 @@ class MipPolicy:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
         # the stop time of every stage: the limit less what laying the plan out takes (none when
         # deterministic: then no decision may depend on the wall clock)
-        layout_s = 0.0 if self.deterministic else 0.001 + 1.5 * self._layout_rate.predict(
+        layout_s = 0.0 if self.deterministic else 0.001 + self._late + 1.5 * self._layout_rate.predict(
             max(self._decisions, 2 * state.cluster.gpus))
         stop = None if self.deterministic else t0 + self.limit_s - layout_s
         self._ts.stop = stop
@@ -235,7 +240,11 @@ class MipPolicy:
         if not self.deterministic:
             self._layout_rate.observe(time.perf_counter() - t_lay, max(1, len(decisions)))
         self._decisions = max(len(decisions), int(0.9 * self._decisions))
-        plan = replace(plan, solve_ms=(time.perf_counter() - t0) * 1e3)
+        t_end = time.perf_counter()
+        if stop is not None:  # how far past its stop (and layout) the decision ended: kept back next time
+            late = t_end - (stop + layout_s - self._late)
+            self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
+        plan = replace(plan, solve_ms=(t_end - t0) * 1e3)
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
@@ -371,7 +380,7 @@ class MipPolicy:
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            return dict(cp_model_presolve=False, linearization_level=0, double=False)
+            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
