@@ -248,9 +248,17 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
     `best`, recording nothing. Every call and step takes one of the nodes `left`."""
     k = len(chosen)
     masks = [c[1] for c in chosen]
-    # chains: a request and those whose sets contain its set; they share a GPU (its set's)
+    # chains: a request and those whose sets contain its set; they share a GPU (its set's). None
+    # where the sets are pairwise disjoint (most placements): then nothing is built
     chains: list[tuple[int, ...]] = []
-    for a in range(k):
+    union = 0
+    for m in masks:
+        if m & union:
+            break
+        union |= m
+    else:
+        masks = ()
+    for a in range(len(masks)):
         if masks[a]:
             ch = tuple(b for b in range(k) if masks[b] & masks[a] == masks[a])
             if len(ch) > 1 and ch not in chains:
