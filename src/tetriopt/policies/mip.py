@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import replace
 from typing import Iterator
 
 from ..immediate import pack_idle, reserve_idle
@@ -236,15 +235,13 @@ class MipPolicy:
                 except OutOfTime:  # stopped at the stop time: this round's plan stands
                     self._roll_rate.aborted(time.perf_counter() - t_roll, self._rollout_units(state))
         t_lay = time.perf_counter()
-        plan = make_plan(state, decisions, **meta)
+        plan = make_plan(state, decisions, **meta, solve_ms=(t_lay - t0) * 1e3)  # (before the layout, as always)
         if not self.deterministic:
             self._layout_rate.observe(time.perf_counter() - t_lay, max(1, len(decisions)))
         self._decisions = max(len(decisions), int(0.9 * self._decisions))
-        t_end = time.perf_counter()
         if stop is not None:  # how far past its stop (and layout) the decision ended: kept back next time
-            late = t_end - (stop + layout_s - self._late)
+            late = time.perf_counter() - (stop + layout_s - self._late)
             self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
-        plan = replace(plan, solve_ms=(t_end - t0) * 1e3)
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
