@@ -95,6 +95,8 @@ def test_every_stage_stops_when_the_clock_jumps(monkeypatch, gpus, pending):
         st = _backlog_state(gpus, pending)
         plan = pol.plan(st)
         assert check_plan(st, plan) is None and plan.assignments
+    # every decision ended hours late: the lateness kept back is capped (else it would eat the limit)
+    assert pol._late == pytest.approx(mip.LATE_SHARE * pol.limit_s)
 
 
 @pytest.mark.parametrize("gpus,pending", [(8, 6), (8, 60), (64, 300)])
