@@ -74,9 +74,13 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
         rem, slack = own.rem, own.slack
         v0, k0 = own.value(0, 0, 0, 0)
         best = (v0, (), 0, k0)
+        seen = set()  # (step, weights, cap) already tried: a later set of the same cannot beat it (strict >)
         for gpus, t, x, s in rm.cand[own.rid]:
             hi = m.ub[s]
             w_s, bonus = obj.get(s, 0), obj.get(x, 0)
+            if (t, w_s, bonus, hi) in seen:
+                continue
+            seen.add((t, w_s, bonus, hi))
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
             for n in sorted(points):
@@ -302,7 +306,8 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
             return
         a = tied[j]
         vals, busy, upto = chosen[a][2]
-        room = min(R - load[c] for c in mine[a])
+        cs = mine[a]
+        room = R - (load[cs[0]] if len(cs) == 1 else max(load[c] for c in cs))
         top = bisect.bisect_right(busy, room) - 1  # busy grows with the steps
         if j == len(tied) - 1:  # the last: its best within the room left
             if top >= 1:
