@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass, field
+from operator import mul
 
 from ..lookahead import Outlook, outlook
 from ..plan import Decision, decision_us
@@ -52,7 +53,8 @@ class LinearModel:
         return len(self.names) - 1
 
     def add(self, coeffs: dict[int, int], lb: float = float("-inf"), ub: float = float("inf")) -> None:
-        self.cons.append(({v: c for v, c in coeffs.items() if c}, lb, ub))
+        # (a copy: callers may reuse their dict; most rows have no zero coefficient to drop)
+        self.cons.append((dict(coeffs) if all(coeffs.values()) else {v: c for v, c in coeffs.items() if c}, lb, ub))
 
     def value(self, sol: list[int]) -> int:
         return sum(c * sol[v] for v, c in self.objective.items())
@@ -60,7 +62,8 @@ class LinearModel:
     def feasible(self, sol: list[int]) -> bool:
         if any(not (lo <= x <= hi) for x, lo, hi in zip(sol, self.lb, self.ub)):
             return False
-        return all(lo <= sum(c * sol[v] for v, c in co.items()) <= hi for co, lo, hi in self.cons)
+        get = sol.__getitem__  # (map over the row's values and keys: a third of the generator's time, same sums)
+        return all(lo <= sum(map(mul, co.values(), map(get, co))) <= hi for co, lo, hi in self.cons)
 
 
 @dataclass(frozen=True)
