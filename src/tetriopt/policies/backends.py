@@ -41,7 +41,7 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, double: bool = True, **params) -> SolveOutcome:
+                quick_s: float | None = None, double: bool = True, tier_gap: float = 0.0, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
     With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
@@ -60,7 +60,12 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     then end in a few ms instead of at the limit (their hint is usually optimal or nearly, but
     proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
     the limit is), so where the search ends does not depend on the machine's load: capped at 25%
-    of the limit, reruns of `tetriopt solve` under a load average of 10 differed."""
+    of the limit, reruns of `tetriopt solve` under a load average of 10 differed.
+
+    With `tier_gap`, every slice stops once its proven bound is at most that much above its
+    incumbent (CP-SAT's absolute_gap_limit): with half a keep weight, no plan keeps one more request,
+    and only the lower objective tiers (steps, GPU time) are left unproved; the answer is then
+    FEASIBLE with that bound."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -99,6 +104,8 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         for k, v in {**params, **extra}.items():
             setattr(p, k, v)
         p.max_deterministic_time = min(det_left, det_s)
+        if tier_gap > 0:
+            p.absolute_gap_limit = tier_gap
         return solver.solve(model), solver
 
     if time_limit_s - setup <= 0:
@@ -121,7 +128,9 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         det_left -= solver.deterministic_time
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if best is None or solver.objective_value >= best.objective:
-                status = PlanStatus.OPTIMAL if code == cp_model.OPTIMAL else PlanStatus.FEASIBLE
+                # (ended by tier_gap, CP-SAT says OPTIMAL with its bound above the incumbent)
+                proved = code == cp_model.OPTIMAL and solver.best_objective_bound <= solver.objective_value
+                status = PlanStatus.OPTIMAL if proved else PlanStatus.FEASIBLE
                 best = SolveOutcome(list(solver.response_proto.solution)[:n], status, float(solver.objective_value),
                                     float(solver.best_objective_bound), setup)
                 _set_hint(proto, best.solution)
