@@ -32,10 +32,6 @@ SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SA
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
 QUICK_SHARE = 0.05  # at most this share of the limit
 LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
-# tier_stop on rounds of at most this many modelled requests: on skewed-slo1.5 most of CP-SAT's
-# CPU went to proving the lower tiers of 2-5 request rounds; up to 5 cost the overload instance 2
-# of 267 deadlines (the lower tiers, steps and GPU time, decide later rounds under a backlog)
-TIER_STOP_MAX = 3
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
@@ -114,7 +110,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 solo_rollout: bool = False, tier_stop: bool = True):
+                 solo_rollout: bool = False, tier_stop: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -148,10 +144,11 @@ class MipPolicy:
         # solo_rollout: roll out a round of one request whose plan is proved optimal and keeps it too
         # (off: such a plan stands; the rollout never replaced one on the nine shipped workloads)
         self.solo_rollout = solo_rollout
-        # tier_stop: with the stall rule (not deterministic), on rounds of at most TIER_STOP_MAX
-        # requests, every CP-SAT slice stops once no plan
-        # can gain the rule's half keep weight (backends.solve_cpsat's tier_gap), as the rule
-        # already stops between slices, instead of proving the lower objective tiers first
+        # tier_stop (an ablation, off): with the stall rule (not deterministic), every CP-SAT slice
+        # stops once no plan can gain the rule's half keep weight (backends.solve_cpsat's tier_gap),
+        # as the rule already stops between slices, instead of proving the lower objective tiers
+        # first. A quarter less CPU on skewed-slo1.5, but the lower tiers (steps, GPU time) decide
+        # later rounds under a backlog: 3 of 267 deadlines fewer on overload (docs/solver.md, 2)
         self.tier_stop = tier_stop
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -389,11 +386,6 @@ class MipPolicy:
         seen = min(outcome.overrun_s, 0.5 * self.limit_s) / max(1, len(rm.model.names))
         self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
 
-    def _tier_stop(self, rm: RoundModel) -> bool:
-        """CP-SAT may stop short of proving the lower objective tiers on this model (tier_stop):
-        light rounds only, of at most TIER_STOP_MAX modelled requests."""
-        return self.tier_stop and len(rm.keep) <= TIER_STOP_MAX
-
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
         if self.backend != "cpsat":
@@ -510,7 +502,7 @@ class MipPolicy:
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2,
-                                             tier_gap=rm.weights.keep / 2 if stall_s and self._tier_stop(rm) else 0.0, **params)
+                                             tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0, **params)
             self._observe_overrun(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
