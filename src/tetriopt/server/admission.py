@@ -492,6 +492,13 @@ class Foresight:
         lost = self._without[1] - with_new
         return f"the forward schedule loses {sorted(lost)}" if lost else None
 
+    def light(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """Is the door at light load, where it leaves keep or give-up to the planner as `tetriopt solve`
+        does (every arrival reaches its policy there)? Not busy, not settling (the gates that keep the
+        foresight out of overload) and at most `max_pending` requests pending with `new`."""
+        return (bool(new) and len(state.requests) + len(new) <= self.max_pending and not self.settling(now_us)
+                and not self.busy(state, now_us))
+
     def settling(self, now_us: int) -> bool:
         """Less than `min_span_s` of offers seen: `busy` has no evidence of light load yet, so the
         forward schedule must meet the new request too. (Measured: at 5x capacity a 2048 px image

@@ -347,6 +347,13 @@ class Service:
                     # (PlanningDeadlines.release); the band refused 1024/2048 px images at 1.5x their
                     # SLO that the offline solve meets with 20-80 ms to spare (issue 11)
                     verdict, new, unbanded, no = replace(verdict, ok=True), own, True, None
+                elif self.cfg.admission_light_door and self.foresight.light(state, own, now):
+                    # light load: as `tetriopt solve`, where every arrival reaches the policy, it is the
+                    # planner's to keep or give up (it can meet its own deadline alone: the 400 test above),
+                    # planned to its own deadline; the fluid tests refused 1024 px images at 1.5x their SLO
+                    # beside 2048 px ones that the offline solve meets (issue 11: 1-4 a seed)
+                    verdict, new, unbanded, no = replace(verdict, ok=True), own, own != new, None
+                    log.debug("admitted at light load", extra={"job": jid, "size": size, "arrival_ms": now / 1e3})
                 elif (self.planner_check.policy is not None and not self.foresight.busy(state, now)
                       and not self.foresight.settling(now)):
                     # only the fluid tests refuse at light load: ask the policy that will plan it whether
