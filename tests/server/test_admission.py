@@ -99,6 +99,47 @@ def test_forced_work_keeps_room_for_the_degree_a_kept_request_is_priced_at():
     assert JointAdmission(headroom=1.0).check(_state([big]), small[:1]).ok
 
 
+def test_forced_work_is_the_planners_deadline_rule():
+    # forced_work_fits counts, by each check point D, what a kept request cannot do between D and its
+    # deadline by lookahead.steps_within (decode in the finishing round, that round on a faster set when
+    # a step and the decode do not fit one round); its table (finish_spans) is that rule's inverse
+    from tetriopt.lookahead import final_step, steps_within
+    from tetriopt.server.admission import finish_spans
+
+    for R, step, dec in ((60_000, 8_000, 4_000), (60_000, 24_000, 4_000), (900_000, 863_000, 394_000),
+                         (900_000, 101_000, 85_000)):
+        fstep = final_step(step, (step, 200_000, 110_000), R, dec)
+        table = finish_spans(R, step, fstep, dec, 40)
+        for span in range(0, 45 * R, R // 7 + 1):
+            assert int((table <= span).sum()) == min(len(table), steps_within(R, step, 0, span, 0, dec, fstep)), \
+                (R, step, dec, span)
+    # a sweep of arrivals beside a big 1024 px request, in 60 ms rounds and in 27 ms ones (where a 24 ms step
+    # and the 4 ms decode do not fit one round: its finishing round runs on 2 GPUs)
+    adm = JointAdmission(headroom=1.0)
+    seen = set()
+    for R, size in ((60_000, 512), (27_000, 1024)):
+        big = _req(0, steps=60, deadline_us=22 * R)
+        for steps in range(4, 80, 5):
+            for dl in range(5 * R // 2, 22 * R, 3 * R // 2):
+                new = RequestState(id="n", width=size, height=size, remaining_steps=steps, deadline_us=dl)
+                st = replace(_state([big, new]), round_us=R)
+                looks = adm.outlooks(st)
+                want = True
+                for r in (big, new):
+                    D = r.deadline_us - st.decode_us(r)
+                    demand = 0
+                    for x in (big, new):
+                        ox, dx = looks[x.id], st.decode_us(x)
+                        s = ox.step[ox.cheapest_degree]
+                        done_after = steps_within(R, s, D, x.deadline_us, 0, dx, final_step(s, ox.step.values(), R, dx))
+                        demand += max(x.remaining_steps - done_after, 0) * ox.cheapest_cost
+                    want &= demand <= 4 * D
+                got = forced_work_fits(st, [big, new], {"n"}, looks)
+                assert got == want, (R, steps, dl)
+                seen.add((R, got))
+    assert seen == {(60_000, True), (60_000, False), (27_000, True), (27_000, False)}
+
+
 def test_plan_window_keeps_the_urgent_and_the_started():
     w = PlanWindow(Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000), limit=5)
     hopeless = [_req(i, steps=500, deadline_us=1_000_000 + i) for i in range(5)]   # 500 x 8 ms > 1 s

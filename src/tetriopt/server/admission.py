@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..instance import Cluster
-from ..lookahead import earliest_finish_us, outlook, useful
+from ..lookahead import earliest_finish_us, final_step, outlook, steps_within, useful
 from ..plan import RoundPlan
 from ..policies.greedy import admit
 from ..profile import CostProfile
@@ -185,6 +185,34 @@ class JointAdmission:
 
 
 MAX_CHECK_POINTS = 64  # deadlines the forced-work test looks at: bounds its cost at any backlog
+_SPANS: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def finish_spans(round_us: int, step: int, fstep: int, decode_us: int, steps: int) -> np.ndarray:
+    """For n = 1..(at least) steps: the least time from a round boundary to a deadline in which n steps
+    and the decode fit by the planner's rule (`lookahead.steps_within`: started, the finishing round
+    on a set of step `fstep`, the decode in it); a huge value where they never do. The rule's inverse,
+    found by bisection on the rule itself and cached per (round, step, final step, decode), so that
+    forced_work_fits can look up every (request, check point) pair of a large backlog at once."""
+    key = (round_us, step, fstep, decode_us)
+    have = _SPANS.get(key)
+    if have is not None and len(have) >= steps:
+        return have
+    out = np.full(max(steps, 2 * len(have) if have is not None else 0), np.iinfo(np.int64).max // 4, dtype=np.int64)
+    for n in range(1, len(out) + 1):
+        lo = int(out[n - 2]) if n > 1 else 0  # n steps need at least the time n - 1 do
+        hi = lo + 3 * round_us                 # one more step needs at most one more round (and its decode room)
+        if steps_within(round_us, step, 0, hi, 0, decode_us, fstep) < n:
+            break  # never: no finishing round holds a step and the decode
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if steps_within(round_us, step, 0, mid, 0, decode_us, fstep) >= n:
+                hi = mid
+            else:
+                lo = mid + 1
+        out[n - 1] = lo
+    _SPANS[key] = out
+    return out
 
 
 def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any],
@@ -192,10 +220,12 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     """The joint test extended by forced work, at the deadlines where the new images add demand.
 
     The planner's test counts, by each due time D, the work of requests due by D. A request due
-    later must also do by D whatever of its steps cannot fit between D and its own due time
-    (lookahead.steps_possible's rule) at the degree `at`; a big image with a long deadline cannot
-    be squeezed into its last rounds, so small requests admitted ahead of it would push it out.
-    Work is at the cheapest deadline-meeting cost, as in the joint test.
+    later must also do by D whatever of its steps cannot fit between D and its deadline at the
+    degree `at` (the planner's rule, `lookahead.steps_within`, from D: its last steps and the VAE
+    decode in the finishing round, that round on a faster set where a step and the decode do not
+    fit one round otherwise, `lookahead.final_step`); a big image with a long deadline cannot be
+    squeezed into its last rounds, so small requests admitted ahead of it would push it out. Work
+    is at the cheapest deadline-meeting cost, as in the joint test.
 
     `at="fastest"` is a necessary condition: the request could still run its last steps on its
     fastest set. But the planner prices it at its cheapest deadline-meeting degree, is
@@ -212,18 +242,30 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
         return True
     R = state.round_us
     due = np.array([r.deadline_us - state.decode_us(r) for r in kept], dtype=np.int64)
+    deadline = np.array([r.deadline_us for r in kept], dtype=np.int64)
     rem = np.array([r.remaining_steps for r in kept], dtype=np.int64)
     cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
-    step = np.array([looks[r.id].step[looks[r.id].cheapest_degree if at == "cheapest" else looks[r.id].fastest]
-                     for r in kept], dtype=np.int64)
+    # each request's spans (finish_spans) by its (step, final step, decode) at degree `at`
+    spans: list[np.ndarray] = []
+    for r in kept:
+        o = looks[r.id]
+        step, dec = o.step[o.cheapest_degree if at == "cheapest" else o.fastest], state.decode_us(r)
+        spans.append(finish_spans(R, step, final_step(step, o.step.values(), R, dec), dec, r.remaining_steps))
+    classes: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for i, sp in enumerate(spans):
+        classes.setdefault(id(sp), (sp, []))[1].append(i)
     is_new = np.array([r.id in new_ids for r in kept])
 
     def forced(D: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Work each request in `cols` must have done by each check point D (rows)."""
-        span = np.maximum(due[cols][None, :] - D[:, None], 0)
-        full, rest = np.divmod(span, R)
-        after = np.where(span >= step[cols], full * (R // step[cols]) + rest // step[cols], 0)
-        return np.where(due[cols][None, :] <= D[:, None], rem[cols], np.maximum(rem[cols] - after, 0)) * cost[cols]
+        after = np.zeros((len(D), len(cols)), dtype=np.int64)
+        span = deadline[cols][None, :] - D[:, None]
+        pos = {c: j for j, c in enumerate(cols)}
+        for sp, members in classes.values():
+            js = [pos[i] for i in members if i in pos]
+            if js:
+                after[:, js] = np.searchsorted(sp, span[:, js], side="right")
+        return np.maximum(rem[cols][None, :] - after, 0) * cost[cols]
 
     D = np.unique(due[due > state.now_us])
     D = D[forced(D, np.flatnonzero(is_new)).sum(axis=1) > 0]           # where the new images add demand
