@@ -370,6 +370,26 @@ def test_a_late_target_stands_while_it_can_be_reached():
     assert pd.late == {}
 
 
+def test_at_light_load_a_late_request_keeps_its_own_deadline():
+    # late at 300 ms: a target of its finish plus a round (532 ms) while the load is not light; while it
+    # is (the door's gate), its own deadline: the planner does not keep it over on-time requests, it runs
+    # on leftover time as in `tetriopt solve` (issue 11: late 2048 px images kept over on-time ones)
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    r = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
+    light = [True]
+    pd = PlanningDeadlines(reach, 1.0, light=lambda: light[0])
+    assert pd.deadline_us(r, 300_000) == 300_000
+    light[0] = False
+    assert pd.deadline_us(r, 300_000) == 532_000
+    # the door's gate: quiet once 10 s of offers are seen and they are below the cluster's GPU-time
+    fs = Foresight()
+    assert not fs.quiet(4, 0)                       # nothing offered yet: settling
+    fs.offered(0, 4 * 5_000_000)
+    assert fs.quiet(4, 10_000_000) and not fs.quiet(4, 9_999_999)
+    fs.offered(10_000_000, 4 * 6_000_001)           # 11 s of the cluster's work within 10 s: busy
+    assert not fs.quiet(4, 10_000_000)
+
+
 def test_at_light_load_the_door_asks_the_planner_where_only_fluid_tests_refuse():
     # 100 steps of 1024x1024 pending, due at 1.2 s; a new 1024x1024 request of 40 steps due at 0.4 s: the
     # joint test and the ideal one (fluid: each charges whole rounds' tails) refuse it, yet CP-SAT's plan

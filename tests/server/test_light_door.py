@@ -67,6 +67,7 @@ def test_at_light_load_the_door_leaves_the_request_to_the_planner():
         assert n.status_code == 202, n.text
         # planned to its own deadline (the band gives way), as the offline solve plans it
         assert srv.service.scheduler.deadlines.released == {n.json()["id"] + ".0": 1}
+        assert srv.service.scheduler.deadlines.light()  # late requests too are planned as offline
 
 
 @pytest.mark.parametrize("how", ["off", "busy", "settling"])
@@ -75,3 +76,5 @@ def test_under_load_or_switched_off_the_fluid_tests_decide(how):
     with ServerThread(cfg) as srv, httpx.Client(base_url=srv.url, timeout=30) as c:
         n = _send_pair(srv, c, settled=how != "settling", busy=how == "busy")
         assert n.status_code == 429 and n.json()["error"]["code"] == "deadline_overloaded", n.text
+        light = srv.service.scheduler.deadlines.light
+        assert light is None if how == "off" else not light()

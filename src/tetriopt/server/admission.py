@@ -15,7 +15,7 @@ import collections
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -347,7 +347,11 @@ class PlanningDeadlines:
        time the on-time requests left, and under overload it starved (2048 px images finished at
        2.5-3x their SLO, small ones at up to 5.6x); now the policy keeps it like any request, and
        admission's joint test counts its work, so new requests are not admitted into the capacity
-       it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before).
+       it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before). So it
+       does while `light()` says the load is light (the door's gate: no starvation to prevent
+       there): a late target competes with on-time requests, and at light load the planner kept
+       late 2048 px images over on-time ones that `tetriopt solve`, running late work on leftover
+       time, meets (issue 11).
     """
 
     MAX_GUARD_ROUNDS = 2
@@ -356,12 +360,12 @@ class PlanningDeadlines:
     # deadline 16 ms late (issue 11)
     RELEASED_MARGIN_US = 25_000
 
-    def __init__(self, reach: Reach, late_scale: float, guard: float = 0.0):
+    def __init__(self, reach: Reach, late_scale: float, guard: float = 0.0, light: Callable[[], bool] | None = None):
         if late_scale != 0 and late_scale < 1:
             raise ValueError("late_scale must be 0 (off) or at least 1")
         if not 0 <= guard < 1:
             raise ValueError("guard must be in [0, 1)")
-        self.reach, self.late_scale, self.guard = reach, late_scale, guard
+        self.reach, self.late_scale, self.guard, self.light = reach, late_scale, guard, light
         self.released: dict[str, int] = {}  # requests whose band gave way, once or twice (`release`)
         self.late: dict[str, int] = {}  # each late request's current target
 
@@ -397,7 +401,7 @@ class PlanningDeadlines:
             band = 0
         if fin <= r.deadline_us - band:
             return r.deadline_us - band
-        if fin <= r.deadline_us or self.late_scale == 0:
+        if fin <= r.deadline_us or self.late_scale == 0 or (self.light is not None and self.light()):
             return r.deadline_us
         # a late target stands while it can still be reached: renewed every round as "its finish plus a
         # round", it slid a round later each round a just-in-time plan left the request waiting (a 256
@@ -506,11 +510,18 @@ class Foresight:
         self._offered_us += gpu_us
 
     def busy(self, state: RoundState, now_us: int) -> bool:
+        return self.busy_on(state.cluster.gpus, now_us)
+
+    def busy_on(self, gpus: int, now_us: int) -> bool:
         while self._offered and self._offered[0][0] < now_us - self.busy_us:
             self._offered_us -= self._offered.popleft()[1]
         since = now_us - (self._first_us if self._first_us is not None else now_us)
         span = max(min(self.busy_us, since), min(self.min_span_us, self.busy_us))
-        return self._offered_us > self.busy_load * state.cluster.gpus * span
+        return self._offered_us > self.busy_load * gpus * span
+
+    def quiet(self, gpus: int, now_us: int) -> bool:
+        """Light load by the offers: neither settling nor busy (`light` adds the backlog's size)."""
+        return not self.settling(now_us) and not self.busy_on(gpus, now_us)
 
     def admits(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
         return self.refuses(state, new, now_us) is None
@@ -538,8 +549,7 @@ class Foresight:
         """Is the door at light load, where it leaves keep or give-up to the planner as `tetriopt solve`
         does (every arrival reaches its policy there)? Not busy, not settling (the gates that keep the
         foresight out of overload) and at most `max_pending` requests pending with `new`."""
-        return (bool(new) and len(state.requests) + len(new) <= self.max_pending and not self.settling(now_us)
-                and not self.busy(state, now_us))
+        return bool(new) and len(state.requests) + len(new) <= self.max_pending and self.quiet(state.cluster.gpus, now_us)
 
     def settling(self, now_us: int) -> bool:
         """Less than `min_span_s` of offers seen: `busy` has no evidence of light load yet, so the
