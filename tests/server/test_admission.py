@@ -388,26 +388,3 @@ def test_at_light_load_a_late_request_keeps_its_own_deadline():
     assert fs.quiet(4, 10_000_000) and not fs.quiet(4, 9_999_999)
     fs.offered(10_000_000, 4 * 6_000_001)           # 11 s of the cluster's work within 10 s: busy
     assert not fs.quiet(4, 10_000_000)
-
-
-def test_at_light_load_the_door_asks_the_planner_where_only_fluid_tests_refuse():
-    # 100 steps of 1024x1024 pending, due at 1.2 s; a new 1024x1024 request of 40 steps due at 0.4 s: the
-    # joint test and the ideal one (fluid: each charges whole rounds' tails) refuse it, yet CP-SAT's plan
-    # keeps both and its forward schedule meets both. The planner check (the server's own policy,
-    # deterministic, 60 ms) admits it; where the plan cannot keep it, it refuses (issue 11)
-    from tetriopt.policies import make_policy
-    from tetriopt.server.admission import PlannerCheck
-
-    pending, new = _req(0, steps=100, deadline_us=1_200_000), _req(1, steps=40, deadline_us=400_000)
-    state = _state([pending])
-    assert not JointAdmission(headroom=0.7).check(state, (new,)).ok
-    fs = Foresight()
-    fs.offered(0, 0)
-    assert fs.refuses(state, (new,), 10_000_000) == "the ideal joint test refuses"
-    assert foresee_met(replace(state, requests=(pending, new)), "cpsat") == {"r0", "r1"}
-    check = PlannerCheck(make_policy("cpsat", time_limit_ms=60, deterministic=True, workers=1))
-    assert check.admits(state, (new,))
-    tight = _state([replace(pending, deadline_us=900_000)])  # the pending one due at 0.9 s: no room
-    assert not check.admits(tight, (new,))
-    assert not PlannerCheck(None).admits(state, (new,))      # off (--admission-planner-ms 0, other policies)
-    assert not PlannerCheck(check.policy, max_pending=1).admits(state, (new,))

@@ -24,20 +24,27 @@ ROUND_MS, P_STEPS, P_SLO_MS, N_SLO_MS = 300, 200, 2485, 1165
 
 
 def _send_pair(srv: ServerThread, c: httpx.Client, *, settled: bool = True, busy: bool = False) -> httpx.Response:
-    """P then N early in a round (far from the next boundary's lead); N's response."""
+    """P then N early in a round (far from the next boundary's lead); N's response. On a machine too
+    busy to send both before that lead, both are cancelled and the pair is sent again a round later."""
     svc = srv.service
     R = svc.timing.round_us
-    b = (svc.clock.now_us() // R + 2) * R
     if settled:  # 10 s of offers seen, none of them work: light load
         svc.foresight.offered(svc.clock.now_us() - 11_000_000, 0)
     if busy:  # more work offered than the cluster does in 10 s
         svc.foresight.offered(svc.clock.now_us(), 4 * 11_000_000)
-    svc.clock.sleep_until(b + 5_000)
-    p = c.post("/v1/jobs", json={"prompt": "p", "size": "1024x1024", "steps": P_STEPS, "slo_ms": P_SLO_MS})
-    assert p.status_code == 202, p.text
-    n = c.post("/v1/jobs", json={"prompt": "n", "size": "1024x1024", "steps": 80, "slo_ms": N_SLO_MS})
-    assert svc.clock.now_us() < b + R - svc.timing.lead_us, "sent too late for the pair's timing"
-    return n
+    for _ in range(5):
+        b = (svc.clock.now_us() // R + 2) * R
+        svc.clock.sleep_until(b + 5_000)
+        p = c.post("/v1/jobs", json={"prompt": "p", "size": "1024x1024", "steps": P_STEPS, "slo_ms": P_SLO_MS})
+        assert p.status_code == 202, p.text
+        n = c.post("/v1/jobs", json={"prompt": "n", "size": "1024x1024", "steps": 80, "slo_ms": N_SLO_MS})
+        if svc.clock.now_us() < b + R - svc.timing.lead_us:
+            return n
+        for j in (p, n):
+            if j.status_code == 202:
+                c.delete(f"/v1/jobs/{j.json()['id']}")
+        svc.scheduler.deadlines.released.clear()
+    raise AssertionError("could not send the pair within a round's first part in 5 tries")
 
 
 def test_the_fluid_tests_refuse_what_the_planner_fits():
