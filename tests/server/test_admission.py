@@ -370,7 +370,7 @@ def test_a_late_target_stands_while_it_can_be_reached():
     assert pd.late == {}
 
 
-def test_at_light_load_a_late_request_keeps_its_own_deadline():
+def test_at_light_load_deadlines_are_the_offline_ones():
     # late at 300 ms: a target of its finish plus a round (532 ms) while the load is not light; while it
     # is (the door's gate), its own deadline: the planner does not keep it over on-time requests, it runs
     # on leftover time as in `tetriopt solve` (issue 11: late 2048 px images kept over on-time ones)
@@ -381,6 +381,12 @@ def test_at_light_load_a_late_request_keeps_its_own_deadline():
     assert pd.deadline_us(r, 300_000) == 300_000
     light[0] = False
     assert pd.deadline_us(r, 300_000) == 532_000
+    # and the guard band is only the dispatch margin at light load (the offline solve plans to the deadline)
+    on_time = RequestState(id="ok", width=1024, height=1024, remaining_steps=20, deadline_us=1_000_000)
+    banded = PlanningDeadlines(reach, 2.0, guard=0.1, light=lambda: light[0])
+    assert banded.deadline_us(on_time, 300_000) == 900_000
+    light[0] = True
+    assert banded.deadline_us(on_time, 300_000) == 975_000
     # the door's gate: quiet once 10 s of offers are seen and they are below the cluster's GPU-time
     fs = Foresight()
     assert not fs.quiet(4, 0)                       # nothing offered yet: settling

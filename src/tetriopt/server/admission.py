@@ -347,11 +347,15 @@ class PlanningDeadlines:
        time the on-time requests left, and under overload it starved (2048 px images finished at
        2.5-3x their SLO, small ones at up to 5.6x); now the policy keeps it like any request, and
        admission's joint test counts its work, so new requests are not admitted into the capacity
-       it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before). So it
-       does while `light()` says the load is light (the door's gate: no starvation to prevent
-       there): a late target competes with on-time requests, and at light load the planner kept
-       late 2048 px images over on-time ones that `tetriopt solve`, running late work on leftover
-       time, meets (issue 11).
+       it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before).
+
+    While `light()` says the load is light (the door's gate), the planner plans as `tetriopt solve`
+    does (issue 11): the band is only the released margin (`RELEASED_MARGIN_US`), and a late
+    request keeps its own deadline (it runs on leftover time; there is no starvation to prevent).
+    At light load the band made the planner give up an accepted 2048 px image at 1.5x its SLO
+    for a round (a later 1024 px arrival fitted beside it by its own deadline, not by the band),
+    and late targets made it keep late 2048 px images over on-time ones that the offline solve
+    meets (1-2 requests a seed).
     """
 
     MAX_GUARD_ROUNDS = 2
@@ -395,13 +399,14 @@ class PlanningDeadlines:
         slo = max(r.deadline_us - r.arrival_us, 0)
         band = min(int(self.guard * slo), self.MAX_GUARD_ROUNDS * self.reach.round_us)
         given_way = self.released.get(r.id, 0)
-        if given_way == 1:  # the band gave way once: a margin for dispatch on a busy machine is left
+        light = self.light is not None and self.light()
+        if given_way == 1 or (light and not given_way):  # only a margin for dispatch on a busy machine
             band = min(band, self.RELEASED_MARGIN_US)
         elif given_way:
             band = 0
         if fin <= r.deadline_us - band:
             return r.deadline_us - band
-        if fin <= r.deadline_us or self.late_scale == 0 or (self.light is not None and self.light()):
+        if fin <= r.deadline_us or self.late_scale == 0 or light:
             return r.deadline_us
         # a late target stands while it can still be reached: renewed every round as "its finish plus a
         # round", it slid a round later each round a just-in-time plan left the request waiting (a 256

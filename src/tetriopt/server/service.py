@@ -332,7 +332,15 @@ class Service:
             # 5x load the 2048 px images admitted were given up by the planner at once (81-85% met)
             own, new = new, self.scheduler.view(new, state.now_us)
             verdict = self.joint.check(state, new)
-            if not verdict.ok:
+            if not verdict.ok and self.cfg.admission_light_door and self.foresight.light(state, new, now):
+                # light load: as `tetriopt solve`, where every arrival reaches the policy, it is the
+                # planner's to keep or give up (it can meet its own deadline alone: the 400 test above;
+                # it plans to it less a dispatch margin: PlanningDeadlines.light). The fluid tests refused
+                # 1024 px images at 1.5x their SLO beside 2048 px ones that the offline solve meets
+                # (issue 11: 1-4 a seed); the foresight is not asked (2-22 ms on the event loop)
+                verdict = replace(verdict, ok=True)
+                log.debug("admitted at light load", extra={"job": jid, "size": size, "arrival_ms": now / 1e3})
+            elif not verdict.ok:
                 no = self.foresight.refuses(state, new, now)
                 if no is None:
                     verdict = replace(verdict, ok=True)
@@ -342,13 +350,6 @@ class Service:
                     # (PlanningDeadlines.release); the band refused 1024/2048 px images at 1.5x their
                     # SLO that the offline solve meets with 20-80 ms to spare (issue 11)
                     verdict, new, unbanded, no = replace(verdict, ok=True), own, True, None
-                elif self.cfg.admission_light_door and self.foresight.light(state, own, now):
-                    # light load: as `tetriopt solve`, where every arrival reaches the policy, it is the
-                    # planner's to keep or give up (it can meet its own deadline alone: the 400 test above),
-                    # planned to its own deadline; the fluid tests refused 1024 px images at 1.5x their SLO
-                    # beside 2048 px ones that the offline solve meets (issue 11: 1-4 a seed)
-                    verdict, new, unbanded, no = replace(verdict, ok=True), own, own != new, None
-                    log.debug("admitted at light load", extra={"job": jid, "size": size, "arrival_ms": now / 1e3})
                 if no is not None and log.isEnabledFor(logging.DEBUG):
                     log.debug("joint test and foresight refuse", extra={
                         "job": jid, "size": size, "arrival_ms": now / 1e3, "foresight": no,
