@@ -100,7 +100,8 @@ class Service:
         self.scheduler.on_round = self._planned
         reach = Reach(self.profile, self.cluster, self.degrees, round_us)
         self.scheduler.window = PlanWindow(reach, cfg.max_plan_requests)
-        # at light load (the door's gate) late requests run on leftover time, as `tetriopt solve` runs them
+        # at light load (the door's gate) the planner sees the offline deadlines: no band beyond a dispatch
+        # margin, late requests on leftover time, as `tetriopt solve` plans them
         light = (lambda: self.foresight.quiet(self.cfg.gpus, self.clock.now_us())) if cfg.admission_light_door else None
         self.scheduler.deadlines = PlanningDeadlines(reach, cfg.late_slo_scale, cfg.deadline_guard, light)
         self.draining = False
