@@ -18,8 +18,8 @@ pytestmark = pytest.mark.server
 
 # fast-test profile, 4 GPUs, 300 ms rounds. From the first boundary after both arrive: P, 200 steps of
 # 1024x1024 due in 2.19-2.25 s; N, 80 steps due in 0.87-0.93 s (37 steps a round at 4 GPUs: it finishes
-# alone in 652 ms). The joint test and the foresight refuse N beside P (the fluid tests charge its rounds' tails), CP-SAT's
-# forward schedule meets both (the `_state` check below).
+# alone in 652 ms). The joint test and the foresight refuse N beside P (the fluid tests charge its
+# rounds' tails); CP-SAT's forward schedule meets both (test_the_fluid_tests_refuse_what_the_planner_fits).
 ROUND_MS, P_STEPS, P_SLO_MS, N_SLO_MS = 300, 200, 2485, 1165
 
 

@@ -83,7 +83,8 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="At light load (the offered work below capacity, at most --admission-foresight pending, 10 s of "
                    "offers seen), admit every request that can meet its deadline alone and leave keeping it to the "
                    "planner, which then plans to the requests' own deadlines (less 25 ms; late ones on leftover "
-                   "time), as `tetriopt solve` does; off: the fluid admission tests and the guard band apply there too.")
+                   "time), as `tetriopt solve` does; off: the fluid admission tests and the guard band apply there "
+                   "too.")
 @click.option("--admission-foresight", type=click.IntRange(min=0), default=16, show_default=True,
               help="Up to this many pending images, a request only the joint test's headroom refuses is accepted when a "
                    "forward schedule of the pending work with it still meets everything it met before, while the offered "

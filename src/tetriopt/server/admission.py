@@ -554,7 +554,8 @@ class Foresight:
         """Is the door at light load, where it leaves keep or give-up to the planner as `tetriopt solve`
         does (every arrival reaches its policy there)? Not busy, not settling (the gates that keep the
         foresight out of overload) and at most `max_pending` requests pending with `new`."""
-        return bool(new) and len(state.requests) + len(new) <= self.max_pending and self.quiet(state.cluster.gpus, now_us)
+        return (bool(new) and len(state.requests) + len(new) <= self.max_pending
+                and self.quiet(state.cluster.gpus, now_us))
 
     def settling(self, now_us: int) -> bool:
         """Less than `min_span_s` of offers seen: `busy` has no evidence of light load yet, so the
