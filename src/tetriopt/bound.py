@@ -68,13 +68,14 @@ class Window:
         return sum(c // t for c in self.caps.values()) if t else 0
 
 
-def least_work_us(w: Window, aux: bool = True) -> int:
+def least_work_us(w: Window, aux: bool = True, one_set: bool = False) -> int:
     """The least GPU-time a met request costs, over every integer plan of it alone that the model's
     per-request rows allow: whole steps; in each round at most its usable time before the due time
     (cap), the round it starts in also holding the encode and the round it ends in the decode
     before the deadline (room); both charged on the narrowest degree that round uses (the first /
     last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
-    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none."""
+    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none.
+    `one_set`: a round's steps all run at one degree (one GPU set per request per round)."""
     S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
     degs = sorted(w.step)
     INF = 1 << 62
@@ -84,7 +85,8 @@ def least_work_us(w: Window, aux: bool = True) -> int:
     for j, cap in sorted(w.caps.items()):
         room = w.room.get(j, cap)
         # fronts[k0][s]: [(time, GPU-time)] of s >= 1 steps in this round, narrowest degree k0
-        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k >= k0], cap, S) for k0 in degs}
+        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k == k0 or k > k0 and not one_set], cap, S)
+                  for k0 in degs}
 
         def best(limit: int, aux_us: int) -> dict[int, int]:
             out: dict[int, int] = {}
@@ -272,12 +274,16 @@ def block_levels(inst: Instance) -> list[int]:
 METHODS = ("optimal", "cpsat-bound", "feasible-alone")
 
 
-def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
+def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False):
     """The relaxation of one component as a CP-SAT model (objective set): (model, y per window).
 
     With `aux` (docs/bound.md, cuts (6)-(8)) binaries first[i,j,k] / last[i,j,k] say in which round
     and at which degree a met request runs its first / last step; that assignment also runs the
-    text encode / VAE decode on its k GPUs, which the rows below then charge."""
+    text encode / VAE decode on its k GPUs, which the rows below then charge.
+
+    With `one_set` (TetriServe's model: a request holds one GPU set per round; cuts (11)-(12))
+    binaries z[i,j,k] pick that set's degree, and per round the sets busy more than R / (q+1)
+    cover each GPU at most q times."""
     from ortools.sat.python import cp_model
 
     N, R = inst.cluster.gpus, inst.round_us
@@ -287,6 +293,7 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
     # variable (done by its due time), and with `aux` one per first indicator (its encode, also
     # done by the due time) and one per last indicator (its decode, done by the deadline)
     by_round: dict[int, list[tuple]] = {}
+    sets: dict[int, list[tuple]] = {}  # round -> [(degree, time on the set, its most, n, most steps, z)]
     for w in ws:
         r = w.request
         y = m.new_bool_var(f"y[{r.id}]")
@@ -299,6 +306,13 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
                     n = steps.setdefault(j, {})[k] = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
                     by_round.setdefault(j, []).append((w.due_us, w.gpu_us(k) * n, k, t * n, r.id))
         m.add(sum(n for row in steps.values() for n in row.values()) == r.steps * y)
+        z: dict[tuple[int, int], object] = {}
+        if one_set:  # (11) one degree per round
+            for j, row in steps.items():
+                for k, n in row.items():
+                    z[j, k] = m.new_bool_var(f"z[{r.id},{j},{k}]")
+                    m.add(n <= min(w.caps[j] // w.step[k], r.steps) * z[j, k])
+                m.add(sum(z[j, k] for k in row) <= y)
         own = {j: sum(w.step[k] * n for k, n in row.items()) for j, row in steps.items()}
         for j, row in steps.items():  # no work unless met: the same rows scaled by y (LP strength)
             m.add(own[j] <= w.caps[j] * y)
@@ -322,6 +336,8 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
             m.add(sum(last.values()) == y)
             for (j, k), v in (*first.items(), *last.items()):
                 m.add(v <= steps[j][k])  # that round runs a step at that degree
+                if one_set:
+                    m.add(v <= z[j, k])
             rounds = sorted(steps)
             for x, j in enumerate(rounds):
                 after = [n for jj in rounds[x + 1:] for n in steps[jj].values()]
@@ -350,7 +366,18 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
             for j, row in steps.items():
                 if len(row) > 1:
                     m.add(own[j] <= w.caps[j])
-        least = least_work_us(w, aux)  # (10): a met request costs at least this
+        if one_set:
+            for j, row in steps.items():
+                for k, n in row.items():
+                    t = w.step[k] * n
+                    most = w.step[k] * min(w.caps[j] // w.step[k], r.steps)
+                    if aux and (j, k) in first:
+                        t, most = t + w.encode_us * first[j, k], most + w.encode_us
+                    if aux and (j, k) in last:
+                        t, most = t + w.decode_us * last[j, k], most + w.decode_us
+                    sets.setdefault(j, []).append((k, t, most, n, min(w.caps[j] // w.step[k], r.steps), z[j, k],
+                                                   w.step[k]))
+        least = least_work_us(w, aux, one_set)  # (10): a met request costs at least this
         if least:
             m.add(sum(mine) >= least * y)
     levels = block_levels(inst)
@@ -380,11 +407,26 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
                 narrow = [b * e for _, _, k, e, o in terms if o == rid and k < b]
                 if narrow:
                     m.add(sum(narrow) + total <= N * R)
+    # (12) one set per request per round: a GPU's sets of a round run one after another, so at most
+    # q of them last more than R / (q+1); summed over the GPUs, sum of k over such sets <= q N
+    for j, items in sets.items():
+        for q in (1, 2, 3):
+            heavy = []
+            for k, t, most, n, hi, zv, step in items:
+                if (q + 1) * most <= R:
+                    continue
+                h = m.new_bool_var(f"h{q}[{j},{len(heavy)}]")
+                m.add((q + 1) * t <= R + ((q + 1) * most - R) * h)
+                lo = R // ((q + 1) * step)  # most steps of a set not that busy
+                m.add(n <= lo * zv + (hi - lo) * h)
+                heavy.append(k * h)
+            if sum(1 for _ in heavy) > 1:
+                m.add(sum(heavy) <= q * N)
     m.maximize(sum(ys))
     return m, ys
 
 
-def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int
+def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int, one_set: bool = False
             ) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of one model of the component,
     searched until `deadline` (perf_counter seconds); model building counts against it."""
@@ -392,7 +434,7 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
 
     if deadline - time.perf_counter() <= 0:
         return len(ws), 0, "feasible-alone", []
-    m, ys = build_model(inst, ws, aux)
+    m, ys = build_model(inst, ws, aux, one_set=one_set)
     for y in ys:  # meeting none is a solution: a search cut short still ends FEASIBLE with a bound
         m.add_hint(y, 0)
     left = deadline - time.perf_counter()
@@ -413,7 +455,7 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
     return len(ws), 0, "feasible-alone", []
 
 
-def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int
+def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool = False
                      ) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
     component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
@@ -426,8 +468,8 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     start = time.perf_counter()
-    light = _search(inst, ws, False, start + (deadline - start) / 4, workers)
-    full = _search(inst, ws, True, deadline, workers)
+    light = _search(inst, ws, False, start + (deadline - start) / 4, workers, one_set)
+    full = _search(inst, ws, True, deadline, workers, one_set)
     ub = min(light[0], full[0])
     if full[2] == "optimal" or (light[2] == "optimal" and full[1] == light[0]):
         return ub, full[1], "optimal", full[3]
@@ -437,17 +479,20 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
-                batching: bool = False) -> BoundResult:
+                batching: bool = False, one_set: bool | None = None) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
 
     Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
-    and `batching` widen the plan space bounded to immediate starts and shared steps."""
+    and `batching` widen the plan space bounded to immediate starts and shared steps. `one_set`
+    (default: TetriServe's model only) bounds plans that give a request one GPU set per round."""
     from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
 
     t0 = time.perf_counter()
+    if one_set is None:
+        one_set = not arrival_visible and not batching
     ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
     # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
-    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w) > 0]
+    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []
@@ -461,7 +506,7 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
         left = end - time.perf_counter()
         share = left / multi if len(c) > 1 else 0.0
         multi -= len(c) > 1
-        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers)
+        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set)
         met_ids.extend(ids)
         met += ub
         inc += best
