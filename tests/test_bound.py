@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import json
 import random
 from functools import lru_cache
@@ -307,3 +308,49 @@ def test_policies_hold_one_set_per_request_per_round(policy):
     per = Counter((rd, i) for rd, a in res.assignments for i in a.requests)
     assert max(per.values()) == 1
     assert res.summary["met"] <= upper_bound(inst, time_limit_s=0.5).met_bound
+
+
+def test_lp_bound_is_the_lp_optimum():
+    """A fractional knapsack: the LP optimum 7/3, from GLOP's duals through weak duality."""
+    from ortools.sat.python import cp_model
+
+    from tetriopt.bound import lp_bound
+
+    m = cp_model.CpModel()
+    ys = [m.new_bool_var(f"y{i}") for i in range(3)]
+    x = m.new_int_var(0, 5, "x")
+    m.add(3 * sum(ys) + x <= 7)
+    m.add_linear_constraint(x, 1, 4)  # a ranged row: its lower limit counts where its dual is negative
+    m.maximize(sum(ys))
+    assert lp_bound(m, 1.0) == pytest.approx(2.0)
+    m.maximize(sum(ys) - x)  # x's lower limit binds through the duals too
+    assert lp_bound(m, 1.0) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_lp_bound_holds_for_any_multipliers(tiny_profile, seed):
+    """lp_bound(model) is >= the integer optimum of the bound's model (CP-SAT, exact) and >= the
+    exhaustive optimum of the plans, with GLOP's duals and with random multipliers of either sign
+    (what a GLOP time-out may leave): weak duality, not GLOP's tolerances, makes it a bound."""
+    from ortools.sat.python import cp_model
+
+    from tetriopt.bound import build_model, components, least_work_us, lp_bound, window
+
+    inst = tiny_instance(tiny_profile, seed)
+    ws = [w for w in (window(inst, r) for r in inst.requests)
+          if w.max_steps() >= w.request.steps and least_work_us(w, one_set=True) > 0]
+    rng = random.Random(seed)
+    total = 0
+    for comp in components(ws):
+        m, _ = build_model(inst, comp, one_set=True)
+        solver = cp_model.CpSolver()
+        solver.parameters.num_workers = 1
+        assert solver.solve(m) == cp_model.OPTIMAL
+        rows = sum(1 for c in m.proto.constraints if c.has_linear())
+        lp = lp_bound(m, 10.0)
+        assert lp >= solver.objective_value - 1e-9
+        for _ in range(5):
+            duals = [rng.choice([0.0, rng.uniform(-1e-3, 1e-3), rng.uniform(-1, 1)]) for _ in range(rows)]
+            assert lp_bound(m, 10.0, duals) >= solver.objective_value - 1e-9
+        total += math.floor(lp + 1e-6)
+    assert total >= brute_force_max_met(inst)

@@ -402,14 +402,15 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
 _INF = 1 << 62
 
 
-def lp_bound(model, time_limit_s: float) -> float | None:
+def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> float | None:
     """An upper bound on the maximum of a linear CP-SAT model (as `build_model` makes) from its LP
     relaxation: GLOP's row duals put into the weak-duality (Lagrangian) bound
     sum_r pi_r b_r + sum_x max over x's range of (c_x - sum_r pi_r a_rx) x, b_r the row's upper
     limit where pi_r > 0 and its lower one where pi_r < 0. That holds for any multipliers, so
     GLOP's tolerances or a time-out can only make it looser, never too small; both sign
     conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
-    relaxation). None if GLOP returns no duals in the time."""
+    relaxation). None if GLOP returns no duals in the time. `duals` (one per linear row, in
+    order): use these multipliers instead of GLOP's (any give a bound; tests)."""
     from ortools.linear_solver import pywraplp
 
     p = model.proto
@@ -437,10 +438,11 @@ def lp_bound(model, time_limit_s: float) -> float | None:
         if cx:
             obj.SetCoefficient(x, cx)
     obj.SetMaximization()
-    s.SetTimeLimit(max(1, int(time_limit_s * 1000)))
-    if s.Solve() not in (s.OPTIMAL, s.FEASIBLE):
-        return None
-    duals = [row.dual_value() for row, *_ in rows]
+    if duals is None:
+        s.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+        if s.Solve() not in (s.OPTIMAL, s.FEASIBLE):
+            return None
+        duals = [row.dual_value() for row, *_ in rows]
     best = None
     for sign in (1.0, -1.0):
         d = list(c)
