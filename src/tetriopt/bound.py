@@ -409,10 +409,11 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
     limit where pi_r > 0 and its lower one where pi_r < 0. That holds for any multipliers, so
     GLOP's tolerances or a time-out can only make it looser, never too small; both sign
     conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
-    relaxation). None if GLOP returns no duals in the time. `duals` (one per linear row, in
+    relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included). `duals` (one per linear row, in
     order): use these multipliers instead of GLOP's (any give a bound; tests)."""
     from ortools.linear_solver import pywraplp
 
+    t0 = time.perf_counter()
     p = model.proto
     box = [(v.domain[0], v.domain[len(v.domain) - 1]) for v in p.variables]  # (no negative index here)
     sf = p.objective.scaling_factor or 1.0
@@ -439,7 +440,10 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
             obj.SetCoefficient(x, cx)
     obj.SetMaximization()
     if duals is None:
-        s.SetTimeLimit(max(1, int(time_limit_s * 1000)))
+        left = time_limit_s - (time.perf_counter() - t0)  # building the LP counts
+        if left <= 0:
+            return None
+        s.SetTimeLimit(max(1, int(left * 1000)))
         if s.Solve() not in (s.OPTIMAL, s.FEASIBLE):
             return None
         duals = [row.dual_value() for row, *_ in rows]
