@@ -273,6 +273,7 @@ def block_levels(inst: Instance) -> list[int]:
 
 
 METHODS = ("optimal", "cpsat-bound", "lp-bound", "feasible-alone")
+LP_FIRST = 20  # components of this many requests get the LP bound before any search
 
 
 def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False):
@@ -510,25 +511,34 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
     alone, so len(ws) is always a valid bound.
 
-    First the model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
-    relaxation of the full one, so its bound is valid too). Unless that proved it, the full
-    model's LP relaxation next (`lp_bound`, at most a third of what is left): on big components
-    CP-SAT's own bound stays above the LP's for long (16 GPUs / 64 pending: 64-65 after 20 s at
-    load 3, LP 63.4 in 2 s). Then the full model for the rest, told the smaller of the two bounds.
-    The smallest bound counts. (Without the first search the full model, larger and slower to
+    The model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
+    relaxation of the full one, so its bound is valid too), then the full model for the rest,
+    told the smaller bound. The full model's LP relaxation (`lp_bound`, at most half of what is
+    left) comes first on components of LP_FIRST requests or more (on big ones CP-SAT's own bound
+    stays above the LP's for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in
+    2 s), between the two searches on smaller ones the first did not prove. The smallest bound
+    counts. (Without the first search the full model, larger and slower to
     prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)"""
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     start = time.perf_counter()
-    light = _search(inst, ws, False, start + (deadline - start) / 4, workers, one_set)
-    lp = len(ws)
-    model = None
-    if light[2] != "optimal" and deadline > time.perf_counter():
-        model = build_model(inst, ws, True, one_set=one_set)
-        left = deadline - time.perf_counter()
-        v = lp_bound(model[0], left / 3) if left > 0 else None
-        if v is not None:
-            lp = max(0, min(len(ws), math.floor(v + 1e-6)))
+    lp, model = len(ws), None
+
+    def relax() -> None:  # the full model's LP bound, in at most half of what is left
+        nonlocal lp, model
+        if deadline > time.perf_counter():
+            model = build_model(inst, ws, True, one_set=one_set)
+            left = deadline - time.perf_counter()
+            v = lp_bound(model[0], left / 2) if left > 0 else None
+            if v is not None:
+                lp = max(0, min(len(ws), math.floor(v + 1e-6)))
+
+    if len(ws) >= LP_FIRST:  # big: the LP is the bound that counts at load, so it goes first
+        relax()
+    light = _search(inst, ws, False, time.perf_counter() + (deadline - time.perf_counter()) / 4, workers, one_set,
+                    cap=lp)
+    if model is None and light[2] != "optimal":
+        relax()
     full = _search(inst, ws, True, deadline, workers, one_set, model, min(light[0], lp))
     ub = min(light[0], full[0], lp)
     if full[2] == "optimal" or full[1] == ub:
