@@ -274,6 +274,7 @@ def block_levels(inst: Instance) -> list[int]:
 
 METHODS = ("optimal", "cpsat-bound", "lp-bound", "feasible-alone")
 LP_FIRST = 20  # components of this many requests get the LP bound before any search
+LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
 def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False):
@@ -492,8 +493,10 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
     solver.parameters.random_seed = 0
     # the LP with the rows CP-SAT linearises only at level 2: proves mid-size components that the
     # default leaves open (8 GPUs / 32 pending, 35 requests: optimal 25 in 8 deterministic s,
-    # against a bound of 27 with the default; 16 / 8: 32 against 33)
-    solver.parameters.linearization_level = 2
+    # against a bound of 27 with the default; 16 / 8: 32 against 33). On big ones its root LP is
+    # slower and the LP bound (lp_bound) is what counts, so they keep the default.
+    if len(ws) < LIN2_MAX:
+        solver.parameters.linearization_level = 2
     code = solver.solve(m)
     met = [w.request.id for w, y in zip(ws, ys) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.value(y)]
     if code == cp_model.OPTIMAL:
