@@ -411,8 +411,9 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
     limit where pi_r > 0 and its lower one where pi_r < 0. That holds for any multipliers, so
     GLOP's tolerances or a time-out can only make it looser, never too small; both sign
     conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
-    relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included). `duals` (one per linear row, in
-    order): use these multipliers instead of GLOP's (any give a bound; tests)."""
+    relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included).
+    `duals` (one per linear row, in order): use these multipliers instead of GLOP's (any give a
+    bound; tests)."""
     from ortools.linear_solver import pywraplp
 
     t0 = time.perf_counter()
