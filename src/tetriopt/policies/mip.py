@@ -502,7 +502,8 @@ class MipPolicy:
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2,
-                                             tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0, **params)
+                                             tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0,
+                                             **params)
             self._observe_overrun(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
