@@ -188,7 +188,8 @@ class MipPolicy:
         roll_s = 0.0
         if roll is not None and (self.deterministic or self._left(t0) - finish >= roll):
             t_roll = time.perf_counter()
-            decisions, meta, units = self._rollout(state, decisions, meta)
+            stop = None if self.deterministic else t0 + self.limit_s - finish
+            decisions, meta, units = self._rollout(state, decisions, meta, stop)
             roll_s = time.perf_counter() - t_roll
             self._roll_rate.observe(roll_s, units)
         plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
@@ -231,10 +232,12 @@ class MipPolicy:
             return None
         return need
 
-    def _rollout(self, state: RoundState, decisions: list, meta: dict) -> tuple[list, dict, int]:
+    def _rollout(self, state: RoundState, decisions: list, meta: dict,
+                 stop: float | None = None) -> tuple[list, dict, int]:
         """This round's decisions, or the candidate that meets more of the known requests when each
         is played forward with TetriServe (rollout.py): TetriServe's plan, and (`giveup`) this
-        plan without the kept requests its own forward play misses; and the work units it took."""
+        plan without the kept requests its own forward play misses; and the work units it took.
+        The give-up candidates are tried only before `stop` (perf_counter; None: always)."""
         if self._ts_plan is None or self._ts_plan[0] is not state:
             ts = self._forward.plan(state)  # often played already: last round's rollout passed through it
             self._ts_plan = (state, decisions_of(ts), ts.kept or ())
@@ -256,6 +259,8 @@ class MipPolicy:
         if self.giveup:
             ties = []
             for drop, dec in self._giveup_candidates(state, decisions, kept, mine_ids):
+                if stop is not None and time.perf_counter() > stop:
+                    break
                 units += self._rollout_units(state) // 2
                 left = tuple(i for i in kept if i not in drop)
                 got = self._forward.met(without(state, drop), dec, left, beat=best - 1)
@@ -263,11 +268,10 @@ class MipPolicy:
                     best, swap = got, ("giveup", dec, left)
                 elif got == mine == best and self.futures:
                     ties.append((drop, dec, left))
-            if ties and swap is None:  # as many known requests met: the sampled futures decide
+            # as many known requests met either way: the sampled futures decide
+            if ties and swap is None and (stop is None or time.perf_counter() < stop):
                 swap, gain, units2 = self._future_choice(state, decisions, kept, ties)
                 units += units2
-        if swap is None:
-            return decisions, meta, units
         if swap is None:
             return decisions, meta, units
         name, dec, swap_kept = swap
