@@ -87,7 +87,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 giveup: bool = True, futures: bool = True):
+                 giveup: bool = True, futures: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -121,7 +121,8 @@ class MipPolicy:
         # giveup: the rollout also plays this round's plan without the kept requests its own forward
         # play does not meet (their GPUs to the rest), and runs that where it meets more (rollout.py)
         self.giveup = giveup
-        # futures: where a give-up candidate meets as many known requests, sampled arrivals decide
+        # futures (off: measured worse, docs/solver.md 4): where a give-up candidate meets as many known
+        # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
         self._ts_plan: tuple[RoundState, list, tuple] | None = None  # (its state, decisions, kept): its last plan
