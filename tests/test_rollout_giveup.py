@@ -88,7 +88,7 @@ def test_a_kept_request_the_forward_play_misses_is_given_up_where_that_meets_mor
     meta = {"kept": kept, "backend": "cpsat", "note": ""}
     off = MipPolicy(time_limit_ms=100, deterministic=True, giveup=False)
     assert off._rollout(s, dec, meta)[0] == dec
-    on = MipPolicy(time_limit_ms=100, deterministic=True, futures=False)
+    on = MipPolicy(time_limit_ms=100, deterministic=True, giveup=True)
     got, m, _ = on._rollout(s, dec, meta)
     assert m["note"] == "rollout: giving up qr0 meets 5 vs 4" and "qr0" not in m["kept"]
     assert not any(d[0] == "qr0" for d in got) and on._given_up == {"qr0"}

@@ -87,7 +87,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 giveup: bool = True, futures: bool = False):
+                 giveup: bool = False, futures: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -118,8 +118,9 @@ class MipPolicy:
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
-        # giveup: the rollout also plays this round's plan without the kept requests its own forward
-        # play does not meet (their GPUs to the rest), and runs that where it meets more (rollout.py)
+        # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
+        # also plays this round's plan without the kept requests its own forward play does not meet
+        # (given up for good, their GPUs to the rest), and runs that where it meets more
         self.giveup = giveup
         # futures (off: measured worse, docs/solver.md 4): where a give-up candidate meets as many known
         # requests, sampled arrivals decide
