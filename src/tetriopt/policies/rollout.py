@@ -12,7 +12,8 @@ least as many of the known requests in that forward play.
 A rollout drops requests that can no longer meet their deadline (they count for nothing and
 would only fill leftover GPUs) and stops when none is alive, so it spans at most the longest
 deadline ahead (about 6 rounds for FLUX at SLO 1.0). Arrivals are not forecast: replaying recent
-arrivals into the rollout was measured and met fewer deadlines (docs/solver.md, 4).
+arrivals into the rollout was measured and met fewer deadlines (docs/solver.md, 4); `play_future`
+(sampled arrivals) serves the `cpsat[giveup=1;futures=1]` ablation only.
 """
 
 from __future__ import annotations
