@@ -94,3 +94,16 @@ def test_a_kept_request_the_forward_play_misses_is_given_up_where_that_meets_mor
     assert not any(d[0] == "qr0" for d in got) and on._given_up == {"qr0"}
     fw = on._forward
     assert fw.met(s, dec, kept) == 4 and fw.met(s, got, m["kept"]) >= 4  # qr0 still in the state: missed there too
+
+
+def test_a_sampled_arrival_joins_at_the_next_boundary_and_counts_when_met():
+    ts = TetriServe()
+    known = RequestState("k", 256, 256, remaining_steps=20, arrival_us=0, deadline_us=1_500_000)
+    s = state(known)
+    p = ts.plan(s)
+    late = RequestState("~0.0", 256, 256, remaining_steps=20, arrival_us=R // 2, deadline_us=R // 2 + 1_500_000)
+    hopeless = RequestState("~0.1", 2048, 2048, remaining_steps=20, arrival_us=R // 2, deadline_us=R // 2 + 1_000)
+    fw = Forward(ts)
+    assert fw.play_future(s, decisions_of(p), p.kept, []) == 1
+    assert fw.play_future(s, decisions_of(p), p.kept, [late]) == 2  # runs from the boundary at 900 ms, due 2 s
+    assert fw.play_future(s, decisions_of(p), p.kept, [late, hopeless]) == 2
