@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import time
 
 import tetriopt
@@ -40,7 +41,7 @@ def main() -> None:
     ap.add_argument("--policies", default="cpsat,tetriserve")
     a = ap.parse_args()
     pols = a.policies.split(",")
-    print(f"limit {a.time_limit_ms:g} ms, 1 worker, deterministic={a.deterministic}")
+    print(f"limit {a.time_limit_ms:g} ms, 1 worker, deterministic={a.deterministic}, load average {os.getloadavg()[0]:.2f}")
     print("| instance | " + " | ".join(f"met {p}" for p in pols) + " | " + " | ".join(f"CPU s {p}" for p in pols)
           + f" | CPU {pols[0]} / {pols[-1]} | {pols[0]} decided |")
     print("|---" * (2 * len(pols) + 3) + "|")
@@ -58,6 +59,7 @@ def main() -> None:
               f"{ms[-1]:.1f}")
         for k, v in first.most_common(8):
             print(f"#   {pols[0]} rounds {k}: {v}")
+    print(f"# load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

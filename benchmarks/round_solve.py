@@ -14,6 +14,7 @@ their deadline) against the greedy EDF admission's count, and the largest relati
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -50,7 +51,9 @@ def main() -> None:
     ap.add_argument("--pending", default="8,32,128,512")
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
-    print(f"CP-SAT round solve, time limit {a.time_limit_ms:g} ms, {a.workers} worker(s), {a.rounds} random rounds per row")
+    # wall-clock figures: the machine's load beside them (docs/solver.md, section 2)
+    print(f"CP-SAT round solve, time limit {a.time_limit_ms:g} ms, {a.workers} worker(s), {a.rounds} random rounds per row, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'gpus':>5} {'pending':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'optimal':>8} {'fallback':>8} "
           f"{'kept':>6} {'kept(EDF)':>9} {'gap':>8}")
     for gpus in map(int, a.gpus.split(",")):
@@ -75,6 +78,7 @@ def main() -> None:
             gap = f"{100 * max(gaps):.3f}%" if gaps else "n/a"
             print(f"{gpus:5d} {pending:8d} {statistics.median(times):8.1f} {p99:8.1f} {max(times):8.1f} {opt:8d} "
                   f"{fb:8d} {statistics.mean(kept):6.1f} {statistics.mean(kept_g):9.1f} {gap:>8}", flush=True)
+    print(f"load average {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -119,8 +119,8 @@ def test_lazy_tetriserve_warm_start_changes_no_plan(monkeypatch):
 
     lazy, met = plans()
     eager_starts = mip.MipPolicy._warm_starts
-    monkeypatch.setattr(mip.MipPolicy, "_warm_starts", lambda self, st, t0, reserve, lazy=False:
-                        eager_starts(self, st, t0, reserve, False))
+    monkeypatch.setattr(mip.MipPolicy, "_warm_starts", lambda self, st, t0, stop, reserve, lazy=False:
+                        eager_starts(self, st, t0, stop, reserve, False))
     eager, met_eager = plans()
     assert lazy == eager and met == met_eager
     rounds = lazy[0]

@@ -35,6 +35,7 @@ rows a step costs i its cheapest share of any batch, min over B of k T_i(k, B) /
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -68,13 +69,14 @@ class Window:
         return sum(c // t for c in self.caps.values()) if t else 0
 
 
-def least_work_us(w: Window, aux: bool = True) -> int:
+def least_work_us(w: Window, aux: bool = True, one_set: bool = False) -> int:
     """The least GPU-time a met request costs, over every integer plan of it alone that the model's
     per-request rows allow: whole steps; in each round at most its usable time before the due time
     (cap), the round it starts in also holding the encode and the round it ends in the decode
     before the deadline (room); both charged on the narrowest degree that round uses (the first /
     last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
-    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none."""
+    (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none.
+    `one_set`: a round's steps all run at one degree (one GPU set per request per round)."""
     S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
     degs = sorted(w.step)
     INF = 1 << 62
@@ -84,7 +86,8 @@ def least_work_us(w: Window, aux: bool = True) -> int:
     for j, cap in sorted(w.caps.items()):
         room = w.room.get(j, cap)
         # fronts[k0][s]: [(time, GPU-time)] of s >= 1 steps in this round, narrowest degree k0
-        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k >= k0], cap, S) for k0 in degs}
+        fronts = {k0: _fronts([(w.step[k], w.gpu_us(k)) for k in degs if k == k0 or k > k0 and not one_set], cap, S)
+                  for k0 in degs}
 
         def best(limit: int, aux_us: int) -> dict[int, int]:
             out: dict[int, int] = {}
@@ -269,15 +272,20 @@ def block_levels(inst: Instance) -> list[int]:
     return out
 
 
-METHODS = ("optimal", "cpsat-bound", "feasible-alone")
+METHODS = ("optimal", "cpsat-bound", "lp-bound", "feasible-alone")
+LP_FIRST = 20  # components of this many requests get the LP bound before any search
+LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
-def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
+def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False):
     """The relaxation of one component as a CP-SAT model (objective set): (model, y per window).
 
     With `aux` (docs/bound.md, cuts (6)-(8)) binaries first[i,j,k] / last[i,j,k] say in which round
     and at which degree a met request runs its first / last step; that assignment also runs the
-    text encode / VAE decode on its k GPUs, which the rows below then charge."""
+    text encode / VAE decode on its k GPUs, which the rows below then charge.
+
+    With `one_set` (TetriServe's model: a request holds one GPU set per round; cut (11)) binaries
+    z[i,j,k] pick that set's degree."""
     from ortools.sat.python import cp_model
 
     N, R = inst.cluster.gpus, inst.round_us
@@ -299,6 +307,13 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
                     n = steps.setdefault(j, {})[k] = m.new_int_var(0, min(hi, r.steps), f"n[{r.id},{j},{k}]")
                     by_round.setdefault(j, []).append((w.due_us, w.gpu_us(k) * n, k, t * n, r.id))
         m.add(sum(n for row in steps.values() for n in row.values()) == r.steps * y)
+        z: dict[tuple[int, int], object] = {}
+        if one_set:  # (11) one degree per round
+            for j, row in steps.items():
+                for k, n in row.items():
+                    z[j, k] = m.new_bool_var(f"z[{r.id},{j},{k}]")
+                    m.add(n <= min(w.caps[j] // w.step[k], r.steps) * z[j, k])
+                m.add(sum(z[j, k] for k in row) <= y)
         own = {j: sum(w.step[k] * n for k, n in row.items()) for j, row in steps.items()}
         for j, row in steps.items():  # no work unless met: the same rows scaled by y (LP strength)
             m.add(own[j] <= w.caps[j] * y)
@@ -322,6 +337,8 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
             m.add(sum(last.values()) == y)
             for (j, k), v in (*first.items(), *last.items()):
                 m.add(v <= steps[j][k])  # that round runs a step at that degree
+                if one_set:
+                    m.add(v <= z[j, k])
             rounds = sorted(steps)
             for x, j in enumerate(rounds):
                 after = [n for jj in rounds[x + 1:] for n in steps[jj].values()]
@@ -350,7 +367,7 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
             for j, row in steps.items():
                 if len(row) > 1:
                     m.add(own[j] <= w.caps[j])
-        least = least_work_us(w, aux)  # (10): a met request costs at least this
+        least = least_work_us(w, aux, one_set)  # (10): a met request costs at least this
         if least:
             m.add(sum(mine) >= least * y)
     levels = block_levels(inst)
@@ -384,15 +401,88 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None):
     return m, ys
 
 
-def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int
-            ) -> tuple[int, int, str, list[str]]:
-    """(upper bound, incumbent, method, ids met in the incumbent) of one model of the component,
-    searched until `deadline` (perf_counter seconds); model building counts against it."""
+_INF = 1 << 62
+
+
+def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> float | None:
+    """An upper bound on the maximum of a linear CP-SAT model (as `build_model` makes) from its LP
+    relaxation: GLOP's row duals put into the weak-duality (Lagrangian) bound
+    sum_r pi_r b_r + sum_x max over x's range of (c_x - sum_r pi_r a_rx) x, b_r the row's upper
+    limit where pi_r > 0 and its lower one where pi_r < 0. That holds for any multipliers, so
+    GLOP's tolerances or a time-out can only make it looser, never too small; both sign
+    conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
+    relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included).
+    `duals` (one per linear row, in order): use these multipliers instead of GLOP's (any give a
+    bound; tests)."""
+    from ortools.linear_solver import pywraplp
+
+    t0 = time.perf_counter()
+    p = model.proto
+    box = [(v.domain[0], v.domain[len(v.domain) - 1]) for v in p.variables]  # (no negative index here)
+    sf = p.objective.scaling_factor or 1.0
+    c = [0.0] * len(box)
+    for v, a in zip(p.objective.vars, p.objective.coeffs):
+        c[v] += sf * a
+    const = sf * p.objective.offset
+    s = pywraplp.Solver.CreateSolver("GLOP")
+    xs = [s.NumVar(lo, hi, "") for lo, hi in box]
+    rows = []
+    for ct in p.constraints:
+        if not ct.has_linear() or len(ct.enforcement_literal):
+            continue
+        lin = ct.linear
+        lo, hi = lin.domain[0], lin.domain[len(lin.domain) - 1]
+        lo, hi = (None if lo <= -_INF else lo), (None if hi >= _INF else hi)
+        row = s.Constraint(-s.infinity() if lo is None else lo, s.infinity() if hi is None else hi)
+        for v, a in zip(lin.vars, lin.coeffs):
+            row.SetCoefficient(xs[v], a)
+        rows.append((row, lo, hi, lin.vars, lin.coeffs))
+    obj = s.Objective()
+    for x, cx in zip(xs, c):
+        if cx:
+            obj.SetCoefficient(x, cx)
+    obj.SetMaximization()
+    if duals is None:
+        left = time_limit_s - (time.perf_counter() - t0)  # building the LP counts
+        if left <= 0:
+            return None
+        s.SetTimeLimit(max(1, int(left * 1000)))
+        if s.Solve() not in (s.OPTIMAL, s.FEASIBLE):
+            return None
+        duals = [row.dual_value() for row, *_ in rows]
+    best = None
+    for sign in (1.0, -1.0):
+        d = list(c)
+        val = [const]
+        for pi, (_, lo, hi, vs, cs) in zip(duals, rows):
+            pi *= sign
+            if pi > 0 and hi is not None:
+                val.append(pi * hi)
+            elif pi < 0 and lo is not None:
+                val.append(pi * lo)
+            else:
+                continue
+            for v, a in zip(vs, cs):
+                d[v] -= pi * a
+        val += [dx * (box[x][1] if dx > 0 else box[x][0]) for x, dx in enumerate(d) if dx]
+        ub = math.fsum(val)
+        best = ub if best is None else min(best, ub)
+    return best
+
+
+def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int, one_set: bool = False,
+            model=None, cap: int | None = None) -> tuple[int, int, str, list[str]]:
+    """(upper bound, incumbent, method, ids met in the incumbent) of one model of the component
+    (`model`: (model, ys) already built), searched until `deadline` (perf_counter seconds); model
+    building counts against it. `cap`: a proven bound on the model's optimum, added as a row (it
+    cuts no optimal solution, and lets the search stop when it reaches it)."""
     from ortools.sat.python import cp_model
 
     if deadline - time.perf_counter() <= 0:
         return len(ws), 0, "feasible-alone", []
-    m, ys = build_model(inst, ws, aux)
+    m, ys = model or build_model(inst, ws, aux, one_set=one_set)
+    if cap is not None and cap < len(ws):
+        m.add(sum(ys) <= cap)
     for y in ys:  # meeting none is a solution: a search cut short still ends FEASIBLE with a bound
         m.add_hint(y, 0)
     left = deadline - time.perf_counter()
@@ -402,6 +492,12 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
     solver.parameters.max_time_in_seconds = left
     solver.parameters.num_workers = workers
     solver.parameters.random_seed = 0
+    # the LP with the rows CP-SAT linearises only at level 2: proves mid-size components that the
+    # default leaves open (8 GPUs / 32 pending, 35 requests: optimal 25 in 8 deterministic s,
+    # against a bound of 27 with the default; 16 / 8: 32 against 33). On big ones its root LP is
+    # slower and the LP bound (lp_bound) is what counts, so they keep the default.
+    if len(ws) < LIN2_MAX:
+        solver.parameters.linearization_level = 2
     code = solver.solve(m)
     met = [w.request.id for w, y in zip(ws, ys) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.value(y)]
     if code == cp_model.OPTIMAL:
@@ -413,41 +509,69 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
     return len(ws), 0, "feasible-alone", []
 
 
-def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int
+def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool = False
                      ) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
     component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
     alone, so len(ws) is always a valid bound.
 
-    First the model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
-    relaxation of the full one, so its bound is valid too), then the full model for the rest;
-    the smaller bound counts. The full model alone was above the other where it ran out of time
-    (skewed-slo1.5: 298 against 297 proven in 5 s)."""
+    The model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
+    relaxation of the full one, so its bound is valid too), then the full model for the rest,
+    told the smaller bound. The full model's LP relaxation (`lp_bound`, at most half of what is
+    left) comes first on components of LP_FIRST requests or more (on big ones CP-SAT's own bound
+    stays above the LP's for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in
+    2 s), between the two searches on smaller ones the first did not prove. The smallest bound
+    counts. (Without the first search the full model, larger and slower to
+    prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)"""
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     start = time.perf_counter()
-    light = _search(inst, ws, False, start + (deadline - start) / 4, workers)
-    full = _search(inst, ws, True, deadline, workers)
-    ub = min(light[0], full[0])
-    if full[2] == "optimal" or (light[2] == "optimal" and full[1] == light[0]):
+    lp, model = len(ws), None
+
+    def relax() -> None:  # the full model's LP bound, in at most half of what is left
+        nonlocal lp, model
+        if deadline > time.perf_counter():
+            model = build_model(inst, ws, True, one_set=one_set)
+            left = deadline - time.perf_counter()
+            v = lp_bound(model[0], left / 2) if left > 0 else None
+            if v is not None:
+                lp = max(0, min(len(ws), math.floor(v + 1e-6)))
+
+    if len(ws) >= LP_FIRST:  # big: the LP is the bound that counts at load, so it goes first
+        relax()
+    light = _search(inst, ws, False, time.perf_counter() + (deadline - time.perf_counter()) / 4, workers, one_set,
+                    cap=lp)
+    if model is None and light[2] != "optimal":
+        relax()
+    full = _search(inst, ws, True, deadline, workers, one_set, model, min(light[0], lp))
+    ub = min(light[0], full[0], lp)
+    if full[2] == "optimal" or full[1] == ub:
         return ub, full[1], "optimal", full[3]
     # the incumbent is the full model's (a solution of the light one may meet more than its bound)
-    method = "feasible-alone" if light[2] == full[2] == "feasible-alone" else "cpsat-bound"
+    if ub == lp < len(ws):  # (the full search was told it: its bound is the LP's at best)
+        method = "lp-bound"
+    elif light[2] == full[2] == "feasible-alone":
+        method = "feasible-alone"
+    else:
+        method = "cpsat-bound"
     return ub, full[1], method, full[3]
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
-                batching: bool = False) -> BoundResult:
+                batching: bool = False, one_set: bool | None = None) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
 
     Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
-    and `batching` widen the plan space bounded to immediate starts and shared steps."""
+    and `batching` widen the plan space bounded to immediate starts and shared steps. `one_set`
+    (default: TetriServe's model only) bounds plans that give a request one GPU set per round."""
     from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
 
     t0 = time.perf_counter()
+    if one_set is None:
+        one_set = not arrival_visible and not batching
     ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
     # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
-    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w) > 0]
+    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []
@@ -461,7 +585,7 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
         left = end - time.perf_counter()
         share = left / multi if len(c) > 1 else 0.0
         multi -= len(c) > 1
-        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers)
+        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set)
         met_ids.extend(ids)
         met += ub
         inc += best

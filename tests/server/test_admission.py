@@ -99,6 +99,47 @@ def test_forced_work_keeps_room_for_the_degree_a_kept_request_is_priced_at():
     assert JointAdmission(headroom=1.0).check(_state([big]), small[:1]).ok
 
 
+def test_forced_work_is_the_planners_deadline_rule():
+    # forced_work_fits counts, by each check point D, what a kept request cannot do between D and its
+    # deadline by lookahead.steps_within (decode in the finishing round, that round on a faster set when
+    # a step and the decode do not fit one round); its table (finish_spans) is that rule's inverse
+    from tetriopt.lookahead import final_step, steps_within
+    from tetriopt.server.admission import finish_spans
+
+    for R, step, dec in ((60_000, 8_000, 4_000), (60_000, 24_000, 4_000), (900_000, 863_000, 394_000),
+                         (900_000, 101_000, 85_000)):
+        fstep = final_step(step, (step, 200_000, 110_000), R, dec)
+        table = finish_spans(R, step, fstep, dec, 40)
+        for span in range(0, 45 * R, R // 7 + 1):
+            assert int((table <= span).sum()) == min(len(table), steps_within(R, step, 0, span, 0, dec, fstep)), \
+                (R, step, dec, span)
+    # a sweep of arrivals beside a big 1024 px request, in 60 ms rounds and in 27 ms ones (where a 24 ms step
+    # and the 4 ms decode do not fit one round: its finishing round runs on 2 GPUs)
+    adm = JointAdmission(headroom=1.0)
+    seen = set()
+    for R, size in ((60_000, 512), (27_000, 1024)):
+        big = _req(0, steps=60, deadline_us=22 * R)
+        for steps in range(4, 80, 5):
+            for dl in range(5 * R // 2, 22 * R, 3 * R // 2):
+                new = RequestState(id="n", width=size, height=size, remaining_steps=steps, deadline_us=dl)
+                st = replace(_state([big, new]), round_us=R)
+                looks = adm.outlooks(st)
+                want = True
+                for r in (big, new):
+                    D = r.deadline_us - st.decode_us(r)
+                    demand = 0
+                    for x in (big, new):
+                        ox, dx = looks[x.id], st.decode_us(x)
+                        s = ox.step[ox.cheapest_degree]
+                        done_after = steps_within(R, s, D, x.deadline_us, 0, dx, final_step(s, ox.step.values(), R, dx))
+                        demand += max(x.remaining_steps - done_after, 0) * ox.cheapest_cost
+                    want &= demand <= 4 * D
+                got = forced_work_fits(st, [big, new], {"n"}, looks)
+                assert got == want, (R, steps, dl)
+                seen.add((R, got))
+    assert seen == {(60_000, True), (60_000, False), (27_000, True), (27_000, False)}
+
+
 def test_plan_window_keeps_the_urgent_and_the_started():
     w = PlanWindow(Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000), limit=5)
     hopeless = [_req(i, steps=500, deadline_us=1_000_000 + i) for i in range(5)]   # 500 x 8 ms > 1 s
@@ -329,24 +370,27 @@ def test_a_late_target_stands_while_it_can_be_reached():
     assert pd.late == {}
 
 
-def test_at_light_load_the_door_asks_the_planner_where_only_fluid_tests_refuse():
-    # 100 steps of 1024x1024 pending, due at 1.2 s; a new 1024x1024 request of 40 steps due at 0.4 s: the
-    # joint test and the ideal one (fluid: each charges whole rounds' tails) refuse it, yet CP-SAT's plan
-    # keeps both and its forward schedule meets both. The planner check (the server's own policy,
-    # deterministic, 60 ms) admits it; where the plan cannot keep it, it refuses (issue 11)
-    from tetriopt.policies import make_policy
-    from tetriopt.server.admission import PlannerCheck
-
-    pending, new = _req(0, steps=100, deadline_us=1_200_000), _req(1, steps=40, deadline_us=400_000)
-    state = _state([pending])
-    assert not JointAdmission(headroom=0.7).check(state, (new,)).ok
+def test_at_light_load_deadlines_are_the_offline_ones():
+    # late at 300 ms: a target of its finish plus a round (532 ms) while the load is not light; while it
+    # is (the door's gate), its own deadline: the planner does not keep it over on-time requests, it runs
+    # on leftover time as in `tetriopt solve` (issue 11: late 2048 px images kept over on-time ones)
+    reach = Reach(load_profile(FAST_PROFILE), make_cluster(4), (1, 2, 4), 60_000)
+    r = RequestState(id="late", width=1024, height=1024, remaining_steps=20, deadline_us=300_000)
+    light = [True]
+    pd = PlanningDeadlines(reach, 1.0, light=lambda: light[0])
+    assert pd.deadline_us(r, 300_000) == 300_000
+    light[0] = False
+    assert pd.deadline_us(r, 300_000) == 532_000
+    # and the guard band is only the dispatch margin at light load (the offline solve plans to the deadline)
+    on_time = RequestState(id="ok", width=1024, height=1024, remaining_steps=20, deadline_us=1_000_000)
+    banded = PlanningDeadlines(reach, 2.0, guard=0.1, light=lambda: light[0])
+    assert banded.deadline_us(on_time, 300_000) == 900_000
+    light[0] = True
+    assert banded.deadline_us(on_time, 300_000) == 975_000
+    # the door's gate: quiet once 10 s of offers are seen and they are below the cluster's GPU-time
     fs = Foresight()
-    fs.offered(0, 0)
-    assert fs.refuses(state, (new,), 10_000_000) == "the ideal joint test refuses"
-    assert foresee_met(replace(state, requests=(pending, new)), "cpsat") == {"r0", "r1"}
-    check = PlannerCheck(make_policy("cpsat", time_limit_ms=60, deterministic=True, workers=1))
-    assert check.admits(state, (new,))
-    tight = _state([replace(pending, deadline_us=900_000)])  # the pending one due at 0.9 s: no room
-    assert not check.admits(tight, (new,))
-    assert not PlannerCheck(None).admits(state, (new,))      # off (--admission-planner-ms 0, other policies)
-    assert not PlannerCheck(check.policy, max_pending=1).admits(state, (new,))
+    assert not fs.quiet(4, 0)                       # nothing offered yet: settling
+    fs.offered(0, 4 * 5_000_000)
+    assert fs.quiet(4, 10_000_000) and not fs.quiet(4, 9_999_999)
+    fs.offered(10_000_000, 4 * 6_000_001)           # 11 s of the cluster's work within 10 s: busy
+    assert not fs.quiet(4, 10_000_000)

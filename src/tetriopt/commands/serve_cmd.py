@@ -79,10 +79,12 @@ def _rounds(value: str | None) -> frozenset[int]:
               help="A request that can no longer meet its deadline is planned (and counted by admission) against "
                    "arrival + this x its SLO (if out of reach too: its earliest finish plus a round), still "
                    "reported as missed; 0: it runs on GPU time the on-time requests leave.")
-@click.option("--admission-planner-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="at light load, where only the fluid admission tests refuse, ask the policy itself (cpsat, "
-                   "deterministic, this limit, e.g. 60) whether its plan keeps the request and everyone else; 0: off "
-                   "(measured: it admitted requests the rounds then gave up; docs/serve.md)")
+@click.option("--admission-light-door/--no-admission-light-door", default=True, show_default=True,
+              help="At light load (the offered work below capacity, at most --admission-foresight pending, 10 s of "
+                   "offers seen), admit every request that can meet its deadline alone and leave keeping it to the "
+                   "planner, which then plans to the requests' own deadlines (less 25 ms; late ones on leftover "
+                   "time), as `tetriopt solve` does; off: the fluid admission tests and the guard band apply there "
+                   "too.")
 @click.option("--admission-foresight", type=click.IntRange(min=0), default=16, show_default=True,
               help="Up to this many pending images, a request only the joint test's headroom refuses is accepted when a "
                    "forward schedule of the pending work with it still meets everything it met before, while the offered "
@@ -121,7 +123,7 @@ def _rounds(value: str | None) -> frozenset[int]:
 def serve(gpus, model, profile, island_size, round_ms, policy, batching, immediate_start, time_limit_ms, solver_mode, executor, model_path,
           sp_backend, compile_, aux_device, host, port,
           api_key, public_url, max_queue, max_backlog_gpu_s, max_request_gpu_s, max_plan_requests, admission_headroom,
-          admission_foresight, admission_planner_ms, deadline_guard, late_slo_scale, store_path, max_body_bytes, default_steps, default_size,
+          admission_foresight, admission_light_door, deadline_guard, late_slo_scale, store_path, max_body_bytes, default_steps, default_size,
           default_slo_scale, admission, job_ttl_s,
           disconnect_grace_s, drain_timeout_s, seed, log_level, sim_fail_rounds, ray_address, nodes,
           router) -> None:
@@ -141,7 +143,7 @@ def serve(gpus, model, profile, island_size, round_ms, policy, batching, immedia
                        public_url=public_url, max_queue=max_queue, max_backlog_gpu_s=max_backlog_gpu_s,
                        max_request_gpu_s=max_request_gpu_s, max_plan_requests=max_plan_requests,
                        admission_headroom=admission_headroom, admission_foresight=admission_foresight,
-                       admission_planner_ms=admission_planner_ms,
+                       admission_light_door=admission_light_door,
                        deadline_guard=deadline_guard, late_slo_scale=late_slo_scale,
                        store_path=store_path or None, max_body_bytes=max_body_bytes, default_steps=default_steps,
                        default_size=default_size, default_slo_scale=default_slo_scale, admission=admission,

@@ -74,9 +74,13 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
         rem, slack = own.rem, own.slack
         v0, k0 = own.value(0, 0, 0, 0)
         best = (v0, (), 0, k0)
+        seen = set()  # (step, weights, cap) already tried: a later set of the same cannot beat it (strict >)
         for gpus, t, x, s in rm.cand[own.rid]:
             hi = m.ub[s]
             w_s, bonus = obj.get(s, 0), obj.get(x, 0)
+            if (t, w_s, bonus, hi) in seen:
+                continue
+            seen.add((t, w_s, bonus, hi))
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
             for n in sorted(points):
@@ -192,16 +196,20 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     owns = _owns(rm)
     if not 2 <= len(owns) <= FEW_MAX or _joint_binds(rm, owns):
         return None
-    opts = []  # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus)], best first
+    pairs = [(_mask(a), _mask(b)) for a, b in blocks]
+    # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus,
+    # keep flag of waiting, the a of each block pair (a, b) whose b holds the set)], best first
+    opts = []
     for o in owns:
         v0, k0 = o.value(0, 0, 0, 0)
-        row = [(v0, 0, None, (), k0)]
+        row = [(v0, 0, None, (), k0, ())]
         for vals, busy, upto, sets in _classes(rm, o):
-            row += [(upto[-1][0], _mask(g), (vals, busy, upto), g, None) for g in sets]
+            for g in sets:
+                m = _mask(g)
+                row.append((upto[-1][0], m, (vals, busy, upto), g, None, tuple(a for a, b in pairs if m & b == m)))
         row.sort(key=lambda t: -t[0])
         opts.append(row)
     rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
-    pairs = [(_mask(a), _mask(b)) for a, b in blocks]
     best: list = [floor, None]
     chosen: list = []
     left = [budget]  # search nodes left, placements and steps alike (`_fill` counts its own)
@@ -219,7 +227,7 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
             if acc + opt[0] + rest[i + 1] <= best[0]:
                 break  # best first: no later option of this request does better
             m = opt[1]
-            if m and any(m & b == m and not any(c[1] and c[1] & a == c[1] for c in chosen) for a, b in pairs):
+            if opt[5] and any(not any(c[1] and c[1] & a == c[1] for c in chosen) for a in opt[5]):
                 continue  # inside b before anything inside a: a swap of the two reaches it
             if i == len(opts) - 1:  # the last: sets of one class that meet the others alike are worth the same
                 key = (id(opt[2][0]) if opt[2] else None, tuple((m & c[1] == m, m & c[1] == c[1], not m & c[1]) for c in chosen))
@@ -244,9 +252,17 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
     `best`, recording nothing. Every call and step takes one of the nodes `left`."""
     k = len(chosen)
     masks = [c[1] for c in chosen]
-    # chains: a request and those whose sets contain its set; they share a GPU (its set's)
+    # chains: a request and those whose sets contain its set; they share a GPU (its set's). None
+    # where the sets are pairwise disjoint (most placements): then nothing is built
     chains: list[tuple[int, ...]] = []
-    for a in range(k):
+    union = 0
+    for m in masks:
+        if m & union:
+            break
+        union |= m
+    else:
+        masks = ()
+    for a in range(len(masks)):
         if masks[a]:
             ch = tuple(b for b in range(k) if masks[b] & masks[a] == masks[a])
             if len(ch) > 1 and ch not in chains:
@@ -261,8 +277,11 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
             best[1] = [(owns[a].rid, c[3], c[2][2][-1][1] if c[2] else 0, c[2][0][c[2][2][-1][1]][1] if c[2] else c[4])
                        for a, c in enumerate(chosen)]
         return True
-    tied = sorted({a for c in chains for a in c}, key=lambda a: -sum(a in c for c in chains))
-    mine = {a: [c for c, ch in enumerate(chains) if a in ch] for a in tied}
+    mine: dict[int, list[int]] = {}  # request -> the chains it is in
+    for c, ch in enumerate(chains):
+        for a in ch:
+            mine.setdefault(a, []).append(c)
+    tied = sorted(mine, key=lambda a: (-len(mine[a]), a))  # in most chains first
     free = sum(chosen[a][0] for a in range(k) if a not in tied)
     steps = {a: (chosen[a][2][2][-1][1] if chosen[a][2] else 0) for a in range(k)}
     load = [0] * len(chains)
@@ -287,7 +306,8 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
             return
         a = tied[j]
         vals, busy, upto = chosen[a][2]
-        room = min(R - load[c] for c in mine[a])
+        cs = mine[a]
+        room = R - (load[cs[0]] if len(cs) == 1 else max(load[c] for c in cs))
         top = bisect.bisect_right(busy, room) - 1  # busy grows with the steps
         if j == len(tied) - 1:  # the last: its best within the room left
             if top >= 1:

@@ -230,7 +230,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms,
                                     fin, charge_aux)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
-        if deadline is not None and index % 16 == 15 and time.perf_counter() > deadline:
+        if deadline is not None and index % 4 == 3 and time.perf_counter() > deadline:
             raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)

@@ -9,25 +9,41 @@ was given up runs afterwards on leftover GPU time, oldest first, so it still fin
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 from ..lookahead import Outlook, outlook, steps_possible
 from ..plan import Decision, PlanStatus, RoundPlan, decision_us, make_plan, members
 from ..state import RequestState, RoundState
 
 
-def admit(state: RoundState, looks: dict[str, Outlook]) -> list[str]:
-    """Ids kept by the EDF joint capacity test (each request also individually alive)."""
-    kept: list[str] = []
+CHECK_EVERY = 16  # requests examined between two looks at the clock when a stop time is given
+
+
+def past(stop: float | None) -> bool:
+    """Whether the decision's stop time (perf_counter seconds; None: no limit) has passed."""
+    return stop is not None and time.perf_counter() > stop
+
+
+def admitted(state: RoundState, look, done=None) -> Iterator[RequestState]:
+    """The requests kept by the EDF joint capacity test (each also individually alive), in EDF
+    order, each outlook asked for (`look(r)`) only when the scan reaches it; the scan ends where
+    `done()` says so (asked every CHECK_EVERY requests)."""
     work = 0
-    for r in sorted(state.requests, key=lambda r: (r.deadline_us, r.arrival_us, r.id)):
-        o = looks[r.id]
+    for i, r in enumerate(sorted(state.requests, key=lambda r: (r.deadline_us, r.arrival_us, r.id))):
+        if done is not None and i % CHECK_EVERY == CHECK_EVERY - 1 and done():
+            return
+        o = look(r)
         if not o.alive:
             continue
         w = o.cheapest_cost * r.remaining_steps
         if work + w <= state.cluster.gpus * (state.due_us(r) - state.now_us):
-            kept.append(r.id)
             work += w
-    return kept
+            yield r
+
+
+def admit(state: RoundState, looks: dict[str, Outlook]) -> list[str]:
+    """Ids kept by the EDF joint capacity test (each request also individually alive)."""
+    return [r.id for r in admitted(state, lambda r: looks[r.id])]
 
 
 class Loads:
@@ -109,17 +125,23 @@ def join_batch(state: RoundState, loads: Loads, decisions: list[Decision], r: Re
     return True
 
 
-def greedy_decisions(state: RoundState, batching: bool = False,
-                     loads: Loads | None = None) -> tuple[list[Decision], list[str]]:
-    """EDF with the joint test; `loads`: GPU time already taken in the round (default: none)."""
-    looks = {r.id: outlook(state, r) for r in state.requests}
-    kept = admit(state, looks)
-    kept_set = set(kept)
+def greedy_decisions(state: RoundState, batching: bool = False, loads: Loads | None = None,
+                     stop: float | None = None) -> tuple[list[Decision], list[str]]:
+    """EDF with the joint test; `loads`: GPU time already taken in the round (default: none).
+
+    Each kept request is placed as the admission scan reaches it (placement follows the kept
+    order, so this is admit-then-place), which makes it anytime: with `stop` (perf_counter
+    seconds) the scan and the leftover fill end there, and the decisions so far are a valid plan
+    of the most urgent requests, kept being those the scan admitted (the deadline-bounded
+    decision of MipPolicy; it runs on until it has placed one request, so that a round always
+    makes progress; nothing looks at the clock without `stop`)."""
+    kept: list[str] = []
     by_id = {r.id: r for r in state.requests}
     loads = Loads(state) if loads is None else loads
     decisions: list[Decision] = []
-    for rid in kept:
-        r, o = by_id[rid], looks[rid]
+    for r in admitted(state, lambda r: outlook(state, r), lambda: bool(decisions) and past(stop)):
+        rid, o = r.id, outlook(state, r)
+        kept.append(rid)
         if batching and join_batch(state, loads, decisions, r, o, by_id):
             continue
         choice = partial = None
@@ -140,22 +162,30 @@ def greedy_decisions(state: RoundState, batching: bool = False,
             k, (gpus, n) = choice
             loads.add(gpus, decision_us(state, by_id, rid, gpus, n))
             decisions.append((rid, gpus, n))
+    if decisions and past(stop):
+        return decisions, kept
+    kept_set = set(kept)
     rest = [r for r in state.requests if r.id not in kept_set]
-    return fill_leftover(state, decisions, rest, loads, looks), kept
+    return fill_leftover(state, decisions, rest, loads, ordered=False, stop=stop), kept
 
 
 def fill_leftover(state: RoundState, decisions: list[Decision], rest, loads: Loads | None = None,
-                  looks: dict[str, Outlook] | None = None, ordered: bool = False) -> list[Decision]:
+                  ordered: bool = False, stop: float | None = None) -> list[Decision]:
     """Best effort: the `rest` requests (oldest first unless `ordered`), at their cheapest degree,
-    on what time is left."""
+    on what time is left; with `stop`, until then (checked every CHECK_EVERY requests) once some
+    request is placed."""
     by_id = {r.id: r for r in state.requests}
     if loads is None:
         loads = Loads(state)
         for rid, g, n in decisions:
             loads.add(g, decision_us(state, by_id, rid, g, n))
     decisions = list(decisions)
-    for r in (rest if ordered else sorted(rest, key=lambda r: (r.arrival_us, r.id))):
-        o = looks[r.id] if looks else outlook(state, r)
+    for i, r in enumerate(rest if ordered else sorted(rest, key=lambda r: (r.arrival_us, r.id))):
+        if i % CHECK_EVERY == CHECK_EVERY - 1 and decisions and past(stop):
+            break
+        if state.round_us - min(loads.load) < 1:
+            break  # every GPU is full: nothing more fits (and no outlook is worth computing)
+        o = outlook(state, r)
         got = None
         for k in sorted(o.degrees, key=lambda k: (k * o.step[k], k)):  # the cheapest degree that runs it
             got = place(state, loads, r, k, o.step[k], state.max_steps(r, k))

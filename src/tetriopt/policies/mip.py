@@ -15,7 +15,7 @@ from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
-from .greedy import fill_leftover, fitting, greedy_decisions
+from .greedy import fill_leftover, fitting, greedy_decisions, past
 from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
@@ -33,6 +33,7 @@ QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve
 QUICK_SHARE = 0.05  # at most this share of the limit
 FUTURES = 4  # sampled futures that break a tie between this round's plan and a give-up candidate
 FUTURE_MARGIN = 1  # met over all of them the candidate must gain
+LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
@@ -58,7 +59,8 @@ class Rate:
 
     def __init__(self, initial: float):
         self.value = initial
-        self.floor = initial  # the cheapest per-unit cost seen
+        self.floor = initial  # the cheapest per-unit cost measured (the initial guess until then)
+        self.measured = False
 
     def predict(self, units: float) -> float:
         return self.value * units
@@ -66,7 +68,15 @@ class Rate:
     def observe(self, seconds: float, units: float) -> None:
         if units > 0:
             self.value = 0.7 * self.value + 0.3 * seconds / units
-            self.floor = min(self.floor, seconds / units)
+            # a guess below every measurement must not be the floor (TetriServe's 2e-6 s a cell,
+            # measured 4e-6 at 1,000 pending, was retried every few rounds and ran past the limit)
+            self.floor = seconds / units if not self.measured else min(self.floor, seconds / units)
+            self.measured = True
+
+    def aborted(self, seconds: float, units: float) -> None:
+        """The stage was stopped at the limit after `seconds`: it costs more than that."""
+        if units > 0:
+            self.value = max(self.value, 1.5 * seconds / units)
 
     def skipped(self) -> None:
         """The stage was skipped on this estimate: relax it towards the cheapest cost seen, so
@@ -75,12 +85,27 @@ class Rate:
         self.value = max(self.floor, 0.8 * self.value)
 
 
+class _Budgeted:
+    """TetriServe as the rollout's base policy, stopped at the round's stop time (OutOfTime): a
+    stop only aborts a plan, which Forward then does not memoise, so it stays stateless."""
+
+    def __init__(self, base: TetriServe):
+        self.base = base
+        self.stop: float | None = None
+
+    def plan(self, state: RoundState) -> RoundPlan:
+        return self.base.plan(state, self.stop)
+
+
 class MipPolicy:
     """The decision of one round within a hard wall-clock limit measured from the call (the
-    round's snapshot): greedy always runs first (it is the answer of last resort); the TetriServe
-    warm start, the model and the search each run only when their predicted cost fits in what
-    is left after a reserve for finishing the plan; the search gets the rest and stops early
-    once its incumbent stalls."""
+    round's snapshot). Every stage stops at the round's stop time (the limit less a reserve for
+    laying the plan out): greedy runs first on large rounds and is anytime (EDF order, so a
+    stopped scan leaves a valid plan of the most urgent requests); the TetriServe warm start,
+    the model and the search each run only when their predicted cost fits in what is left, and
+    are abandoned at the stop time (the model's build, TetriServe's plan, the leftover fill and
+    the rollout check the clock as they go); the search gets the rest and stops early once its
+    incumbent stalls. In deterministic mode no stage looks at the clock."""
 
     def __init__(self, backend: str = "cpsat", time_limit_ms: float = 500.0, seed: int = 0,
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
@@ -126,21 +151,32 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
-        self._ts_plan: tuple[RoundState, list, tuple] | None = None  # (its state, decisions, kept): its last plan
-        self._forward = Forward(self._tetriserve)  # the rollout's TetriServe plans and plays, memoised by state
+        self._ts = _Budgeted(self._tetriserve)
+        # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
+        self._forward = Forward(self._ts)
         self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
         self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._layout_rate = Rate(5e-5)  # laying the plan out (make_plan): seconds per decision
+        # how late past the limit the last decisions ended (a descheduled process, a garbage
+        # collection: at a load average of 3 on 2 cores one round of 10 ended 1-6 ms past it),
+        # kept back from the stop time; at most LATE_SHARE of the limit
+        self._late = 0.002
+        self._decisions = 0  # the most decisions a plan of this policy has held (the layout reserve's size)
+        self._units: tuple[RoundState | None, int] = (None, 0)  # _rollout_units of the last state asked
         self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
+    def _cap(self, state: RoundState) -> int:
+        return max(self.min_core, self.core_per_gpu * state.cluster.gpus)
+
     def core(self, state: RoundState) -> set[str] | None:
         """Requests that get placement variables: all, or under a backlog the most urgent ones
         that can still make it, then the oldest of the rest (None: all)."""
-        cap = max(self.min_core, self.core_per_gpu * state.cluster.gpus)
+        cap = self._cap(state)
         if len(state.requests) <= cap:
             return None
         alive = {r.id: outlook(state, r).alive for r in state.requests}
@@ -165,61 +201,89 @@ class MipPolicy:
         t0 = time.perf_counter()
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
-        # time kept back for filling leftovers and laying the plan out (none when deterministic:
-        # then no decision may depend on the wall clock)
-        reserve = 0.0 if self.deterministic else 0.001 + 1.5 * self._finish_rate.predict(len(state.requests))
-        roll = self._rollout_budget(state, t0, reserve)
-        finish = reserve
-        reserve += roll or 0.0  # the rollout runs after the search: its time is kept back from it
-        placed = self.core(state)
+        # the stop time of every stage: the limit less what laying the plan out takes (none when
+        # deterministic: then no decision may depend on the wall clock)
+        layout_s = 0.0 if self.deterministic else 0.001 + self._late + 1.5 * self._layout_rate.predict(
+            max(self._decisions, 2 * state.cluster.gpus))
+        stop = None if self.deterministic else t0 + self.limit_s - layout_s
+        self._ts.stop = stop
         self._forecast.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)
-        decisions, meta = self._decide(state, t0, placed, reserve)
-        t_fin = time.perf_counter()
-        # greedy's own plan tried every request on loads that only grew since: nothing more fits
-        # (skipping the fill saves 12 ms of a 180 ms decision at 2,000 pending on 64 GPUs)
-        fill = placed is not None and meta["backend"] != "greedy"
-        if fill:
-            held = {i for d in decisions for i in members(d[0])}  # a fallback plan may already hold some of them
-            kept = set(meta["kept"] or ())
-            outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
-                             key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
-            decisions = fill_leftover(state, decisions, outside, ordered=True)
-        if placed is not None:
-            meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
-        roll_s = 0.0
-        if roll is not None and (self.deterministic or self._left(t0) - finish >= roll):
-            t_roll = time.perf_counter()
-            stop = None if self.deterministic else t0 + self.limit_s - finish
-            decisions, meta, units = self._rollout(state, decisions, meta, stop)
-            roll_s = time.perf_counter() - t_roll
-            self._roll_rate.observe(roll_s, units)
-        plan = make_plan(state, decisions, **meta, solve_ms=(time.perf_counter() - t0) * 1e3)
-        if fill or placed is None:  # the reserve is for rounds that fill (a model's plan)
-            self._finish_rate.observe(time.perf_counter() - t_fin - roll_s, len(state.requests))
+        # lazy warm starts where the model cannot be capped (build's max_pairs): small rounds,
+        # most certified before greedy or TetriServe is needed; else greedy first, anytime
+        lazy = (len(state.requests) <= self._cap(state)
+                and len(state.requests) * sum(map(len, state.sets.values())) <= MAX_PAIRS)
+        heuristics = self._warm_starts(state, t0, stop, layout_s, lazy)
+        fill = False
+        if past(stop):  # the warm starts ran to the stop: greedy's plan (so far: the most urgent requests) answers
+            decisions, meta = self._fallback(heuristics[:1], "time limit in the warm starts")
+        else:
+            # time kept back for filling leftovers and laying the plan out
+            reserve = layout_s if self.deterministic else (
+                layout_s + 0.001 + 1.5 * self._finish_rate.predict(len(state.requests)))
+            roll = self._rollout_budget(state, t0, reserve)
+            finish = reserve
+            reserve += roll or 0.0  # the rollout runs after the search: its time is kept back from it
+            placed = self.core(state)
+            decisions, meta = self._decide(state, t0, placed, reserve, heuristics, stop)
+            t_fin = time.perf_counter()
+            # greedy's own plan tried every request on loads that only grew since: nothing more fits
+            # (skipping the fill saves 12 ms of a 180 ms decision at 2,000 pending on 64 GPUs)
+            fill = placed is not None and meta["backend"] != "greedy"
+            if fill:
+                held = {i for d in decisions for i in members(d[0])}  # a fallback plan may already hold some of them
+                kept = set(meta["kept"] or ())
+                outside = sorted((r for r in state.requests if r.id not in placed and r.id not in held),
+                                 key=lambda r: (r.id not in kept, r.deadline_us if r.id in kept else r.arrival_us, r.id))
+                decisions = fill_leftover(state, decisions, outside, ordered=True, stop=stop)
+                self._finish_rate.observe(time.perf_counter() - t_fin, len(state.requests))
+            if placed is not None:
+                meta["note"] = meta["note"] or f"placement for the {len(placed)} most urgent of {len(state.requests)}"
+            if roll is not None and (self.deterministic or self._left(t0) - finish >= roll):
+                t_roll = time.perf_counter()
+                try:
+                    decisions, meta, units = self._rollout(state, decisions, meta, stop)
+                    self._roll_rate.observe(time.perf_counter() - t_roll, units)
+                except OutOfTime:  # stopped at the stop time: this round's plan stands
+                    self._roll_rate.aborted(time.perf_counter() - t_roll, self._rollout_units(state))
+        t_lay = time.perf_counter()
+        plan = make_plan(state, decisions, **meta, solve_ms=(t_lay - t0) * 1e3)  # (before the layout, as always)
+        if not self.deterministic:
+            self._layout_rate.observe(time.perf_counter() - t_lay, max(1, len(decisions)))
+        self._decisions = max(len(decisions), int(0.9 * self._decisions))
+        if stop is not None:  # how far past its stop (and layout) the decision ended: kept back next time
+            late = time.perf_counter() - (stop + layout_s - self._late)
+            self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
         return plan
 
     def _tetriserve_start(self, state: RoundState, t0: float, reserve: float):
-        """TetriServe's plan as a warm start, when its predicted cost fits (else None)."""
-        cells = len(state.requests) * (state.cluster.gpus + 1)
-        if self.deterministic or self._ts_rate.predict(cells) < TETRISERVE_SHARE * (self._left(t0) - reserve):
+        """TetriServe's plan as a warm start (through the rollout's memo, which it then serves too),
+        when its predicted cost fits and it ends before the stop time (else None)."""
+        ts = self._forward.cached(state)
+        if ts is None:
+            cells = len(state.requests) * (state.cluster.gpus + 1)
+            if not self.deterministic and self._ts_rate.predict(cells) >= TETRISERVE_SHARE * (self._left(t0) - reserve):
+                self._ts_rate.skipped()
+                return None
             t = time.perf_counter()
-            ts = self._tetriserve.plan(state)
-            self._ts_rate.observe(time.perf_counter() - t, cells)
-            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
-            return ("tetriserve", self._ts_plan[1], self._ts_plan[2])
-        self._ts_rate.skipped()
-        return None
+            try:
+                ts = self._forward.plan(state)
+            except OutOfTime:
+                self._ts_rate.aborted(time.perf_counter() - t, cells)
+                return None
+            self._ts_rate.observe(time.perf_counter() - t, cells)  # only plans computed here: a memo hit costs nothing
+        return ("tetriserve", decisions_of(ts), ts.kept or ())
 
     def _rollout_units(self, state: RoundState) -> int:
-        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice."""
-        alive = [r for r in state.requests if outlook(state, r).alive]
-        if not alive:
-            return 0
-        rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us)
-        return 2 * len(alive) * (state.cluster.gpus + 1) * rounds
+        """The rollout's predicted work: TetriServe's DP cells over the rounds it plays, twice
+        (once per round state: asked before the search and after the rollout)."""
+        if self._units[0] is not state:
+            alive = [r for r in state.requests if outlook(state, r).alive]
+            rounds = -(-(max(r.deadline_us for r in alive) - state.now_us) // state.round_us) if alive else 0
+            self._units = (state, 2 * len(alive) * (state.cluster.gpus + 1) * rounds)
+        return self._units[1]
 
     def _rollout_budget(self, state: RoundState, t0: float, reserve: float) -> float | None:
         """Seconds to keep back for the rollout (0 when deterministic), or None: no rollout this
@@ -240,10 +304,8 @@ class MipPolicy:
         is played forward with TetriServe (rollout.py): TetriServe's plan, and (`giveup`) this
         plan without the kept requests its own forward play misses; and the work units it took.
         The give-up candidates are tried only before `stop` (perf_counter; None: always)."""
-        if self._ts_plan is None or self._ts_plan[0] is not state:
-            ts = self._forward.plan(state)  # often played already: last round's rollout passed through it
-            self._ts_plan = (state, decisions_of(ts), ts.kept or ())
-        _, ts_dec, ts_kept = self._ts_plan
+        ts = self._forward.plan(state)  # the warm start's, or played already by last round's rollout
+        ts_dec, ts_kept = decisions_of(ts), ts.kept or ()
         same = sorted(map(repr, ts_dec)) == sorted(map(repr, decisions))
         if same and not self.giveup:
             return decisions, meta, 0
@@ -332,17 +394,21 @@ class MipPolicy:
             out.append((drop, fill_leftover(state, base, rest, ordered=True)))
         return out
 
-    def _warm_starts(self, state: RoundState, t0: float, reserve: float, lazy: bool = False) -> list:
+    def _warm_starts(self, state: RoundState, t0: float, stop: float | None, reserve: float,
+                     lazy: bool = False) -> list:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
-        greedy first, always. With `lazy` (small rounds, where every plan costs a ms at most), the
-        greedy and TetriServe entries are functions computed only when a caller reaches them
-        (`_resolved`): most light rounds are certified by the separable or placement plan before
-        them (TetriServe's plan sets a capped model's candidate sets, so not lazy there)."""
+        greedy first, always (anytime: it stops at `stop`, and then nothing else is computed).
+        With `lazy` (small rounds, where every plan costs a ms at most), the greedy and TetriServe
+        entries are functions computed only when a caller reaches them (`_resolved`): most light
+        rounds are certified by the separable or placement plan before them (TetriServe's plan
+        sets a capped model's candidate sets, so not lazy there)."""
         def greedy(batching: bool = False):
-            dec, kept = greedy_decisions(state, batching=batching)
+            dec, kept = greedy_decisions(state, batching=batching, stop=stop)
             return ("greedy-batching" if batching else "greedy"), dec, tuple(kept)
 
         out: list = [greedy if lazy else greedy()]
+        if not lazy and past(stop):
+            return out
         if self.batching:
             out.append((lambda: greedy(True)) if lazy else greedy(True))
         if lazy:
@@ -401,17 +467,14 @@ class MipPolicy:
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            return dict(cp_model_presolve=False, linearization_level=0, double=False)
+            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
         return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
 
-    def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float):
-        # lazy TetriServe where the model cannot be capped (build's max_pairs): then no warm start
-        # chooses its candidate sets
-        lazy = placed is None and len(state.requests) * sum(map(len, state.sets.values())) <= MAX_PAIRS
-        heuristics = self._warm_starts(state, t0, reserve, lazy)
+    def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float, heuristics: list,
+                stop: float | None):
         n_placed = len(state.requests) if placed is None else len(placed)
         n_alive = sum(outlook(state, r).alive for r in state.requests)
         est_vars = 2 * min(1200, n_placed * 32) + 4 * (n_alive + n_placed)
@@ -424,7 +487,7 @@ class MipPolicy:
             for rid, g, _ in dec:
                 if isinstance(rid, str):
                     hinted[rid] = hinted.get(rid, ()) + (g,)
-        stop = None if self.deterministic else t0 + self.limit_s - reserve - MIN_SEARCH_S
+        stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
                        deadline=stop, batching=self.batching)

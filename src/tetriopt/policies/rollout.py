@@ -102,6 +102,11 @@ class Forward:
             hit = self._plans[k] = (state, self.base.plan(state))
         return hit[1]
 
+    def cached(self, state: RoundState) -> RoundPlan | None:
+        """The base policy's plan for `state` if it was computed already (else None)."""
+        hit = self._plans.get(_key(state))
+        return None if hit is None else hit[1]
+
     def met(self, state: RoundState, decisions: Iterable[Decision], kept: tuple[str, ...] | None,
             beat: int | None = None, max_rounds: int = 50) -> int:
         """rollout_met(state, decisions, kept, base); with `beat`, it may stop as soon as the count

@@ -48,10 +48,11 @@ def _sibling_pairs(islands: tuple[tuple[int, ...], ...], degrees: tuple[int, ...
     position), smallest blocks first. Depends on the cluster only, so it is computed once."""
     order = {g: n for n, g in enumerate(i for isl in islands for i in isl)}
     family = sorted({g for k in degrees for g in aligned_sets(islands, k)}, key=lambda g: (len(g), order[g[0]]))
-    below = {g: [h for h in family if set(h) <= set(g)] for g in family}
+    mask = {g: sum(1 << i for i in g) for g in family}  # subset tests on bits: 120 sets at 64 GPUs took 30 ms as sets
+    below = {g: [h for h in family if mask[h] & mask[g] == mask[h]] for g in family}
     children: dict[tuple[int, ...] | None, list[tuple[int, ...]]] = {}
     for g in family:
-        above = [p for p in family if len(p) > len(g) and set(g) <= set(p)]
+        above = [p for p in family if len(p) > len(g) and mask[g] & mask[p] == mask[g]]
         children.setdefault(min(above, key=len) if above else None, []).append(g)
     out = []
     for kids in children.values():

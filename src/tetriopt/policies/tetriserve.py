@@ -56,6 +56,8 @@ import time
 from ..lookahead import outlook
 from ..plan import PlanStatus, RoundPlan, make_plan
 from ..state import RequestState, RoundState
+from .formulation import OutOfTime
+from .greedy import CHECK_EVERY, past
 
 
 def smallest_fit(state: RoundState, r: RequestState) -> int:
@@ -104,14 +106,16 @@ class TetriServe:
         return opts, late
 
     def _knapsack(self, state: RoundState, reqs: list[RequestState],
-                  options: dict[str, list[Option]]) -> dict[str, tuple[int, int]]:
+                  options: dict[str, list[Option]], stop: float | None = None) -> dict[str, tuple[int, int]]:
         """Algorithm 1: one option per request, most survivors, then most requests run, then the
         least GPU-time; returns id -> (degree, steps) for those that run."""
         N = state.cluster.gpus
         NEG = (-1, 0, 0)
         dp = [(0, 0, 0)] + [NEG] * N
         choice: list[list[int]] = []
-        for r in reqs:
+        for i, r in enumerate(reqs):
+            if i % CHECK_EVERY == CHECK_EVERY - 1 and past(stop):
+                raise OutOfTime
             opts = options[r.id]
             new = [NEG] * (N + 1)
             pick = [0] * (N + 1)
@@ -134,25 +138,31 @@ class TetriServe:
             c -= k
         return chosen
 
-    def plan(self, state: RoundState) -> RoundPlan:
+    def plan(self, state: RoundState, stop: float | None = None) -> RoundPlan:
+        """The round's plan; with `stop` (perf_counter seconds), OutOfTime once it passes (the
+        caller's decision budget: the plan is all or nothing; checked every CHECK_EVERY requests)."""
         t0 = time.perf_counter()
         reqs = sorted(state.requests, key=lambda r: (r.deadline_us, r.arrival_us, r.id))
         options: dict[str, list[Option]] = {}
         late: set[str] = set()
-        for r in reqs:
+        for i, r in enumerate(reqs):
+            if i % CHECK_EVERY == CHECK_EVERY - 1 and past(stop):
+                raise OutOfTime
             options[r.id], is_late = self._options(state, r)
             if is_late:
                 late.add(r.id)
                 options[r.id] = options[r.id][:1]  # the DP only decides survivors
-        chosen = self._knapsack(state, reqs, options)
+        chosen = self._knapsack(state, reqs, options, stop)
         by_id = {r.id: r for r in reqs}
         free = set(range(state.cluster.gpus))
         placed: dict[str, tuple[tuple[int, ...], int]] = {}
 
         def take(rid: str, k: int, n: int) -> bool:
+            if len(free) < k or n <= 0:  # (the scan below would find nothing)
+                return False
             r = by_id[rid]
             cands = [g for g in state.sets[k] if free.issuperset(g)]
-            if not cands or n <= 0:
+            if not cands:
                 return False
             if self.variant != "schedule":
                 cands.sort(key=lambda g: (g != r.location, -len(set(g) & set(r.location))))
@@ -179,10 +189,14 @@ class TetriServe:
         batches = self._batch(state, reqs, placed, free) if self.batching else {}
         batched = {i for ids, _, _ in batches.values() for i in ids}
         for r in sorted((by_id[i] for i in late if i not in batched), key=lambda r: (r.arrival_us, r.id)):
+            if not free:
+                break  # (nothing more can be taken: at a backlog most requests are late)
             k = smallest_fit(state, r)
             take(r.id, k, state.max_steps(r, k))
         if fair:  # anything still unseated that fits on idle GPUs
             for r in sorted(reqs, key=lambda r: (r.id in late, r.deadline_us, r.id)):
+                if not free:
+                    break
                 if r.id not in placed and r.id not in batched:
                     for k in outlook(state, r).degrees:
                         if take(r.id, k, state.max_steps(r, k)):

@@ -15,12 +15,12 @@ import collections
 import logging
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from ..instance import Cluster
-from ..lookahead import earliest_finish_us, outlook, useful
+from ..lookahead import earliest_finish_us, final_step, outlook, steps_within, useful
 from ..plan import RoundPlan
 from ..policies.greedy import admit
 from ..profile import CostProfile
@@ -185,6 +185,34 @@ class JointAdmission:
 
 
 MAX_CHECK_POINTS = 64  # deadlines the forced-work test looks at: bounds its cost at any backlog
+_SPANS: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def finish_spans(round_us: int, step: int, fstep: int, decode_us: int, steps: int) -> np.ndarray:
+    """For n = 1..(at least) steps: the least time from a round boundary to a deadline in which n steps
+    and the decode fit by the planner's rule (`lookahead.steps_within`: started, the finishing round
+    on a set of step `fstep`, the decode in it); a huge value where they never do. The rule's inverse,
+    found by bisection on the rule itself and cached per (round, step, final step, decode), so that
+    forced_work_fits can look up every (request, check point) pair of a large backlog at once."""
+    key = (round_us, step, fstep, decode_us)
+    have = _SPANS.get(key)
+    if have is not None and len(have) >= steps:
+        return have
+    out = np.full(max(steps, 2 * len(have) if have is not None else 0), np.iinfo(np.int64).max // 4, dtype=np.int64)
+    for n in range(1, len(out) + 1):
+        lo = int(out[n - 2]) if n > 1 else 0  # n steps need at least the time n - 1 do
+        hi = lo + 3 * round_us                 # one more step needs at most one more round (and its decode room)
+        if steps_within(round_us, step, 0, hi, 0, decode_us, fstep) < n:
+            break  # never: no finishing round holds a step and the decode
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if steps_within(round_us, step, 0, mid, 0, decode_us, fstep) >= n:
+                hi = mid
+            else:
+                lo = mid + 1
+        out[n - 1] = lo
+    _SPANS[key] = out
+    return out
 
 
 def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[str], looks: dict[str, Any],
@@ -192,10 +220,12 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
     """The joint test extended by forced work, at the deadlines where the new images add demand.
 
     The planner's test counts, by each due time D, the work of requests due by D. A request due
-    later must also do by D whatever of its steps cannot fit between D and its own due time
-    (lookahead.steps_possible's rule) at the degree `at`; a big image with a long deadline cannot
-    be squeezed into its last rounds, so small requests admitted ahead of it would push it out.
-    Work is at the cheapest deadline-meeting cost, as in the joint test.
+    later must also do by D whatever of its steps cannot fit between D and its deadline at the
+    degree `at` (the planner's rule, `lookahead.steps_within`, from D: its last steps and the VAE
+    decode in the finishing round, that round on a faster set where a step and the decode do not
+    fit one round otherwise, `lookahead.final_step`); a big image with a long deadline cannot be
+    squeezed into its last rounds, so small requests admitted ahead of it would push it out. Work
+    is at the cheapest deadline-meeting cost, as in the joint test.
 
     `at="fastest"` is a necessary condition: the request could still run its last steps on its
     fastest set. But the planner prices it at its cheapest deadline-meeting degree, is
@@ -212,18 +242,30 @@ def forced_work_fits(state: RoundState, kept: list[RequestState], new_ids: set[s
         return True
     R = state.round_us
     due = np.array([r.deadline_us - state.decode_us(r) for r in kept], dtype=np.int64)
+    deadline = np.array([r.deadline_us for r in kept], dtype=np.int64)
     rem = np.array([r.remaining_steps for r in kept], dtype=np.int64)
     cost = np.array([looks[r.id].cheapest_cost for r in kept], dtype=np.int64)
-    step = np.array([looks[r.id].step[looks[r.id].cheapest_degree if at == "cheapest" else looks[r.id].fastest]
-                     for r in kept], dtype=np.int64)
+    # each request's spans (finish_spans) by its (step, final step, decode) at degree `at`
+    spans: list[np.ndarray] = []
+    for r in kept:
+        o = looks[r.id]
+        step, dec = o.step[o.cheapest_degree if at == "cheapest" else o.fastest], state.decode_us(r)
+        spans.append(finish_spans(R, step, final_step(step, o.step.values(), R, dec), dec, r.remaining_steps))
+    classes: dict[int, tuple[np.ndarray, list[int]]] = {}
+    for i, sp in enumerate(spans):
+        classes.setdefault(id(sp), (sp, []))[1].append(i)
     is_new = np.array([r.id in new_ids for r in kept])
 
     def forced(D: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Work each request in `cols` must have done by each check point D (rows)."""
-        span = np.maximum(due[cols][None, :] - D[:, None], 0)
-        full, rest = np.divmod(span, R)
-        after = np.where(span >= step[cols], full * (R // step[cols]) + rest // step[cols], 0)
-        return np.where(due[cols][None, :] <= D[:, None], rem[cols], np.maximum(rem[cols] - after, 0)) * cost[cols]
+        after = np.zeros((len(D), len(cols)), dtype=np.int64)
+        span = deadline[cols][None, :] - D[:, None]
+        pos = {c: j for j, c in enumerate(cols)}
+        for sp, members in classes.values():
+            js = [pos[i] for i in members if i in pos]
+            if js:
+                after[:, js] = np.searchsorted(sp, span[:, js], side="right")
+        return np.maximum(rem[cols][None, :] - after, 0) * cost[cols]
 
     D = np.unique(due[due > state.now_us])
     D = D[forced(D, np.flatnonzero(is_new)).sum(axis=1) > 0]           # where the new images add demand
@@ -306,6 +348,14 @@ class PlanningDeadlines:
        2.5-3x their SLO, small ones at up to 5.6x); now the policy keeps it like any request, and
        admission's joint test counts its work, so new requests are not admitted into the capacity
        it needs. late_scale 0: it keeps its deadline (not alive: leftover time, as before).
+
+    While `light()` says the load is light (the door's gate), the planner plans as `tetriopt solve`
+    does (issue 11): the band is only the released margin (`RELEASED_MARGIN_US`), and a late
+    request keeps its own deadline (it runs on leftover time; there is no starvation to prevent).
+    At light load the band made the planner give up an accepted 2048 px image at 1.5x its SLO
+    for a round (a later 1024 px arrival fitted beside it by its own deadline, not by the band),
+    and late targets made it keep late 2048 px images over on-time ones that the offline solve
+    meets (1-2 requests a seed).
     """
 
     MAX_GUARD_ROUNDS = 2
@@ -314,12 +364,12 @@ class PlanningDeadlines:
     # deadline 16 ms late (issue 11)
     RELEASED_MARGIN_US = 25_000
 
-    def __init__(self, reach: Reach, late_scale: float, guard: float = 0.0):
+    def __init__(self, reach: Reach, late_scale: float, guard: float = 0.0, light: Callable[[], bool] | None = None):
         if late_scale != 0 and late_scale < 1:
             raise ValueError("late_scale must be 0 (off) or at least 1")
         if not 0 <= guard < 1:
             raise ValueError("guard must be in [0, 1)")
-        self.reach, self.late_scale, self.guard = reach, late_scale, guard
+        self.reach, self.late_scale, self.guard, self.light = reach, late_scale, guard, light
         self.released: dict[str, int] = {}  # requests whose band gave way, once or twice (`release`)
         self.late: dict[str, int] = {}  # each late request's current target
 
@@ -349,13 +399,14 @@ class PlanningDeadlines:
         slo = max(r.deadline_us - r.arrival_us, 0)
         band = min(int(self.guard * slo), self.MAX_GUARD_ROUNDS * self.reach.round_us)
         given_way = self.released.get(r.id, 0)
-        if given_way == 1:  # the band gave way once: a margin for dispatch on a busy machine is left
+        light = self.light is not None and self.light()
+        if given_way == 1 or (light and not given_way):  # only a margin for dispatch on a busy machine
             band = min(band, self.RELEASED_MARGIN_US)
         elif given_way:
             band = 0
         if fin <= r.deadline_us - band:
             return r.deadline_us - band
-        if fin <= r.deadline_us or self.late_scale == 0:
+        if fin <= r.deadline_us or self.late_scale == 0 or light:
             return r.deadline_us
         # a late target stands while it can still be reached: renewed every round as "its finish plus a
         # round", it slid a round later each round a just-in-time plan left the request waiting (a 256
@@ -464,11 +515,18 @@ class Foresight:
         self._offered_us += gpu_us
 
     def busy(self, state: RoundState, now_us: int) -> bool:
+        return self.busy_on(state.cluster.gpus, now_us)
+
+    def busy_on(self, gpus: int, now_us: int) -> bool:
         while self._offered and self._offered[0][0] < now_us - self.busy_us:
             self._offered_us -= self._offered.popleft()[1]
         since = now_us - (self._first_us if self._first_us is not None else now_us)
         span = max(min(self.busy_us, since), min(self.min_span_us, self.busy_us))
-        return self._offered_us > self.busy_load * state.cluster.gpus * span
+        return self._offered_us > self.busy_load * gpus * span
+
+    def quiet(self, gpus: int, now_us: int) -> bool:
+        """Light load by the offers: neither settling nor busy (`light` adds the backlog's size)."""
+        return not self.settling(now_us) and not self.busy_on(gpus, now_us)
 
     def admits(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
         return self.refuses(state, new, now_us) is None
@@ -492,6 +550,13 @@ class Foresight:
         lost = self._without[1] - with_new
         return f"the forward schedule loses {sorted(lost)}" if lost else None
 
+    def light(self, state: RoundState, new: tuple[RequestState, ...], now_us: int) -> bool:
+        """Is the door at light load, where it leaves keep or give-up to the planner as `tetriopt solve`
+        does (every arrival reaches its policy there)? Not busy, not settling (the gates that keep the
+        foresight out of overload) and at most `max_pending` requests pending with `new`."""
+        return (bool(new) and len(state.requests) + len(new) <= self.max_pending
+                and self.quiet(state.cluster.gpus, now_us))
+
     def settling(self, now_us: int) -> bool:
         """Less than `min_span_s` of offers seen: `busy` has no evidence of light load yet, so the
         forward schedule must meet the new request too. (Measured: at 5x capacity a 2048 px image
@@ -499,43 +564,3 @@ class Foresight:
         was given up by the next round's plan and stayed given up for 44-51 rounds: 9-10x its SLO,
         the p99 of two runs of ten.)"""
         return self._first_us is None or now_us - self._first_us < self.min_span_us
-
-
-class PlannerCheck:
-    """The door asks the planner itself, at light load, where only the fluid tests refuse (the ideal
-    joint test and the foresight's forward schedule of the heuristic): plan the round state of the
-    pending work with and without the new request with the server's own policy (CP-SAT,
-    deterministic, a short limit) and admit when the plan with it keeps the new request and every
-    request the plan without it keeps. (Issue 11: the fluid tests refused 1024 px images at 1.5x
-    their SLO beside 2048 px ones that the offline solve meets, 1-4 requests a seed.) It runs on
-    the event loop (the planner's worker thread belongs to the rounds; `accept` is synchronous), so
-    only while the door is not busy and not settling (the foresight's gates, which keep it out of
-    overload) and at most `max_pending` requests are pending: two plans of `limit_ms` at most.
-    `policy` makes the policy (None: off); a policy with no `kept` set never admits."""
-
-    def __init__(self, policy: Any | None, max_pending: int = 16):
-        self.policy, self.max_pending = policy, max_pending
-        self._without: tuple[Any, frozenset[str] | None] | None = None
-
-    def _kept(self, state: RoundState) -> frozenset[str] | None:
-        if not state.requests:
-            return frozenset()
-        try:
-            plan = self.policy.plan(state)
-        except Exception:  # the door must answer; the planner's own fallback is for rounds
-            log.debug("planner check failed", exc_info=True)
-            return None
-        return None if plan.kept is None else frozenset(plan.kept)
-
-    def admits(self, state: RoundState, new: tuple[RequestState, ...]) -> bool:
-        if self.policy is None or not new or len(state.requests) + len(new) > self.max_pending:
-            return False
-        key = (state.now_us, tuple((r.id, r.remaining_steps, r.deadline_us) for r in state.requests))
-        if self._without is None or self._without[0] != key:
-            self._without = (key, self._kept(state))
-        without = self._without[1]
-        with_new = self._kept(replace(state, requests=state.requests + new))
-        if without is None or with_new is None:
-            return False
-        return {r.id for r in new} <= with_new and without <= with_new
-

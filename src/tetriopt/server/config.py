@@ -39,7 +39,7 @@ class ServerConfig:
     admission_headroom: float = 0.7       # joint test capacity fraction (1: the ideal packing the planner assumes)
     deadline_guard: float = 0.1           # plan to finish this share of the SLO early (at most 2 rounds) while possible
     late_slo_scale: float = 1.5           # a request past hope is planned against arrival + this x SLO (0: leftover time)
-    admission_planner_ms: float = 0.0     # light load: ask the policy itself (cpsat, deterministic, this limit) where fluid tests refuse; 0 off
+    admission_light_door: bool = True     # light load: admit what can meet its deadline alone, plan as offline (no band, no late targets)
     admission_foresight: int = 16         # up to this many pending, a forward schedule may accept what the joint test refuses
     max_body_bytes: int = 1 << 20
     max_prompt_chars: int = 32000
