@@ -18,6 +18,7 @@ dropped requests mid-way and wasted the GPU-time spent on them).
 
 from __future__ import annotations
 
+import random
 from collections import deque
 
 from ..lookahead import steps_possible, useful_degrees
@@ -60,6 +61,24 @@ class Forecast:
             if costs:
                 out.append((due, min(costs)))
         return out
+
+
+    def sample(self, state: RoundState, rounds: int, seed: int) -> list[RequestState]:
+        """One sampled future: Poisson arrivals over the next `rounds` rounds from the end of this
+        one, at the rate seen over the window, each a copy (size, steps, SLO) of a recent arrival
+        drawn at random; the same `seed` gives the same future (common to the plans compared)."""
+        if not self.recent:
+            return []
+        rng = random.Random(seed)
+        rate = len(self.recent) / (self.window_rounds * state.round_us)  # arrivals per us
+        t, end, out = state.now_us, state.end_us + rounds * state.round_us, []
+        while True:
+            t += max(1, int(rng.expovariate(rate)))
+            if t >= end:
+                return out
+            _, w, h, steps, slo = self.recent[rng.randrange(len(self.recent))]
+            out.append(RequestState(id=f"~{seed}.{len(out)}", width=w, height=h, remaining_steps=steps,
+                                    deadline_us=t + slo, arrival_us=t))
 
 
 def wide(rm: RoundModel, rid: str) -> bool:

@@ -17,7 +17,7 @@ from .certify import best_alone, beyond, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete
 from .greedy import fill_leftover, fitting, greedy_decisions, past
 from .horizon import Forecast, add_forecast
-from .rollout import Forward
+from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
 
@@ -31,6 +31,8 @@ BUILD_SHARE = 0.65  # the model is built when its predicted cost fits in this sh
 SEARCH_SHARE = 0.92  # of what is left after the model goes to the search (CP-SAT overshoots a little)
 QUICK_S = 0.05  # deterministic seconds of CP-SAT's first slice without presolve on small models,
 QUICK_SHARE = 0.05  # at most this share of the limit
+FUTURES = 4  # sampled futures that break a tie between this round's plan and a give-up candidate
+FUTURE_MARGIN = 1  # met over all of them the candidate must gain
 LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
@@ -110,7 +112,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 solo_rollout: bool = False, tier_stop: bool = False):
+                 giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -150,6 +152,14 @@ class MipPolicy:
         # first. A quarter less CPU on skewed-slo1.5, but the lower tiers (steps, GPU time) decide
         # later rounds under a backlog: 3 of 267 deadlines fewer on overload (docs/solver.md, 2)
         self.tier_stop = tier_stop
+        # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
+        # also plays this round's plan without the kept requests its own forward play does not meet
+        # (given up for good, their GPUs to the rest), and runs that where it meets more
+        self.giveup = giveup
+        # futures (off: measured worse, docs/solver.md 4): where a give-up candidate meets as many known
+        # requests, sampled arrivals decide
+        self.futures = futures
+        self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -207,6 +217,7 @@ class MipPolicy:
         stop = None if self.deterministic else t0 + self.limit_s - layout_s
         self._ts.stop = stop
         self._forecast.observe(state)
+        self._given_up.intersection_update(r.id for r in state.requests)
         # lazy warm starts where the model cannot be capped (build's max_pairs): small rounds,
         # most certified before greedy or TetriServe is needed; else greedy first, anytime
         lazy = (len(state.requests) <= self._cap(state)
@@ -241,7 +252,7 @@ class MipPolicy:
                     self.deterministic or self._left(t0) - finish >= roll):
                 t_roll = time.perf_counter()
                 try:
-                    decisions, meta, units = self._rollout(state, decisions, meta)
+                    decisions, meta, units = self._rollout(state, decisions, meta, stop)
                     self._roll_rate.observe(time.perf_counter() - t_roll, units)
                 except OutOfTime:  # stopped at the stop time: this round's plan stands
                     self._roll_rate.aborted(time.perf_counter() - t_roll, self._rollout_units(state))
@@ -304,23 +315,101 @@ class MipPolicy:
         return (not self.solo_rollout and len(state.requests) == 1 and meta.get("status") == PlanStatus.OPTIMAL
                 and tuple(meta.get("kept") or ()) == (state.requests[0].id,))
 
-    def _rollout(self, state: RoundState, decisions: list, meta: dict) -> tuple[list, dict, int]:
-        """This round's decisions, or TetriServe's where its plan meets more of the known requests
-        when both are played forward with TetriServe (rollout.py); and the work units it took."""
+    def _rollout(self, state: RoundState, decisions: list, meta: dict,
+                 stop: float | None = None) -> tuple[list, dict, int]:
+        """This round's decisions, or the candidate that meets more of the known requests when each
+        is played forward with TetriServe (rollout.py): TetriServe's plan, and (`giveup`) this
+        plan without the kept requests its own forward play misses; and the work units it took.
+        The give-up candidates are tried only before `stop` (perf_counter; None: always)."""
         ts = self._forward.plan(state)  # the warm start's, or played already by last round's rollout
         ts_dec, ts_kept = decisions_of(ts), ts.kept or ()
-        if sorted(map(repr, ts_dec)) == sorted(map(repr, decisions)):
+        same = sorted(map(repr, ts_dec)) == sorted(map(repr, decisions))
+        if same and not self.giveup:
             return decisions, meta, 0
-        mine = self._forward.met(state, decisions, meta.get("kept"))
+        kept = tuple(meta.get("kept") or ())
+        mine_ids = self._forward.play(state, decisions, kept)
+        mine = len(mine_ids)
         units = self._rollout_units(state)
-        if mine >= len(state.requests):  # every request met: TetriServe's cannot meet more (most light rounds)
+        if mine >= len(state.requests):  # every request met: no candidate can meet more (most light rounds)
             return decisions, meta, units
-        theirs = self._forward.met(state, ts_dec, ts_kept, beat=mine)  # may stop once it cannot exceed mine
-        if theirs > mine:
+        best, swap = mine, None
+        if not same:
+            theirs = self._forward.met(state, ts_dec, ts_kept, beat=mine)  # may stop once it cannot exceed mine
+            if theirs > best:
+                best, swap = theirs, ("tetriserve", list(ts_dec), tuple(ts_kept))
+        if self.giveup:
+            ties = []
+            for drop, dec in self._giveup_candidates(state, decisions, kept, mine_ids):
+                if stop is not None and time.perf_counter() > stop:
+                    break
+                units += self._rollout_units(state) // 2
+                left = tuple(i for i in kept if i not in drop)
+                got = self._forward.met(without(state, drop), dec, left, beat=best - 1)
+                if got > best:
+                    best, swap = got, ("giveup", dec, left)
+                elif got == mine == best and self.futures:
+                    ties.append((drop, dec, left))
+            # as many known requests met either way: the sampled futures decide
+            if ties and swap is None and (stop is None or time.perf_counter() < stop):
+                swap, gain, units2 = self._future_choice(state, decisions, kept, ties)
+                units += units2
+        if swap is None:
+            return decisions, meta, units
+        name, dec, swap_kept = swap
+        if name == "tetriserve":
             meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
-                        kept=tuple(ts_kept), note=f"rollout: tetriserve's plan meets {theirs} vs {mine}")
-            return list(ts_dec), meta, units
-        return decisions, meta, units
+                        kept=swap_kept, note=f"rollout: tetriserve's plan meets {best} vs {mine}")
+            return dec, meta, units
+        gone = sorted(set(kept) - set(swap_kept))
+        self._given_up.update(gone)  # for good: the model may not keep them again (the forward play assumed so)
+        why = f"{gain} more in {FUTURES} sampled futures" if name == "future" else f"{best} vs {mine}"
+        meta = dict(meta, status=PlanStatus.FEASIBLE, objective=None, bound=None, kept=swap_kept,
+                    note=f"rollout: giving up {', '.join(gone)} meets {why}")
+        return dec, meta, units
+
+    def _future_choice(self, state: RoundState, decisions: list, kept: tuple[str, ...], ties: list):
+        """Among give-up candidates that meet as many known requests as this round's plan, the one
+        that meets the most more over FUTURES sampled futures (the same futures for every plan),
+        as ("future", decisions, kept), its gain and the work units; (None, 0, units) if none gains."""
+        by_id = {r.id: r for r in state.requests}
+        due = max(by_id[i].deadline_us for drop, _, _ in ties for i in drop)
+        rounds = max(1, -(-(due - state.end_us) // state.round_us))
+        futures = [self._forecast.sample(state, rounds, state.round_index * 64 + j) for j in range(FUTURES)]
+        if not any(futures):
+            return None, 0, 0
+        base = sum(self._forward.play_future(state, decisions, kept, f) for f in futures)
+        best, gain = None, FUTURE_MARGIN - 1
+        for drop, dec, left in ties:
+            got = sum(self._forward.play_future(without(state, drop), dec, left, f) for f in futures) - base
+            if got > gain:
+                best, gain = ("future", dec, left), got
+        units = (1 + len(ties)) * FUTURES * self._rollout_units(state) // 2
+        return best, gain, units
+
+    def _giveup_candidates(self, state: RoundState, decisions: list, kept: tuple[str, ...],
+                           met: frozenset[str]) -> list[tuple[frozenset[str], list]]:
+        """This round's plan without kept requests that run this round but that its forward play
+        misses (each alone, the two largest by GPU-time this round, and all of them together),
+        their GPUs filled best effort by the others, alive ones by deadline first."""
+        gpu_us: dict[str, int] = {}
+        by_id = {r.id: r for r in state.requests}
+        for rid, g, n in decisions:
+            if isinstance(rid, str) and rid in by_id:
+                gpu_us[rid] = gpu_us.get(rid, 0) + len(g) * n * state.step_us(by_id[rid], len(g))
+        lost = sorted((i for i in kept if i in gpu_us and i not in met), key=lambda i: (-gpu_us[i], i))
+        if not lost:
+            return []
+        drops = [frozenset([i]) for i in lost[:2]]
+        if len(lost) > 1:
+            drops.append(frozenset(lost))
+        out = []
+        for drop in drops:
+            base = [d for d in decisions if not (set(members(d[0])) & drop)]
+            held = {i for d in base for i in members(d[0])}
+            rest = sorted((r for r in state.requests if r.id not in held and r.id not in drop),
+                          key=lambda r: (not outlook(state, r).alive, r.deadline_us, r.id))
+            out.append((drop, fill_leftover(state, base, rest, ordered=True)))
+        return out
 
     def _warm_starts(self, state: RoundState, t0: float, stop: float | None, reserve: float,
                      lazy: bool = False) -> list:
@@ -424,6 +513,8 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
             add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
+        for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
+            rm.model.ub[rm.keep[i]] = 0
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
         ub, candidates, alone, bound_kind, blocks = None, _resolved(heuristics), None, "separable", None

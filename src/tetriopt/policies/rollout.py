@@ -12,7 +12,8 @@ least as many of the known requests in that forward play.
 A rollout drops requests that can no longer meet their deadline (they count for nothing and
 would only fill leftover GPUs) and stops when none is alive, so it spans at most the longest
 deadline ahead (about 6 rounds for FLUX at SLO 1.0). Arrivals are not forecast: replaying recent
-arrivals into the rollout was measured and met fewer deadlines (docs/solver.md, 4).
+arrivals into the rollout was measured and met fewer deadlines (docs/solver.md, 4); `play_future`
+(sampled arrivals) serves the `cpsat[giveup=1;futures=1]` ablation only.
 """
 
 from __future__ import annotations
@@ -22,12 +23,18 @@ from typing import Iterable
 
 from ..lookahead import outlook
 from ..plan import Decision, RoundPlan, make_plan
-from ..state import RoundState
+from ..state import RequestState, RoundState
 
 
 def advance(state: RoundState, plan: RoundPlan) -> tuple[RoundState, int]:
     """The next boundary's state if `plan` runs as laid out (the simulator's semantics: a latent
     stays on the set of its last assignment), and how many requests it finishes by their deadline."""
+    nxt, met = advance_ids(state, plan)
+    return nxt, len(met)
+
+
+def advance_ids(state: RoundState, plan: RoundPlan) -> tuple[RoundState, list[str]]:
+    """`advance`, with the ids of the requests finished by their deadline."""
     ran: dict[str, int] = {}
     end: dict[str, tuple[int, tuple[int, ...]]] = {}
     for a in plan.assignments:
@@ -35,14 +42,20 @@ def advance(state: RoundState, plan: RoundPlan) -> tuple[RoundState, int]:
             ran[i] = ran.get(i, 0) + a.steps
             if i not in end or a.end_us >= end[i][0]:
                 end[i] = (a.end_us, a.gpus)
-    met, nxt = 0, []
+    met, nxt = [], []
     for r in state.requests:
         n = ran.get(r.id, 0)
         if n >= r.remaining_steps:
-            met += end[r.id][0] <= r.deadline_us
+            if end[r.id][0] <= r.deadline_us:
+                met.append(r.id)
             continue
         nxt.append(replace(r, remaining_steps=r.remaining_steps - n, location=end[r.id][1]) if n else r)
     return replace(state, now_us=state.end_us, requests=tuple(nxt), round_index=state.round_index + 1), met
+
+
+def without(state: RoundState, ids) -> RoundState:
+    """The state without the requests `ids` (given up for good: the forward play ignores them)."""
+    return replace(state, requests=tuple(r for r in state.requests if r.id not in ids))
 
 
 def alive_only(state: RoundState) -> RoundState:
@@ -76,7 +89,7 @@ class Forward:
         self.base = base
         self.size = size
         self._plans: dict[tuple, tuple[RoundState, RoundPlan]] = {}  # the state is kept: its ids stay taken
-        self._met: dict[tuple, int] = {}  # alive-only state -> deadlines met playing base from it
+        self._met: dict[tuple, tuple[str, ...]] = {}  # alive-only state -> ids met playing base from it
 
     def plan(self, state: RoundState) -> RoundPlan:
         """The base policy's plan for `state`, computed once per distinct state."""
@@ -98,23 +111,51 @@ class Forward:
             beat: int | None = None, max_rounds: int = 50) -> int:
         """rollout_met(state, decisions, kept, base); with `beat`, it may stop as soon as the count
         cannot exceed `beat` (it then returns a count <= beat, not necessarily the full one)."""
-        s, met = advance(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
-        path: list[tuple[tuple, int]] = []  # (state's key, met before it) along this play
+        return len(self.play(state, decisions, kept, beat, max_rounds))
+
+    def play(self, state: RoundState, decisions: Iterable[Decision], kept: tuple[str, ...] | None,
+             beat: int | None = None, max_rounds: int = 50) -> frozenset[str]:
+        """The ids `met` counts (with `beat`, possibly only some of them once they cannot exceed it)."""
+        s, got = advance_ids(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
+        path: list[tuple[tuple, int]] = []  # (state's key, how many were met before it) along this play
         for _ in range(max_rounds):
             s = alive_only(s)
             if not s.requests:
                 break
             k = _key(s)
             if k in self._met:
-                met += self._met[k]
+                got.extend(self._met[k])
                 break
-            if beat is not None and met + len(s.requests) <= beat:
-                return met  # even meeting every live request would not exceed `beat`
-            path.append((k, met))
-            s, m = advance(s, self.plan(s))
-            met += m
+            if beat is not None and len(got) + len(s.requests) <= beat:
+                return frozenset(got)  # even meeting every live request would not exceed `beat`
+            path.append((k, len(got)))
+            s, m = advance_ids(s, self.plan(s))
+            got.extend(m)
         else:
-            return met  # cut by max_rounds: not a whole play, nothing memoised
+            return frozenset(got)  # cut by max_rounds: not a whole play, nothing memoised
         for k, before in path:
-            self._met[k] = met - before
+            self._met[k] = tuple(got[before:])
+        return frozenset(got)
+
+    def play_future(self, state: RoundState, decisions: Iterable[Decision], kept: tuple[str, ...] | None,
+                    arrivals: list[RequestState], max_rounds: int = 50) -> int:
+        """Deadlines met among the known requests and `arrivals` (a sampled future, arrival order)
+        when this round runs `decisions` and the base policy plans every later round, each arrival
+        joining at the first boundary after it arrives. Not memoised (the futures differ)."""
+        s, got = advance_ids(state, make_plan(state, list(decisions), backend="rollout", kept=kept))
+        met, nxt = len(got), 0
+        for _ in range(max_rounds):
+            j = nxt
+            while nxt < len(arrivals) and arrivals[nxt].arrival_us <= s.now_us:
+                nxt += 1
+            if nxt > j:
+                s = replace(s, requests=s.requests + tuple(arrivals[j:nxt]))
+            s = alive_only(s)
+            if not s.requests:
+                if nxt >= len(arrivals):
+                    break
+                s = replace(s, now_us=s.end_us, round_index=s.round_index + 1)
+                continue
+            s, m = advance_ids(s, self.base.plan(s))
+            met += len(m)
         return met
