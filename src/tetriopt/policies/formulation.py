@@ -246,8 +246,9 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             if mk <= 0:
                 continue
             for gpus in candidate_sets(state, r, k, index, set_cap, (hinted or {}).get(r.id, ())):
-                x = m.var(f"x[{r.id},{','.join(map(str, gpus))}]", 0, 1)
-                s = m.var(f"s[{r.id},{','.join(map(str, gpus))}]", 0, mk)
+                tag = ','.join(map(str, gpus))  # (once: names are formatted for every set of every round)
+                x = m.var(f"x[{r.id},{tag}]", 0, 1)
+                s = m.var(f"s[{r.id},{tag}]", 0, mk)
                 m.add({s: 1, x: -mk}, ub=0)
                 m.add({s: 1, x: -1}, lb=0)
                 xs[x] = 1
@@ -255,7 +256,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                 dur_expr[s] = t
                 for g in gpus:
                     gpu_terms[g][s] = t
-                charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, ','.join(map(str, gpus)))
+                charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, tag)
                 m.objective[s] = m.objective.get(s, 0) + w.progress * e - w.gpu * gpu_ms(k * t)
                 if gpus == r.location:
                     m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
