@@ -158,10 +158,11 @@ def test_placement_certificate_in_the_policy_keeps_the_optimum():
 
 
 def test_four_request_rounds_are_certified_without_cpsat():
-    """Rounds of four modelled requests go through `beyond` too (FEW_MAX = 4, docs/solver.md 2,
-    item 17): on random crowded rounds of four, most are certified by its plan (checked against
-    CP-SAT's proven optimum), and the policy's `beyond4=0` ablation leaves them to CP-SAT with the
-    same objective. Fails when four requests are declined again or their certificate is wrong."""
+    """`beyond` on rounds of four modelled requests (`few=4`, the policy's `beyond4` switch, off by
+    default: docs/solver.md 2, item 17): on random crowded rounds of four, most are certified by
+    its plan (checked against CP-SAT's proven optimum), and the policy with the switch ends such
+    rounds on the placement bound with the objective CP-SAT reaches without it. Fails when four
+    requests are declined with the switch or their certificate is wrong."""
     rounds = certified = fired = 0
     for seed in range(300):
         st = crowded_state(seed)
@@ -169,8 +170,8 @@ def test_four_request_rounds_are_certified_without_cpsat():
             continue
         rounds += 1
         rm = build(st)
-        assert beyond(rm, -1 << 62, few=3) is None, seed
-        got = beyond(rm, -1 << 62, [(w.a, w.b) for w in swaps(rm)])
+        assert beyond(rm, -1 << 62) is None, seed  # declined by default (FEW_MAX = 3)
+        got = beyond(rm, -1 << 62, [(w.a, w.b) for w in swaps(rm)], few=4)
         if got is None or got[1] is None:
             continue
         sol = complete(rm, [(i, g, n) for i, g, n, _ in got[1] if g and n], tuple(i for i, _, _, k in got[1] if k))
@@ -179,8 +180,8 @@ def test_four_request_rounds_are_certified_without_cpsat():
             if certified <= 12:  # the optimum, and the policy with and without the switch agrees
                 cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
                 assert cp.status == "OPTIMAL" and cp.objective == got[0], seed
-                on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
-                off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False, beyond4=False).plan(st)
+                on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False, beyond4=True).plan(st)
+                off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
                 assert on.objective == off.objective == got[0], seed
                 assert off.status == "OPTIMAL" and "placement bound" not in off.note, seed
                 fired += "placement bound" in on.note  # else a warm start met the separable bound first

@@ -110,7 +110,7 @@ def separable(rm: RoundModel, alone: list | None = None
             tuple(i for i, _, _, _, k in best if k))
 
 
-FEW_MAX = 4  # modelled requests up to which `beyond` searches (5: no cheaper than CP-SAT; docs/solver.md 2, item 17)
+FEW_MAX = 3  # modelled requests up to which `beyond` searches by default (4: no net gain, docs/solver.md 2, item 17)
 
 
 def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], list[int], list[int], list]]:

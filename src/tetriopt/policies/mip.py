@@ -113,7 +113,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = True):
+                 beyond4: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -153,8 +153,8 @@ class MipPolicy:
         # first. A quarter less CPU on skewed-slo1.5, but the lower tiers (steps, GPU time) decide
         # later rounds under a backlog: 3 of 267 deadlines fewer on overload (docs/solver.md, 2)
         self.tier_stop = tier_stop
-        # beyond4: rounds of 4 modelled requests try certify.beyond too (off: 2-3 only, as before; the
-        # ablation of docs/solver.md 2, item 17)
+        # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
+        # 4 modelled requests try certify.beyond too, not only 2-3
         self.beyond4 = beyond4
         # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
         # also plays this round's plan without the kept requests its own forward play does not meet
@@ -535,7 +535,7 @@ class MipPolicy:
                 if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
                     blocks = swaps(rm)
                 got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()],
-                             few=FEW_MAX if self.beyond4 else 3)
+                             few=4 if self.beyond4 else FEW_MAX)
                 if got is None or got[0] >= ub:
                     return None
                 ub, bound_kind = got[0], "placement"
