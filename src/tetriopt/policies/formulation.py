@@ -175,6 +175,11 @@ class OutOfTime(Exception):
     """Building the model ran past its deadline (the caller answers from its warm starts)."""
 
 
+def past(stop: float | None) -> bool:
+    """Whether the decision's stop time (perf_counter seconds; None: no limit) has passed."""
+    return stop is not None and time.perf_counter() > stop
+
+
 def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[int, ...], x: int, s: int,
                cap: int, fin: dict, gpu_terms: dict, tag: str) -> None:
     """Charge r's text encode on `gpus` when option x is chosen, and its VAE decode when its steps
@@ -233,7 +238,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         batches = add_batch_options(m, state, looks, w, placed, due_now, batch_xs, batch_steps, gpu_terms, gpu_ms,
                                     fin, charge_aux)
     for index, r in enumerate(sorted(modelled, key=lambda r: (r.deadline_us, r.id))):
-        if deadline is not None and index % 4 == 3 and time.perf_counter() > deadline:
+        if index % 4 == 3 and past(deadline):
             raise OutOfTime  # `deadline` (perf_counter seconds): the decision's time limit, less its reserve
         o = looks[r.id]
         e = gpu_ms(o.cheapest_cost)
@@ -304,7 +309,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     # encodes and decodes, j's own decode included) within j's budget (its deadline, from now)
     R = state.round_us
     for pos, (r, kp, budget) in enumerate(urgent):
-        if deadline is not None and time.perf_counter() > deadline:
+        if past(deadline):
             raise OutOfTime
         for gpus, _, x, _ in cand[r.id]:
             for gpu in gpus:

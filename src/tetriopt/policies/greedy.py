@@ -14,14 +14,10 @@ from typing import Iterator
 from ..lookahead import Outlook, outlook, steps_possible
 from ..plan import Decision, PlanStatus, RoundPlan, decision_us, make_plan, members
 from ..state import RequestState, RoundState
+from .formulation import past
 
 
 CHECK_EVERY = 16  # requests examined between two looks at the clock when a stop time is given
-
-
-def past(stop: float | None) -> bool:
-    """Whether the decision's stop time (perf_counter seconds; None: no limit) has passed."""
-    return stop is not None and time.perf_counter() > stop
 
 
 def admitted(state: RoundState, look, done=None) -> Iterator[RequestState]:

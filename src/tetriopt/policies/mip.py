@@ -14,8 +14,8 @@ from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import FEW_MAX, best_alone, beyond, separable, split_objective
-from .formulation import OutOfTime, RoundModel, build, complete
-from .greedy import fill_leftover, fitting, greedy_decisions, past
+from .formulation import OutOfTime, RoundModel, build, complete, past
+from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
@@ -170,7 +170,7 @@ class MipPolicy:
         self._forecast = Forecast()  # recent arrivals, replayed as the forecast of the next rounds
         self._ts_rate = Rate(2e-6)      # TetriServe: seconds per DP cell (request x GPU count)
         self._build_rate = Rate(1.5e-5)   # model build, warm-start completion, translation: s per predicted variable
-        self._finish_rate = Rate(2e-5)  # leftover fill + layout: seconds per pending request
+        self._finish_rate = Rate(2e-5)  # the leftover fill (the layout has its own rate): seconds per pending request
         self._layout_rate = Rate(5e-5)  # laying the plan out (make_plan): seconds per decision
         # how late past the limit the last decisions ended (a descheduled process, a garbage
         # collection: at a load average of 3 on 2 cores one round of 10 ended 1-6 ms past it),
@@ -344,7 +344,7 @@ class MipPolicy:
         if self.giveup:
             ties = []
             for drop, dec in self._giveup_candidates(state, decisions, kept, mine_ids):
-                if stop is not None and time.perf_counter() > stop:
+                if past(stop):
                     break
                 units += self._rollout_units(state) // 2
                 left = tuple(i for i in kept if i not in drop)
@@ -354,7 +354,7 @@ class MipPolicy:
                 elif got == mine == best and self.futures:
                     ties.append((drop, dec, left))
             # as many known requests met either way: the sampled futures decide
-            if ties and swap is None and (stop is None or time.perf_counter() < stop):
+            if ties and swap is None and not past(stop):
                 swap, gain, units2 = self._future_choice(state, decisions, kept, ties)
                 units += units2
         if swap is None:
@@ -547,7 +547,7 @@ class MipPolicy:
             candidates = itertools.chain([("separable", sep_dec, sep_kept)], _resolved([tighter]), candidates)
         seen = []
         for name, dec, kept in candidates:
-            if stop is not None and time.perf_counter() > stop:
+            if past(stop):
                 break  # the warm starts completed so far are the candidates
             key = (sorted(map(repr, dec)), sorted(kept))  # a batch's id is a tuple of ids
             if key in seen:  # greedy and TetriServe often agree on light load

@@ -56,8 +56,8 @@ import time
 from ..lookahead import outlook
 from ..plan import PlanStatus, RoundPlan, make_plan
 from ..state import RequestState, RoundState
-from .formulation import OutOfTime
-from .greedy import CHECK_EVERY, past
+from .formulation import OutOfTime, past
+from .greedy import CHECK_EVERY
 
 
 def smallest_fit(state: RoundState, r: RequestState) -> int:
