@@ -12,7 +12,6 @@ not by a count of images.
 from __future__ import annotations
 
 import collections
-import logging
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Callable
@@ -26,9 +25,6 @@ from ..policies.greedy import admit
 from ..profile import CostProfile
 from ..state import RequestState, RoundState
 from .planner import fill_late
-
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class Timing:
