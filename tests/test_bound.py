@@ -175,6 +175,17 @@ def test_bound_vs_brute_force_four_gpus(tiny4_profile, seed):
         assert tetriopt.solve(inst, p).summary["met"] <= truth, p
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_pieces_vs_brute_force(tiny_profile, seed, monkeypatch):
+    """Components cut into pieces of at most two requests (`_solve_pieces`, for components too big
+    to model whole): the sum of the pieces' bounds stays at or above the true optimum."""
+    from tetriopt import bound
+
+    inst = tiny_instance(tiny_profile, seed)
+    monkeypatch.setattr(bound, "PIECE_MAX", 2)
+    assert upper_bound(inst, time_limit_s=10).met_bound >= brute_force_max_met(inst)
+
+
 def test_bound_is_tight_on_most_tiny_instances(tiny_profile):
     """Not a validity property, but a bound that is never tight would be useless."""
     tight = sum(upper_bound(tiny_instance(tiny_profile, s)).met_bound == brute_force_max_met(tiny_instance(tiny_profile, s))
