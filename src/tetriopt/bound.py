@@ -405,7 +405,8 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
 _INF = 1 << 62
 
 
-def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> float | None:
+def lp_bound(model, time_limit_s: float, duals: list[float] | None = None, primal: list[float] | None = None
+             ) -> float | None:
     """An upper bound on the maximum of a linear CP-SAT model (as `build_model` makes) from its LP
     relaxation: GLOP's row duals put into the weak-duality (Lagrangian) bound
     sum_r pi_r b_r + sum_x max over x's range of (c_x - sum_r pi_r a_rx) x, b_r the row's upper
@@ -414,7 +415,7 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
     conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
     relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included).
     `duals` (one per linear row, in order): use these multipliers instead of GLOP's (any give a
-    bound; tests)."""
+    bound; tests). `primal`: a list, filled with GLOP's value of each variable (a witness's guide)."""
     from ortools.linear_solver import pywraplp
 
     t0 = time.perf_counter()
@@ -458,6 +459,8 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
         else:
             return None
         duals = [row.dual_value() for row, *_ in rows]
+        if primal is not None:
+            primal[:] = [x.solution_value() for x in xs]
     best = None
     for sign in (1.0, -1.0):
         d = list(c)
