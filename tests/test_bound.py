@@ -183,6 +183,7 @@ def test_pieces_vs_brute_force(tiny_profile, seed, monkeypatch):
 
     inst = tiny_instance(tiny_profile, seed)
     monkeypatch.setattr(bound, "PIECE_MAX", 2)
+    monkeypatch.setattr(bound, "PIECE", 2)
     assert upper_bound(inst, time_limit_s=10).met_bound >= brute_force_max_met(inst)
 
 

@@ -274,7 +274,8 @@ def block_levels(inst: Instance) -> list[int]:
 
 METHODS = ("optimal", "cpsat-bound", "lp-bound", "pieces", "feasible-alone")
 LP_FIRST = 20  # components of this many requests get the LP bound before any search
-PIECE_MAX = 400  # bigger components are bounded piecewise (`_solve_pieces`)
+PIECE_MAX = 400  # bigger components are bounded piecewise (`_solve_pieces`), in pieces of about PIECE
+PIECE = 150
 LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
@@ -537,7 +538,7 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     if len(ws) > PIECE_MAX:
-        return _solve_pieces(inst, ws, deadline, workers, one_set)
+        return _solve_pieces(inst, ws, deadline, one_set)
     start = time.perf_counter()
     lp, model = len(ws), None
 
@@ -570,25 +571,28 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     return ub, full[1], method, full[3]
 
 
-def _solve_pieces(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool
-                  ) -> tuple[int, int, str, list[str]]:
+def _solve_pieces(inst: Instance, ws: list[Window], deadline: float, one_set: bool) -> tuple[int, int, str, list[str]]:
     """A component too big to model whole in the time (the issue's 64-GPU workload at full size is
     one of 1,356 requests: neither its LP nor a search answers within 60 s), bounded as the sum of
-    the bounds of consecutive pieces of at most PIECE_MAX requests (by first round), each solved
-    as a component of its own with an equal share of what is left. Valid: every coupling row
-    has non-negative terms only, so a solution of the whole, restricted to a piece's requests,
-    is a solution of the piece's model, and each piece's optimum is at least what it meets
-    there. Looser than the whole (requests near a cut lose the competitors across it), so only
-    for components past PIECE_MAX. No incumbent: the pieces' solutions need not fit together."""
-    k = -(-len(ws) // PIECE_MAX)
-    pieces = [ws[x * len(ws) // k:(x + 1) * len(ws) // k] for x in range(k)]
-    ub, methods = 0, set()
-    for x, piece in enumerate(pieces):
+    the LP bounds (`lp_bound`, floored) of consecutive pieces of about PIECE requests (by first
+    round), each given an equal share of what is left; a piece whose LP does not answer counts
+    all its requests. Valid: every coupling row has non-negative terms only, so a solution of
+    the whole, restricted to a piece's requests, is a solution of the piece's model, and each
+    piece's LP optimum is at least what it meets there. Looser than the whole (requests near a
+    cut lose the competitors across it), so only past PIECE_MAX requests. No incumbent."""
+    k = -(-len(ws) // PIECE)
+    ub, answered = 0, False
+    for x in range(k):
+        piece = ws[x * len(ws) // k:(x + 1) * len(ws) // k]
         share = (deadline - time.perf_counter()) / (k - x)
-        b, _, method, _ = _solve_component(inst, piece, time.perf_counter() + share, workers, one_set)
-        ub += b
-        methods.add(method)
-    return ub, 0, "feasible-alone" if methods == {"feasible-alone"} else "pieces", []
+        v = None
+        if share > 0:
+            t0 = time.perf_counter()
+            model, _ = build_model(inst, piece, True, one_set=one_set)
+            v = lp_bound(model, share - (time.perf_counter() - t0))
+        answered |= v is not None
+        ub += len(piece) if v is None else max(0, min(len(piece), math.floor(v + 1e-6)))
+    return ub, 0, "pieces" if answered else "feasible-alone", []
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
