@@ -275,7 +275,7 @@ def block_levels(inst: Instance) -> list[int]:
 METHODS = ("optimal", "cpsat-bound", "lp-bound", "pieces", "feasible-alone")
 LP_FIRST = 20  # components of this many requests get the LP bound before any search
 PIECE_MAX = 400  # bigger components are bounded piecewise (`_solve_pieces`), in pieces of about PIECE
-PIECE = 150
+PIECE = 100
 LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
