@@ -51,10 +51,8 @@ print(json.dumps({"met": b.met_bound, "methods": getattr(b, "methods", {}), "inc
 
 def lp_met(inst, limit_s: float) -> set[str]:
     """Requests met whole (y >= 0.99) in the LP optimum of each component's model (TetriServe's)."""
-    ws = [bound.window(inst, r) for r in inst.requests]
-    alone = [w for w in ws if w.max_steps() >= w.request.steps and bound.least_work_us(w, one_set=True) > 0]
     keep = set()
-    for comp in bound.components(alone):
+    for comp in bound.components(bound.feasible_alone(inst)):
         if len(comp) == 1:
             keep.add(comp[0].request.id)
             continue

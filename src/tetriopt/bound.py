@@ -598,6 +598,14 @@ def _solve_pieces(inst: Instance, ws: list[Window], deadline: float, one_set: bo
     return ub, 0, "pieces" if answered else "feasible-alone", []
 
 
+def feasible_alone(inst: Instance, arrival_visible: bool = False, batching: bool = False, one_set: bool = True
+                   ) -> list[Window]:
+    """The windows of the requests some plan of which alone (whole steps, encode and decode inside
+    its rounds) meets the deadline: the ones the relaxation models."""
+    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
+    return [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
+
+
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
                 batching: bool = False, one_set: bool | None = None) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
@@ -610,9 +618,7 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
     t0 = time.perf_counter()
     if one_set is None:
         one_set = not arrival_visible and not batching
-    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
-    # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
-    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
+    alone = feasible_alone(inst, arrival_visible, batching, one_set)
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []
