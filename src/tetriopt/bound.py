@@ -533,9 +533,11 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     The model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
     relaxation of the full one, so its bound is valid too), then the full model for the rest,
     told the smaller bound. The full model's LP relaxation (`lp_bound`, at most half of what is
-    left) comes first on components of LP_FIRST requests or more (on big ones CP-SAT's own bound
-    stays above the LP's for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in
-    2 s), between the two searches on smaller ones the first did not prove. The smallest bound
+    left; all of it from LIN2_MAX requests on, where at load 8-10 half did not suffice and the
+    searches' bounds were no better than the LP's floor where it answered) comes first on
+    components of LP_FIRST requests or more (on big ones CP-SAT's own bound stays above the LP's
+    for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in 2 s), between the two
+    searches on smaller ones the first did not prove. The smallest bound
     counts. (Without the first search the full model, larger and slower to
     prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)"""
     if len(ws) == 1:
@@ -545,12 +547,12 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     start = time.perf_counter()
     lp, model = len(ws), None
 
-    def relax() -> None:  # the full model's LP bound, in at most half of what is left
+    def relax() -> None:  # the full model's LP bound, in at most half of what is left (all on big ones)
         nonlocal lp, model
         if deadline > time.perf_counter():
             model = build_model(inst, ws, True, one_set=one_set)
             left = deadline - time.perf_counter()
-            v = lp_bound(model[0], left / 2) if left > 0 else None
+            v = lp_bound(model[0], left if len(ws) >= LIN2_MAX else left / 2) if left > 0 else None
             if v is not None:
                 lp = max(0, min(len(ws), math.floor(v + 1e-6)))
 
