@@ -35,6 +35,7 @@ FUTURES = 4  # sampled futures that break a tie between this round's plan and a 
 FUTURE_MARGIN = 1  # met over all of them the candidate must gain
 LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
+PROBE_CAP_S = 0.001  # deterministic seconds of CP-SAT's first probing pass on large models (probe_cap)
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
 
@@ -113,7 +114,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False):
+                 beyond4: bool = False, probe_full: bool = False, probe_cap: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -156,6 +157,11 @@ class MipPolicy:
         # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
         # 4 modelled requests try certify.beyond too, not only 2-3
         self.beyond4 = beyond4
+        # probing on large models (docs/solver.md 2, item 15): level 1 by default; probe_full: CP-SAT's
+        # default level (the code before); probe_cap: the default level with the first probing pass
+        # bounded on CP-SAT's deterministic clock (PROBE_CAP_S)
+        self.probe_full = probe_full
+        self.probe_cap = probe_cap
         # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
         # also plays this round's plan without the kept requests its own forward play does not meet
         # (given up for good, their GPUs to the rest), and runs that where it meets more
@@ -488,7 +494,12 @@ class MipPolicy:
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
+            out = dict(cp_model_presolve=False, linearization_level=0, double=False)
+            if self.probe_cap:
+                out["probing_deterministic_time_limit"] = PROBE_CAP_S
+            elif not self.probe_full:
+                out["cp_model_probing_level"] = 1
+            return out
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
