@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, best_alone, beyond, separable, split_objective
+from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
@@ -114,7 +114,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False, probe_full: bool = False, probe_cap: bool = False):
+                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, probe_cap: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -157,6 +157,9 @@ class MipPolicy:
         # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
         # 4 modelled requests try certify.beyond too, not only 2-3
         self.beyond4 = beyond4
+        # joint_proof: before CP-SAT, rounds of 2-5 requests that the joint test cannot keep together
+        # try to prove the best warm start optimal (certify.proved)
+        self.joint_proof = joint_proof
         # probing on large models (docs/solver.md 2, item 15): level 1 by default; probe_full: CP-SAT's
         # default level (the code before); probe_cap: the default level with the first probing pass
         # bounded on CP-SAT's deterministic clock (PROBE_CAP_S)
@@ -581,10 +584,23 @@ class MipPolicy:
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
                                        note=f"{name} plan meets the {bound_kind} bound")
         t_extra = time.perf_counter()
+        pairs = None
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
             pairs = swaps(rm) if blocks is None else blocks
             if add_symmetry_rows(rm, pairs) and best is not None:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
+        if (self.joint_proof and best is not None and ub is not None and self.backend == "cpsat"
+                and proved(rm, best[1], [(w.a, w.b) for w in pairs or ()], )):
+            # nothing above the best warm start: it is what CP-SAT would return (started from this
+            # hint, it reports only strictly better solutions), so answer it as CP-SAT would
+            self._build_rate.observe(built_s + time.perf_counter() - t_extra, est_vars)
+            sol = best[2]
+            status, note = PlanStatus.OPTIMAL, f"{best[0]} plan meets the joint placement bound"
+            if rm.restricted:
+                status, note = PlanStatus.FEASIBLE, "restricted model (capped sets or unplaced backlog)"
+            return rm.decisions(sol), dict(backend=self.backend, status=status, objective=float(best[1]),
+                                           bound=float(best[1]) if not rm.restricted else None,
+                                           kept=tuple(i for i, v in rm.keep.items() if sol[v]), note=note)
         if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)
             hint = split_objective(rm, best[2] if best else None, alone)
             if best is not None:
