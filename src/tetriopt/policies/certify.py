@@ -293,7 +293,8 @@ def _keep_sets(rm: RoundModel, owns: list[_Own]) -> list[frozenset[str]]:
     for acc, group, _ in rm.running:
         due += [(v, c) for v, c in group.items() if v in own]
         owed += [(owes[v].rid, c) for v, c in group.items() if v in owes]
-        forecast = [(own[v].rid, rm.extra_need[own[v].rid]) for v in group if v in own and rm.extra_need.get(own[v].rid)]
+        forecast = [(own[v].rid, rm.extra_need[own[v].rid]) for v in group
+                    if v in own and rm.extra_need.get(own[v].rid)]
         rows.append((m.ub[acc], list(due), list(owed), forecast))
 
     def fits(keep: frozenset[str]) -> bool:
