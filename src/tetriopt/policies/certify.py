@@ -333,9 +333,9 @@ def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     there (three 2,048 px images on 8 GPUs) its bound is a keep weight above the optimum, and it
     is not tried. False when `budget` search nodes (all sets together) were not enough, and where
     every request could be kept together (the relaxation is then `beyond`'s own)."""
-    owns = _owns(rm)
-    if not 2 <= len(owns) <= few:
+    if not 2 <= len(rm.keep) <= few:  # (before _owns: a backlog's round has hundreds)
         return False
+    owns = _owns(rm)
     keeps = _keep_sets(rm, owns)
     if keeps == [frozenset(o.rid for o in owns if o.can)]:
         return False
