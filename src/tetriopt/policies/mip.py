@@ -425,10 +425,10 @@ class MipPolicy:
                      lazy: bool = False) -> list:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
         greedy first, always (anytime: it stops at `stop`, and then nothing else is computed).
-        With `lazy` (small rounds, where every plan costs a ms at most), the greedy and TetriServe
-        entries are functions computed only when a caller reaches them (`_resolved`): most light
-        rounds are certified by the separable or placement plan before them (TetriServe's plan
-        sets a capped model's candidate sets, so not lazy there)."""
+        With `lazy` (small rounds, where every plan costs a ms at most), the greedy, TetriServe and
+        previous-round entries are functions computed only when a caller reaches them (`_resolved`):
+        most light rounds are certified by the separable or placement plan before them (TetriServe's
+        plan sets a capped model's candidate sets, so not lazy there)."""
         def greedy(batching: bool = False):
             dec, kept = greedy_decisions(state, batching=batching, stop=stop)
             return ("greedy-batching" if batching else "greedy"), dec, tuple(kept)
@@ -444,12 +444,15 @@ class MipPolicy:
             ts = self._tetriserve_start(state, t0, reserve)
             if ts is not None:
                 out.append(ts)
-        if self._last:  # the previous round's placement, continued
+        def previous():
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
             prev = fitting(state, [d for d in prev if d[2] > 0])
             ids = {d[0] for d in prev}
-            out.append(("previous-round", prev, tuple(i for i in self._last_kept if i in ids)))
+            return "previous-round", prev, tuple(i for i in self._last_kept if i in ids)
+
+        if self._last:  # the previous round's placement, continued
+            out.append(previous if lazy else previous())
         return out
 
     def _fallback(self, heuristics, note: str, rm: RoundModel | None = None, best=None, bound=None):
