@@ -103,8 +103,8 @@ def test_policy_answers_what_cpsat_would():
         st = contended_state(seed)
         rm = build(st)
         owns = _owns(rm)
-        if _keep_sets(rm, owns) == [frozenset(o.rid for o in owns if o.can)]:
-            continue  # the joint test could keep them all: the proof is not tried
+        if len(owns) > 4 and _keep_sets(rm, owns) == [frozenset(o.rid for o in owns if o.can)]:
+            continue  # five that the joint test could keep together: the proof is not tried
         rounds += 1
         on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
         off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False, joint_proof=False).plan(st)

@@ -201,8 +201,15 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     return _search(rm, owns, floor, blocks, [budget])
 
 
-def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int]) -> tuple[int, list | None] | None:
-    """`beyond`'s branch and bound over `owns` (search nodes from `left`, shared by the caller)."""
+class _Above(Exception):
+    """`_search` with `first`: a plan above the floor exists."""
+
+
+def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int],
+            first: bool = False) -> tuple[int, list | None] | None:
+    """`beyond`'s branch and bound over `owns` (search nodes from `left`, shared by the caller);
+    with `first`, it stops at the first plan above `floor` (its value and plan are then not the
+    relaxation's best: only that one exists)."""
     pairs = [(_mask(a), _mask(b)) for a, b in blocks]
     # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus,
     # keep flag of waiting, the a of each block pair (a, b) whose b holds the set)], best first
@@ -224,6 +231,8 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
         if i >= 2:
             if i == len(opts):
                 _fill(rm.state.round_us, owns, chosen, best, left)
+                if first and best[1] is not None:
+                    raise _Above
                 return
             # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
             if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i]):
@@ -248,6 +257,8 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
         place(0, 0)
     except _OutOfNodes:
         return None
+    except _Above:
+        pass
     return best[0], best[1]
 
 
@@ -325,26 +336,26 @@ def _keep_sets(rm: RoundModel, owns: list[_Own]) -> list[frozenset[str]]:
 
 
 def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
-           budget: int = 3000, few: int = 5) -> bool:
+           budget: int = 3000, few: int = 5, whole: int = 4) -> bool:
     """Whether no plan of the model is worth more than `floor` (a plan's value already found), on
-    rounds of 2..`few` requests where the joint test cannot keep every request (`_keep_sets`):
-    `beyond`'s relaxation, searched once per set the joint test could keep, with every request
-    outside it given up, finds nothing above it. `beyond` drops the joint test's coupling, so
-    there (three 2,048 px images on 8 GPUs) its bound is a keep weight above the optimum, and it
-    is not tried. False when `budget` search nodes (all sets together) were not enough, and where
-    every request could be kept together (the relaxation is then `beyond`'s own)."""
+    rounds of 2..`whole` requests, and up to `few` where the joint test cannot keep every request
+    (`_keep_sets`): `beyond`'s relaxation, searched once per set the joint test could keep, with
+    every request outside it given up, finds nothing above it (each search stops at the first plan
+    above). `beyond` drops the joint test's coupling, so where it binds (three 2,048 px images on 8
+    GPUs) its bound is a keep weight above the optimum, and it is not tried. False when `budget`
+    search nodes (all sets together) were not enough."""
     if not 2 <= len(rm.keep) <= few:  # (before _owns: a backlog's round has hundreds)
         return False
     owns = _owns(rm)
     keeps = _keep_sets(rm, owns)
-    if keeps == [frozenset(o.rid for o in owns if o.can)]:
-        return False
+    if len(owns) > whole and keeps == [frozenset(o.rid for o in owns if o.can)]:
+        return False  # five requests that could all be kept: it runs out of nodes (110,000 to prove one)
     left = [budget]
     for keep in keeps:
         sub = [copy.copy(o) for o in owns]
         for o in sub:
             o.can = o.can and o.rid in keep
-        got = _search(rm, sub, floor, blocks, left)
+        got = _search(rm, sub, floor, blocks, left, first=True)
         if got is None or got[1] is not None:
             return False
     return True
