@@ -366,3 +366,16 @@ def test_lp_bound_holds_for_any_multipliers(tiny_profile, seed):
             assert lp_bound(m, 10.0, duals) >= solver.objective_value - 1e-9
         total += math.floor(lp + 1e-6)
     assert total >= brute_force_max_met(inst)
+
+
+def test_lp_bound_answers_where_glop_default_is_imprecise():
+    """The 168-request component of issue 12's grid at 64 GPUs / 32 pending, seed 0: at its default
+    solution check GLOP ends IMPRECISE there with either simplex (no duals: the component then fell
+    back to CP-SAT's bound or to all its requests); lp_bound's looser check gives the LP, 165.016."""
+    from tetriopt.bound import build_model, components, feasible_alone, lp_bound
+
+    inst = parse_instance(generate("flux.1-dev-h100", 64, 179, 529.7, seed=0), name="g64")
+    comp = max(components(feasible_alone(inst)), key=len)
+    model, _ = build_model(inst, comp, one_set=True)
+    assert len(comp) == 168
+    assert lp_bound(model, 120.0) == pytest.approx(165.016, abs=0.01)
