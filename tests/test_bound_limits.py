@@ -48,3 +48,16 @@ def test_pieces_stay_a_bound(loaded, met, monkeypatch):
     b = upper_bound(loaded, time_limit_s=4.0)
     assert b.methods["pieces"] >= 1, b.to_json()
     assert max(met.values()) <= b.met_bound <= b.feasible_alone, (b.to_json(), met)
+
+
+@pytest.mark.parametrize("limit_s", [0.0001, 0.05, 0.5])
+def test_pieces_stay_a_bound_at_any_limit(loaded, met, monkeypatch, limit_s):
+    """Pieces under limits that leave a piece no time, or its LP cut short (GLOP's time-out: the
+    duals it has still give a bound, by weak duality, or none and the piece counts whole): never
+    below a policy."""
+    from tetriopt import bound
+
+    monkeypatch.setattr(bound, "PIECE_MAX", 2)
+    monkeypatch.setattr(bound, "PIECE", 2)
+    b = upper_bound(loaded, time_limit_s=limit_s)
+    assert max(met.values()) <= b.met_bound <= b.feasible_alone, (limit_s, b.to_json(), met)
