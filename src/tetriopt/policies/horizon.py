@@ -106,6 +106,7 @@ class Quota:
         self.admitted: deque = deque()  # (us first kept, class) within the window
         self.ever: set[str] = set()  # requests kept at some round (their later keeps are free)
         self.start_us: int | None = None
+        self.cost: dict[tuple, int | None] = {}  # a seen arrival's least GPU-us (computed once)
 
     def observe(self, state: RoundState) -> None:
         self.seen.observe(state)
@@ -126,12 +127,17 @@ class Quota:
     def shares(self, state: RoundState) -> dict[tuple[int, int], float]:
         """Admissions allowed in the window per class served in part (absent: no limit)."""
         demand: dict[tuple[int, int], list[int]] = {}
-        for a, w, h, steps, slo in self.seen.recent:
-            r = RequestState(id="~", width=w, height=h, remaining_steps=steps, deadline_us=a + slo, arrival_us=a)
-            least = _least(state, r)
-            if least is not None:  # its GPU-time with its encode and decode on its set
-                cost, k = least
-                demand.setdefault((w, h), []).append(cost + k * (state.profile.text_encode_us + state.decode_us(r)))
+        for seen in self.seen.recent:
+            if seen not in self.cost:
+                a, w, h, steps, slo = seen
+                r = RequestState(id="~", width=w, height=h, remaining_steps=steps, deadline_us=a + slo, arrival_us=a)
+                least = _least(state, r)  # its GPU-time with its encode and decode on its set
+                self.cost[seen] = None if least is None else least[0] + least[1] * (
+                    state.profile.text_encode_us + state.decode_us(r))
+            if self.cost[seen] is not None:
+                demand.setdefault(seen[1:3], []).append(self.cost[seen])
+        for gone in set(self.cost).difference(self.seen.recent):
+            del self.cost[gone]
         span = min(self.seen.window_rounds * state.round_us, max(state.round_us, state.now_us - self.start_us))
         left = self.capacity * state.cluster.gpus * span
         if sum(map(sum, demand.values())) <= left:
