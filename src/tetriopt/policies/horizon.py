@@ -105,13 +105,10 @@ class Quota:
         self.capacity = capacity  # share of the cluster's GPU-time the classes are fitted into
         self.admitted: deque = deque()  # (us first kept, class) within the window
         self.ever: set[str] = set()  # requests kept at some round (their later keeps are free)
-        self.start_us: int | None = None
         self.cost: dict[tuple, int | None] = {}  # a seen arrival's least GPU-us (computed once)
 
     def observe(self, state: RoundState) -> None:
         self.seen.observe(state)
-        if self.start_us is None:
-            self.start_us = state.now_us
         horizon = state.now_us - self.seen.window_rounds * state.round_us
         while self.admitted and self.admitted[0][0] < horizon:
             self.admitted.popleft()
@@ -138,8 +135,9 @@ class Quota:
                 demand.setdefault(seen[1:3], []).append(self.cost[seen])
         for gone in set(self.cost).difference(self.seen.recent):
             del self.cost[gone]
-        span = min(self.seen.window_rounds * state.round_us, max(state.round_us, state.now_us - self.start_us))
-        left = self.capacity * state.cluster.gpus * span
+        # over the whole window even before it has filled: a rate read from a round or two of
+        # arrivals is noise (two 2048 px arrivals in the first round "overloaded" 64 GPUs)
+        left = self.capacity * state.cluster.gpus * self.seen.window_rounds * state.round_us
         if sum(map(sum, demand.values())) <= left:
             return {}
         out = {}
