@@ -95,10 +95,11 @@ class Quota:
     fits in the cluster's, the marginal class in part, costlier ones not at all (a fractional
     knapsack on the arrival rates). The round model's joint test sees only the requests known now,
     so it admits an expensive request into room that the next rounds' cheap arrivals then take,
-    and gives it up after GPU-time was spent on it (docs/solver.md 4: at 64 GPUs / 64 pending, 26
-    of 60 kept 2048 px requests). So each round the number of new admissions (requests never kept
-    before) of a class served in part is capped by its share of the window's arrivals less its
-    admissions in the window. At light load (the window's demand fits) it is a no-op."""
+    and gives it up after GPU-time was spent on it (docs/solver.md 4: at 64 GPUs / 64 pending, 27
+    drops of 2048 px requests under way). So each round the number of new admissions (requests
+    never kept before) of a class served in part is capped by its share of the window's arrivals
+    less its admissions in the window. At light load (the window's demand fits) it is a no-op.
+    Off by default: over issue 12's grid net +1 deadline, one point below TetriServe (section 4)."""
 
     def __init__(self, window_rounds: int = 8, capacity: float = 1.0):
         self.seen = Forecast(window_rounds)

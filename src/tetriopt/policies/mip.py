@@ -164,8 +164,9 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
-        # quota: under overload, new admissions of a cost class the arrivals' fractional knapsack
-        # serves in part are capped by its share (horizon.Quota; docs/solver.md 4)
+        # quota (off: net +1 over issue 12's grid, one point below TetriServe, docs/solver.md 4): under
+        # overload, new admissions of a cost class the arrivals' fractional knapsack serves in part
+        # are capped by its share (horizon.Quota)
         self.quota = quota
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
