@@ -13,6 +13,8 @@ valid upper bound; where a warm start's value equals it, that plan is optimal.
 from __future__ import annotations
 
 import bisect
+import copy
+import itertools
 
 from .formulation import RoundModel, keepable
 
@@ -196,6 +198,18 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     owns = _owns(rm)
     if not 2 <= len(owns) <= few or _joint_binds(rm, owns):
         return None
+    return _search(rm, owns, floor, blocks, [budget])
+
+
+class _Above(Exception):
+    """`_search` with `first`: a plan above the floor exists."""
+
+
+def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int],
+            first: bool = False) -> tuple[int, list | None] | None:
+    """`beyond`'s branch and bound over `owns` (search nodes from `left`, shared by the caller);
+    with `first`, it stops at the first plan above `floor` (its value and plan are then not the
+    relaxation's best: only that one exists)."""
     pairs = [(_mask(a), _mask(b)) for a, b in blocks]
     # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus,
     # keep flag of waiting, the a of each block pair (a, b) whose b holds the set)], best first
@@ -212,12 +226,13 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
     best: list = [floor, None]
     chosen: list = []
-    left = [budget]  # search nodes left, placements and steps alike (`_fill` counts its own)
 
     def place(i: int, acc: int) -> None:
         if i >= 2:
             if i == len(opts):
                 _fill(rm.state.round_us, owns, chosen, best, left)
+                if first and best[1] is not None:
+                    raise _Above
                 return
             # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
             if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i]):
@@ -242,7 +257,108 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
         place(0, 0)
     except _OutOfNodes:
         return None
+    except _Above:
+        pass
     return best[0], best[1]
+
+
+def _steps_per_us(rm: RoundModel, o: _Own) -> list[tuple[float, float]]:
+    """The most steps o can run this round for a given GPU-time (steps x degree x step time, on
+    any of its sets), relaxed to its upper concave envelope: segments (steps per GPU-us, GPU-us),
+    steepest first. The real curve is a maximum of ramps (degree k: up to its cap of steps at k x
+    t_k GPU-us each), so the envelope is above it."""
+    m = rm.model
+    pts = sorted({(min(m.ub[s], o.rem) * len(g) * t, min(m.ub[s], o.rem)) for g, t, _, s in rm.cand[o.rid]
+                  if m.ub[s] > 0})
+    hull = [(0, 0)]
+    for b, n in pts:
+        if n <= hull[-1][1]:
+            continue  # costs more GPU-time for no more steps
+        while len(hull) >= 2 and ((hull[-1][1] - hull[-2][1]) * (b - hull[-2][0])
+                                  <= (n - hull[-2][1]) * (hull[-1][0] - hull[-2][0])):
+            hull.pop()  # below the chord from the point before it: not on the envelope
+        hull.append((b, n))
+    return [((n1 - n0) / (b1 - b0), b1 - b0) for (b0, n0), (b1, n1) in zip(hull, hull[1:]) if b1 > b0]
+
+
+def _keep_sets(rm: RoundModel, owns: list[_Own]) -> list[frozenset[str]]:
+    """The largest sets of requests the joint test could keep together (none is a subset of
+    another): a kept set of any plan of the model is inside one of them. Each joint row is tested
+    on its own, relaxed: the requests due by its time run this round with the whole cluster's
+    GPU-time shared out to shrink the row's work most (`_steps_per_us`, a fractional knapsack).
+    Kept, a request that cannot finish this round owes its decode (its row's term is then fixed);
+    a forecast row (horizon.add_forecast) takes its room off the row of the request's due time.
+    Which GPUs a set takes, and the decode of a request that could finish, are dropped (both only
+    make the test harder), so a set failing it cannot be kept by any plan."""
+    m, st = rm.model, rm.state
+    room = st.cluster.gpus * st.round_us
+    can = [o for o in owns if o.can]
+    own = {o.u: o for o in can}
+    segs = {o.u: _steps_per_us(rm, o) for o in can}
+    top = {o.u: max((m.ub[s] for *_, s in rm.cand[o.rid]), default=0) for o in can}
+    owes = {rm.owed[u][0]: own[u] for u in own if u in rm.owed and top[u] < own[u].rem}  # owed for sure if kept
+    rows = []  # per joint row: capacity, the (u var, GPU-ms a step) due by then, the decodes owed by then
+    due: list[tuple[int, int]] = []
+    owed: list[tuple[str, int]] = []
+    forecast: list[tuple[str, int]] = []  # (request, forecast room) whose forecast row is this row
+    for acc, group, _ in rm.running:
+        due += [(v, c) for v, c in group.items() if v in own]
+        owed += [(owes[v].rid, c) for v, c in group.items() if v in owes]
+        forecast = [(own[v].rid, rm.extra_need[own[v].rid]) for v in group
+                    if v in own and rm.extra_need.get(own[v].rid)]
+        rows.append((m.ub[acc], list(due), list(owed), forecast))
+
+    def fits(keep: frozenset[str]) -> bool:
+        for cap, terms, fixed, ahead in rows:
+            terms = [(v, c) for v, c in terms if own[v].rid in keep]
+            cap -= max((f for i, f in ahead if i in keep), default=0)
+            work = sum(c * own[v].rem for v, c in terms) + sum(c for i, c in fixed if i in keep)
+            if work <= cap:
+                continue
+            gain, left = 0.0, room
+            for rate, length in sorted(((c * r, n) for v, c in terms for r, n in segs[v]), reverse=True):
+                take = min(left, length)
+                gain += rate * take
+                left -= take
+                if left <= 0:
+                    break
+            if work - gain > cap + 1e-6 * max(1, abs(cap)):  # (floats: a set is ruled out only by a clear margin)
+                return False
+        return True
+
+    out: list[frozenset[str]] = []
+    for size in range(len(can), -1, -1):
+        for ids in itertools.combinations([o.rid for o in can], size):
+            keep = frozenset(ids)
+            if not any(keep <= k for k in out) and fits(keep):
+                out.append(keep)
+    return out
+
+
+def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
+           budget: int = 3000, few: int = 5, whole: int = 4) -> bool:
+    """Whether no plan of the model is worth more than `floor` (a plan's value already found), on
+    rounds of 2..`whole` requests, and up to `few` where the joint test cannot keep every request
+    (`_keep_sets`): `beyond`'s relaxation, searched once per set the joint test could keep, with
+    every request outside it given up, finds nothing above it (each search stops at the first plan
+    above). `beyond` drops the joint test's coupling, so where it binds (three 2,048 px images on 8
+    GPUs) its bound is a keep weight above the optimum, and it is not tried. False when `budget`
+    search nodes (all sets together) were not enough."""
+    if not 2 <= len(rm.keep) <= few:  # (before _owns: a backlog's round has hundreds)
+        return False
+    owns = _owns(rm)
+    keeps = _keep_sets(rm, owns)
+    if len(owns) > whole and keeps == [frozenset(o.rid for o in owns if o.can)]:
+        return False  # five requests that could all be kept: it runs out of nodes (110,000 to prove one)
+    left = [budget]
+    for keep in keeps:
+        sub = [copy.copy(o) for o in owns]
+        for o in sub:
+            o.can = o.can and o.rid in keep
+        got = _search(rm, sub, floor, blocks, left, first=True)
+        if got is None or got[1] is not None:
+            return False
+    return True
 
 
 def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None = None) -> bool:

@@ -75,6 +75,9 @@ class Weights:
     gpu: int = 1
 
 
+NEG_INF, POS_INF = float("-inf"), float("inf")
+
+
 def gpu_ms(us: int) -> int:
     return max(1, (us + 500) // 1000)
 
@@ -251,19 +254,22 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
             mk = state.max_steps(r, k)
             if mk <= 0:
                 continue
+            per_step = w.progress * e - w.gpu * gpu_ms(k * t)  # the objective of a step at degree k, any set
             for gpus in candidate_sets(state, r, k, index, set_cap, (hinted or {}).get(r.id, ())):
                 tag = ','.join(map(str, gpus))  # (once: names are formatted for every set of every round)
                 x = m.var(f"x[{r.id},{tag}]", 0, 1)
                 s = m.var(f"s[{r.id},{tag}]", 0, mk)
-                m.add({s: 1, x: -mk}, ub=0)
-                m.add({s: 1, x: -1}, lb=0)
+                # (rows appended as LinearModel.add would: no zero coefficient to drop, fresh dicts; the
+                # most frequent rows of the model, so the hot loop of building it)
+                m.cons.append(({s: 1, x: -mk}, NEG_INF, 0))
+                m.cons.append(({s: 1, x: -1}, 0, POS_INF))
                 xs[x] = 1
                 steps_expr[s] = 1
                 dur_expr[s] = t
                 for g in gpus:
                     gpu_terms[g][s] = t
                 charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, tag)
-                m.objective[s] = m.objective.get(s, 0) + w.progress * e - w.gpu * gpu_ms(k * t)
+                m.objective[s] = per_step
                 if gpus == r.location:
                     m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
                 cand[r.id].append((gpus, t, x, s))

@@ -183,14 +183,14 @@ def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] =
     F_i = GPU-ms of the forecast arrivals due by due_i that cost less than i's remaining work.
     Returns {i: F_i} (also kept in rm.extra_need, so that warm starts respect it)."""
     st, m = rm.state, rm.model
-    ahead = forecast.arrivals(st)
     need: dict[str, int] = {}
+    gated = [r for r in st.requests if r.id in rm.keep and m.ub[rm.keep[r.id]] > 0 and r.id not in committed
+             and not (only_wide and not wide(rm, r.id))]
+    ahead = forecast.arrivals(st) if gated else []  # (most rounds gate no request: no forecast to compute)
     if not ahead:
         return need
     acc_of = {u: acc for acc, group, _ in rm.running for u in group}
-    for r in st.requests:
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0 or r.id in committed or (only_wide and not wide(rm, r.id)):
-            continue
+    for r in gated:
         due = st.due_us(r)
         mine = rm.joint_us(r.id) * r.remaining_steps
         f_ms = sum(c for d, c in ahead if d <= due and c < mine) // 1000

@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, best_alone, beyond, separable, split_objective
+from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
@@ -113,7 +113,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False, quota: bool = False):
+                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -156,6 +156,12 @@ class MipPolicy:
         # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
         # 4 modelled requests try certify.beyond too, not only 2-3
         self.beyond4 = beyond4
+        # joint_proof: before CP-SAT, rounds of 2-5 requests that the joint test cannot keep together
+        # try to prove the best warm start optimal (certify.proved)
+        self.joint_proof = joint_proof
+        # probe_full (an ablation, off): CP-SAT's default probing level on large models instead of 1
+        # (docs/solver.md 2, items 15 and 18: the level-1 loss did not reproduce beyond trajectory noise)
+        self.probe_full = probe_full
         # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
         # also plays this round's plan without the kept requests its own forward play does not meet
         # (given up for good, their GPUs to the rest), and runs that where it meets more
@@ -428,10 +434,10 @@ class MipPolicy:
                      lazy: bool = False) -> list:
         """(name, decisions, kept) of the fast plans the MIP starts from and falls back to;
         greedy first, always (anytime: it stops at `stop`, and then nothing else is computed).
-        With `lazy` (small rounds, where every plan costs a ms at most), the greedy and TetriServe
-        entries are functions computed only when a caller reaches them (`_resolved`): most light
-        rounds are certified by the separable or placement plan before them (TetriServe's plan
-        sets a capped model's candidate sets, so not lazy there)."""
+        With `lazy` (small rounds, where every plan costs a ms at most), the greedy, TetriServe and
+        previous-round entries are functions computed only when a caller reaches them (`_resolved`):
+        most light rounds are certified by the separable or placement plan before them (TetriServe's
+        plan sets a capped model's candidate sets, so not lazy there)."""
         def greedy(batching: bool = False):
             dec, kept = greedy_decisions(state, batching=batching, stop=stop)
             return ("greedy-batching" if batching else "greedy"), dec, tuple(kept)
@@ -447,12 +453,15 @@ class MipPolicy:
             ts = self._tetriserve_start(state, t0, reserve)
             if ts is not None:
                 out.append(ts)
-        if self._last:  # the previous round's placement, continued
+        def previous():
             prev = [(r.id, self._last[r.id], state.max_steps(r, len(self._last[r.id]))) for r in state.requests
                     if r.id in self._last and len(self._last[r.id]) in state.degrees]
             prev = fitting(state, [d for d in prev if d[2] > 0])
             ids = {d[0] for d in prev}
-            out.append(("previous-round", prev, tuple(i for i in self._last_kept if i in ids)))
+            return "previous-round", prev, tuple(i for i in self._last_kept if i in ids)
+
+        if self._last:  # the previous round's placement, continued
+            out.append(previous if lazy else previous())
         return out
 
     def _fallback(self, heuristics, note: str, rm: RoundModel | None = None, best=None, bound=None):
@@ -497,7 +506,10 @@ class MipPolicy:
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
+            out = dict(cp_model_presolve=False, linearization_level=0, double=False)
+            if not self.probe_full:
+                out["cp_model_probing_level"] = 1
+            return out
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
@@ -581,10 +593,24 @@ class MipPolicy:
                                        kept=tuple(i for i, v in rm.keep.items() if sol[v]),
                                        note=f"{name} plan meets the {bound_kind} bound")
         t_extra = time.perf_counter()
+        pairs = None
         if self.symmetry:  # after the warm starts: they are completed without the rows, then moved onto them
             pairs = swaps(rm) if blocks is None else blocks
             if add_symmetry_rows(rm, pairs) and best is not None:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
+        if (self.joint_proof and self.hints and self.backend == "cpsat" and best is not None and ub is not None
+                and not past(stop)
+                and proved(rm, best[1], [(w.a, w.b) for w in pairs or ()])):  # (at most 3,000 nodes: a few ms)
+            # nothing above the best warm start: it is what CP-SAT would return (started from this
+            # hint, it reports only strictly better solutions), so answer it as CP-SAT would
+            self._build_rate.observe(built_s + time.perf_counter() - t_extra, est_vars)
+            sol = best[2]
+            status, note = PlanStatus.OPTIMAL, f"{best[0]} plan meets the joint placement bound"
+            if rm.restricted:
+                status, note = PlanStatus.FEASIBLE, "restricted model (capped sets or unplaced backlog)"
+            return rm.decisions(sol), dict(backend=self.backend, status=status, objective=float(best[1]),
+                                           bound=float(best[1]) if not rm.restricted else None,
+                                           kept=tuple(i for i, v in rm.keep.items() if sol[v]), note=note)
         if self.split and self.backend == "cpsat":  # per-request value variables (certify.split_objective)
             hint = split_objective(rm, best[2] if best else None, alone)
             if best is not None:
