@@ -175,6 +175,18 @@ def test_bound_vs_brute_force_four_gpus(tiny4_profile, seed):
         assert tetriopt.solve(inst, p).summary["met"] <= truth, p
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_pieces_vs_brute_force(tiny_profile, seed, monkeypatch):
+    """Components cut into pieces of at most two requests (`_solve_pieces`, for components too big
+    to model whole): the sum of the pieces' bounds stays at or above the true optimum."""
+    from tetriopt import bound
+
+    inst = tiny_instance(tiny_profile, seed)
+    monkeypatch.setattr(bound, "PIECE_MAX", 2)
+    monkeypatch.setattr(bound, "PIECE", 2)
+    assert upper_bound(inst, time_limit_s=10).met_bound >= brute_force_max_met(inst)
+
+
 def test_bound_is_tight_on_most_tiny_instances(tiny_profile):
     """Not a validity property, but a bound that is never tight would be useless."""
     tight = sum(upper_bound(tiny_instance(tiny_profile, s)).met_bound == brute_force_max_met(tiny_instance(tiny_profile, s))
@@ -354,3 +366,16 @@ def test_lp_bound_holds_for_any_multipliers(tiny_profile, seed):
             assert lp_bound(m, 10.0, duals) >= solver.objective_value - 1e-9
         total += math.floor(lp + 1e-6)
     assert total >= brute_force_max_met(inst)
+
+
+def test_lp_bound_answers_where_glop_default_is_imprecise():
+    """The 168-request component of issue 12's grid at 64 GPUs / 32 pending, seed 0: at its default
+    solution check GLOP ends IMPRECISE there with either simplex (no duals: the component then fell
+    back to CP-SAT's bound or to all its requests); lp_bound's looser check gives the LP, 165.016."""
+    from tetriopt.bound import build_model, components, feasible_alone, lp_bound
+
+    inst = parse_instance(generate("flux.1-dev-h100", 64, 179, 529.7, seed=0), name="g64")
+    comp = max(components(feasible_alone(inst)), key=len)
+    model, _ = build_model(inst, comp, one_set=True)
+    assert len(comp) == 168
+    assert lp_bound(model, 120.0) == pytest.approx(165.016, abs=0.01)

@@ -36,3 +36,15 @@ def test_tiny_limit_falls_back_to_feasible_alone(loaded):
     b = upper_bound(loaded, time_limit_s=1e-6)
     assert b.methods["feasible-alone"] == sum(1 for c in b.per_component)  # no multi-request component searched
     assert b.met_bound == b.feasible_alone
+
+
+def test_pieces_stay_a_bound(loaded, met, monkeypatch):
+    """A component past PIECE_MAX requests is bounded as the sum of its pieces' LP bounds (docs/bound.md,
+    fourth round): still at or above every policy, and at most the requests feasible alone."""
+    from tetriopt import bound
+
+    monkeypatch.setattr(bound, "PIECE_MAX", 2)  # its components hold up to 4 requests
+    monkeypatch.setattr(bound, "PIECE", 2)
+    b = upper_bound(loaded, time_limit_s=4.0)
+    assert b.methods["pieces"] >= 1, b.to_json()
+    assert max(met.values()) <= b.met_bound <= b.feasible_alone, (b.to_json(), met)

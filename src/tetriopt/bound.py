@@ -272,8 +272,10 @@ def block_levels(inst: Instance) -> list[int]:
     return out
 
 
-METHODS = ("optimal", "cpsat-bound", "lp-bound", "feasible-alone")
+METHODS = ("optimal", "cpsat-bound", "lp-bound", "pieces", "feasible-alone")
 LP_FIRST = 20  # components of this many requests get the LP bound before any search
+PIECE_MAX = 400  # bigger components are bounded piecewise (`_solve_pieces`), in pieces of about PIECE
+PIECE = 100
 LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
@@ -404,7 +406,8 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
 _INF = 1 << 62
 
 
-def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> float | None:
+def lp_bound(model, time_limit_s: float, duals: list[float] | None = None, primal: list[float] | None = None
+             ) -> float | None:
     """An upper bound on the maximum of a linear CP-SAT model (as `build_model` makes) from its LP
     relaxation: GLOP's row duals put into the weak-duality (Lagrangian) bound
     sum_r pi_r b_r + sum_x max over x's range of (c_x - sum_r pi_r a_rx) x, b_r the row's upper
@@ -413,7 +416,7 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
     conventions are evaluated and the smaller counts. Rows that are not linear are left out (a
     relaxation). None if GLOP returns no duals within `time_limit_s` (building the LP included).
     `duals` (one per linear row, in order): use these multipliers instead of GLOP's (any give a
-    bound; tests)."""
+    bound; tests). `primal`: a list, filled with GLOP's value of each variable (a witness's guide)."""
     from ortools.linear_solver import pywraplp
 
     t0 = time.perf_counter()
@@ -424,37 +427,49 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None) -> fl
     for v, a in zip(p.objective.vars, p.objective.coeffs):
         c[v] += sf * a
     const = sf * p.objective.offset
-    s = pywraplp.Solver.CreateSolver("GLOP")
-    xs = [s.NumVar(lo, hi, "") for lo, hi in box]
-    rows = []
-    for ct in p.constraints:
-        if not ct.has_linear() or len(ct.enforcement_literal):
-            continue
-        lin = ct.linear
-        lo, hi = lin.domain[0], lin.domain[len(lin.domain) - 1]
-        lo, hi = (None if lo <= -_INF else lo), (None if hi >= _INF else hi)
-        row = s.Constraint(-s.infinity() if lo is None else lo, s.infinity() if hi is None else hi)
-        for v, a in zip(lin.vars, lin.coeffs):
-            row.SetCoefficient(xs[v], a)
-        rows.append((row, lo, hi, lin.vars, lin.coeffs))
-    obj = s.Objective()
-    for x, cx in zip(xs, c):
-        if cx:
-            obj.SetCoefficient(x, cx)
-    obj.SetMaximization()
-    if duals is None:
+    lins = [(ct.linear, ct.linear.domain[0], ct.linear.domain[len(ct.linear.domain) - 1])
+            for ct in p.constraints if ct.has_linear() and not len(ct.enforcement_literal)]
+    rows = [(None if lo <= -_INF else lo, None if hi >= _INF else hi, lin.vars, lin.coeffs) for lin, lo, hi in lins]
+
+    def glop(params: str) -> bool:  # a fresh GLOP solve; on success the duals (and primal) are read
+        nonlocal duals
+        s = pywraplp.Solver.CreateSolver("GLOP")
+        xs = [s.NumVar(lo, hi, "") for lo, hi in box]
+        cons = []
+        for lo, hi, vs, cs in rows:
+            row = s.Constraint(-s.infinity() if lo is None else lo, s.infinity() if hi is None else hi)
+            for v, a in zip(vs, cs):
+                row.SetCoefficient(xs[v], a)
+            cons.append(row)
+        obj = s.Objective()
+        for x, cx in zip(xs, c):
+            if cx:
+                obj.SetCoefficient(x, cx)
+        obj.SetMaximization()
         left = time_limit_s - (time.perf_counter() - t0)  # building the LP counts
         if left <= 0:
-            return None
+            return False
+        s.SetSolverSpecificParametersAsString(params)
         s.SetTimeLimit(max(1, int(left * 1000)))
         if s.Solve() not in (s.OPTIMAL, s.FEASIBLE):
-            return None
-        duals = [row.dual_value() for row, *_ in rows]
+            return False
+        duals = [row.dual_value() for row in cons]
+        if primal is not None:
+            primal[:] = [x.solution_value() for x in xs]
+        return True
+
+    # GLOP's dual simplex first (faster on the grid's big components: 16 GPUs / 64 pending 0.9
+    # against 2.1 s, 64 / 128 4.5 against 7.5 s), with a looser check of its solution: at its
+    # default GLOP ends IMPRECISE (no duals) on some (64 / 32 seed 0: both simplexes; the duals
+    # need no precision, weak duality makes any a bound); then the primal, afresh.
+    if duals is None and not any(glop(prm) for prm in ("use_dual_simplex: true solution_feasibility_tolerance: 1e-4",
+                                                       "solution_feasibility_tolerance: 1e-4")):
+        return None
     best = None
     for sign in (1.0, -1.0):
         d = list(c)
         val = [const]
-        for pi, (_, lo, hi, vs, cs) in zip(duals, rows):
+        for pi, (lo, hi, vs, cs) in zip(duals, rows):
             pi *= sign
             if pi > 0 and hi is not None:
                 val.append(pi * hi)
@@ -518,22 +533,26 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     The model without cuts (6)-(8) for a quarter of the time (small and quickly proven; a
     relaxation of the full one, so its bound is valid too), then the full model for the rest,
     told the smaller bound. The full model's LP relaxation (`lp_bound`, at most half of what is
-    left) comes first on components of LP_FIRST requests or more (on big ones CP-SAT's own bound
-    stays above the LP's for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in
-    2 s), between the two searches on smaller ones the first did not prove. The smallest bound
+    left; all of it from LIN2_MAX requests on, where at load 8-10 half did not suffice and the
+    searches' bounds were no better than the LP's floor where it answered) comes first on
+    components of LP_FIRST requests or more (on big ones CP-SAT's own bound stays above the LP's
+    for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in 2 s), between the two
+    searches on smaller ones the first did not prove. The smallest bound
     counts. (Without the first search the full model, larger and slower to
     prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)"""
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
+    if len(ws) > PIECE_MAX:
+        return _solve_pieces(inst, ws, deadline, one_set)
     start = time.perf_counter()
     lp, model = len(ws), None
 
-    def relax() -> None:  # the full model's LP bound, in at most half of what is left
+    def relax() -> None:  # the full model's LP bound, in at most half of what is left (all on big ones)
         nonlocal lp, model
         if deadline > time.perf_counter():
             model = build_model(inst, ws, True, one_set=one_set)
             left = deadline - time.perf_counter()
-            v = lp_bound(model[0], left / 2) if left > 0 else None
+            v = lp_bound(model[0], left if len(ws) >= LIN2_MAX else left / 2) if left > 0 else None
             if v is not None:
                 lp = max(0, min(len(ws), math.floor(v + 1e-6)))
 
@@ -557,6 +576,38 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     return ub, full[1], method, full[3]
 
 
+def _solve_pieces(inst: Instance, ws: list[Window], deadline: float, one_set: bool) -> tuple[int, int, str, list[str]]:
+    """A component too big to model whole in the time (the issue's 64-GPU workload at full size is
+    one of 1,356 requests: neither its LP nor a search answers within 60 s), bounded as the sum of
+    the LP bounds (`lp_bound`, floored) of consecutive pieces of about PIECE requests (by first
+    round), each given an equal share of what is left; a piece whose LP does not answer counts
+    all its requests. Valid: every coupling row has non-negative terms only, so a solution of
+    the whole, restricted to a piece's requests, is a solution of the piece's model, and each
+    piece's LP optimum is at least what it meets there. Looser than the whole (requests near a
+    cut lose the competitors across it), so only past PIECE_MAX requests. No incumbent."""
+    k = -(-len(ws) // PIECE)
+    ub, answered = 0, False
+    for x in range(k):
+        piece = ws[x * len(ws) // k:(x + 1) * len(ws) // k]
+        share = (deadline - time.perf_counter()) / (k - x)
+        v = None
+        if share > 0:
+            t0 = time.perf_counter()
+            model, _ = build_model(inst, piece, True, one_set=one_set)
+            v = lp_bound(model, share - (time.perf_counter() - t0))
+        answered |= v is not None
+        ub += len(piece) if v is None else max(0, min(len(piece), math.floor(v + 1e-6)))
+    return ub, 0, "pieces" if answered else "feasible-alone", []
+
+
+def feasible_alone(inst: Instance, arrival_visible: bool = False, batching: bool = False, one_set: bool = True
+                   ) -> list[Window]:
+    """The windows of the requests some plan of which alone (whole steps, encode and decode inside
+    its rounds) meets the deadline: the ones the relaxation models."""
+    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
+    return [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
+
+
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
                 batching: bool = False, one_set: bool | None = None) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
@@ -569,9 +620,7 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
     t0 = time.perf_counter()
     if one_set is None:
         one_set = not arrival_visible and not batching
-    ws = [window(inst, r, arrival_visible, batching) for r in inst.requests]
-    # feasible alone: some plan of it alone (whole steps, encode and decode inside its rounds) exists
-    alone = [w for w in ws if w.max_steps() >= w.request.steps and least_work_us(w, one_set=one_set) > 0]
+    alone = feasible_alone(inst, arrival_visible, batching, one_set)
     comps = components(alone)
     met = inc = opt = 0
     per: list[dict] = []
