@@ -16,7 +16,7 @@ from .backends import BACKENDS
 from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
-from .horizon import Forecast, add_forecast
+from .horizon import Forecast, Quota, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
@@ -113,7 +113,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False):
+                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -170,6 +170,11 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
+        # quota (off: net +1 over issue 12's grid, one point below TetriServe, docs/solver.md 4): under
+        # overload, new admissions of a cost class the arrivals' fractional knapsack serves in part
+        # are capped by its share (horizon.Quota)
+        self.quota = quota
+        self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -227,6 +232,8 @@ class MipPolicy:
         stop = None if self.deterministic else t0 + self.limit_s - layout_s
         self._ts.stop = stop
         self._forecast.observe(state)
+        if self.quota:
+            self._quota.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)
         # lazy warm starts where the model cannot be capped (build's max_pairs): small rounds,
         # most certified before greedy or TetriServe is needed; else greedy first, anytime
@@ -276,6 +283,8 @@ class MipPolicy:
             self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
+        if self.quota:
+            self._quota.record(state, self._last_kept)
         return plan
 
     def _tetriserve_start(self, state: RoundState, t0: float, reserve: float):
@@ -529,6 +538,8 @@ class MipPolicy:
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
             add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
+        if self.quota:
+            self._quota.add(rm, frozenset(self._last_kept))
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
             rm.model.ub[rm.keep[i]] = 0
         best = None
