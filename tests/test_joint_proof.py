@@ -59,6 +59,25 @@ def _keepable_together(rm, ids) -> bool:
     return out.solution is not None
 
 
+def _check_keep_sets(rm, optimum: list[int], seed: int) -> tuple[bool, int]:
+    """Asserts that the kept set of `optimum` (CP-SAT's) is inside one of `_keep_sets` and that
+    every smallest set outside them all is kept by no plan; (whether the joint test binds, how
+    many sets it rules out)."""
+    owns = _owns(rm)
+    keeps = _keep_sets(rm, owns)
+    kept = {i for i, v in rm.keep.items() if optimum[v]}
+    assert any(kept <= k for k in keeps), seed
+    can = [o.rid for o in owns if o.can]
+    out: list[frozenset] = []  # smallest sets ruled out
+    for size in range(1, len(can) + 1):
+        for ids in itertools.combinations(can, size):
+            s = frozenset(ids)
+            if not any(s <= k for k in keeps) and not any(o <= s for o in out):
+                out.append(s)
+                assert not _keepable_together(rm, s), (seed, sorted(s))
+    return keeps != [frozenset(can)], len(out)
+
+
 def test_keep_sets_rule_out_only_what_no_plan_keeps_and_the_proof_is_exact():
     """On contended rounds: every smallest set of requests outside all of `_keep_sets` is one no
     plan of the model keeps together (CP-SAT finds the model with them all kept infeasible); the
@@ -71,20 +90,9 @@ def test_keep_sets_rule_out_only_what_no_plan_keeps_and_the_proof_is_exact():
         st, rm = _model(seed)
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
         assert cp.status == "OPTIMAL", seed
-        owns = _owns(rm)
-        keeps = _keep_sets(rm, owns)
-        kept = {i for i, v in rm.keep.items() if cp.solution[v]}
-        assert any(kept <= k for k in keeps), seed
-        can = [o.rid for o in owns if o.can]
-        binding += keeps != [frozenset(can)]
-        out: list[frozenset] = []  # smallest sets ruled out
-        for size in range(1, len(can) + 1):
-            for ids in itertools.combinations(can, size):
-                s = frozenset(ids)
-                if not any(s <= k for k in keeps) and not any(o <= s for o in out):
-                    out.append(s)
-                    ruled_out += 1
-                    assert not _keepable_together(rm, s), (seed, sorted(s))
+        binds, out = _check_keep_sets(rm, cp.solution, seed)
+        binding += binds
+        ruled_out += out
         blocks = [(w.a, w.b) for w in swaps(rm)]
         opt = int(cp.objective)
         assert not proved(rm, opt - 1, blocks, budget=100_000), seed
@@ -178,21 +186,9 @@ def test_proof_never_claims_above_the_optimum_on_random_rounds():
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
         assert cp.status == "OPTIMAL", seed
         opt = int(cp.objective)
-        owns = _owns(rm)
-        keeps = _keep_sets(rm, owns)
-        kept = {i for i, v in rm.keep.items() if cp.solution[v]}
-        assert any(kept <= k for k in keeps), seed
-        can = [o.rid for o in owns if o.can]
-        if keeps != [frozenset(can)]:
-            binding += 1
-            out: list[frozenset] = []
-            for size in range(1, len(can) + 1):
-                for ids in itertools.combinations(can, size):
-                    s = frozenset(ids)
-                    if not any(s <= k for k in keeps) and not any(o <= s for o in out):
-                        out.append(s)
-                        ruled_out += 1
-                        assert not _keepable_together(rm, s), (seed, sorted(s))
+        binds, out = _check_keep_sets(rm, cp.solution, seed)
+        binding += binds
+        ruled_out += out
         assert not proved(rm, opt - 1, blocks, budget=200_000), seed
         assert not proved(rm, opt - 1, (), budget=200_000), seed
         proofs += proved(rm, opt, blocks, budget=200_000)
