@@ -436,7 +436,9 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None, prima
         s = pywraplp.Solver.CreateSolver("GLOP")
         xs = [s.NumVar(lo, hi, "") for lo, hi in box]
         cons = []
-        for lo, hi, vs, cs in rows:
+        for r, (lo, hi, vs, cs) in enumerate(rows):
+            if r % 256 == 0 and time.perf_counter() - t0 >= time_limit_s:  # a big LP's build is long
+                return False
             row = s.Constraint(-s.infinity() if lo is None else lo, s.infinity() if hi is None else hi)
             for v, a in zip(vs, cs):
                 row.SetCoefficient(xs[v], a)
