@@ -226,3 +226,68 @@ def test_lone_request_kept_by_a_proved_plan_is_not_rolled_out():
             skipped += lone and not solo
         assert plans[False].assignments == plans[True].assignments
     assert skipped == 2
+
+
+def test_no_slice_starts_without_time_for_the_model_load():
+    """CP-SAT loads the model into its worker before it first looks at its clock (55-90 ms for
+    4,000 variables, whatever the limit): with less left than `load_s`, no slice starts and no
+    solution comes back; with room, the same call solves and reports its quickest slice."""
+    for seed in range(0, 20, 4):
+        st = random_state(seed)
+        rm = build(st)
+        dec, kept = greedy_decisions(st)
+        hint = complete(rm, dec, kept)
+        for quick_s in (None, 0.005):
+            kw = dict(seed=0, workers=1, hint=hint, quick_s=quick_s, stall_s=1e-3)
+            off = solve_cpsat(rm.model, 20.0, load_s=30.0, **kw)
+            assert off.solution is None and off.slice_s is None and off.load_s is None, seed
+            on = solve_cpsat(rm.model, 20.0, load_s=0.0, **kw)
+            assert on.solution is not None and on.slice_s is not None, seed
+            assert on.load_s is None, seed  # no slice ran past its 20 s limit: no load measured
+
+
+def test_model_load_learnt():
+    """The load per variable: up at once from a slice that ran past its own limit (one observation
+    at most half the limit), down slowly from a quicker slice, relaxed by 10% on a round where no
+    slice fitted but never below the least measured; `--deterministic` never looks at it."""
+    from dataclasses import replace
+
+    from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies.mip import MipPolicy
+
+    rm = build(random_state(1))
+    nv = len(rm.model.names)
+    pol = MipPolicy("cpsat", time_limit_ms=180)
+    none = SolveOutcome(None, "NO_SOLUTION", None, None)
+    pol._observe_load(rm, replace(none, load_s=0.01 * nv, slice_s=0.01 * nv))
+    assert pol._load_rate == pytest.approx(0.09 / nv)  # capped at half the limit
+    pol._observe_load(rm, replace(none, load_s=1e-3 * nv, slice_s=1e-3 * nv))
+    assert pol._load_rate == pytest.approx(0.9 * 0.09 / nv + 0.1e-3) and pol._load_floor == pytest.approx(1e-3)
+    before = pol._load_rate
+    pol._observe_load(rm, replace(none, slice_s=1.0))  # a slower slice that did not overrun: no news
+    assert pol._load_rate == before
+    for _ in range(100):
+        pol._observe_load(rm, none)  # no slice fitted: relaxes, down to the least measured
+    assert pol._load_rate == pytest.approx(1e-3)
+    det = MipPolicy("cpsat", time_limit_ms=180, deterministic=True)
+    rate = det._load_rate
+    det._observe_load(rm, replace(none, load_s=1.0, slice_s=1.0))
+    assert det._load_rate == rate
+
+
+def test_policy_skips_a_search_whose_model_load_does_not_fit():
+    """In the policy: with a learnt load that cannot fit (however long the limit), rounds that
+    CP-SAT proves otherwise answer their best warm start without a slice; `--deterministic` plans
+    never depend on it."""
+    from tetriopt.policies.mip import MipPolicy
+
+    for seed in (8, 14, 15, 18):  # rounds that reach CP-SAT (no certificate before it)
+        st = random_state(seed)
+        assert MipPolicy("cpsat", time_limit_ms=20000).plan(st).status == "OPTIMAL", seed
+        slow = MipPolicy("cpsat", time_limit_ms=20000)
+        slow._load_rate = slow._load_floor = 1e3
+        got = slow.plan(st)
+        assert got.status == "FALLBACK" and got.note == "time limit before a solution", seed
+        det = MipPolicy("cpsat", time_limit_ms=20000, deterministic=True)
+        det._load_rate = det._load_floor = 1e3
+        assert det.plan(st).status == "OPTIMAL", seed

@@ -18,6 +18,8 @@ class SolveOutcome:
     bound: float | None
     setup_s: float = 0.0  # the translation into the solver's model (what a caller's cost estimate needs)
     overrun_s: float | None = None  # how far the call ran past its limit when the limit bound (None: it did not)
+    load_s: float | None = None  # wall seconds of the quickest slice that ended past its own limit: CP-SAT's model load
+    slice_s: float | None = None  # wall seconds of the quickest slice (None: no slice ran)
 
 
 class _Proto:
@@ -41,7 +43,8 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, double: bool = True, tier_gap: float = 0.0, **params) -> SolveOutcome:
+                quick_s: float | None = None, double: bool = True, tier_gap: float = 0.0,
+                load_s: float = 0.0, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
     With `quick_s`, a first slice of that much deterministic time (CP-SAT's own clock, about
@@ -65,7 +68,11 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     With `tier_gap`, every slice stops once its proven bound is at most that much above its
     incumbent (CP-SAT's absolute_gap_limit): with half a keep weight, no plan keeps one more request,
     and only the lower objective tiers (steps, GPU time) are left unproved; the answer is then
-    FEASIBLE with that bound."""
+    FEASIBLE with that bound.
+
+    `load_s` is the caller's estimate of what a slice costs before CP-SAT first looks at its wall
+    clock (loading the model into its search worker: 55-90 ms for 4,000 variables, whatever the
+    limit): no slice starts with less than that left (later slices: less than the quickest took)."""
     from ortools.sat.python import cp_model
 
     t0 = time.perf_counter()
@@ -112,19 +119,22 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         return SolveOutcome(None, "NO_SOLUTION", None, None, setup)
     best: SolveOutcome | None = None  # the best slice so far
     last = "NO_SOLUTION"
-    cheapest = 0.0  # wall seconds of the quickest slice so far: what loading the model costs at least
+    cheapest = 0.0  # wall seconds of the quickest slice so far: what loading the model costs at most
+    loaded = None  # wall seconds of the quickest slice that ran past its own limit: the model's load
 
-    def took(since: float) -> None:
-        nonlocal cheapest
+    def took(since: float, limit: float) -> None:
+        nonlocal cheapest, loaded
         d = time.perf_counter() - since
         cheapest = d if cheapest == 0.0 else min(cheapest, d)
+        if d > limit:  # CP-SAT stopped at its first look at the clock, after loading the model
+            loaded = d if loaded is None else min(loaded, d)
 
     def slice_(extra: dict, det_s: float) -> bool:
         """Run one slice and keep its incumbent if better; True when it proved its answer."""
         nonlocal best, det_left, last
         t_slice = time.perf_counter()
         code, solver = run(extra, det_s)
-        took(t_slice)
+        took(t_slice, solver.parameters.max_time_in_seconds)
         det_left -= solver.deterministic_time
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if best is None or solver.objective_value >= best.objective:
@@ -142,15 +152,18 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         """Room for another slice: CP-SAT loads the model (about 30 ms for 1,600 variables) before
         it looks at its clock, so a slice started with less left than the quickest one took runs
         past the limit."""
-        return time_limit_s - (time.perf_counter() - t0) > max(0.002, cheapest) and det_left > 0
+        return time_limit_s - (time.perf_counter() - t0) > max(0.002, cheapest or load_s) and det_left > 0
 
     def answer() -> SolveOutcome:
         out = best or SolveOutcome(None, last, None, None, setup)
         spent = time.perf_counter() - t0
         # CP-SAT checks its clock only once the model is loaded: the load of a large model on a
         # busy machine runs past a short limit (the caller learns it, MipPolicy._overrun)
-        return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None)
+        return replace(out, overrun_s=max(0.0, spent - time_limit_s) if spent > 0.8 * time_limit_s else None,
+                       load_s=loaded, slice_s=cheapest or None)
 
+    if load_s > 0 and not time_left():  # not even the model's load fits
+        return answer()
     if quick_s is not None and slice_(QUICK_PARAMS, quick_s):
         return answer()
     if stall_s is None:

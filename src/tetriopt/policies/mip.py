@@ -191,6 +191,9 @@ class MipPolicy:
         self._units: tuple[RoundState | None, int] = (None, 0)  # _rollout_units of the last state asked
         self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
+        # what a CP-SAT slice costs before it first looks at its clock (loading the model into its
+        # worker), seconds per variable, and the least measured: no slice starts without that left
+        self._load_rate, self._load_floor = 1.5e-5, 0.0
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -497,6 +500,24 @@ class MipPolicy:
         seen = min(outcome.overrun_s, 0.5 * self.limit_s) / max(1, len(rm.model.names))
         self._overrun_rate = max(seen, 0.9 * self._overrun_rate + 0.1 * seen)
 
+    def _observe_load(self, rm: RoundModel, outcome) -> None:
+        """Learn a slice's model load per variable (`backends.solve_cpsat`'s `load_s`): a slice that
+        ran past its own limit measures it (up at once, down slowly: a p99 target, one observation
+        at most half the limit); a quicker slice bounds it from above (down slowly); no slice at
+        all (not even the load fitted) relaxes it by 10%, down to the least measured, so that one
+        slow round does not keep the search off for good."""
+        if self.deterministic:
+            return
+        n = max(1, len(rm.model.names))
+        if outcome.load_s is not None:
+            seen = min(outcome.load_s, 0.5 * self.limit_s) / n
+            self._load_rate = max(seen, 0.9 * self._load_rate + 0.1 * seen)
+            self._load_floor = seen if not self._load_floor else min(self._load_floor, seen)
+        elif outcome.slice_s is not None:
+            self._load_rate = min(self._load_rate, 0.9 * self._load_rate + 0.1 * outcome.slice_s / n)
+        else:
+            self._load_rate = max(self._load_floor, 0.9 * self._load_rate)
+
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
         if self.backend != "cpsat":
@@ -632,12 +653,16 @@ class MipPolicy:
                 self._overrun_rate *= 0.8  # as Rate.skipped: one slow round must not keep the search off
                 self._build_rate.observe(built_s, est_vars)
                 return self._fallback(heuristics, "time limit before the search (solver overrun)", rm, best)
+            if self.backend == "cpsat" and not self.deterministic:
+                params["load_s"] = self._load_rate * len(rm.model.names)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
                                              stall_s=stall_s, min_gain=rm.weights.keep / 2,
                                              tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0,
                                              **params)
             self._observe_overrun(rm, outcome)
+            if self.backend == "cpsat":
+                self._observe_load(rm, outcome)
         except Exception as e:  # a solver error must never lose the round: fall back below
             outcome, error = None, f"solver error: {type(e).__name__}: {e}"
         # the estimate covers building, completing the warm starts and translating for the solver
