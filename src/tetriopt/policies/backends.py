@@ -18,7 +18,7 @@ class SolveOutcome:
     bound: float | None
     setup_s: float = 0.0  # the translation into the solver's model (what a caller's cost estimate needs)
     overrun_s: float | None = None  # how far the call ran past its limit when the limit bound (None: it did not)
-    load_s: float | None = None  # wall seconds of the quickest slice that ended past its own limit: CP-SAT's model load
+    load_s: float | None = None  # wall s of the quickest slice past its own limit without a search: the model load
     slice_s: float | None = None  # wall seconds of the quickest slice (None: no slice ran)
 
 
@@ -121,7 +121,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     best: SolveOutcome | None = None  # the best slice so far
     last = "NO_SOLUTION"
     cheapest = 0.0  # wall seconds of the quickest slice so far: what loading the model costs at most
-    loaded = None  # wall seconds of the quickest slice that ran past its own limit: the model's load
+    loaded = None  # wall seconds of the quickest slice past its own limit without a search: the model's load
 
     def took(since: float, solver) -> None:
         nonlocal cheapest, loaded
