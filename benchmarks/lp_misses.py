@@ -19,6 +19,7 @@ The LP set is cached in `--cache` (a JSON file per point) since GLOP takes secon
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -48,12 +49,17 @@ def lp_set(gpus: int, pending: int, seed: int, size: float, cache: str, lp_s: fl
     return inst, keep
 
 
-def record(policy) -> list[dict]:
-    """Wrap `policy.plan` so that every round's state and plan are appended to the returned list."""
+def record(policy, probes: dict[int, list[str]] | None = None) -> list[dict]:
+    """Wrap `policy.plan` so that every round's state and plan are appended to the returned list;
+    at the rounds of `probes`, a copy of the policy also plans the round with each variant given
+    (`limit=MS`: another limit; `pairs=N`: another cap on (request, set) pairs; `SWITCH=0|1`), and
+    the requests it keeps that the policy's own plan did not (or drops that it kept) are logged."""
     log: list[dict] = []
     inner = policy.plan
 
     def plan(state):
+        for variant in (probes or {}).get(state.round_index, ()):
+            log.append(dict(probe=state.round_index, variant=variant, **probe(policy, state, variant)))
         p = inner(state)
         runs: dict[str, list[tuple[int, int, tuple[int, ...]]]] = {}
         for a in p.assignments:
@@ -86,12 +92,37 @@ def record(policy) -> list[dict]:
     return log
 
 
+def probe(policy, state, variant: str) -> dict:
+    """A copy of `policy` (its memory of earlier rounds included) planning `state` under `variant`."""
+    from tetriopt.policies import mip
+    other = copy.deepcopy(policy)
+    for wrapped in ("plan", "_rollout"):  # record's wrappers call the original policy: drop them
+        other.__dict__.pop(wrapped, None)
+    saved = mip.MAX_PAIRS
+    key, _, value = variant.partition("=")
+    try:
+        if key == "limit":
+            other.limit_s = float(value) / 1e3
+        elif key == "pairs":
+            mip.MAX_PAIRS = int(value)
+        else:
+            setattr(other, key, value == "1")
+        p = other.plan(state)
+    finally:
+        mip.MAX_PAIRS = saved
+    runs: dict[str, list] = {}
+    for a in p.assignments:
+        runs.setdefault(a.request, []).append((a.degree, a.steps))
+    return dict(kept=set(p.kept or ()), runs=runs, status=str(p.status), backend=p.backend, note=p.note)
+
+
 def history(rid: str, log: list[dict]) -> list[dict]:
     """The rounds in which `rid` was pending, with what happened to it."""
     out = []
     swaps = {e["swap"]: e for e in log if "swap" in e}
+    probes = [e for e in log if "probe" in e]
     for e in log:
-        if "swap" in e or rid not in e["reqs"]:
+        if "swap" in e or "probe" in e or rid not in e["reqs"]:
             continue
         s = e["reqs"][rid]
         big = [i for i, rs in e["runs"].items() if any(k >= 8 for k, _, _ in rs)]
@@ -102,6 +133,8 @@ def history(rid: str, log: list[dict]) -> list[dict]:
         if e["round"] in swaps:  # what the model's plan did for it before the rollout swapped it out
             w = swaps[e["round"]]
             out[-1]["before_swap"] = dict(kept=rid in w["kept"], ran=w["runs"].get(rid))
+        out[-1]["probes"] = [(p["variant"], rid in p["kept"], p["runs"].get(rid), p["status"][:4])
+                             for p in probes if p["probe"] == e["round"]]
     return out
 
 
@@ -137,14 +170,20 @@ def main() -> None:
     ap.add_argument("--lp-s", type=float, default=30.0)
     ap.add_argument("--cache", default="/tmp/lp_misses")
     ap.add_argument("--quiet", action="store_true", help="only the per-class counts")
+    ap.add_argument("--probe", action="append", default=[],
+                    help="ROUND:VARIANT, e.g. 7:limit=5000, 7:pairs=100000, 7:forecast=0 (repeatable)")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    probes: dict[int, list[str]] = {}
+    for item in a.probe:
+        rnd, _, variant = item.partition(":")
+        probes.setdefault(int(rnd), []).append(variant)
     inst, keep = lp_set(a.gpus, a.pending, a.seed, a.size, a.cache, a.lp_s)
     if not a.whole:
         inst = dataclasses.replace(inst, requests=tuple(r for r in inst.requests if r.id in keep))
     pol = tetriopt.make_policy(a.policy, time_limit_ms=a.limit_ms, seed=a.cpsat_seed, workers=1,
                                deterministic=not a.wall)
-    log = record(pol)
+    log = record(pol, probes)
     res = tetriopt.solve(inst, pol)
     px = {r.id: r.width for r in inst.requests}
     missed = [o.id for o in res.requests if not o.met]
@@ -168,6 +207,8 @@ def main() -> None:
                   f"kept {x['kept_n']:3d}/{x['pending']:3d} wide {x['wide']:2d} idle {x['idle']:2d} {x['note'][:60]}"
                   + (f" [model's plan: {'KEPT' if x['before_swap']['kept'] else 'not kept'}, ran "
                      f"{x['before_swap']['ran']}]" if "before_swap" in x else ""))
+            for v, k, ran, st in x["probes"]:
+                print(f"        probe {v}: {'KEPT' if k else 'not kept'}, ran {ran}, {st}")
     print("\n" + "; ".join(f"{k}: {v}" for k, v in classes.most_common()))
     if a.json:
         with open(a.json, "w") as f:
