@@ -356,7 +356,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms, running_due=running_due)
 
 
-def add_forced(rm: RoundModel) -> None:
+def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
     """The joint test with forced work (docs/solver.md section 4): at each later round boundary t,
     the work due by t plus, for every kept request due after t, the steps it cannot leave until
     after t even at its fastest degree (v >= u - steps_possible(from t), at its joint-test cost)
@@ -364,10 +364,12 @@ def add_forced(rm: RoundModel) -> None:
     movable anywhere before its due time; a 2,048 px request with little surplus has to run on an
     8-GPU block in each of the next rounds, and more of those than blocks were kept at once (at 64
     GPUs / 64 pending, 13 kept, 4 running at degree 8: the rest spent their spare rounds at degree
-    1-4 and were dropped a round later)."""
+    1-4 and were dropped a round later). OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
     by_t: dict[int, dict[int, int]] = {}
-    for r in st.requests:
+    for n, r in enumerate(st.requests):
+        if n % 16 == 15 and past(deadline):
+            raise OutOfTime
         if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
             continue
         o = rm.looks[r.id]
@@ -481,9 +483,15 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
         if bad is None:
             break
-        i = max((v for v in bad if v in owner and sol[v] > 0), key=lambda v: (bad[v] * sol[v], owner[v]), default=None)
-        if i is None:
+        v = max((v for v in bad if v in owner and sol[v] > 0), key=lambda v: (bad[v] * sol[v], owner[v]), default=None)
+        if v is None:
             break  # the due-time work alone overflows: the model rejects it below
-        sol[rm.keep[owner[i]]] = sol[rm.left[owner[i]]] = 0
-        rm.derive(sol)
+        u = rm.left[owner[v]]
+        sol[rm.keep[owner[v]]] = sol[u] = 0
+        if u in rm.owed:
+            sol[rm.owed[u][0]] = 0
+        for acc, group, prev in rm.running:  # (derive's sums, without its pass over every step variable)
+            sol[acc] = sum(c * sol[x] for x, c in group.items()) + (sol[prev] if prev is not None else 0)
+        for f, fu, c, _ in rm.forced:
+            sol[f] = max(0, sol[fu] - c)
     return sol if m.feasible(sol) else None

@@ -558,6 +558,8 @@ class MipPolicy:
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
                        deadline=stop, batching=self.batching)
+            if self.forced:
+                add_forced(rm, deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
@@ -565,8 +567,6 @@ class MipPolicy:
             add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
         if self.quota:
             self._quota.add(rm, frozenset(self._last_kept))
-        if self.forced:
-            add_forced(rm)
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
             rm.model.ub[rm.keep[i]] = 0
         best = None
