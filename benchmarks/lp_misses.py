@@ -12,6 +12,12 @@ event follow, then a per-class count.
 
     python benchmarks/lp_misses.py --gpus 32 --pending 64 --seed 0 [--policy cpsat] [--limit-ms 200]
     python benchmarks/lp_misses.py --gpus 64 --pending 64 --policy "cpsat[rollout=0]" --json out.json
+    python benchmarks/lp_misses.py --gpus 64 --pending 64 --probe 7:limit=5000 --probe 7:pairs=100000
+
+`--probe ROUND:VARIANT` has a copy of the policy (its memory of earlier rounds included) plan that
+round again under the variant (a longer limit, uncapped candidate sets, a switch such as
+`forecast=0`), to tell whether a drop comes from the search's limit, the caps or a rule
+(docs/solver.md section 4 has what it found).
 
 The LP set is cached in `--cache` (a JSON file per point) since GLOP takes seconds at 64 GPUs.
 """
