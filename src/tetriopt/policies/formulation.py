@@ -105,8 +105,9 @@ class RoundModel:
     caps: list = field(default_factory=list)  # (request ids, most of them kept): admission caps (horizon.Quota)
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
-    forced: list = field(default_factory=list)  # (v var, u var, c, request): v = max(0, u - c) (add_forced)
-    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's rows
+    # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1; add_blocks)
+    forced: list = field(default_factory=list)
+    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_blocks' rows
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -120,8 +121,8 @@ class RoundModel:
             sol[p] = int(sol[u] > 0)
         for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
-        for v, u, c, _ in self.forced:
-            sol[v] = max(0, sol[u] - c)
+        for v, u, c, _, d in self.forced:
+            sol[v] = max(0, -(-(sol[u] - c) // d))
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -385,7 +386,7 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
             if c < top:
                 v = m.var(f"forced[{r.id},{t}]", 0, top)
                 m.add({v: 1, u: -1}, lb=-c)
-                rm.forced.append((v, u, c, r.id))
+                rm.forced.append((v, u, c, r.id, 1))
                 by_t.setdefault(t, {})[v] = cost
             t += st.round_us
     for t, terms in sorted(by_t.items()):
@@ -394,6 +395,61 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
         cap = joint_cap_ms(st, t)
         m.add(row, ub=cap)
         rm.forced_rows.append((row, cap))
+
+
+
+def add_blocks(rm: RoundModel, deadline: float | None = None) -> None:
+    """Block-round lookahead (docs/solver.md section 4): a kept request whose fastest degree is the
+    widest block b (a 2,048 px request on an 8-GPU block) with u steps left after this round must
+    hold a whole block in at least F = ceil((u - S_low) / (s_b - s_low)) of its coming rounds, S_low
+    being what it can still run below b (at its fastest narrower degree, as steps_possible counts)
+    and s_b, s_low the steps of a full round at b and below; F of its D coming rounds, so at least
+    F - (D - H) of them within the next H rounds. For every horizon H the block-rounds forced within
+    it fit in the N // b blocks x H rounds. The joint test counts GPU-time, which a request can
+    spend at any degree; the blocks are what several kept 2,048 px requests run short of together
+    (a new one runs 1 step at degree 1 in its spare round and needs a block in each round after).
+    The fewer steps it runs now, the more block-rounds it needs later: F is a step function of u,
+    exact as an integer v with d * v >= u - c. OutOfTime past `deadline` (perf_counter seconds)."""
+    st, m = rm.state, rm.model
+    b = max((k for k in st.degrees if st.sets.get(k)), default=0)
+    blocks = st.cluster.gpus // b if b else 0
+    if blocks <= 0:
+        return
+    by_h: dict[int, dict[int, int]] = {}
+    for n, r in enumerate(st.requests):
+        if n % 16 == 15 and past(deadline):
+            raise OutOfTime
+        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
+            continue
+        o = rm.looks[r.id]
+        can, slack = keepable(st, r, o)
+        if not can or slack is None or o.fastest != b:
+            continue
+        top = min(r.remaining_steps, slack)  # the most u can be
+        low = {k: t for k, t in o.step.items() if k < b}
+        s_b = st.round_us // o.step[b]
+        k_low = min(low, key=lambda k: (low[k], k), default=None)
+        s_low = st.round_us // low[k_low] if k_low is not None else 0
+        c_low = steps_possible(st, r, low[k_low], st.end_us, True, low.values()) if k_low is not None else 0
+        d = s_b - s_low
+        rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
+        if d <= 0 or c_low >= top or rounds <= 0:
+            continue
+        made: dict[int, int] = {}
+        for h in range(1, rounds + 1):  # (h >= rounds: all of F, the same variable)
+            c = c_low + (rounds - h) * d
+            if c >= top:
+                continue
+            v = made.get(c)
+            if v is None:
+                v = made[c] = m.var(f"blocks[{r.id},{h}]", 0, -(-(top - c) // d))
+                m.add({v: d, rm.left[r.id]: -1}, lb=-c)
+                rm.forced.append((v, rm.left[r.id], c, r.id, d))
+            by_h.setdefault(h, {})[v] = 1
+    for h, terms in sorted(by_h.items()):
+        if sum(m.ub[v] for v in terms) > blocks * h:  # (rows that can never bind are left out)
+            m.add(terms, ub=blocks * h)
+            rm.forced_rows.append((terms, blocks * h))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -478,8 +534,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
-    owner = {v: i for v, _, _, i in rm.forced}
-    while rm.forced_rows:  # add_forced's rows, earliest first: give up the most forced work of the first overflow
+    owner = {v: i for v, _, _, i, _ in rm.forced}
+    while rm.forced_rows:  # add_forced's and add_blocks' rows, in order: give up the most forced work of the first overflow
         bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
         if bad is None:
             break
@@ -492,6 +548,6 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
             sol[rm.owed[u][0]] = 0
         for acc, group, prev in rm.running:  # (derive's sums, without its pass over every step variable)
             sol[acc] = sum(c * sol[x] for x, c in group.items()) + (sol[prev] if prev is not None else 0)
-        for f, fu, c, _ in rm.forced:
-            sol[f] = max(0, sol[fu] - c)
+        for f, fu, c, _, d in rm.forced:
+            sol[f] = max(0, -(-(sol[fu] - c) // d))
     return sol if m.feasible(sol) else None
