@@ -398,24 +398,30 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
 
 
 
-def add_blocks(rm: RoundModel, deadline: float | None = None) -> None:
+def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = True) -> None:
     """Block-round lookahead (docs/solver.md section 4): a kept request whose fastest degree is the
     widest block b (a 2,048 px request on an 8-GPU block) with u steps left after this round must
     hold a whole block in at least F = ceil((u - S_low) / (s_b - s_low)) of its coming rounds, S_low
     being what it can still run below b (at its fastest narrower degree, as steps_possible counts)
     and s_b, s_low the steps of a full round at b and below; F of its D coming rounds, so at least
-    F - (D - H) of them within the next H rounds. For every horizon H the block-rounds forced within
-    it fit in the N // b blocks x H rounds. The joint test counts GPU-time, which a request can
-    spend at any degree; the blocks are what several kept 2,048 px requests run short of together
-    (a new one runs 1 step at degree 1 in its spare round and needs a block in each round after).
-    The fewer steps it runs now, the more block-rounds it needs later: F is a step function of u,
-    exact as an integer v with d * v >= u - c. OutOfTime past `deadline` (perf_counter seconds)."""
+    F - (D - H) of them within the next H rounds, and at least ceil((u - A_H - H s_low) / (s_b -
+    s_low)), A_H being what it can run after them at b. For every horizon H the block-rounds forced
+    within it fit in the N // b blocks x H rounds, and (`others`) a block-round's b GPUs for a whole
+    round plus the forced work of the other kept requests within H (add_forced's, at their joint-
+    test cost; all of u for those due by then) fit in the cluster's GPU-time of those H rounds.
+    The joint test counts GPU-time, which a request can spend at any degree; the blocks are what
+    several kept 2,048 px requests run short of together (a new one runs 1 step at degree 1 in its
+    spare round and needs a block in each round after). The fewer steps it runs now, the more
+    block-rounds it needs later: F is a step function of u, exact as an integer v with d v >= u - c.
+    OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
     b = max((k for k in st.degrees if st.sets.get(k)), default=0)
     blocks = st.cluster.gpus // b if b else 0
     if blocks <= 0:
         return
     by_h: dict[int, dict[int, int]] = {}
+    mixed: dict[int, dict[int, int]] = {}
+    block_ms = b * gpu_ms(st.round_us)
     for n, r in enumerate(st.requests):
         if n % 16 == 15 and past(deadline):
             raise OutOfTime
@@ -423,33 +429,55 @@ def add_blocks(rm: RoundModel, deadline: float | None = None) -> None:
             continue
         o = rm.looks[r.id]
         can, slack = keepable(st, r, o)
-        if not can or slack is None or o.fastest != b:
+        if not can or slack is None:
             continue
         top = min(r.remaining_steps, slack)  # the most u can be
+        u = rm.left[r.id]
+        rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
+        if o.fastest != b:
+            if not others:
+                continue
+            cost = gpu_ms(rm.joint_us(r.id))
+            for h in range(1, rounds + 1):
+                t = st.end_us + h * st.round_us
+                c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values()) if t < st.due_us(r) else 0
+                if c < top:
+                    v = m.var(f"forced[{r.id},{t}]", 0, top - c)
+                    m.add({v: 1, u: -1}, lb=-c)
+                    rm.forced.append((v, u, c, r.id, 1))
+                    mixed.setdefault(h, {})[v] = cost
+            continue
         low = {k: t for k, t in o.step.items() if k < b}
         s_b = st.round_us // o.step[b]
         k_low = min(low, key=lambda k: (low[k], k), default=None)
         s_low = st.round_us // low[k_low] if k_low is not None else 0
         c_low = steps_possible(st, r, low[k_low], st.end_us, True, low.values()) if k_low is not None else 0
         d = s_b - s_low
-        rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
         if d <= 0 or c_low >= top or rounds <= 0:
             continue
         made: dict[int, int] = {}
-        for h in range(1, rounds + 1):  # (h >= rounds: all of F, the same variable)
-            c = c_low + (rounds - h) * d
+        for h in range(1, rounds + 1):
+            # within the next h rounds: u less what can run after them (at b) less h rounds below b
+            t = st.end_us + h * st.round_us
+            after = steps_possible(st, r, o.step[b], t, True, o.step.values()) if t < r.deadline_us else 0
+            c = min(after + h * s_low, c_low + (rounds - h) * d)
             if c >= top:
                 continue
             v = made.get(c)
             if v is None:
                 v = made[c] = m.var(f"blocks[{r.id},{h}]", 0, -(-(top - c) // d))
-                m.add({v: d, rm.left[r.id]: -1}, lb=-c)
-                rm.forced.append((v, rm.left[r.id], c, r.id, d))
+                m.add({v: d, u: -1}, lb=-c)
+                rm.forced.append((v, u, c, r.id, d))
             by_h.setdefault(h, {})[v] = 1
     for h, terms in sorted(by_h.items()):
         if sum(m.ub[v] for v in terms) > blocks * h:  # (rows that can never bind are left out)
             m.add(terms, ub=blocks * h)
             rm.forced_rows.append((terms, blocks * h))
+        if others and h in mixed:
+            row = {**{v: block_ms for v in terms}, **mixed[h]}
+            cap = st.cluster.gpus * gpu_ms(st.round_us) * h
+            m.add(row, ub=cap)
+            rm.forced_rows.append((row, cap))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
