@@ -279,8 +279,7 @@ PIECE = 100
 LIN2_MAX = 80  # smaller components are searched with CP-SAT's linearization level 2
 
 
-def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False,
-                dff: tuple[int, ...] = ()):
+def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_set: bool = False):
     """The relaxation of one component as a CP-SAT model (objective set): (model, y per window).
 
     With `aux` (docs/bound.md, cuts (6)-(8)) binaries first[i,j,k] / last[i,j,k] say in which round
@@ -298,9 +297,6 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
     # variable (done by its due time), and with `aux` one per first indicator (its encode, also
     # done by the due time) and one per last indicator (its decode, done by the deadline)
     by_round: dict[int, list[tuple]] = {}
-    # round -> [(degree, its time there as a linear expression, z, most time, its step, n, n's top)]: one
-    # GPU set's load per request and round (one_set), for the dual-feasible rows (12)
-    loads: dict[int, list[tuple]] = {}
     for w in ws:
         r = w.request
         y = m.new_bool_var(f"y[{r.id}]")
@@ -373,15 +369,6 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
             for j, row in steps.items():
                 if len(row) > 1:
                     m.add(own[j] <= w.caps[j])
-        if one_set and dff:
-            for j, row in steps.items():
-                for k, n in row.items():
-                    t = w.step[k] * n
-                    if aux:
-                        t += sum(e * v for e, v in ((w.encode_us, first.get((j, k))), (w.decode_us, last.get((j, k))))
-                                 if v is not None)
-                    loads.setdefault(j, []).append((k, t, z[j, k], w.room[j], w.step[k], n,
-                                                    min(w.caps[j] // w.step[k], r.steps)))
         least = least_work_us(w, aux, one_set)  # (10): a met request costs at least this
         if least:
             m.add(sum(mine) >= least * y)
@@ -412,23 +399,6 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
                 narrow = [b * e for _, _, k, e, o in terms if o == rid and k < b]
                 if narrow:
                     m.add(sum(narrow) + total <= N * R)
-    for j, items in loads.items():  # (12) dual-feasible functions per GPU, summed over the GPUs
-        for q in dff:
-            count = []
-            for x, (k, t, zv, most, step, n, hi) in enumerate(items):
-                for l in range(1, q + 1):
-                    theta = l * R // (q + 1)  # busy more than l R / (q + 1): counts l / q on each GPU
-                    if most <= theta:
-                        continue
-                    h = m.new_bool_var(f"h[{j},{x},{q},{l}]")
-                    m.add(h <= zv)
-                    m.add(t <= theta + (most - theta) * h)  # h = 0: at most theta
-                    n0 = theta // step
-                    if hi > n0:
-                        m.add(n <= n0 * zv + (hi - n0) * h)
-                    count.append(k * h)
-            if count:
-                m.add(sum(count) <= q * N)
     m.maximize(sum(ys))
     return m, ys
 
