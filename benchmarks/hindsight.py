@@ -184,194 +184,30 @@ def local_search(s: Search, start: frozenset[str], pool: list[str], budget_s: fl
                 break
 
 
-def pack_round(inst: Instance, j: int, items: list[tuple[str, int, int, int | None]], limit_s: float
-               ) -> dict[int, tuple[int, ...]]:
-    """An exact packing of round j's items (request, degree, duration, deadline offset inside the
-    round or None) onto aligned GPU sets, most items placed: every GPU busy at most a round, and
-    per GPU the items due inside the round, earliest deadline first, each ending by its deadline
-    (what `place` then lays out). -> item index -> its GPUs."""
-    from ortools.sat.python import cp_model
-
-    R = inst.round_us
-    m = cp_model.CpModel()
-    x: dict[tuple[int, tuple[int, ...]], object] = {}
-    on: dict[int, list[tuple[int, object]]] = {}
-    for a, (_, k, _, _) in enumerate(items):
-        sets = inst.cluster.sets(k)
-        for st in sets:
-            x[a, st] = v = m.new_bool_var("")
-            for g in st:
-                on.setdefault(g, []).append((a, v))
-        m.add(sum(x[a, st] for st in sets) <= 1)
-    for lst in on.values():
-        m.add(sum(items[a][2] * v for a, v in lst) <= R)
-    urgent = sorted((a for a, it in enumerate(items) if it[3] is not None), key=lambda a: (items[a][3], a))
-    for pos, a in enumerate(urgent):
-        before = set(urgent[:pos + 1])
-        for lst in on.values():
-            mine = [v for b, v in lst if b == a]
-            if mine:
-                m.add(sum(items[b][2] * v for b, v in lst if b in before) <= items[a][3]).only_enforce_if(mine[0])
-    m.maximize(sum(x.values()))
-    s = cp_model.CpSolver()
-    s.parameters.num_workers = 1
-    s.parameters.max_time_in_seconds = limit_s
-    s.parameters.random_seed = 0
-    if s.solve(m) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return {}
-    return {a: st for (a, st), v in x.items() if s.value(v)}
-
-
-def place(inst: Instance, j: int, tasks: list[tuple[tuple[int, ...], int, int]], due: dict[int, int]
-          ) -> dict[int, tuple[int, int]] | None:
-    """Start / end of each task (gpus, duration, key) in round j: the ones due inside the round
-    (`due`: key -> absolute deadline) first, earliest deadline first, the rest packed against the
-    round's end (else gpusets.layout); None if a task ends late."""
-    from tetriopt import gpusets
-
-    R = inst.round_us
-    start, end = j * R, (j + 1) * R
-    urgent = sorted((i for i, t in enumerate(tasks) if t[2] in due), key=lambda i: (due[tasks[i][2]], i))
-    rest = sorted((i for i in range(len(tasks)) if i not in set(urgent)), key=lambda i: (-len(tasks[i][0]), i))
-    front = gpusets._place(tasks, urgent, start)
-    back = gpusets._place_backward(tasks, rest, end)
-    options = [{**front, **back}, {i: (s0, e0) for i, (_, s0, e0) in
-                                   enumerate(gpusets.layout(tasks, start, R, first=urgent))}]
-    for pl in options:
-        busy: dict[int, list[tuple[int, int]]] = {}
-        ok = True
-        for i, (s0, e0) in pl.items():
-            gpus, _, key = tasks[i]
-            ok &= start <= s0 and e0 <= min(end, due.get(key, end))
-            for g in gpus:
-                busy.setdefault(g, []).append((s0, e0))
-        ok &= all(b[0] >= a[1] for ivs in busy.values() for a, b in zip(sorted(ivs), sorted(ivs)[1:]))
-        if ok:
-            return {tasks[i][2]: se for i, se in pl.items()}
-    return None
-
-
-def rolling(inst: Instance, horizon: int = 5, round_s: float = 5.0, lp: bool = True, log=print
-            ) -> tuple[frozenset[str], dict]:
-    """A hindsight planner: round after round, the bound's relaxation (`bound.build_model`, one set
-    per round) over the requests visible within `horizon` rounds, from their true progress, solved by
-    CP-SAT (warm-started from the last round's solution); its plan of the current round is packed
-    exactly onto GPU sets (`pack_round`, `place`) and run; items that do not fit wait. -> the met
-    set and the plan (the cut-down workload's result JSON, checkable by validate.py)."""
-    from ortools.sat.python import cp_model
-
-    from tetriopt.units import gpu_hours, us_to_ms
-
-    R, by, prof = inst.round_us, inst.by_id, inst.profile
-    base = {r.id: bound.window(inst, r) for r in inst.requests}
-    rem = {r.id: r.steps for r in inst.requests}
-    started: set[str] = set()
-    finish: dict[str, int] = {}
-    asg: list[dict] = []
-    hint: dict[str, int] = {}
-    last = max(w.last_round for w in base.values() if w.caps)
-    for j in range(min(w.first_round for w in base.values()), last + 1):
-        wins = []
-        for rid, w in base.items():
-            if rid in finish or w.first_round > j + horizon:
-                continue
-            caps = {jj: c for jj, c in w.caps.items() if jj >= j}
-            if not caps:
-                continue
-            w2 = bound.Window(dataclasses.replace(w.request, steps=rem[rid]), max(w.first_round, j), w.due_us, w.step,
-                              caps, w.gpu, {jj: w.room[jj] for jj in caps}, 0 if rid in started else w.encode_us,
-                              w.decode_us)
-            if w2.max_steps() >= rem[rid] and bound.least_work_us(w2, one_set=True) > 0:
-                wins.append(w2)
-        if not wins:
-            continue
-        m, ys = bound.build_model(inst, wins, one_set=True)
-        names = [v.name for v in m.proto.variables]
-        for i, nm in enumerate(names):
-            if nm in hint:
-                m.proto.solution_hint.vars.append(i)
-                m.proto.solution_hint.values.append(hint[nm])
-        items = []
-        if lp:  # the LP's plan of round j, rounded: per request its likeliest degree, the steps it runs
-            val: list[float] = []
-            if bound.lp_bound(m, 10 * round_s, primal=val) is None:
-                log(f"round {j}: no LP")
-                continue
-            x = dict(zip(names, val))
-            rel = sum(x[f"y[{w.request.id}]"] for w in wins)
-            for w in wins:
-                rid, r = w.request.id, by[w.request.id]
-                zs = {k: x.get(f"z[{rid},{j},{k}]", 0.0) for k in w.step}
-                k = max(zs, key=lambda k: (zs[k], k))
-                if x[f"y[{rid}]"] < 0.5 or zs[k] < 0.25:
-                    continue
-                t = w.step[k]
-                want = sum(x.get(f"n[{rid},{j},{kk}]", 0.0) * w.step[kk] for kk in w.step) / t
-                cap = w.caps[j] - (0 if rid in started else prof.text_encode_us)
-                n = min(rem[rid], max(1, round(want)), cap // t)
-                if n == rem[rid] and n * t + prof.vae_decode_us(r.width, r.height) > w.room[j] - (w.caps[j] - cap):
-                    n -= 1
-                if n <= 0:
-                    continue
-                dur = n * t + (0 if rid in started else prof.text_encode_us) \
-                    + (prof.vae_decode_us(r.width, r.height) if n == rem[rid] else 0)
-                dl = r.deadline_us - j * R if n == rem[rid] and r.deadline_us < (j + 1) * R else None
-                items.append((rid, k, n, dur, dl))
-            val = []
-        else:
-            solver = cp_model.CpSolver()
-            solver.parameters.num_workers = 1
-            solver.parameters.random_seed = 0
-            solver.parameters.max_time_in_seconds = round_s
-            code = solver.solve(m)
-            if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-                log(f"round {j}: no solution of the relaxation")
-                continue
-            val = list(solver.response_proto.solution)
-            hint = {nm: v for nm, v in zip(names, val) if nm.startswith(("y[", "n[", "z[", "first[", "last["))}
-            rel = solver.objective_value
-        for nm, v in zip(names, val):
-            if v and nm.startswith("z[") and nm.endswith(f",{j},{nm.split(',')[-1]}"):
-                rid, jj, k = nm[2:-1].split(",")
-                if int(jj) != j:
-                    continue
-                k = int(k)
-                n = hint.get(f"n[{rid},{j},{k}]", 0)
-                if n <= 0:
-                    continue
-                r = by[rid]
-                dur = n * prof.step_us(r.width, r.height, k) + (0 if rid in started else prof.text_encode_us) \
-                    + (prof.vae_decode_us(r.width, r.height) if n == rem[rid] else 0)
-                dl = r.deadline_us - j * R if n == rem[rid] and r.deadline_us < (j + 1) * R else None
-                items.append((rid, k, n, dur, dl))
-        while True:
-            got = pack_round(inst, j, [(rid, k, d, dl) for rid, k, _, d, dl in items], round_s)
-            tasks = [(got[a], items[a][3], a) for a in sorted(got)]
-            due = {a: j * R + items[a][4] for a in got if items[a][4] is not None}
-            pl = place(inst, j, tasks, due)
-            if pl is not None or not tasks:
-                break
-            items = [it for a, it in enumerate(items) if a not in due]  # drop the urgent ones, retry
-        pl = pl or {}
-        for a, (s0, e0) in sorted(pl.items()):
-            rid, k, n, d, _ = items[a]
-            asg.append({"round": j, "request": rid, "gpus": list(got[a]), "steps": n,
-                        "start_ms": us_to_ms(s0), "end_ms": us_to_ms(e0)})
-            started.add(rid)
-            rem[rid] -= n
-            if rem[rid] == 0:
-                finish[rid] = e0
-        log(f"round {j}: {len(wins)} modelled, relaxation {rel:.1f}, "
-            f"{len(pl)} of {len(items)} items placed, {sum(f <= by[r].deadline_us for r, f in finish.items())} met so far")
-    met = frozenset(r for r, f in finish.items() if f <= by[r].deadline_us)
-    sub = cut(inst, met)
-    mine = [a for a in asg if a["request"] in met]
-    gpu_us = sum((round(a["end_ms"] * 1000) - round(a["start_ms"] * 1000)) * len(a["gpus"]) for a in mine)
-    reqs = [{"id": r.id, "finish_ms": us_to_ms(finish[r.id]), "met": True} for r in sub.requests]
-    out = {"policy": "hindsight-rolling", "summary": {"requests": len(reqs), "met": len(reqs), "slo_attainment": 1.0,
-                                                      "gpu_hours": gpu_hours(gpu_us)},
-           "requests": reqs, "assignments": mine}
-    return met, out
+def hindsight(inst: Instance, budget_s: float, cpsat_s: float, seed: int = 0, lp_s: float = 60.0, log=print
+              ) -> Search:
+    """The best plan found (`.best`, `.best_res`, `.best_tight`): the fast policies on the whole
+    workload, then the local search from the LP set with them, then with cpsat (`cpsat_s` > 0)
+    from the LP set and from the best set so far."""
+    t0 = time.perf_counter()
+    lp = lp_values(inst, lp_s)
+    start = frozenset(r for r, v in lp.items() if v >= 0.99)
+    pool = sorted(lp, key=lambda r: (-lp[r], r))  # feasible alone, LP value first
+    log(f"{inst.name}: {len(inst.requests)} requests, {len(lp)} feasible alone, LP met {sum(lp.values()):.2f}, "
+        f"{len(start)} whole ({time.perf_counter() - t0:.1f} s)")
+    s = Search(inst)
+    log(f"whole workload: {len(s.evaluate(frozenset(inst.by_id)))} met")
+    local_search(s, start, pool, budget_s, seed, log)
+    log(f"local search: {len(s.best)} met by {s.best_res.policy} ({s.evals} evals, {time.perf_counter() - t0:.0f} s)")
+    if cpsat_s > 0:  # cpsat (slower, packs better) from the LP set and from the best plan so far
+        c = Search(inst, ("cpsat",))
+        for keep, tg in ((start, frozenset()), (s.best, s.best_tight), (s.best, frozenset())):
+            log(f"cpsat on {len(keep)} ({len(tg)} deadlines shown early): {len(c.evaluate(keep, tg))} met")
+        local_search(c, c.best, pool, cpsat_s, seed, log, per_size=False, tight=dict(c.best_tight))
+        log(f"cpsat local search: {len(c.best)} met ({c.evals} evals, {time.perf_counter() - t0:.0f} s)")
+        if len(c.best) > len(s.best):
+            s.best, s.best_res, s.best_tight = c.best, c.best_res, c.best_tight
+    return s
 
 
 def main() -> None:
@@ -381,7 +217,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--size", type=float, default=0.15)
     ap.add_argument("--instance", default=None, help="an instance file instead of a grid point")
-    ap.add_argument("--budget-s", type=float, default=120.0, help="local search time with the fast policies (cpsat's search comes on top)")
+    ap.add_argument("--budget-s", type=float, default=120.0,
+                    help="local search time with the fast policies (cpsat's search comes on top)")
     ap.add_argument("--lp-s", type=float, default=60.0)
     ap.add_argument("--search-seed", type=int, default=0)
     ap.add_argument("--cpsat-s", type=float, default=60.0,
@@ -394,22 +231,7 @@ def main() -> None:
         near = min((k for k in grid.RATES if k[0] == a.gpus), key=lambda k: abs(k[1] - a.pending))
         inst = grid.workload(a.gpus, grid.RATES[near], a.seed, a.size)
     t0 = time.perf_counter()
-    lp = lp_values(inst, a.lp_s)
-    start = frozenset(r for r, v in lp.items() if v >= 0.99)
-    pool = sorted(lp, key=lambda r: (-lp[r], r))  # feasible alone, LP value first
-    print(f"{inst.name}: {len(inst.requests)} requests, {len(lp)} feasible alone, LP met {sum(lp.values()):.2f}, "
-          f"{len(start)} whole ({time.perf_counter() - t0:.1f} s)")
-    s = Search(inst)
-    local_search(s, start, pool, a.budget_s, a.search_seed)
-    print(f"local search: {len(s.best)} met by {s.best_res.policy} ({s.evals} evals, {time.perf_counter() - t0:.0f} s)")
-    if a.cpsat_s > 0:  # cpsat (slower, packs better) from the LP set and from the best plan so far
-        c = Search(inst, ("cpsat",))
-        for keep, tg in ((start, frozenset()), (s.best, s.best_tight), (s.best, frozenset())):
-            print(f"cpsat on {len(keep)} ({len(tg)} deadlines shown early): {len(c.evaluate(keep, tg))} met")
-        local_search(c, c.best, pool, a.cpsat_s, a.search_seed, per_size=False, tight=dict(c.best_tight))
-        print(f"cpsat local search: {len(c.best)} met ({c.evals} evals, {time.perf_counter() - t0:.0f} s)")
-        if len(c.best) > len(s.best):
-            s.best, s.best_res, s.best_tight = c.best, c.best_res, c.best_tight
+    s = hindsight(inst, a.budget_s, a.cpsat_s, a.search_seed, a.lp_s)
     res = s.best_res
     errs = validate_result(res.instance, res.to_json())
     print(f"best hindsight plan: {len(s.best)} met ({res.policy}), validate.py: "
