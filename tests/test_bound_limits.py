@@ -36,6 +36,10 @@ def test_tiny_limit_falls_back_to_feasible_alone(loaded):
     b = upper_bound(loaded, time_limit_s=1e-6)
     assert b.methods["feasible-alone"] == sum(1 for c in b.per_component)  # no multi-request component searched
     assert b.met_bound == b.feasible_alone
+    # the limit ends the per-request screen too: the rest count as met, unchecked
+    assert b.methods["unchecked"] >= 1 and b.status == "BOUND"
+    full = upper_bound(loaded, time_limit_s=2.0)
+    assert full.methods["unchecked"] == 0 and b.feasible_alone >= full.feasible_alone
 
 
 def test_pieces_stay_a_bound(loaded, met, monkeypatch):

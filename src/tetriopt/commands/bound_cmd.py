@@ -34,12 +34,15 @@ def bound(instance, time_limit_s, workers, immediate_start, batching, json_out) 
     if json_out != "-":
         click.echo(f"instance          {inst.name} ({inst.profile.name}, {inst.cluster.gpus} GPUs, "
                    f"round {inst.round_us / 1e3:g} ms)")
-        click.echo(f"requests          {b.requests}  (feasible alone {b.feasible_alone})")
+        click.echo(f"requests          {b.requests}  (feasible alone {'<= ' if b.methods.get('unchecked') else ''}"
+                   f"{b.feasible_alone})")
         click.echo(f"met bound         {b.met_bound}  (SLO attainment <= {100 * b.slo_attainment_bound:.1f}%)")
         click.echo(f"relaxation        {b.status}: {b.optimal_components}/{b.components} components proven, "
                    f"incumbent {b.incumbent}, {b.solve_s:.2f} s")
-        looser = {k: v for k, v in b.methods.items() if k != "optimal" and v}
+        looser = [f"{v} component(s) by {k}" for k, v in b.methods.items() if k not in ("optimal", "unchecked") and v]
+        if b.methods.get("unchecked"):
+            looser.append(f"{b.methods['unchecked']} request(s) counted met unchecked (the limit ended the screen)")
         if looser:
-            click.echo("looser bounds     " + ", ".join(f"{v} component(s) by {k}" for k, v in looser.items()))
+            click.echo("looser bounds     " + ", ".join(looser))
     if json_out:
         write_json(json_out, b.to_json())
