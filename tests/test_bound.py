@@ -208,15 +208,16 @@ def test_bound_excludes_hopeless_and_counts_capacity(tiny_profile):
 
 
 def test_a_set_busy_past_the_shortest_step_leaves_its_gpus_idle(tiny_profile):
-    """Cut (12). Two 512 px requests due at 85 ms each need a GPU of their own for 79 ms (a step and
-    the decode) in round 0 of 100 ms; a 256 px request due at 140 ms must run a step (30 ms, or
-    24 ms on both GPUs) in round 0 too. In GPU-time they fit (79 + 79 + 30 <= 200), but the 21 ms
-    each GPU has left holds no step (the shortest any request has is 24 ms): at most two are met.
-    Without the cut the bound was 3."""
-    reqs = [{"id": f"a{i}", "arrival_ms": 0, "deadline_ms": 85, "width": 512, "height": 512, "steps": 1}
+    """Cut (12). On 4 GPUs (degrees 1, 2) two 512 px requests due at 150 ms must each run two steps
+    on a pair of GPUs in round 0 (80 of its 100 ms; one step and the decode fit in round 1), and a
+    256 px request due at 90 ms must run its step and decode (34 ms, or 28 ms on a pair) in round 0.
+    In GPU-time and per block they fit (80 x 4 + 34 <= 400), but the 20 ms each GPU has left holds
+    no step (the shortest any request has is 24 ms): at most two are met. Without the cut the
+    bound was 3."""
+    reqs = [{"id": f"a{i}", "arrival_ms": 0, "deadline_ms": 150, "width": 512, "height": 512, "steps": 3}
             for i in range(2)]
-    reqs.append({"id": "b", "arrival_ms": 0, "deadline_ms": 140, "width": 256, "height": 256, "steps": 2})
-    inst = parse_instance({"model": tiny_profile, "cluster": {"gpus": 2}, "round_ms": 100, "requests": reqs})
+    reqs.append({"id": "b", "arrival_ms": 0, "deadline_ms": 90, "width": 256, "height": 256, "steps": 1})
+    inst = parse_instance({"model": tiny_profile, "cluster": {"gpus": 4}, "round_ms": 100, "requests": reqs})
     assert brute_force_max_met(inst) == 2
     assert upper_bound(inst, time_limit_s=10).met_bound == 2
     assert upper_bound(inst, time_limit_s=10, one_set=False).met_bound == 3  # (12) needs one set a round

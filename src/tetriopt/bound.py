@@ -378,18 +378,16 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
             for j, row in steps.items():
                 for k, n in row.items():
                     t, hi = w.step[k], min(w.caps[j] // w.step[k], r.steps)
-                    f, l = (first.get((j, k)), last.get((j, k))) if aux else (None, None)
-                    extra = [(e, v) for e, v in ((w.encode_us, f), (w.decode_us, l)) if v is not None and e]
-                    if R - eps >= min(w.room[j], t * hi + sum(e for e, _ in extra)):
-                        continue  # never busy that long
+                    n0 = (R - eps) // t
+                    if n0 >= hi:
+                        continue  # its steps never keep the set that busy
                     h = m.new_bool_var(f"full[{r.id},{j},{k}]")
                     m.add(h <= z[j, k])
-                    m.add(t * n + sum(e * v for e, v in extra) <= (R - eps) * z[j, k] + (w.room[j] - R + eps) * h)
-                    n0 = (R - eps) // t
-                    if n0 < hi:
-                        m.add(n <= n0 * z[j, k] + (hi - n0) * h)
+                    m.add(n <= n0 * z[j, k] + (hi - n0) * h)  # more than n0 steps: h = 1
+                    f, l = (first.get((j, k)), last.get((j, k))) if aux else (None, None)
+                    aux_on = [(e, v) for e, v in ((w.encode_us, f), (w.decode_us, l)) if v is not None and e]
                     idle = m.new_int_var(0, k * R, f"idle[{r.id},{j},{k}]")
-                    m.add(idle >= k * (R - t * hi) * h - sum(k * e * v for e, v in extra))
+                    m.add(idle >= k * (R - t * hi) * h - sum(k * e * v for e, v in aux_on))
                     waste.setdefault(j, []).append(idle)
         least = least_work_us(w, aux, one_set)  # (10): a met request costs at least this
         if least:
