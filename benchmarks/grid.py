@@ -59,10 +59,10 @@ def workload(gpus: int, rate: float, seed: int, size: float):
     return tetriopt.parse_instance(generate(MODEL, gpus, n, rate, seed=seed), name=f"g{gpus}-r{rate:g}-s{seed}")
 
 
-def run_policy(inst, policy: str, limit_ms: float, deterministic: bool = False) -> dict:
+def run_policy(inst, policy: str, limit_ms: float, deterministic: bool = False, solver_seed: int = 0) -> dict:
     """One policy's whole simulation; `policy` may carry MipPolicy switches (policies.base.switches)
-    (`cpsat[rollout=0]`: an ablation side by side with the default)."""
-    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=0, workers=1, deterministic=deterministic)
+    (`cpsat[rollout=0]`: an ablation side by side with the default); `solver_seed`: CP-SAT's."""
+    pol = tetriopt.make_policy(policy, time_limit_ms=limit_ms, seed=solver_seed, workers=1, deterministic=deterministic)
     c0 = time.process_time()
     res = tetriopt.solve(inst, pol)
     cpu = time.process_time() - c0
@@ -79,11 +79,11 @@ def run_policy(inst, policy: str, limit_ms: float, deterministic: bool = False) 
 
 
 def _job(args):
-    kind, inst, arg, limit, det = args
+    kind, inst, arg, limit, det, solver_seed = args
     if kind == "bound":
         b = upper_bound(inst, time_limit_s=arg)
         return {"policy": "bound", "met": b.met_bound, "status": b.status, "methods": b.methods}
-    return run_policy(inst, arg, limit, det)
+    return run_policy(inst, arg, limit, det, solver_seed)
 
 
 def calibrate(gpus: int, target: float, seed: int = 0, size: float = 1.0) -> float:
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("--bound-s", type=float, default=60.0, help="0: no bound")
     ap.add_argument("--policies", default=",".join(POLICIES))
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--solver-seed", type=int, default=0, help="CP-SAT's random seed (how much a changed search moves a point)")
     ap.add_argument("--calibrate", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
@@ -142,10 +143,10 @@ def main() -> None:
                 continue
             inst = workload(g, rate, seed, a.size)
             for p in policies:
-                jobs.append(("policy", inst, p, a.time_limit_ms, a.deterministic))
+                jobs.append(("policy", inst, p, a.time_limit_ms, a.deterministic, a.solver_seed))
                 keys.append((g, label, rate, seed, len(inst.requests)))
             if a.bound_s > 0:
-                jobs.append(("bound", inst, a.bound_s, 0, False))
+                jobs.append(("bound", inst, a.bound_s, 0, False, 0))
                 keys.append((g, label, rate, seed, len(inst.requests)))
     with Pool(a.jobs) if a.jobs > 1 else _Serial() as pool:
         outs = []

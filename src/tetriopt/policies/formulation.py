@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from operator import mul
 
-from ..lookahead import Outlook, outlook
+from ..lookahead import Outlook, outlook, steps_possible
 from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
 
@@ -104,6 +104,9 @@ class RoundModel:
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
     caps: list = field(default_factory=list)  # (request ids, most of them kept): admission caps (horizon.Quota)
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
+    running_due: list = field(default_factory=list)  # the due time of each `running` row
+    forced: list = field(default_factory=list)  # (v var, u var, c, request): v = max(0, u - c) (add_forced)
+    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's rows
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -117,6 +120,8 @@ class RoundModel:
             sol[p] = int(sol[u] > 0)
         for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
+        for v, u, c, _ in self.forced:
+            sol[v] = max(0, sol[u] - c)
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -335,7 +340,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     # joint capacity test at every distinct deadline (u is 0 for requests given up), as a running
     # sum so the model stays linear in size: acc_j = acc_{j-1} + work due at deadline j <= capacity
     joint.sort()
-    prev, group, running = None, {}, []
+    prev, group, running, running_due = None, {}, [], []
     for i, (d, u, cost) in enumerate(joint):
         group[u] = gpu_ms(cost)
         if i + 1 < len(joint) and joint[i + 1][0] == d:
@@ -344,10 +349,51 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         acc = m.var(f"work_due[{d}]", 0, cap)
         m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
         running.append((acc, group, prev))
+        running_due.append(d)
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms)
+                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms, running_due=running_due)
+
+
+def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
+    """The joint test with forced work (docs/solver.md section 4): at each later round boundary t,
+    the work due by t plus, for every kept request due after t, the steps it cannot leave until
+    after t even at its fastest degree (v >= u - steps_possible(from t), at its joint-test cost)
+    fit in the cluster's GPU-time until t. The due-time rows alone treat a request's work as
+    movable anywhere before its due time; a 2,048 px request with little surplus has to run on an
+    8-GPU block in each of the next rounds, and more of those than blocks were kept at once (at 64
+    GPUs / 64 pending, 13 kept, 4 running at degree 8: the rest spent their spare rounds at degree
+    1-4 and were dropped a round later). OutOfTime past `deadline` (perf_counter seconds)."""
+    st, m = rm.state, rm.model
+    by_t: dict[int, dict[int, int]] = {}
+    for n, r in enumerate(st.requests):
+        if n % 16 == 15 and past(deadline):
+            raise OutOfTime
+        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
+            continue
+        o = rm.looks[r.id]
+        can, slack = keepable(st, r, o)
+        if not can or slack is None:
+            continue
+        top = min(r.remaining_steps, slack)  # the most u can be
+        due = st.due_us(r)
+        u, cost = rm.left[r.id], gpu_ms(rm.joint_us(r.id))
+        t = st.end_us + st.round_us
+        while t < due:
+            c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values())
+            if c < top:
+                v = m.var(f"forced[{r.id},{t}]", 0, top)
+                m.add({v: 1, u: -1}, lb=-c)
+                rm.forced.append((v, u, c, r.id))
+                by_t.setdefault(t, {})[v] = cost
+            t += st.round_us
+    for t, terms in sorted(by_t.items()):
+        prev = [acc for (acc, _, _), d in zip(rm.running, rm.running_due) if d <= t]
+        row = {**terms, **({prev[-1]: 1} if prev else {})}
+        cap = joint_cap_ms(st, t)
+        m.add(row, ub=cap)
+        rm.forced_rows.append((row, cap))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -432,4 +478,20 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
+    owner = {v: i for v, _, _, i in rm.forced}
+    while rm.forced_rows:  # add_forced's rows, earliest first: give up the most forced work of the first overflow
+        bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
+        if bad is None:
+            break
+        v = max((v for v in bad if v in owner and sol[v] > 0), key=lambda v: (bad[v] * sol[v], owner[v]), default=None)
+        if v is None:
+            break  # the due-time work alone overflows: the model rejects it below
+        u = rm.left[owner[v]]
+        sol[rm.keep[owner[v]]] = sol[u] = 0
+        if u in rm.owed:
+            sol[rm.owed[u][0]] = 0
+        for acc, group, prev in rm.running:  # (derive's sums, without its pass over every step variable)
+            sol[acc] = sum(c * sol[x] for x, c in group.items()) + (sol[prev] if prev is not None else 0)
+        for f, fu, c, _ in rm.forced:
+            sol[f] = max(0, sol[fu] - c)
     return sol if m.feasible(sol) else None

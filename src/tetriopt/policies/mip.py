@@ -14,7 +14,7 @@ from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
-from .formulation import OutOfTime, RoundModel, build, complete, past
+from .formulation import OutOfTime, RoundModel, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
 from .rollout import Forward, without
@@ -113,7 +113,8 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False):
+                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
+                 forced: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -174,6 +175,9 @@ class MipPolicy:
         # overload, new admissions of a cost class the arrivals' fractional knapsack serves in part
         # are capped by its share (horizon.Quota)
         self.quota = quota
+        # forced: the joint test also counts, at each later round boundary, the work kept requests
+        # due after it cannot leave until after it (formulation.add_forced, docs/solver.md 4)
+        self.forced = forced
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -554,6 +558,8 @@ class MipPolicy:
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
                        deadline=stop, batching=self.batching)
+            if self.forced:
+                add_forced(rm, deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
