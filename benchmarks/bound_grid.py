@@ -33,7 +33,6 @@ sys.path.insert(0, os.path.dirname(__file__))
 import grid  # noqa: E402  (the grid's generator and rates)
 
 import tetriopt  # noqa: E402
-from tetriopt import bound  # noqa: E402
 from tetriopt.bound import upper_bound  # noqa: E402
 
 _REF = """
@@ -51,16 +50,9 @@ print(json.dumps({"met": b.met_bound, "methods": getattr(b, "methods", {}), "inc
 
 def lp_met(inst, limit_s: float) -> set[str]:
     """Requests met whole (y >= 0.99) in the LP optimum of each component's model (TetriServe's)."""
-    keep = set()
-    for comp in bound.components(bound.feasible_alone(inst)):
-        if len(comp) == 1:
-            keep.add(comp[0].request.id)
-            continue
-        m, ys = bound.build_model(inst, comp, one_set=True)
-        x: list[float] = []
-        if bound.lp_bound(m, limit_s, primal=x) is not None:
-            keep |= {w.request.id for w, y in zip(comp, ys) if x[y.index] >= 0.99}
-    return keep
+    import hindsight
+
+    return {r for r, v in hindsight.lp_values(inst, limit_s).items() if v >= 0.99}
 
 
 def served(inst, keep: set[str]) -> int:

@@ -298,6 +298,10 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
     # variable (done by its due time), and with `aux` one per first indicator (its encode, also
     # done by the due time) and one per last indicator (its decode, done by the deadline)
     by_round: dict[int, list[tuple]] = {}
+    # round -> GPU-time that sets busy more than R - eps leave idle (cut (12)); eps: the shortest
+    # assignment any request could run (one step, at its fastest degree)
+    waste: dict[int, list] = {}
+    eps = min((inst.step_us(q, k) for q in inst.requests for k in inst.degrees if inst.cluster.sets(k)), default=0)
     for w in ws:
         r = w.request
         y = m.new_bool_var(f"y[{r.id}]")
@@ -370,12 +374,27 @@ def build_model(inst: Instance, ws: list[Window], aux: bool = True, m=None, one_
             for j, row in steps.items():
                 if len(row) > 1:
                     m.add(own[j] <= w.caps[j])
+        if one_set:  # (12) a set busy more than R - eps in a round has no room left for any step
+            for j, row in steps.items():
+                for k, n in row.items():
+                    t, hi = w.step[k], min(w.caps[j] // w.step[k], r.steps)
+                    n0 = (R - eps) // t
+                    if n0 >= hi:
+                        continue  # its steps never keep the set that busy
+                    h = m.new_bool_var(f"full[{r.id},{j},{k}]")
+                    m.add(h <= z[j, k])
+                    m.add(n <= n0 * z[j, k] + (hi - n0) * h)  # more than n0 steps: h = 1
+                    f, l = (first.get((j, k)), last.get((j, k))) if aux else (None, None)
+                    aux_on = [(e, v) for e, v in ((w.encode_us, f), (w.decode_us, l)) if v is not None and e]
+                    idle = m.new_int_var(0, k * R, f"idle[{r.id},{j},{k}]")
+                    m.add(idle >= k * (R - t * hi) * h - sum(k * e * v for e, v in aux_on))
+                    waste.setdefault(j, []).append(idle)
         least = least_work_us(w, aux, one_set)  # (10): a met request costs at least this
         if least:
             m.add(sum(mine) >= least * y)
     levels = block_levels(inst)
     for j, terms in by_round.items():
-        m.add(sum(g for _, g, *_ in terms) <= N * R)
+        m.add(sum(g for _, g, *_ in terms) + sum(waste.get(j, [])) <= N * R)
         start, end = j * R, (j + 1) * R
         # each due time t inside the round: the work done by t runs in [jR, t] (as a chain of
         # running sums, so that each row is short: the same rows, a smaller model)
