@@ -357,6 +357,31 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms, running_due=running_due)
 
 
+def _kept_later(rm: RoundModel, deadline: float | None):
+    """(request, outlook, the most its u can be) of every request the model may keep past this
+    round, for the rows on its later rounds (add_forced, add_blocks); OutOfTime past `deadline`."""
+    st, m = rm.state, rm.model
+    for n, r in enumerate(st.requests):
+        if n % 16 == 15 and past(deadline):
+            raise OutOfTime
+        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
+            continue
+        o = rm.looks[r.id]
+        can, slack = keepable(st, r, o)
+        if can and slack is not None:
+            yield r, o, min(r.remaining_steps, slack)
+
+
+def _forced_var(rm: RoundModel, name: str, rid: str, c: int, ub: int, d: int = 1) -> int:
+    """v >= max(0, ceil((u - c) / d)) for rid's u, at most `ub` (exactly that where it counts: v
+    only appears in <= rows; derive and complete set it so)."""
+    m, u = rm.model, rm.left[rid]
+    v = m.var(name, 0, ub)
+    m.add({v: d, u: -1}, lb=-c)
+    rm.forced.append((v, u, c, rid, d))
+    return v
+
+
 def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
     """The joint test with forced work (docs/solver.md section 4): at each later round boundary t,
     the work due by t plus, for every kept request due after t, the steps it cannot leave until
@@ -368,26 +393,14 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
     1-4 and were dropped a round later). OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
     by_t: dict[int, dict[int, int]] = {}
-    for n, r in enumerate(st.requests):
-        if n % 16 == 15 and past(deadline):
-            raise OutOfTime
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
-            continue
-        o = rm.looks[r.id]
-        can, slack = keepable(st, r, o)
-        if not can or slack is None:
-            continue
-        top = min(r.remaining_steps, slack)  # the most u can be
+    for r, o, top in _kept_later(rm, deadline):
         due = st.due_us(r)
-        u, cost = rm.left[r.id], gpu_ms(rm.joint_us(r.id))
+        cost = gpu_ms(rm.joint_us(r.id))
         t = st.end_us + st.round_us
         while t < due:
             c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values())
             if c < top:
-                v = m.var(f"forced[{r.id},{t}]", 0, top)
-                m.add({v: 1, u: -1}, lb=-c)
-                rm.forced.append((v, u, c, r.id, 1))
-                by_t.setdefault(t, {})[v] = cost
+                by_t.setdefault(t, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top)] = cost
             t += st.round_us
     for t, terms in sorted(by_t.items()):
         prev = [acc for (acc, _, _), d in zip(rm.running, rm.running_due) if d <= t]
@@ -422,17 +435,7 @@ def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = Tru
     by_h: dict[int, dict[int, int]] = {}
     mixed: dict[int, dict[int, int]] = {}
     block_ms = b * gpu_ms(st.round_us)
-    for n, r in enumerate(st.requests):
-        if n % 16 == 15 and past(deadline):
-            raise OutOfTime
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
-            continue
-        o = rm.looks[r.id]
-        can, slack = keepable(st, r, o)
-        if not can or slack is None:
-            continue
-        top = min(r.remaining_steps, slack)  # the most u can be
-        u = rm.left[r.id]
+    for r, o, top in _kept_later(rm, deadline):
         rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
         if o.fastest != b:
             if not others:
@@ -442,10 +445,7 @@ def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = Tru
                 t = st.end_us + h * st.round_us
                 c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values()) if t < st.due_us(r) else 0
                 if c < top:
-                    v = m.var(f"forced[{r.id},{t}]", 0, top - c)
-                    m.add({v: 1, u: -1}, lb=-c)
-                    rm.forced.append((v, u, c, r.id, 1))
-                    mixed.setdefault(h, {})[v] = cost
+                    mixed.setdefault(h, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top - c)] = cost
             continue
         low = {k: t for k, t in o.step.items() if k < b}
         s_b = st.round_us // o.step[b]
@@ -465,9 +465,7 @@ def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = Tru
                 continue
             v = made.get(c)
             if v is None:
-                v = made[c] = m.var(f"blocks[{r.id},{h}]", 0, -(-(top - c) // d))
-                m.add({v: d, u: -1}, lb=-c)
-                rm.forced.append((v, u, c, r.id, d))
+                v = made[c] = _forced_var(rm, f"blocks[{r.id},{h}]", r.id, c, -(-(top - c) // d), d)
             by_h.setdefault(h, {})[v] = 1
     for h, terms in sorted(by_h.items()):
         if sum(m.ub[v] for v in terms) > blocks * h:  # (rows that can never bind are left out)
