@@ -22,7 +22,6 @@ policy's gap to the bound is the bound's looseness).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import subprocess
@@ -57,9 +56,9 @@ def lp_met(inst, limit_s: float) -> set[str]:
 
 def served(inst, keep: set[str]) -> int:
     """The most met by cpsat (deterministic, 200 ms) or tetriserve on the workload cut down to `keep`."""
-    sub = dataclasses.replace(inst, requests=tuple(r for r in inst.requests if r.id in keep))
-    return max(tetriopt.solve(sub, "cpsat", time_limit_ms=200, deterministic=True, seed=0, workers=1).summary["met"],
-               tetriopt.solve(sub, "tetriserve").summary["met"])
+    import hindsight
+
+    return max(len(hindsight.met_of(hindsight.serve(inst, frozenset(keep), p))) for p in ("cpsat", "tetriserve"))
 
 
 def points(a) -> list[tuple[str, object, object]]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import sys
@@ -34,6 +33,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(__file__))
 import bound_grid  # noqa: E402  (lp_met)
+import hindsight  # noqa: E402  (cut)
 import grid  # noqa: E402  (the grid's generator and rates)
 
 import tetriopt  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> None:
         probes.setdefault(int(rnd), []).append(variant)
     inst, keep = lp_set(a.gpus, a.pending, a.seed, a.size, a.cache, a.lp_s)
     if not a.whole:
-        inst = dataclasses.replace(inst, requests=tuple(r for r in inst.requests if r.id in keep))
+        inst = hindsight.cut(inst, frozenset(keep))
     pol = tetriopt.make_policy(a.policy, time_limit_ms=a.limit_ms, seed=a.cpsat_seed, workers=1,
                                deterministic=not a.wall)
     log = record(pol, probes)

@@ -119,6 +119,11 @@ class RoundModel:
             sol[f] = int(sol[s] >= rem)
         for u, (p, _) in self.owed.items():
             sol[p] = int(sol[u] > 0)
+        self.derive_sums(sol)
+
+    def derive_sums(self, sol: list[int]) -> None:
+        """Set the running sums of the joint test and the forced variables from the u values
+        (alone: `complete` re-derives them after each request it gives up)."""
         for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
         for v, u, c, _, d in self.forced:
@@ -410,7 +415,6 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
         rm.forced_rows.append((row, cap))
 
 
-
 def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = True) -> None:
     """Block-round lookahead (docs/solver.md section 4): a kept request whose fastest degree is the
     widest block b (a 2,048 px request on an 8-GPU block) with u steps left after this round must
@@ -572,8 +576,5 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[owner[v]]] = sol[u] = 0
         if u in rm.owed:
             sol[rm.owed[u][0]] = 0
-        for acc, group, prev in rm.running:  # (derive's sums, without its pass over every step variable)
-            sol[acc] = sum(c * sol[x] for x, c in group.items()) + (sol[prev] if prev is not None else 0)
-        for f, fu, c, _, d in rm.forced:
-            sol[f] = max(0, -(-(sol[fu] - c) // d))
+        rm.derive_sums(sol)  # (not derive: its pass over every step variable is not needed)
     return sol if m.feasible(sol) else None
