@@ -71,7 +71,7 @@ def points(a) -> list[tuple[str, object, object]]:
     seeds = [int(s) for s in a.seeds.split(",")]
     for g in map(int, a.gpus.split(",")):
         for p in map(int, a.pending.split(",")):
-            near = min((k for k in grid.RATES if k[0] == g), key=lambda k: abs(k[1] - p))
+            near = grid.nearest(g, p)
             for s in seeds:
                 if s != seeds[0] and g not in map(int, a.seed_gpus.split(",")):
                     continue

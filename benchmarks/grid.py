@@ -54,6 +54,11 @@ def capacity_rate(gpus: int, steps: int = 20) -> float:
     return gpus * 60e6 / statistics.mean(per)
 
 
+def nearest(gpus: int, pending: float) -> tuple[int, int] | None:
+    """The calibrated (GPUs, pending) point of RATES nearest to `pending` on `gpus` (None: none)."""
+    return min((k for k in RATES if k[0] == gpus), key=lambda k: abs(k[1] - pending), default=None)
+
+
 def workload(gpus: int, rate: float, seed: int, size: float):
     n = max(40, round(2.25 * rate * size))
     return tetriopt.parse_instance(generate(MODEL, gpus, n, rate, seed=seed), name=f"g{gpus}-r{rate:g}-s{seed}")
@@ -130,7 +135,7 @@ def main() -> None:
             configs += [(g, f"{x:g}x", capacity_rate(g) * x) for x in map(float, a.load.split(","))]
         else:
             for p in map(int, a.pending.split(",")):
-                near = min((k for k in RATES if k[0] == g), key=lambda k: abs(k[1] - p), default=None)
+                near = nearest(g, p)
                 if near is None or abs(near[1] - p) > max(4, p // 4):
                     print(f"# no calibrated rate for {g} GPUs at {p} pending: run --calibrate; skipped")
                     continue

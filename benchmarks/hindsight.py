@@ -228,7 +228,7 @@ def main() -> None:
     if a.instance:
         inst = tetriopt.load_instance(a.instance)
     else:
-        near = min((k for k in grid.RATES if k[0] == a.gpus), key=lambda k: abs(k[1] - a.pending))
+        near = grid.nearest(a.gpus, a.pending)
         inst = grid.workload(a.gpus, grid.RATES[near], a.seed, a.size)
     t0 = time.perf_counter()
     s = hindsight(inst, a.budget_s, a.cpsat_s, a.search_seed, a.lp_s)

@@ -42,7 +42,7 @@ from tetriopt.lookahead import outlook  # noqa: E402
 
 def lp_set(gpus: int, pending: int, seed: int, size: float, cache: str, lp_s: float) -> tuple[object, set[str]]:
     """The grid workload and the ids its LP relaxation meets whole (cached per point)."""
-    near = min((k for k in grid.RATES if k[0] == gpus), key=lambda k: abs(k[1] - pending))
+    near = grid.nearest(gpus, pending)
     inst = grid.workload(gpus, grid.RATES[near], seed, size)
     path = os.path.join(cache, f"lp-{gpus}-{near[1]}-s{seed}-{size:g}.json")
     if os.path.exists(path):
