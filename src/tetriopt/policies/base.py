@@ -35,6 +35,7 @@ REGISTRY = (
     PolicyKind("tetriserve-placement", "TetriServe ablation: without the work-conserving scale-up"),
     PolicyKind("tetriserve-schedule", "TetriServe ablation: its schedule on first-fit placement"),
     PolicyKind("rssp[:SIZE=K,...]", "one fixed degree per resolution (bench: the hindsight mapping)"),
+    PolicyKind("NAME[margin=PX:MS/...]", "any policy shown deadlines earlier per resolution where still makeable alone (margins.py)", bench=False),
     PolicyKind("greedy", "EDF with admission by the joint test (the MIP's fallback)"),
     PolicyKind("fixed-sp-K", "xDiT-style: N/K fixed groups of K GPUs, first come first served"),
 )
@@ -79,10 +80,15 @@ def switches(name: str, spec: str) -> dict[str, bool]:
 def make_policy(name: str, **options: Any) -> Policy:
     """A fresh policy by name (see REGISTRY). Heuristics take no solver options; the CLI passes
     them to every policy alike."""
+    from . import margins
     from .fixed import FixedSP
     from .greedy import Greedy
     from .mip import MipPolicy
     from .tetriserve import TetriServe
+
+    inner, shown = margins.split(name)
+    if shown:  # deadlines shown early (margins.py), around any policy
+        return margins.ShownEarly(make_policy(inner, **options), shown, name)
 
     m = re.fullmatch(r"(cpsat|pulp)(?:\[(.*)\])?", name)
     if m:
