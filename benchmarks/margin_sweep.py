@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import grid  # noqa: E402
 
 
-def spec(policy: str, margins: dict[int, int]) -> str:
-    items = "/".join(f"{w}:{ms}" for w, ms in sorted(margins.items()) if ms)
+def spec(policy: str, margins: dict[int, int] | str) -> str:
+    items = margins if isinstance(margins, str) else "/".join(f"{w}:{ms}" for w, ms in sorted(margins.items()) if ms)
     if not items:
         return policy
     if policy.endswith("]"):
@@ -42,6 +42,8 @@ def main() -> None:
     ap.add_argument("--time-limit-ms", type=float, default=200.0)
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--start", default="", help="starting margins, e.g. 1024:225/2048:112")
+    ap.add_argument("--candidates", default="",
+                    help="instead of the descent: these margin sets side by side, comma-separated (1024:225/2048:450,2048:450)")
     a = ap.parse_args()
     loads = []
     for g in map(int, a.gpus.split(",")):
@@ -51,7 +53,7 @@ def main() -> None:
                 loads.append((f"{g}/{near[1]}/s{s}", grid.workload(g, grid.RATES[near], s, a.size)))
     cache: dict[str, list[int]] = {}
 
-    def met(margins: dict[int, int]) -> list[int]:
+    def met(margins: dict[int, int] | str) -> list[int]:
         name = spec(a.policy, margins)
         if name not in cache:
             cache[name] = [grid.run_policy(inst, name, a.time_limit_ms, a.deterministic)["met"] for _, inst in loads]
@@ -59,8 +61,17 @@ def main() -> None:
         return cache[name]
 
     print("workloads: " + " ".join(k for k, _ in loads))
-    best = {int(w): int(ms) for w, ms in (i.split(":") for i in filter(None, a.start.split("/")))}
+    def margins(text: str) -> dict[int, int]:
+        return {int(w): int(ms) for w, ms in (i.split(":") for i in filter(None, text.split("/")))}
+
     base = met({})
+    if a.candidates:
+        for c in a.candidates.split(","):
+            m = met(c)
+            print(f"  {spec(a.policy, c)}: {sum(m) - sum(base):+d} (up at {sum(x > y for x, y in zip(m, base))}, "
+                  f"down at {sum(x < y for x, y in zip(m, base))})", flush=True)
+        return
+    best = margins(a.start)
     cur = met(best)
     for _ in range(a.passes):
         for w in map(int, a.widths.split(",")):

@@ -6,12 +6,17 @@ to 178): a request planned to finish sooner gives its GPUs back before later arr
 This is the online analogue: every round, each request of a resolution with a margin is shown its
 deadline that much earlier, but only if it can still make the earlier deadline alone (its fastest
 useful degree from now, `lookahead.steps_possible`); otherwise the planner sees the true deadline.
-So the margin alone never turns a request that can still be met into one the planner must give
-up. The simulator (and the server) judge met on the true deadline; the plan itself does not refer
-to deadlines, so the wrapped policy's plan runs as is.
+So the margin alone never turns a request that can still be met into one that cannot. Nor into
+one the joint test gives up (the guard, on by default): a margin is shown only while every request
+the EDF joint test (`greedy.admitted`) keeps with the true deadlines still fits it with the shown
+ones (each at its cheapest degree meeting the deadline shown); without it, two wide requests that
+fit together with their true deadlines and not with earlier ones lose one at once. The simulator
+(and the server) judge met on the true deadline; the plan itself does not refer to deadlines, so
+the wrapped policy's plan runs as is.
 
 Written as a suffix of any policy name: `cpsat[margin=1024:225]`, `cpsat[forced=1;margin=1024:225/2048:100]`,
-`tetriserve[margin=1024:225]` (resolution in px : margin in ms, `/` between resolutions).
+`tetriserve[margin=1024:225]` (resolution in px : margin in ms, `/` between resolutions; an item
+`joint=0` drops the guard, an ablation).
 """
 
 from __future__ import annotations
@@ -21,36 +26,49 @@ import re
 from typing import Any
 
 from ..errors import InputError
-from ..lookahead import steps_possible, useful_degrees
+from ..lookahead import outlook, steps_possible, useful_degrees
 from ..plan import RoundPlan
 from ..state import RequestState, RoundState
 from ..units import ms_to_us
 from .base import Policy
+from .greedy import admitted
 
 Margins = tuple[tuple[int, int], ...]  # (width px, margin us), sorted by width
 
 
-def parse(name: str, spec: str) -> Margins:
-    """`1024:225/2048:100` -> ((1024, 225000), (2048, 100000)); a clear error otherwise."""
+@dataclasses.dataclass(frozen=True)
+class Shown:
+    """What a policy is shown: per-resolution margins, and whether the joint-test guard applies."""
+
+    margins: Margins
+    guard: bool = True
+
+
+def parse(name: str, spec: str) -> Shown:
+    """`1024:225/2048:100` -> margins ((1024, 225000), (2048, 100000)); a clear error otherwise."""
     out: dict[int, int] = {}
+    guard = True
     for item in filter(None, spec.split("/")):
+        if item in ("joint=0", "joint=1"):
+            guard = item == "joint=1"
+            continue
         m = re.fullmatch(r"(\d+):(\d+(?:\.\d+)?)", item)
         if not m or int(m.group(1)) <= 0:
             raise InputError("policy", name, f"margin item '{item}' is not WIDTH:MS (e.g. margin=1024:225/2048:100)")
         out[int(m.group(1))] = ms_to_us(float(m.group(2)))
-    return tuple(sorted(out.items()))
+    return Shown(tuple(sorted(out.items())), guard)
 
 
-def split(name: str) -> tuple[str, Margins]:
+def split(name: str) -> tuple[str, Shown | None]:
     """The policy name without its `margin=` item, and the margins (empty: none)."""
     m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", name)
     if not m:
-        return name, ()
+        return name, None
     items = m.group(2).split(";")
     rest = [i for i in items if not i.startswith("margin=")]
     given = [i[len("margin="):] for i in items if i.startswith("margin=")]
     if not given:
-        return name, ()
+        return name, None
     if len(given) > 1:
         raise InputError("policy", name, "one margin= item at most")
     inner = m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")
@@ -66,31 +84,57 @@ def can_make(state: RoundState, r: RequestState) -> bool:
     return steps_possible(state, r, min(step.values()), state.now_us, None, step.values()) >= r.remaining_steps
 
 
-def shown(state: RoundState, margins: Margins) -> RoundState:
+def _work(state: RoundState, r: RequestState) -> int:
+    """r's GPU-us to its end at the cheapest degree that meets its deadline (the joint test's)."""
+    return outlook(dataclasses.replace(state, requests=(r,)), r).cheapest_cost * r.remaining_steps
+
+
+def _fits(state: RoundState, kept: list[RequestState]) -> bool:
+    """The EDF joint test on `kept` as they are (greedy.admitted's rule): everything due by each
+    one's due time fits in the cluster's GPU-time until then."""
+    work = 0
+    for r in sorted(kept, key=lambda r: (r.deadline_us, r.arrival_us, r.id)):
+        work += _work(state, r)
+        if work > state.cluster.gpus * (state.due_us(r) - state.now_us):
+            return False
+    return True
+
+
+def shown(state: RoundState, how: Shown) -> RoundState:
     """The round state with each request of a resolution with a margin shown that much earlier,
-    where it can still make the earlier deadline alone (the state itself when nothing moves)."""
-    by = dict(margins)
-    reqs, moved = [], False
-    for r in state.requests:
+    where it can still make the earlier deadline alone and (with the guard) every request the
+    joint test keeps with the true deadlines still fits (the state itself when nothing moves)."""
+    by = dict(how.margins)
+    early: dict[str, RequestState] = {}
+    for r in sorted(state.requests, key=lambda r: (r.deadline_us, r.arrival_us, r.id)):
         d = by.get(r.width, 0)
         if d > 0:
-            early = dataclasses.replace(r, deadline_us=r.deadline_us - d)
-            if can_make(state, early):
-                r, moved = early, True
-        reqs.append(r)
-    return dataclasses.replace(state, requests=tuple(reqs)) if moved else state
+            e = dataclasses.replace(r, deadline_us=r.deadline_us - d)
+            if can_make(state, e):
+                early[r.id] = e
+    if early and how.guard:
+        kept = {r.id: r for r in admitted(state, lambda r: outlook(state, r))}
+        for rid in [i for i in early if i in kept]:  # EDF order: the most urgent shown early first
+            trial = {**kept, rid: early[rid]}
+            if _fits(state, list(trial.values())):
+                kept = trial
+            else:
+                del early[rid]
+    if not early:
+        return state
+    return dataclasses.replace(state, requests=tuple(early.get(r.id, r) for r in state.requests))
 
 
 class ShownEarly:
-    """A policy that plans every round on `shown(state, margins)`; its plan runs on the true state."""
+    """A policy that plans every round on `shown(state, how)`; its plan runs on the true state."""
 
-    def __init__(self, inner: Policy, margins: Margins, name: str):
+    def __init__(self, inner: Policy, how: Shown, name: str):
         self.inner = inner
-        self.margins = margins
+        self.how = how
         self.name = name
 
     def plan(self, state: RoundState) -> RoundPlan:
-        return self.inner.plan(shown(state, self.margins))
+        return self.inner.plan(shown(state, self.how))
 
     def __getattr__(self, attr: str) -> Any:  # the wrapped policy's knobs (time limit, ...) for benchmarks
         if attr == "inner":

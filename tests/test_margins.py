@@ -1,0 +1,97 @@
+"""Deadlines shown early (`NAME[margin=PX:MS/...]`, policies/margins.py): the planner sees some
+deadlines earlier, never one a request can no longer make alone, never one that makes the joint
+test give up a request it keeps with the true deadlines; met is judged on the true deadlines
+(real CP-SAT, deterministic clock, pinned seeds)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import tetriopt
+from tetriopt.errors import InputError
+from tetriopt.lookahead import outlook
+from tetriopt.policies.greedy import admitted
+from tetriopt.policies.margins import Shown, ShownEarly, _fits, can_make, shown
+from tetriopt.policies.mip import MipPolicy
+from tetriopt.policies.tetriserve import TetriServe
+from tetriopt.workload import generate
+
+CPSAT = dict(time_limit_ms=200, seed=0, workers=1, deterministic=True)
+
+
+def _instance(reqs):
+    return tetriopt.parse_instance({"model": "flux.1-dev-h100", "cluster": {"gpus": 8}, "requests": [
+        {"id": f"q{i}", "arrival_ms": a, "deadline_ms": d, "width": px, "height": px, "steps": 20}
+        for i, (px, a, d) in enumerate(reqs)]})
+
+
+def test_names_parse_and_wrap():
+    p = tetriopt.make_policy("cpsat[forced=1;margin=1024:225/2048:100]", **CPSAT)
+    assert isinstance(p, ShownEarly) and isinstance(p.inner, MipPolicy) and p.inner.forced
+    assert p.how == Shown(((1024, 225_000), (2048, 100_000)), True)
+    assert p.name == "cpsat[forced=1;margin=1024:225/2048:100]"
+    t = tetriopt.make_policy("tetriserve[margin=2048:450/joint=0]")
+    assert isinstance(t.inner, TetriServe) and t.how == Shown(((2048, 450_000),), False)
+    assert isinstance(tetriopt.make_policy("cpsat[forced=1]", **CPSAT), MipPolicy)
+    for bad in ("cpsat[margin=1024]", "cpsat[margin=x:5]", "tetriserve[margin=1024:1;margin=2048:1]"):
+        with pytest.raises(InputError):
+            tetriopt.make_policy(bad)
+
+
+def _states(policy, inst):
+    """Every round state `policy` is asked to plan in a simulation of `inst`."""
+    seen = []
+    inner = policy.plan
+
+    def plan(s):
+        seen.append(s)
+        return inner(s)
+    policy.plan = plan
+    tetriopt.solve(inst, policy)
+    return seen
+
+
+def test_shown_never_takes_a_makeable_deadline_or_a_kept_request():
+    inst = tetriopt.parse_instance(generate("flux.1-dev-h100", 16, 60, 256.4, seed=3), name="g16-s3")
+    how = Shown(((512, 56_000), (1024, 225_000), (2048, 450_000)))
+    moved = reverted = 0
+    for s in _states(TetriServe(), inst):
+        out = shown(s, how)
+        kept_true = {r.id for r in admitted(s, lambda r: outlook(s, r))}
+        for r, q in zip(s.requests, out.requests):
+            assert q.id == r.id and dataclasses.replace(q, deadline_us=r.deadline_us) == r
+            assert q.deadline_us in (r.deadline_us, r.deadline_us - dict(how.margins).get(r.width, 0))
+            if can_make(s, r):  # makeable with its true deadline: still makeable as shown
+                assert can_make(s, q)
+            moved += q.deadline_us < r.deadline_us
+            reverted += q.deadline_us == r.deadline_us and r.width in (1024, 2048)
+        assert _fits(s, [q for q in out.requests if q.id in kept_true])  # the guard
+    assert moved > 20 and reverted > 0  # the test exercises both sides
+
+
+def test_met_is_judged_on_the_true_deadline():
+    # one 1,024 px request due 100 ms after its earliest finish alone: it cannot make a deadline
+    # 225 ms earlier, so it is planned on its true one, finishes within the margin, and is met
+    alone = _instance([(1024, 0.0, 10_000.0)])
+    finish = tetriopt.solve(alone, "tetriserve").requests[0].finish_us
+    tight = _instance([(1024, 0.0, (finish + 100_000) / 1e3)])
+    for name in ("tetriserve[margin=1024:225]", "cpsat[margin=1024:225]"):
+        res = tetriopt.solve(tight, tetriopt.make_policy(name, **CPSAT))
+        o = res.requests[0]
+        assert o.met and tight.requests[0].deadline_us - 225_000 < o.finish_us <= tight.requests[0].deadline_us
+        assert res.instance.requests[0].deadline_us == tight.requests[0].deadline_us
+
+
+def test_margin_on_1024_px_frees_the_block_for_a_2048_px_request():
+    # 8 GPUs: q1 (1,024 px) shown 225 ms early finishes its last steps a round sooner beside the
+    # others, so in round 4 the 2,048 px q0 gets the whole block for its last two steps: 5 met, not 4
+    inst = _instance([(2048, 0.0, 4414), (1024, 0.0, 3539), (512, 1800.0, 4875), (2048, 2700.0, 9614),
+                      (1024, 2700.0, 6471)])
+    met = {}
+    for name in ("cpsat", "cpsat[margin=1024:225]"):
+        res = tetriopt.solve(inst, tetriopt.make_policy(name, **CPSAT))
+        met[name] = {o.id for o in res.requests if o.met}
+    assert met["cpsat"] == {"q1", "q2", "q3", "q4"}
+    assert met["cpsat[margin=1024:225]"] == {"q0", "q1", "q2", "q3", "q4"}
