@@ -26,7 +26,7 @@ import re
 from typing import Any
 
 from ..errors import InputError
-from ..lookahead import outlook, steps_possible, useful_degrees
+from ..lookahead import Outlook, outlook, steps_possible, useful_degrees
 from ..plan import RoundPlan
 from ..state import RequestState, RoundState
 from ..units import ms_to_us
@@ -84,20 +84,21 @@ def can_make(state: RoundState, r: RequestState) -> bool:
     return steps_possible(state, r, min(step.values()), state.now_us, None, step.values()) >= r.remaining_steps
 
 
-def _work(state: RoundState, r: RequestState) -> int:
-    """r's GPU-us to its end at the cheapest degree that meets its deadline (the joint test's)."""
-    return outlook(dataclasses.replace(state, requests=(r,)), r).cheapest_cost * r.remaining_steps
+def _look(state: RoundState, r: RequestState, memo: dict[tuple[str, int], Outlook]) -> Outlook:
+    """r's outlook with the deadline it carries (memoised by id and deadline: the guard asks again
+    for every request shown early)."""
+    key = (r.id, r.deadline_us)
+    if key not in memo:
+        memo[key] = outlook(dataclasses.replace(state, requests=(r,)), r)
+    return memo[key]
 
 
-def _fits(state: RoundState, kept: list[RequestState]) -> bool:
-    """The EDF joint test on `kept` as they are (greedy.admitted's rule): everything due by each
-    one's due time fits in the cluster's GPU-time until then."""
-    work = 0
-    for r in sorted(kept, key=lambda r: (r.deadline_us, r.arrival_us, r.id)):
-        work += _work(state, r)
-        if work > state.cluster.gpus * (state.due_us(r) - state.now_us):
-            return False
-    return True
+def _fits(state: RoundState, kept: list[RequestState], memo: dict | None = None) -> bool:
+    """Whether the EDF joint test (`greedy.admitted`) keeps every request of `kept`, each with the
+    deadline it carries."""
+    memo = {} if memo is None else memo
+    sub = dataclasses.replace(state, requests=tuple(kept))
+    return sum(1 for _ in admitted(sub, lambda r: _look(state, r, memo))) == len(kept)
 
 
 def shown(state: RoundState, how: Shown) -> RoundState:
@@ -114,9 +115,10 @@ def shown(state: RoundState, how: Shown) -> RoundState:
                 early[r.id] = e
     if early and how.guard:
         kept = {r.id: r for r in admitted(state, lambda r: outlook(state, r))}
+        memo: dict[tuple[str, int], Outlook] = {}
         for rid in [i for i in early if i in kept]:  # EDF order: the most urgent shown early first
             trial = {**kept, rid: early[rid]}
-            if _fits(state, list(trial.values())):
+            if _fits(state, list(trial.values()), memo):
                 kept = trial
             else:
                 del early[rid]
