@@ -95,3 +95,12 @@ def test_margin_on_1024_px_frees_the_block_for_a_2048_px_request():
         met[name] = {o.id for o in res.requests if o.met}
     assert met["cpsat"] == {"q1", "q2", "q3", "q4"}
     assert met["cpsat[margin=1024:225]"] == {"q0", "q1", "q2", "q3", "q4"}
+
+
+def test_no_margin_where_the_fastest_degree_is_the_whole_cluster():
+    inst = _instance([(2048, 0.0, 9000.0), (1024, 0.0, 9000.0)])
+    s = _states(TetriServe(), inst)[0]
+    out = {q.id: q.deadline_us for q in shown(s, Shown(((1024, 225_000), (2048, 450_000)))).requests}
+    assert out == {"q0": 9_000_000, "q1": 8_775_000}  # 2048 px: one 8-GPU block, not shown early
+    solo = {q.id: q.deadline_us for q in shown(s, Shown(((2048, 450_000),), solo=True)).requests}
+    assert solo["q0"] == 8_550_000
