@@ -17,6 +17,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+import bound_grid  # noqa: E402  (the grid's workloads by point)
 import grid  # noqa: E402
 
 
@@ -32,10 +33,10 @@ def spec(policy: str, margins: dict[int, int] | str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--policy", default="tetriserve")
-    ap.add_argument("--gpus", default="8,16,32,64")
-    ap.add_argument("--pending", default="8,32,64,128")
-    ap.add_argument("--seeds", default="3,4,5")
     ap.add_argument("--size", type=float, default=0.15)
+    for flag, default in (("--gpus", "8,16,32,64"), ("--pending", "8,32,64,128")):  # as grid.py's
+        ap.add_argument(flag, default=default)
+    ap.add_argument("--seeds", default="3,4,5", help="at every GPU count (the grid uses 0-2)")
     ap.add_argument("--widths", default="2048,1024,512")
     ap.add_argument("--steps-ms", default="56,112,225,450")
     ap.add_argument("--passes", type=int, default=1)
@@ -45,12 +46,7 @@ def main() -> None:
     ap.add_argument("--candidates", default="",
                     help="instead of the descent: these margin sets side by side, comma-separated (1024:225/2048:450,2048:450)")
     a = ap.parse_args()
-    loads = []
-    for g in map(int, a.gpus.split(",")):
-        for p in map(int, a.pending.split(",")):
-            near = grid.nearest(g, p)
-            for s in map(int, a.seeds.split(",")):
-                loads.append((f"{g}/{near[1]}/s{s}", grid.workload(g, grid.RATES[near], s, a.size)))
+    loads = [(k, inst) for k, inst, _ in bound_grid.points(argparse.Namespace(**vars(a), seed_gpus=a.gpus, instances=None))]
     cache: dict[str, list[int]] = {}
 
     def met(margins: dict[int, int] | str) -> list[int]:
