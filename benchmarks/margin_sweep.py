@@ -22,12 +22,14 @@ import grid  # noqa: E402
 
 
 def spec(policy: str, margins: dict[int, int] | str) -> str:
-    items = margins if isinstance(margins, str) else "/".join(f"{w}:{ms}" for w, ms in sorted(margins.items()) if ms)
+    """The policy name with these margins (a dict, or text such as `2048:450;burst=1`)."""
+    text = margins if isinstance(margins, str) else "/".join(f"{w}:{ms}" for w, ms in sorted(margins.items()) if ms)
+    items = ";".join(i if "=" in i.split("/")[0] else f"margin={i}" for i in filter(None, text.split(";")))
     if not items:
         return policy
     if policy.endswith("]"):
-        return f"{policy[:-1]};margin={items}]"
-    return f"{policy}[margin={items}]"
+        return f"{policy[:-1]};{items}]"
+    return f"{policy}[{items}]"
 
 
 def main() -> None:

@@ -104,3 +104,22 @@ def test_no_margin_where_the_fastest_degree_is_the_whole_cluster():
     assert out == {"q0": 9_000_000, "q1": 8_775_000}  # 2048 px: one 8-GPU block, not shown early
     solo = {q.id: q.deadline_us for q in shown(s, Shown(((2048, 450_000),), solo=True)).requests}
     assert solo["q0"] == 8_550_000
+
+
+def test_burst_admits_what_the_blocks_carry_and_gives_up_the_rest():
+    from tetriopt import RequestState, RoundState
+    from tetriopt.policies import burst
+    # 16 GPUs = two 8-GPU blocks; four new 2,048 px requests due in 4.5 s need 4 block-rounds each
+    # (6 steps a round at degree 8): the blocks carry two of them
+    wide = tuple(RequestState(f"w{i}", 2048, 2048, remaining_steps=20, deadline_us=4_500_000 + i * 1000) for i in range(4))
+    s = RoundState(now_us=0, round_us=900_000, cluster=tetriopt.make_cluster(16), profile=tetriopt.load_profile("flux.1-dev-h100"),
+                   degrees=(1, 2, 4, 8), requests=wide + (RequestState("s0", 512, 512, remaining_steps=20, deadline_us=1_900_000),))
+    ids = {r.id for r in s.requests}
+    assert burst.give_up(s, ids, set()) == {"w2", "w3"}  # the latest deadlines go
+    assert burst.give_up(s, {"w0", "s0"}, set()) == set()  # one new wide request is no burst
+    assert burst.give_up(s, {"w2", "w3"}, {"w0", "w1"}) == {"w2", "w3"}  # the kept ones hold the blocks
+    shown_late = burst.late(s, {"w2", "w3"})
+    assert [r.deadline_us for r in shown_late.requests] == [4_500_000, 4_501_000, 0, 0, 1_900_000]
+    p = tetriopt.make_policy("tetriserve[burst=1]")
+    p.plan(s)
+    assert p._given_up == {"w2", "w3"} and set(p._kept) == {"w0", "w1", "s0"}

@@ -45,6 +45,7 @@ class Shown:
     margins: Margins
     guard: bool = True
     solo: bool = False  # margins also for requests whose fastest degree is the whole cluster
+    burst: bool = False  # burst admission (burst.py): of several new wide requests, give up those that do not fit
 
 
 def parse(name: str, spec: str) -> Shown:
@@ -64,19 +65,20 @@ def parse(name: str, spec: str) -> Shown:
 
 
 def split(name: str) -> tuple[str, Shown | None]:
-    """The policy name without its `margin=` item, and the margins (empty: none)."""
+    """The policy name without its `margin=` and `burst=` items, and what they show (None: neither)."""
     m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", name)
     if not m:
         return name, None
     items = m.group(2).split(";")
-    rest = [i for i in items if not i.startswith("margin=")]
+    rest = [i for i in items if not i.startswith(("margin=", "burst="))]
     given = [i[len("margin="):] for i in items if i.startswith("margin=")]
-    if not given:
+    burst = [i[len("burst="):] for i in items if i.startswith("burst=")]
+    if not given and not burst:
         return name, None
-    if len(given) > 1:
-        raise InputError("policy", name, "one margin= item at most")
+    if len(given) > 1 or len(burst) > 1 or burst and burst[0] not in ("0", "1"):
+        raise InputError("policy", name, "one margin= item and one burst=0|1 item at most")
     inner = m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")
-    return inner, parse(name, given[0])
+    return inner, dataclasses.replace(parse(name, given[0] if given else ""), burst=burst == ["1"])
 
 
 def fastest(state: RoundState, r: RequestState) -> int | None:
@@ -145,9 +147,20 @@ class ShownEarly:
         self.inner = inner
         self.how = how
         self.name = name
+        self._seen: set[str] = set()  # requests pending in the previous round (burst: new = the others)
+        self._given_up: set[str] = set()
+        self._kept: set[str] = set()  # the previous plan's kept requests
 
     def plan(self, state: RoundState) -> RoundPlan:
-        return self.inner.plan(shown(state, self.how))
+        if self.how.burst:
+            from . import burst
+            ids = {r.id for r in state.requests}
+            new, self._seen = ids - self._seen, ids
+            self._given_up = (self._given_up & ids) | burst.give_up(state, new, self._kept)
+            state = burst.late(state, self._given_up)
+        p = self.inner.plan(shown(state, self.how))
+        self._kept = set(p.kept or ())
+        return p
 
     def __getattr__(self, attr: str) -> Any:  # the wrapped policy's knobs (time limit, ...) for benchmarks
         if attr == "inner":
