@@ -56,6 +56,9 @@ class Window:
     room: dict[int, int] = field(default_factory=dict)  # round -> its time from arrival to deadline (us)
     encode_us: int = 0                  # the text encode before its first step, in that assignment
     decode_us: int = 0                  # the VAE decode after its last step, in that assignment
+    # least_work_us by (aux, one_set): the screen and every build_model of the window ask the same
+    # (a fresh dict per window, also under dataclasses.replace: init=False)
+    least: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def gpu_us(self, k: int) -> int:
         return self.gpu.get(k, k * self.step[k])
@@ -76,7 +79,14 @@ def least_work_us(w: Window, aux: bool = True, one_set: bool = False) -> int:
     before the deadline (room); both charged on the narrowest degree that round uses (the first /
     last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
     (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none.
-    `one_set`: a round's steps all run at one degree (one GPU set per request per round)."""
+    `one_set`: a round's steps all run at one degree (one GPU set per request per round).
+    Computed once per window and (aux, one_set)."""
+    if (aux, one_set) not in w.least:
+        w.least[aux, one_set] = _least_work(w, aux, one_set)
+    return w.least[aux, one_set]
+
+
+def _least_work(w: Window, aux: bool, one_set: bool) -> int:
     S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
     degs = sorted(w.step)
     INF = 1 << 62
