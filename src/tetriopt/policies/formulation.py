@@ -24,6 +24,11 @@ Objective (maximise), lexicographic by weights:
 so kept requests progress first, given-up ones use what is left (no GPU idles while work could
 use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
 GPU-times in the objective are in GPU-ms (integers).
+With `convex` (off by default, docs/solver.md section 4), a kept request's remaining GPU-time is
+not u x its cheapest per-step cost but c >= the lower convex envelope of the least GPU-time it
+alone needs to finish u steps by its deadline (`least_future`): leaving more steps for later
+raises the degree they need. The keep weight then counts c's largest value, so the order of the
+tiers stands.
 """
 
 from __future__ import annotations
@@ -337,9 +342,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         m.objective[u] = -w.remaining * e
         if r.id in futures:  # remaining steps at their least future GPU-time instead of e each
             rows, env = futures[r.id]
-            c = m.var(f"future[{r.id}]", 0, env[-1])
-            for du, dc, b in rows:
-                m.add({c: du, u: -dc, kp: -b}, lb=0)  # du c >= dc u + b keep (b <= 0: c = 0 when given up)
+            c = future_var(m, f"future[{r.id}]", rows, env, u, kp)
             del m.objective[u]
             m.objective[c] = -w.remaining
             convex_of[r.id] = (c, u, kp, rows, env)
@@ -420,6 +423,14 @@ def least_future(state: RoundState, r: RequestState, o: Outlook,
     return out
 
 
+def future_var(m: LinearModel, name: str, rows: list[tuple[int, int, int]], env: list[int], u: int, kp: int) -> int:
+    """c >= the envelope `rows` at u: du c >= dc u + b keep (b <= 0, so c = 0 when given up)."""
+    c = m.var(name, 0, env[-1])
+    for du, dc, b in rows:
+        m.add({c: du, u: -dc, kp: -b}, lb=0)
+    return c
+
+
 def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
     """The joint test with each kept request's least future GPU-time (docs/solver.md section 4):
     at every due time and deadline t, the steps-only least GPU-ms of the kept requests due by t
@@ -436,9 +447,7 @@ def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
             continue
         rows, env = got
         u, kp = rm.left[r.id], rm.keep[r.id]
-        c = m.var(f"future_steps[{r.id}]", 0, env[-1])
-        for du, dc, b in rows:
-            m.add({c: du, u: -dc, kp: -b}, lb=0)
+        c = future_var(m, f"future_steps[{r.id}]", rows, env, u, kp)
         rm.convex_joint.append((c, u, kp, rows, r.id))
         events.append((st.due_us(r), c, 1, r.id))
         if u in rm.owed:
