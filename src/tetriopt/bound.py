@@ -56,6 +56,9 @@ class Window:
     room: dict[int, int] = field(default_factory=dict)  # round -> its time from arrival to deadline (us)
     encode_us: int = 0                  # the text encode before its first step, in that assignment
     decode_us: int = 0                  # the VAE decode after its last step, in that assignment
+    # least_work_us by (aux, one_set): the screen and every build_model of the window ask the same
+    # (a fresh dict per window, also under dataclasses.replace: init=False)
+    least: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def gpu_us(self, k: int) -> int:
         return self.gpu.get(k, k * self.step[k])
@@ -76,7 +79,14 @@ def least_work_us(w: Window, aux: bool = True, one_set: bool = False) -> int:
     before the deadline (room); both charged on the narrowest degree that round uses (the first /
     last assignment's degree is one of those). Per round and narrowest degree, the Pareto front of
     (time, GPU-time) by step count; then a DP over rounds (not started / running). 0 if none.
-    `one_set`: a round's steps all run at one degree (one GPU set per request per round)."""
+    `one_set`: a round's steps all run at one degree (one GPU set per request per round).
+    Computed once per window and (aux, one_set)."""
+    if (aux, one_set) not in w.least:
+        w.least[aux, one_set] = _least_work(w, aux, one_set)
+    return w.least[aux, one_set]
+
+
+def _least_work(w: Window, aux: bool, one_set: bool) -> int:
     S, enc, dec = w.request.steps, (w.encode_us if aux else 0), (w.decode_us if aux else 0)
     degs = sorted(w.step)
     INF = 1 << 62
@@ -440,16 +450,7 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None, prima
     from ortools.linear_solver import pywraplp
 
     t0 = time.perf_counter()
-    p = model.proto
-    box = [(v.domain[0], v.domain[len(v.domain) - 1]) for v in p.variables]  # (no negative index here)
-    sf = p.objective.scaling_factor or 1.0
-    c = [0.0] * len(box)
-    for v, a in zip(p.objective.vars, p.objective.coeffs):
-        c[v] += sf * a
-    const = sf * p.objective.offset
-    lins = [(ct.linear, ct.linear.domain[0], ct.linear.domain[len(ct.linear.domain) - 1])
-            for ct in p.constraints if ct.has_linear() and not len(ct.enforcement_literal)]
-    rows = [(None if lo <= -_INF else lo, None if hi >= _INF else hi, lin.vars, lin.coeffs) for lin, lo, hi in lins]
+    box, c, const, rows = lp_rows(model)
 
     def glop(params: str) -> bool:  # a fresh GLOP solve; on success the duals (and primal) are read
         nonlocal duals
@@ -487,24 +488,44 @@ def lp_bound(model, time_limit_s: float, duals: list[float] | None = None, prima
     if duals is None and not any(glop(prm) for prm in ("use_dual_simplex: true solution_feasibility_tolerance: 1e-4",
                                                        "solution_feasibility_tolerance: 1e-4")):
         return None
-    best = None
-    for sign in (1.0, -1.0):
-        d = list(c)
-        val = [const]
-        for pi, (lo, hi, vs, cs) in zip(duals, rows):
-            pi *= sign
-            if pi > 0 and hi is not None:
-                val.append(pi * hi)
-            elif pi < 0 and lo is not None:
-                val.append(pi * lo)
-            else:
-                continue
-            for v, a in zip(vs, cs):
-                d[v] -= pi * a
-        val += [dx * (box[x][1] if dx > 0 else box[x][0]) for x, dx in enumerate(d) if dx]
-        ub = math.fsum(val)
-        best = ub if best is None else min(best, ub)
-    return best
+    return min(weak_dual(box, c, const, rows, [sign * pi for pi in duals]) for sign in (1.0, -1.0))
+
+
+def lp_rows(model) -> tuple[list[tuple[int, int]], list[float], float, list[tuple]]:
+    """A linear CP-SAT model's LP data: (each variable's range, objective coefficients, objective
+    constant, rows as (lower limit or None, upper limit or None, variable indices, coefficients)),
+    its rows with enforcement literals or that are not linear left out (a relaxation)."""
+    p = model.proto
+    box = [(v.domain[0], v.domain[len(v.domain) - 1]) for v in p.variables]  # (no negative index here)
+    sf = p.objective.scaling_factor or 1.0
+    c = [0.0] * len(box)
+    for v, a in zip(p.objective.vars, p.objective.coeffs):
+        c[v] += sf * a
+    lins = [(ct.linear, ct.linear.domain[0], ct.linear.domain[len(ct.linear.domain) - 1])
+            for ct in p.constraints if ct.has_linear() and not len(ct.enforcement_literal)]
+    rows = [(None if lo <= -_INF else lo, None if hi >= _INF else hi, list(lin.vars), list(lin.coeffs))
+            for lin, lo, hi in lins]
+    return box, c, sf * p.objective.offset, rows
+
+
+def weak_dual(box, c, const: float, rows, duals) -> float:
+    """The weak-duality bound on max c.x + const over the rows and ranges for row multipliers
+    `duals` (any): sum_r pi_r b_r + sum_x max over x's range of (c_x - sum_r pi_r a_rx) x, b_r the
+    row's upper limit where pi_r > 0, its lower one where pi_r < 0 (a row without that limit
+    counts as pi_r = 0)."""
+    d = list(c)
+    val = [const]
+    for pi, (lo, hi, vs, cs) in zip(duals, rows):
+        if pi > 0 and hi is not None:
+            val.append(pi * hi)
+        elif pi < 0 and lo is not None:
+            val.append(pi * lo)
+        else:
+            continue
+        for v, a in zip(vs, cs):
+            d[v] -= pi * a
+    val += [dx * (box[x][1] if dx > 0 else box[x][0]) for x, dx in enumerate(d) if dx]
+    return math.fsum(val)
 
 
 def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int, one_set: bool = False,
