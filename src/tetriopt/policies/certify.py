@@ -35,6 +35,8 @@ class _Own:
         self.budget = st.due_us(r) - st.now_us
         self.w_kp, self.w_u, self.w_dn = obj.get(self.kp, 0), obj.get(self.u, 0), obj.get(self.dn, 0)
         self.cost, self.cap, self.owed, self.owed_cap = own_row.get(self.u, (0, None, 0, None))
+        c, *_, env = rm.convex.get(r.id, (None, None))  # (build(convex=True): its least future GPU-ms, in u)
+        self.future = [obj.get(c, 0) * v for v in env] if c is not None else None
 
     def joint_ok(self, n: int) -> bool:
         """Its own terms of its joint rows fit: its steps by their due time, and they and its
@@ -49,7 +51,7 @@ class _Own:
         best = w_s * n + bonus + (self.w_dn if n == rem else 0)  # given up: u = 0
         if self.can and self.joint_ok(n) and (n == rem and n * t <= self.budget if slack is None
                                               else rem - n <= slack):
-            kept = best + self.w_kp + self.w_u * (rem - n)
+            kept = best + self.w_kp + self.w_u * (rem - n) + (self.future[rem - n] if self.future else 0)
             if kept > best:
                 return kept, True
         return best, False
@@ -85,6 +87,8 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
             seen.add((t, w_s, bonus, hi))
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
+            if own.future:  # its least future GPU-time is convex in what it leaves, not linear: every n
+                points = set(range(1, hi + 1))
             for n in sorted(points):
                 if 1 <= n <= hi:
                     v, k = own.value(n, t, bonus, w_s)
@@ -460,7 +464,8 @@ def split_objective(rm: RoundModel, hint: list[int] | None = None, alone: list |
     added = []
     for rid, best, *_ in (best_alone(rm) if alone is None else alone):
         own = [v for _, _, x, s in rm.cand.get(rid, ()) for v in (x, s, *(rm.fin[s][:1] if s in rm.fin else ()))]
-        terms = {v: obj.pop(v) for v in (*own, rm.keep[rid], rm.done[rid], rm.left[rid]) if v in obj}
+        future = rm.convex[rid][:1] if rid in rm.convex else ()
+        terms = {v: obj.pop(v) for v in (*own, rm.keep[rid], rm.done[rid], rm.left[rid], *future) if v in obj}
         lo = sum(min(c * m.lb[v], c * m.ub[v]) for v, c in terms.items())
         val = m.var(f"value[{rid}]", lo, max(lo, best))
         m.add({**terms, val: -1}, lb=0, ub=0)

@@ -24,6 +24,11 @@ Objective (maximise), lexicographic by weights:
 so kept requests progress first, given-up ones use what is left (no GPU idles while work could
 use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
 GPU-times in the objective are in GPU-ms (integers).
+With `convex` (off by default, docs/solver.md section 4), a kept request's remaining GPU-time is
+not u x its cheapest per-step cost but c >= the lower convex envelope of the least GPU-time it
+alone needs to finish u steps by its deadline (`least_future`): leaving more steps for later
+raises the degree they need. The keep weight then counts c's largest value, so the order of the
+tiers stands.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import time
 from dataclasses import dataclass, field
 from operator import mul
 
+from ..leastcost import INF, envelope_at, least_cost_table, lower_envelope, segments
 from ..lookahead import Outlook, outlook, steps_possible
 from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
@@ -108,6 +114,13 @@ class RoundModel:
     # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1; add_blocks)
     forced: list = field(default_factory=list)
     forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_blocks' rows
+    # convex (build(convex=True)): request -> (c var, u var, keep var, envelope rows (du, dc, b), c at
+    # u = 0..top): c >= the least GPU-ms it alone needs to finish u steps (leastcost), in the objective
+    convex: dict = field(default_factory=dict)
+    # convex_joint (add_convex_joint): (c var, u var, keep var, rows) of the steps-only envelope, then
+    # the running sums (acc var, {var: coef}, previous acc var) of its joint rows
+    convex_joint: list = field(default_factory=list)
+    convex_running: list = field(default_factory=list)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -124,7 +137,11 @@ class RoundModel:
     def derive_sums(self, sol: list[int]) -> None:
         """Set the running sums of the joint test and the forced variables from the u values
         (alone: `complete` re-derives them after each request it gives up)."""
-        for acc, group, prev in self.running:
+        for c, u, kp, rows, _ in self.convex.values():
+            sol[c] = envelope_at(rows, sol[u], sol[kp])
+        for c, u, kp, rows, _ in self.convex_joint:
+            sol[c] = envelope_at(rows, sol[u], sol[kp])
+        for acc, group, prev in (*self.running, *self.convex_running):
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
         for v, u, c, _, d in self.forced:
             sol[v] = max(0, -(-(sol[u] - c) // d))
@@ -215,8 +232,9 @@ def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[i
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None, batching: bool = False) -> RoundModel:
-    """The round model (with `batching`, also batch options: policies/batching.py).
+          deadline: float | None = None, batching: bool = False, convex: bool = False) -> RoundModel:
+    """The round model (with `batching`, also batch options: policies/batching.py; with `convex`, a
+    kept request's remaining steps cost the least GPU-time it alone needs to finish them: `least_future`).
 
     Above `max_pairs` (request, set) pairs each request sees a few sets only. Requests outside
     `placed` (None: all are placed) get no steps this round but still take part in the keep
@@ -227,7 +245,17 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     m = LinearModel()
     looks = {r.id: outlook(state, r) for r in state.requests}
     modelled = [r for r in state.requests if placed is None or r.id in placed or looks[r.id].alive]
-    total = sum(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps for r in state.requests)
+    futures = {}  # request -> (envelope rows, c at u = 0..top) of its least future GPU-ms (convex)
+    if convex:
+        for n, r in enumerate(modelled):
+            if n % 16 == 15 and past(deadline):
+                raise OutOfTime
+            got = least_future(state, r, looks[r.id])
+            if got is not None:
+                futures[r.id] = got
+    # (the keep weight outweighs every other term: with `convex`, a request's remaining work is its c at most)
+    total = sum(max(gpu_ms(looks[r.id].cheapest_cost) * r.remaining_steps, futures[r.id][1][-1] if r.id in futures else 0)
+                for r in state.requests)
     w = Weights(keep=15 * total + state.cluster.gpus * gpu_ms(state.round_us) + len(state.requests) + 1)
     cand: dict[str, list] = {}
     fin: dict[int, tuple[int, int]] = {}
@@ -246,6 +274,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
     batch_xs: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
     batch_steps: dict[str, dict[int, int]] = {r.id: {} for r in state.requests}
     batches, joint_cost = [], {}
+    convex_of: dict[str, tuple] = {}
     if batching and state.profile.max_batch > 1:
         from .batching import add_batch_options, shared_costs
         joint_cost = shared_costs(state, looks)
@@ -311,6 +340,12 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                 m.add({**steps_expr, kp: -need}, lb=0)
         m.objective[kp] = w.keep
         m.objective[u] = -w.remaining * e
+        if r.id in futures:  # remaining steps at their least future GPU-time instead of e each
+            rows, env = futures[r.id]
+            c = future_var(m, f"future[{r.id}]", rows, env, u, kp)
+            del m.objective[u]
+            m.objective[c] = -w.remaining
+            convex_of[r.id] = (c, u, kp, rows, env)
         m.objective[dn] = w.done * e
         if can_keep:  # kept and not finished this round: its decode is still to come, on its set
             p = m.var(f"owes_decode[{r.id}]", 0, 1)
@@ -359,7 +394,79 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         prev, group = acc, {}
     return RoundModel(model=m, state=state, looks=looks, cand=cand, keep=keep, done=done, left=left, weights=w, running=running, urgent=urgent,
                       restricted=set_cap is not None or len(movable) < len(state.requests), batches=batches,
-                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms, running_due=running_due)
+                      joint_cost=joint_cost, fin=fin, owed=owed, busy=gpu_terms, running_due=running_due,
+                      convex=convex_of)
+
+
+def least_future(state: RoundState, r: RequestState, o: Outlook,
+                 decode_gpu: bool = True) -> tuple[list[tuple[int, int, int]], list[int]] | None:
+    """(rows (du, dc, b) of the lower convex envelope, its value at u = 0..top) of the least
+    GPU-ms r alone needs to run u more steps from the round's end and finish by its deadline
+    (leastcost.least_cost_table; `decode_gpu`: with its decode's GPU-time), u up to the most it may
+    leave if kept (top = min(remaining, slack)); None where it cannot be kept with steps left.
+    The latent is counted as placed by then (no encode): a lower bound where it does not run now."""
+    key = ("least_future", r.id, decode_gpu)
+    if key in state.memo:
+        return state.memo[key]
+    can, slack = keepable(state, r, o)
+    out = None
+    if can and slack is not None and min(r.remaining_steps, slack) > 0:
+        top = min(r.remaining_steps, slack)
+        table = least_cost_table(state.round_us, tuple((k, o.step[k]) for k in o.degrees),
+                                 r.deadline_us - state.end_us, state.decode_us(r), top, decode_gpu)
+        ms = [x if x == INF else (gpu_ms(int(x)) if u else 0) for u, x in enumerate(table)]
+        hull = lower_envelope(ms)
+        if len(hull) >= 2:
+            rows = segments(hull)
+            out = rows, [envelope_at(rows, u) for u in range(top + 1)]
+    state.memo[key] = out
+    return out
+
+
+def future_var(m: LinearModel, name: str, rows: list[tuple[int, int, int]], env: list[int], u: int, kp: int) -> int:
+    """c >= the envelope `rows` at u: du c >= dc u + b keep (b <= 0, so c = 0 when given up)."""
+    c = m.var(name, 0, env[-1])
+    for du, dc, b in rows:
+        m.add({c: du, u: -dc, kp: -b}, lb=0)
+    return c
+
+
+def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
+    """The joint test with each kept request's least future GPU-time (docs/solver.md section 4):
+    at every due time and deadline t, the steps-only least GPU-ms of the kept requests due by t
+    (c_i >= the lower convex envelope of leastcost's table without the decode, in u_i) plus the
+    decodes they owe by t (at the narrowest degree a finishing round fits) fit in the cluster's
+    GPU-time until t. Valid for any plan: each request alone needs that much before its due time.
+    Beside, not instead of, the joint rows at the cheapest per-step cost (a fluid guess that is
+    higher for few steps left). OutOfTime past `deadline` (perf_counter seconds)."""
+    st, m = rm.state, rm.model
+    events: list[tuple[int, int, int, str]] = []  # (time, var, coef, request)
+    for r, o, _ in _kept_later(rm, deadline):
+        got = least_future(st, r, o, decode_gpu=False)
+        if got is None:
+            continue
+        rows, env = got
+        u, kp = rm.left[r.id], rm.keep[r.id]
+        c = future_var(m, f"future_steps[{r.id}]", rows, env, u, kp)
+        rm.convex_joint.append((c, u, kp, rows, r.id))
+        events.append((st.due_us(r), c, 1, r.id))
+        if u in rm.owed:
+            dec = st.decode_us(r)
+            k = min((k for k in o.degrees if o.step[k] + dec <= st.round_us), default=min(o.degrees))
+            events.append((r.deadline_us, rm.owed[u][0], gpu_ms(k * dec), r.id))
+    events.sort()
+    prev, group, expanded = None, {}, {}
+    for i, (t, v, coef, _) in enumerate(events):
+        group[v] = coef
+        expanded[v] = coef
+        if i + 1 < len(events) and events[i + 1][0] == t:
+            continue
+        cap = joint_cap_ms(st, t)
+        acc = m.var(f"future_due[{t}]", 0, cap)
+        m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
+        rm.convex_running.append((acc, group, prev))
+        rm.forced_rows.append((dict(expanded), cap))  # (what `complete` checks a warm start against)
+        prev, group = acc, {}
 
 
 def _kept_later(rm: RoundModel, deadline: float | None):
@@ -564,7 +671,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
-    owner = {v: i for v, _, _, i, _ in rm.forced}
+    owner = {v: i for v, _, _, i, _ in rm.forced} | {c: i for c, _, _, _, i in rm.convex_joint}
     while rm.forced_rows:  # add_forced's and add_blocks' rows, in order: give up the most forced work of the first overflow
         bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
         if bad is None:

@@ -14,7 +14,7 @@ from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
-from .formulation import OutOfTime, RoundModel, add_blocks, add_forced, build, complete, past
+from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
 from .rollout import Forward, without
@@ -114,7 +114,7 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
-                 forced: bool = False, blocks: bool = False):
+                 forced: bool = False, blocks: bool = False, convex: bool = False, convex_joint: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -181,6 +181,12 @@ class MipPolicy:
         # blocks: for every coming horizon, the whole-block rounds that kept requests whose fastest
         # degree is the widest block must hold fit in the blocks (formulation.add_blocks, docs/solver.md 4)
         self.blocks = blocks
+        # convex: a kept request's remaining steps cost, in the objective, the least GPU-time it alone
+        # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step;
+        # convex_joint: the joint test also counts each kept request at that least GPU-time
+        # (formulation.least_future, add_convex_joint, docs/solver.md 4)
+        self.convex = convex
+        self.convex_joint = convex_joint
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -560,7 +566,9 @@ class MipPolicy:
         stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
-                       deadline=stop, batching=self.batching)
+                       deadline=stop, batching=self.batching, convex=self.convex)
+            if self.convex_joint:
+                add_convex_joint(rm, deadline=stop)
             if self.forced:
                 add_forced(rm, deadline=stop)
             if self.blocks:
