@@ -107,11 +107,12 @@ def _first_runs(name: str) -> tuple[set[str], dict[str, tuple[int, int]]]:
 
 
 def test_convex_runs_the_spare_2048_px_request_on_the_block():
-    met, first = _first_runs("cpsat")
+    met, first = _first_runs("cpsat[convex=0]")  # the round model before this switch
     assert first["q0"] == (1, 1) and "q0" not in met  # plain: one step at degree 1 in its spare round, lost
     met_c, first_c = _first_runs("cpsat[convex=1]")
     assert first_c["q0"] == (8, 6) and "q0" in met_c
     assert len(met_c) > len(met)
+    assert _first_runs("cpsat") == (met_c, first_c)  # the default since the 500 ms grid (docs/solver.md 3)
 
 
 def test_least_future_rows_price_what_is_left():

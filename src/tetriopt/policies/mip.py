@@ -114,7 +114,7 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
-                 forced: bool = False, blocks: bool = False, convex: bool = False, convex_joint: bool = False):
+                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
