@@ -24,7 +24,8 @@ Objective (maximise), lexicographic by weights:
 so kept requests progress first, given-up ones use what is left (no GPU idles while work could
 use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
 GPU-times in the objective are in GPU-ms (integers).
-With `convex` (off by default, docs/solver.md section 4), a kept request's remaining GPU-time is
+With `convex` (MipPolicy's default since 4d2651b, `cpsat[convex=0]` turns it off; docs/solver.md
+section 4), a kept request's remaining GPU-time is
 not u x its cheapest per-step cost but c >= the lower convex envelope of the least GPU-time it
 alone needs to finish u steps by its deadline (`least_future`): leaving more steps for later
 raises the degree they need. The keep weight then counts c's largest value, so the order of the

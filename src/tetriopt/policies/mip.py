@@ -182,7 +182,8 @@ class MipPolicy:
         # degree is the widest block must hold fit in the blocks (formulation.add_blocks, docs/solver.md 4)
         self.blocks = blocks
         # convex: a kept request's remaining steps cost, in the objective, the least GPU-time it alone
-        # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step;
+        # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step
+        # (on by default: +14 over the 500 ms grid, docs/solver.md 3-4; convex=0 is the model before);
         # convex_joint: the joint test also counts each kept request at that least GPU-time
         # (formulation.least_future, add_convex_joint, docs/solver.md 4)
         self.convex = convex
