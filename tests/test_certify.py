@@ -67,7 +67,7 @@ def test_separable_plan_certifies_a_lone_request():
     below = certified = 0
     for seed in range(25):
         st = lone_request_state(seed)
-        rm = build(st)
+        rm = build(st, convex=True)  # the policy's model
         ub, dec, kept = separable(rm)
         cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
         assert cp.status == "OPTIMAL" and cp.objective <= ub, seed
@@ -169,7 +169,7 @@ def test_four_request_rounds_are_certified_without_cpsat():
         if len(st.requests) != 4:
             continue
         rounds += 1
-        rm = build(st)
+        rm = build(st, convex=True)  # the policy's model
         assert beyond(rm, -1 << 62) is None, seed  # declined by default (FEW_MAX = 3)
         got = beyond(rm, -1 << 62, [(w.a, w.b) for w in swaps(rm)], few=4)
         if got is None or got[1] is None:
