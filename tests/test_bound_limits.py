@@ -32,6 +32,17 @@ def test_bound_never_below_any_policy(loaded, met, limit_s):
     assert all(c["bound"] >= c["incumbent"] for c in b.per_component)
 
 
+@pytest.mark.parametrize("mip_s", [1e-6, 0.05, 3.0])
+def test_mip_stays_a_bound(loaded, met, mip_s):
+    """HiGHS after CP-SAT (`mip_s`, docs/bound.md seventh round) on components CP-SAT leaves
+    unproven at 0.05 s (and HiGHS cut short: its dual bound, not its incumbent): never below a
+    policy."""
+    pytest.importorskip("highspy")
+    b = upper_bound(loaded, time_limit_s=0.05, mip_s=mip_s)
+    assert max(met.values()) <= b.met_bound <= b.feasible_alone, (b.to_json(), met)
+    assert sum(b.methods.values()) == b.components and all(c["bound"] >= c["incumbent"] for c in b.per_component)
+
+
 def test_tiny_limit_falls_back_to_feasible_alone(loaded):
     b = upper_bound(loaded, time_limit_s=1e-6)
     assert b.methods["feasible-alone"] == sum(1 for c in b.per_component)  # no multi-request component searched

@@ -283,7 +283,7 @@ def block_levels(inst: Instance) -> list[int]:
     return out
 
 
-METHODS = ("optimal", "cpsat-bound", "lp-bound", "pieces", "feasible-alone", "unchecked")
+METHODS = ("optimal", "cpsat-bound", "lp-bound", "mip-bound", "pieces", "feasible-alone", "unchecked")
 LP_FIRST = 20  # components of this many requests get the LP bound before any search
 PIECE_MAX = 400  # bigger components are bounded piecewise (`_solve_pieces`), in pieces of about PIECE
 PIECE = 100
@@ -528,12 +528,86 @@ def weak_dual(box, c, const: float, rows, duals) -> float:
     return math.fsum(val)
 
 
+def mip_bound(model, time_limit_s: float, start: list | None = None) -> tuple[float | None, int | None]:
+    """(HiGHS's proven bound on the maximum, its best solution's objective or None) of a linear
+    CP-SAT model (as `build_model` makes, every variable integer), by HiGHS's branch and cut within
+    `time_limit_s` (1 thread, fixed seed). On the grid's 8-GPU components it proves optima that
+    CP-SAT's search (one worker) leaves 2-3 above after 150 s (docs/bound.md, seventh round): its
+    cuts (mixed-integer rounding, covers, Gomory) on the knapsack-like rows. A floating-point
+    solver: the bound is HiGHS's dual bound at its default tolerances (feasibility 1e-6, so it
+    accepts points slightly outside the rows: looser, not tighter); CP-SAT's bound and `lp_bound`
+    are exact. Rows `lp_rows` leaves out are left out here too (a relaxation). `start`: a solution
+    (one value per variable) to start from (prunes more). None if HiGHS gives no bound. Needs
+    highspy (the dev extras)."""
+    import highspy
+    import numpy as np
+
+    box, c, const, rows = lp_rows(model)
+    h = _quiet(highspy.Highs)
+    for opt, v in (("output_flag", False), ("threads", 1), ("random_seed", 0), ("time_limit", max(0.001, time_limit_s))):
+        h.setOptionValue(opt, v)
+    inf = highspy.kHighsInf
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = len(box), len(rows)
+    lp.col_cost_ = np.array(c, dtype=float)
+    lp.col_lower_ = np.array([lo for lo, _ in box], dtype=float)
+    lp.col_upper_ = np.array([hi for _, hi in box], dtype=float)
+    lp.row_lower_ = np.array([-inf if lo is None else lo for lo, *_ in rows], dtype=float)
+    lp.row_upper_ = np.array([inf if hi is None else hi for _, hi, *_ in rows], dtype=float)
+    start_at, index, value = [0], [], []
+    for _, _, vs, cs in rows:
+        index += vs
+        value += cs
+        start_at.append(len(index))
+    a = lp.a_matrix_
+    a.format_ = highspy.MatrixFormat.kRowwise
+    a.num_col_, a.num_row_ = len(box), len(rows)
+    a.start_, a.index_, a.value_ = (np.array(start_at, dtype=np.int32), np.array(index, dtype=np.int32),
+                                    np.array(value, dtype=float))
+    lp.sense_ = highspy.ObjSense.kMaximize
+    lp.offset_ = const
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * len(box)
+    h.passModel(lp)
+    if start is not None and len(start) == len(box):
+        sol = highspy.HighsSolution()
+        sol.col_value = [float(v) for v in start]
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    info = h.getInfo()
+    if h.getModelStatus() == highspy.HighsModelStatus.kInfeasible:
+        return None, None  # meeting none is a solution: a numerical failure, no bound taken
+    bound = info.mip_dual_bound
+    if not math.isfinite(bound) or abs(bound) >= inf:
+        return None, None
+    ok = info.primal_solution_status >= 1 and math.isfinite(info.objective_function_value)
+    return bound, (round(info.objective_function_value) if ok else None)
+
+
+def _quiet(make):
+    """make(), its C++ side's prints to stdout dropped (HiGHS prints a banner when the first solver
+    of a process is made, whatever its options: it would corrupt `tetriopt bound --json -`)."""
+    import os
+    import sys
+
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            return make()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, workers: int, one_set: bool = False,
-            model=None, cap: int | None = None) -> tuple[int, int, str, list[str]]:
+            model=None, cap: int | None = None, values: list | None = None) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of one model of the component
     (`model`: (model, ys) already built), searched until `deadline` (perf_counter seconds); model
     building counts against it. `cap`: a proven bound on the model's optimum, added as a row (it
-    cuts no optimal solution, and lets the search stop when it reaches it)."""
+    cuts no optimal solution, and lets the search stop when it reaches it). `values`: a list,
+    filled with the incumbent's value of each variable (a start for `mip_bound`)."""
     from ortools.sat.python import cp_model
 
     if deadline - time.perf_counter() <= 0:
@@ -558,6 +632,8 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
         solver.parameters.linearization_level = 2
     code = solver.solve(m)
     met = [w.request.id for w, y in zip(ws, ys) if code in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.value(y)]
+    if values is not None and code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        values[:] = list(solver.response_proto.solution)
     if code == cp_model.OPTIMAL:
         v = int(round(solver.objective_value))
         return v, v, "optimal", met
@@ -567,8 +643,8 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
     return len(ws), 0, "feasible-alone", []
 
 
-def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool = False
-                     ) -> tuple[int, int, str, list[str]]:
+def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool = False,
+                     mip_s: float = 0.0) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
     component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
     alone, so len(ws) is always a valid bound.
@@ -582,7 +658,10 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     for long: 16 GPUs / 64 pending, 64-65 after 20 s at load 3, LP 63.4 in 2 s), between the two
     searches on smaller ones the first did not prove. The smallest bound
     counts. (Without the first search the full model, larger and slower to
-    prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)"""
+    prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)
+    `mip_s` > 0: a component left unproven then gets up to that many more seconds of HiGHS's
+    branch and cut on the full model (`mip_bound`, from the full search's incumbent), its floored
+    bound counting where smaller (method `mip-bound`, even where HiGHS proves it optimal)."""
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     if len(ws) > PIECE_MAX:
@@ -605,10 +684,21 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
                     cap=lp)
     if model is None and light[2] != "optimal":
         relax()
-    full = _search(inst, ws, True, deadline, workers, one_set, model, min(light[0], lp))
+    values: list = []
+    if mip_s > 0 and model is None and deadline > time.perf_counter():
+        model = build_model(inst, ws, True, one_set=one_set)  # HiGHS starts from the full search's incumbent
+    full = _search(inst, ws, True, deadline, workers, one_set, model, min(light[0], lp), values)
     ub = min(light[0], full[0], lp)
     if full[2] == "optimal" or full[1] == ub:
         return ub, full[1], "optimal", full[3]
+    if mip_s > 0:
+        t0 = time.perf_counter()
+        m, ys = model or build_model(inst, ws, True, one_set=one_set)
+        if ub < len(ws):
+            m.add(sum(ys) <= ub)  # proven above: cuts no solution that meets as many
+        v, _ = mip_bound(m, mip_s - (time.perf_counter() - t0), values or None)
+        if v is not None and math.floor(v + 1e-6) < ub:  # (proven or not: a floating-point proof, never "optimal")
+            return max(0, math.floor(v + 1e-6)), full[1], "mip-bound", full[3]
     # the incumbent is the full model's (a solution of the light one may meet more than its bound)
     if ub == lp < len(ws):  # (the full search was told it: its bound is the LP's at best)
         method = "lp-bound"
@@ -669,12 +759,14 @@ def _screen(inst: Instance, arrival_visible: bool, batching: bool, one_set: bool
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
-                batching: bool = False, one_set: bool | None = None) -> BoundResult:
+                batching: bool = False, one_set: bool | None = None, mip_s: float = 0.0) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
 
     Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
     and `batching` widen the plan space bounded to immediate starts and shared steps. `one_set`
-    (default: TetriServe's model only) bounds plans that give a request one GPU set per round."""
+    (default: TetriServe's model only) bounds plans that give a request one GPU set per round.
+    `mip_s` > 0: each component not proven within its share then gets up to `mip_s` more seconds
+    of HiGHS (`mip_bound`; outside `time_limit_s`; needs highspy)."""
     from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
 
     t0 = time.perf_counter()
@@ -696,7 +788,7 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
         left = end - time.perf_counter()
         share = left / multi if len(c) > 1 else 0.0
         multi -= len(c) > 1
-        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set)
+        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set, mip_s)
         met_ids.extend(ids)
         met += ub
         inc += best

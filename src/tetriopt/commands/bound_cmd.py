@@ -13,13 +13,16 @@ from .params import FiniteFloat
               help="Total time (model building included); unfinished components contribute a looser valid "
                    "bound (CP-SAT's proven bound, or their count of requests feasible alone).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--mip-s", type=FiniteFloat("--mip-s", 0.0, 86_400), default=0.0, show_default=True,
+              help="Then up to this long of HiGHS's branch and cut on each component left unproven (beyond "
+                   "--time-limit-s; a floating-point MIP bound, docs/bound.md seventh round; needs highspy).")
 @click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
               help="Bound plans that may start a request at its arrival, mid-round (solve's --immediate-start).")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Bound plans that may share steps between same-size requests (solve's --batching).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write {slo_attainment_bound, met_bound, requests, ...} as JSON ('-' for stdout).")
-def bound(instance, time_limit_s, workers, immediate_start, batching, json_out) -> None:
+def bound(instance, time_limit_s, workers, mip_s, immediate_start, batching, json_out) -> None:
     """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation).
 
     By default the model solve runs by default (immediate starts, batching); with --no-immediate-start
@@ -30,7 +33,7 @@ def bound(instance, time_limit_s, workers, immediate_start, batching, json_out) 
 
     inst = load_instance(instance)
     b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers, arrival_visible=immediate_start,
-                    batching=batching)
+                    batching=batching, mip_s=mip_s)
     if json_out != "-":
         click.echo(f"instance          {inst.name} ({inst.profile.name}, {inst.cluster.gpus} GPUs, "
                    f"round {inst.round_us / 1e3:g} ms)")
