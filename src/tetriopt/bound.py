@@ -531,9 +531,9 @@ def weak_dual(box, c, const: float, rows, duals) -> float:
 def mip_bound(model, time_limit_s: float, start: list | None = None) -> tuple[float | None, int | None]:
     """(HiGHS's proven bound on the maximum, its best solution's objective or None) of a linear
     CP-SAT model (as `build_model` makes, every variable integer), by HiGHS's branch and cut within
-    `time_limit_s` (1 thread, fixed seed). On the grid's 8-GPU components it proves optima that
-    CP-SAT's search (one worker) leaves 2-3 above after 150 s (docs/bound.md, seventh round): its
-    cuts (mixed-integer rounding, covers, Gomory) on the knapsack-like rows. A floating-point
+    `time_limit_s` (1 thread, fixed seed; its path still depends on the CPU it gets). On the grid's
+    8-GPU components it proves optima 1-3 below what CP-SAT's search (one worker) proves in 150 s
+    (docs/bound.md, seventh round): its cuts and branching on the knapsack-like rows. A floating-point
     solver: the bound is HiGHS's dual bound at its default tolerances (feasibility 1e-6, so it
     accepts points slightly outside the rows: looser, not tighter); CP-SAT's bound and `lp_bound`
     are exact. Rows `lp_rows` leaves out are left out here too (a relaxation). `start`: a solution
@@ -686,8 +686,9 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     if full[2] == "optimal" or full[1] == ub:
         return ub, full[1], "optimal", full[3]
     if mip_s > 0:
-        # the full model afresh: with the searches' cap row and their incumbent as a start HiGHS
-        # left 8 GPUs / 64 pending seed 0 at 44 after 240 s, without them it proves 41 in 130 s
+        # the full model afresh (the searches added their cap row to theirs). HiGHS's path depends
+        # on the CPU it gets: on 8 GPUs / 64 pending seed 0 it proved 41 in 127 s once (load 8),
+        # and stopped at 43 and 44 after 240 s in other runs (load 9-15)
         t0 = time.perf_counter()
         v, _ = mip_bound(build_model(inst, ws, True, one_set=one_set)[0], mip_s - (time.perf_counter() - t0))
         if v is not None and math.floor(v + 1e-6) < ub:  # (proven or not: a floating-point proof, never "optimal")
