@@ -31,6 +31,11 @@ def bound(instance, time_limit_s, workers, mip_s, immediate_start, batching, jso
     from ..instance import load_instance
     from .solve_cmd import write_json
 
+    if mip_s > 0:
+        try:
+            import highspy  # noqa: F401
+        except ImportError:
+            raise click.UsageError("--mip-s needs highspy (pip install highspy, or the dev extras)") from None
     inst = load_instance(instance)
     b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers, arrival_visible=immediate_start,
                     batching=batching, mip_s=mip_s)
