@@ -687,8 +687,8 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
         return ub, full[1], "optimal", full[3]
     if mip_s > 0:
         # the full model afresh (the searches added their cap row to theirs). HiGHS's path depends
-        # on the CPU it gets: on 8 GPUs / 64 pending seed 0 it proved 41 in 127 s once (load 8),
-        # and stopped at 43 and 44 after 240 s in other runs (load 9-15)
+        # on the CPU it gets: on 8 GPUs / 64 pending seed 0 it proved 41 in 127 and 227 s, and
+        # stopped at 43-44 after 240-420 s in three other runs (load 8-16)
         t0 = time.perf_counter()
         v, _ = mip_bound(build_model(inst, ws, True, one_set=one_set)[0], mip_s - (time.perf_counter() - t0))
         if v is not None and math.floor(v + 1e-6) < ub:  # (proven or not: a floating-point proof, never "optimal")
