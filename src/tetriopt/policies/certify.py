@@ -280,6 +280,8 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
         return None
     except _Above:
         pass
+    finally:
+        place = None  # (a recursive closure is a reference cycle: freed now, not by the garbage collector)
     return best[0], best[1]
 
 
@@ -504,7 +506,10 @@ def _share(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], 
             if found and extra is not None:
                 return
 
-    step(0, free)
+    try:
+        step(0, free)
+    finally:
+        step = None  # (a recursive closure is a reference cycle: freed now, not by the garbage collector)
     return found
 
 

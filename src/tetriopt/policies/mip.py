@@ -249,6 +249,7 @@ class MipPolicy:
         stop = None if self.deterministic else t0 + self.limit_s - layout_s
         self._ts.stop = stop
         self._forecast.observe(state)
+        self._forward.forget_before(state.now_us)
         if self.quota:
             self._quota.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)

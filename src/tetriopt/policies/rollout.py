@@ -102,6 +102,15 @@ class Forward:
             hit = self._plans[k] = (state, self.base.plan(state))
         return hit[1]
 
+    def forget_before(self, now_us: int) -> None:
+        """Drop the plans and plays of states before `now_us`: rounds only move forward, so they
+        can never be asked again. Kept, they are thousands of long-lived objects that every full
+        garbage collection walks (one took 40 ms of a 1 s simulation on skewed-slo1.5)."""
+        if any(k[0] < now_us for k in self._plans):
+            self._plans = {k: v for k, v in self._plans.items() if k[0] >= now_us}
+        if any(k[0] < now_us for k in self._met):
+            self._met = {k: v for k, v in self._met.items() if k[0] >= now_us}
+
     def cached(self, state: RoundState) -> RoundPlan | None:
         """The base policy's plan for `state` if it was computed already (else None)."""
         hit = self._plans.get(_key(state))
