@@ -24,8 +24,9 @@ Objective (maximise), lexicographic by weights:
 so kept requests progress first, given-up ones use what is left (no GPU idles while work could
 use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
 GPU-times in the objective are in GPU-ms (integers).
-With `convex` (MipPolicy's default since 4d2651b, `cpsat[convex=0]` turns it off; docs/solver.md
-section 4), a kept request's remaining GPU-time is
+With `convex` (the default of `build` and MipPolicy, since 4d2651b for the policy; `cpsat[convex=0]`
+and `build(convex=False)` are the model before; docs/solver.md section 4), a kept request's
+remaining GPU-time is
 not u x its cheapest per-step cost but c >= the lower convex envelope of the least GPU-time it
 alone needs to finish u steps by its deadline (`least_future`): leaving more steps for later
 raises the degree they need. The keep weight then counts c's largest value, so the order of the
@@ -244,7 +245,7 @@ def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[i
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None, batching: bool = False, convex: bool = False) -> RoundModel:
+          deadline: float | None = None, batching: bool = False, convex: bool = True) -> RoundModel:
     """The round model (with `batching`, also batch options: policies/batching.py; with `convex`, a
     kept request's remaining steps cost the least GPU-time it alone needs to finish them: `least_future`).
 
