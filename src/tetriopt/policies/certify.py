@@ -226,10 +226,11 @@ class _Above(Exception):
 
 
 def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int],
-            first: bool = False) -> tuple[int, list | None] | None:
+            first: bool = False, memo: bool = True) -> tuple[int, list | None] | None:
     """`beyond`'s branch and bound over `owns` (search nodes from `left`, shared by the caller);
     with `first`, it stops at the first plan above `floor` (its value and plan are then not the
-    relaxation's best: only that one exists)."""
+    relaxation's best: only that one exists). `memo`: `_fill`'s (False: every placement searched,
+    for tests: the same answers and nodes)."""
     pairs = [(_mask(a), _mask(b)) for a, b in blocks]
     # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus,
     # keep flag of waiting, the a of each block pair (a, b) whose b holds the set)], best first
@@ -246,17 +247,17 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
     rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
     best: list = [floor, None]
     chosen: list = []
-    memo: dict = {}  # (_fill's: placements that share GPUs alike)
+    fills: dict | None = {} if memo else None  # (_fill's: placements that share GPUs alike)
 
     def place(i: int, acc: int) -> None:
         if i >= 2:
             if i == len(opts):
-                _fill(rm.state.round_us, owns, chosen, best, left, None, memo)
+                _fill(rm.state.round_us, owns, chosen, best, left, None, fills)
                 if first and best[1] is not None:
                     raise _Above
                 return
             # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
-            if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i], memo):
+            if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i], fills):
                 return
         seen = set()
         for opt in opts[i]:
