@@ -159,6 +159,18 @@ def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], li
     return [v for v in out.values() if len(v[0]) > 1]
 
 
+def _unmatched(inside: tuple[int, ...], chosen: list) -> bool:
+    """Some block a of `inside` holds no set of the requests placed so far (`_search`'s symmetry cut)."""
+    for a in inside:
+        for c in chosen:
+            cm = c[1]
+            if cm and cm & a == cm:
+                break
+        else:
+            return True
+    return False
+
+
 def _mask(gpus: tuple[int, ...]) -> int:
     return sum(1 << g for g in gpus)
 
@@ -249,28 +261,43 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
     chosen: list = []
     fills: dict | None = {} if memo else None  # (_fill's: placements that share GPUs alike)
 
+    R, n_opts = rm.state.round_us, len(opts)
+
     def place(i: int, acc: int) -> None:
         if i >= 2:
-            if i == len(opts):
-                _fill(rm.state.round_us, owns, chosen, best, left, None, fills)
+            if i == n_opts:
+                _fill(R, owns, chosen, best, left, None, fills)
                 if first and best[1] is not None:
                     raise _Above
                 return
             # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
-            if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i], fills):
+            if not _fill(R, owns, chosen, best, left, rest[i], fills):
                 return
+        last = i == n_opts - 1
         seen = set()
+        after = rest[i + 1]
         for opt in opts[i]:
-            if acc + opt[0] + rest[i + 1] <= best[0]:
+            if acc + opt[0] + after <= best[0]:
                 break  # best first: no later option of this request does better
             m = opt[1]
-            if opt[5] and any(not any(c[1] and c[1] & a == c[1] for c in chosen) for a in opt[5]):
+            if opt[5] and _unmatched(opt[5], chosen):
                 continue  # inside b before anything inside a: a swap of the two reaches it
-            if i == len(opts) - 1:  # the last: sets of one class that meet the others alike are worth the same
-                key = (id(opt[2][0]) if opt[2] else None, tuple((m & c[1] == m, m & c[1] == c[1], not m & c[1]) for c in chosen))
+            if last:  # the last: sets of one class that meet the others alike are worth the same
+                how = 0  # (per placed request, 3 bits: inside it, holding it, apart)
+                for c in chosen:
+                    cm = c[1]
+                    how = how << 3 | (m & cm == m) << 2 | (m & cm == cm) << 1 | (not m & cm)
+                key = (id(opt[2][0]) if opt[2] else None, how)
                 if key in seen:
                     continue
                 seen.add(key)
+                if i >= 1:  # (place(i + 1), inline: the whole placement)
+                    chosen.append(opt)
+                    _fill(R, owns, chosen, best, left, None, fills)
+                    chosen.pop()
+                    if first and best[1] is not None:
+                        raise _Above
+                    continue
             chosen.append(opt)
             place(i + 1, acc + opt[0])
             chosen.pop()
