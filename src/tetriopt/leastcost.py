@@ -41,13 +41,14 @@ def _round_table(round_us: int, step: tuple[tuple[int, int], ...], room_us: int,
 
 def _min_plus(a: list[float], b: list[float]) -> list[float]:
     """c[u] = min over n of a[u - n] + b[n], for u < len(a)."""
-    size = len(a)
-    out = [INF] * size
+    out = [INF] * len(a)
     for n, bn in enumerate(b):
-        if bn == INF or n >= size:
+        if bn == INF:
             continue
-        # (a slice at a time: the same sums and minima as a loop over u, a tenth of the time)
-        out[n:] = map(min, out[n:], [x + bn for x in a[:size - n]])
+        for u in range(n, len(a)):
+            v = a[u - n] + bn
+            if v < out[u]:
+                out[u] = v
     return out
 
 
