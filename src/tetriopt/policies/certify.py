@@ -100,7 +100,7 @@ def best_alone(rm: RoundModel, owns: list[_Own] | None = None) -> list[tuple[str
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
             if own.future:  # its least future GPU-time is convex in what it leaves, not linear: every n
-                vals = list(own.runs(t, bonus, w_s, hi))  # (its own list: `_search` tells classes apart by it)
+                vals = own.runs(t, bonus, w_s, hi)
                 for n in range(1, hi + 1):
                     if vals[n][0] > best[0]:
                         best = (vals[n][0], gpus, n, vals[n][1])

@@ -104,8 +104,8 @@ class Forward:
 
     def forget_before(self, now_us: int) -> None:
         """Drop the plans and plays of states before `now_us`: rounds only move forward, so they
-        can never be asked again. Kept, they are thousands of long-lived objects that every full
-        garbage collection walks (one took 40 ms of a 1 s simulation on skewed-slo1.5)."""
+        can never be asked again (kept, they were 10,000 long-lived objects by the end of a
+        skewed-slo1.5 run, memory that every full garbage collection walks)."""
         if any(k[0] < now_us for k in self._plans):
             self._plans = {k: v for k, v in self._plans.items() if k[0] >= now_us}
         if any(k[0] < now_us for k in self._met):
