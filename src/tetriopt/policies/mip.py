@@ -114,7 +114,8 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
-                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False):
+                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
+                 convex_encode: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -188,6 +189,9 @@ class MipPolicy:
         # (formulation.least_future, add_convex_joint, docs/solver.md 4)
         self.convex = convex
         self.convex_joint = convex_joint
+        # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
+        # priced with its text encode in the first round it runs (formulation.least_future)
+        self.convex_encode = convex_encode
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -567,7 +571,8 @@ class MipPolicy:
         stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
-                       deadline=stop, batching=self.batching, convex=self.convex)
+                       deadline=stop, batching=self.batching, convex=self.convex,
+                       convex_encode=self.convex_encode)
             if self.convex_joint:
                 add_convex_joint(rm, deadline=stop)
             if self.forced:
