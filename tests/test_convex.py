@@ -153,6 +153,26 @@ def test_least_future_rows_price_what_is_left():
     assert slow[c] - fast[c] > 5 * (o.cheapest_cost // 1000)
 
 
+def test_convex_encode_prices_a_request_left_unstarted():
+    """`cpsat[convex_encode=1]`: a 512 px request not started, with a spare round, costs its encode
+    only where it leaves all its steps (u = 20: 19 steps at degree 1 fit after the encode, so the
+    20th needs another round on a wider set); once placed, nothing changes."""
+    s = _state([("p", 512, 2_400_000)])
+    r = s.requests[0]
+    o = outlook(s, r)
+    (_, plain), (_, enc) = least_future(s, r, o), least_future(s, r, o, encode=True)
+    assert enc[-1] > plain[-1] and len(enc) == r.remaining_steps + 1
+    assert all(abs(a - b) <= 1 for a, b in zip(enc[:-1], plain[:-1]))  # (the envelope's rounding)
+    rm = build(s, convex=True, convex_encode=True)
+    assert rm.convex["p"][4] == enc
+    placed = _state([("p", 512, 2_400_000)])
+    placed = RoundState(now_us=0, round_us=R, cluster=placed.cluster, profile=PROF, degrees=(1, 2, 4, 8),
+                        requests=(RequestState("p", 512, 512, remaining_steps=20, deadline_us=2_400_000,
+                                               location=(0,)),))
+    q = placed.requests[0]
+    assert least_future(placed, q, outlook(placed, q), encode=True) == least_future(placed, q, outlook(placed, q))
+
+
 def test_warm_starts_are_completed_within_the_convex_joint_rows():
     s = _state([(i, px, int(d * 1000)) for i, _, px, d in FOUR[:3]])
     ts = TetriServe().plan(s)
