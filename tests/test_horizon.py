@@ -79,3 +79,17 @@ def test_forecast_blocks_gates_a_2048_px_request_on_a_larger_cluster():
         pol._forecast.observe(seen)  # (what its plan of that round would have seen first)
         kept[on] = pol.plan(big_state(NOW + R, BIG)).kept
     assert "big" in kept[False] and "big" not in kept[True]
+
+
+def test_forecast_blocks_changes_nothing_up_to_16_gpus():
+    """There the widest block is half the cluster or more: the switch gates the requests the gate
+    already does (so issue 12's 8- and 16-GPU points and the shipped 8-GPU instances plan alike)."""
+    from tetriopt.policies.horizon import wide
+    for gpus in (8, 16):
+        reqs = tuple(RequestState(f"q{px}-{d}", px, px, remaining_steps=20, arrival_us=NOW, deadline_us=NOW + d)
+                     for px in (256, 512, 1024, 2048) for d in (1_500_000, 3_000_000, 5_000_000, 9_000_000))
+        s = RoundState(now_us=NOW, round_us=R, cluster=tetriopt.make_cluster(gpus), profile=PROF,
+                       degrees=(1, 2, 4, 8), requests=reqs, round_index=NOW // R)
+        rm = build(s)
+        assert [wide(rm, r.id, True) for r in reqs] == [wide(rm, r.id) for r in reqs]
+        assert any(wide(rm, r.id) for r in reqs)
