@@ -12,7 +12,7 @@ import pytest
 
 import tetriopt
 from tetriopt import RequestState, RoundState
-from tetriopt.leastcost import INF, envelope_at, least_cost_table, lower_envelope, segments
+from tetriopt.leastcost import INF, _min_plus, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
 from tetriopt.lookahead import outlook, steps_possible
 from tetriopt.plan import decisions_of
 from tetriopt.policies.formulation import add_convex_joint, build, complete, least_future
@@ -73,6 +73,25 @@ def test_table_with_the_encode_is_the_exhaustive_least_cost(px, span_us):
     plain = least_cost_table(R, tuple(step.items()), span_us, dec, top)
     u = max(u for u, p in enumerate(plain) if p != INF)
     assert all(g >= p for g, p in zip(got, plain)) and got[u] > plain[u]
+
+
+def test_envelope_values_and_min_plus_match_their_definitions():
+    """The fast forms least_future uses (the hull walked once; min-plus a slice at a time) give
+    exactly envelope_at at every u and the min-plus product by its definition, on random tables
+    (gaps where nothing fits included). Fails when the walk picks a neighbouring segment."""
+    import random
+    rng = random.Random(7)
+    for _ in range(2000):
+        top = rng.randint(1, 30)
+        table = [0] + sorted(rng.randint(1, 10**6) for _ in range(top))
+        table = [INF if u and rng.random() < 0.15 else c for u, c in enumerate(table)]
+        hull = lower_envelope(table)
+        if len(hull) >= 2:
+            assert envelope_values(hull, top) == [envelope_at(segments(hull), u) for u in range(top + 1)]
+        a = [rng.choice([INF, float(rng.randint(0, 10**7))]) for _ in range(rng.randint(1, 20))]
+        b = [rng.choice([INF, float(rng.randint(0, 10**7))]) for _ in range(rng.randint(1, 25))]
+        assert _min_plus(a, b) == [min([a[u - n] + b[n] for n in range(min(u + 1, len(b)))], default=INF)
+                                   for u in range(len(a))]
 
 
 def test_envelope_is_the_largest_convex_function_below_the_table():

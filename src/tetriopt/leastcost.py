@@ -119,6 +119,19 @@ def segments(hull: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
     return [(u2 - u1, c2 - c1, (u2 - u1) * c1 - (c2 - c1) * u1) for (u1, c1), (u2, c2) in zip(hull, hull[1:])]
 
 
+def envelope_values(hull: list[tuple[int, int]], top: int) -> list[int]:
+    """envelope_at(segments(hull), u) for u = 0..top, walking the hull once: on a convex envelope
+    the largest row at u is the segment's that holds u (the last one's beyond the hull)."""
+    rows = segments(hull)
+    out, j, last = [], 0, len(rows) - 1
+    for u in range(top + 1):
+        while j < last and u > hull[j + 1][0]:
+            j += 1
+        du, dc, b = rows[j]
+        out.append(max(0, -(-(dc * u + b) // du)))
+    return out
+
+
 def envelope_at(rows: list[tuple[int, int, int]], u: int, keep: int = 1) -> int:
     """The least integer c >= 0 satisfying every row at u (and keep)."""
     return max([0] + [-(-(dc * u + b * keep) // du) for du, dc, b in rows])

@@ -37,6 +37,7 @@ class _Own:
         self.cost, self.cap, self.owed, self.owed_cap = own_row.get(self.u, (0, None, 0, None))
         c, *_, env = rm.convex.get(r.id, (None, None))  # (build(convex=True): its least future GPU-ms, in u)
         self.future = [obj.get(c, 0) * v for v in env] if c is not None else None
+        self._runs: dict[tuple, list[tuple[int, bool]]] = {}  # (runs' memo)
 
     def joint_ok(self, n: int) -> bool:
         """Its own terms of its joint rows fit: its steps by their due time, and they and its
@@ -56,9 +57,20 @@ class _Own:
                 return kept, True
         return best, False
 
+    def runs(self, t: int, bonus: int, w_s: int, hi: int) -> list[tuple[int, bool]]:
+        """value(n, t, bonus, w_s) for n = 0..hi (n = 0: as 0 steps on the set, (0, False)), once per
+        option class (best_alone and every `_search` of the round ask for the same ones)."""
+        key = (t, bonus, w_s, hi, self.can)  # (`proved` searches copies with `can` changed)
+        got = self._runs.get(key)
+        if got is None:
+            got = self._runs[key] = [(0, False)] + [self.value(n, t, bonus, w_s) for n in range(1, hi + 1)]
+        return got
+
 
 def _owns(rm: RoundModel) -> list[_Own]:
-    """_Own of every modelled request, in the state's order."""
+    """_Own of every modelled request, in the state's order. best_alone, beyond and proved take
+    them as `owns` (MipPolicy computes them once a round: they memoise their option values), valid
+    while the model's objective, keep bounds and joint rows stay as they were (rows may be added)."""
     m = rm.model
     lefts = set(rm.left.values())
     row = {v: (c, m.ub[acc]) for acc, group, _ in rm.running for v, c in group.items()}  # var -> (coef, row cap)
@@ -69,12 +81,12 @@ def _owns(rm: RoundModel) -> list[_Own]:
     return [_Own(rm, r, own_row) for r in rm.state.requests if r.id in rm.keep]
 
 
-def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
+def best_alone(rm: RoundModel, owns: list[_Own] | None = None) -> list[tuple[str, int, tuple[int, ...], int, bool]]:
     """Per modelled request: (id, best objective it could reach alone this round, its GPU set
     (() for none), steps, kept) at that best."""
     m, obj = rm.model, rm.model.objective
     out = []
-    for own in _owns(rm):
+    for own in _owns(rm) if owns is None else owns:
         rem, slack = own.rem, own.slack
         v0, k0 = own.value(0, 0, 0, 0)
         best = (v0, (), 0, k0)
@@ -88,7 +100,11 @@ def best_alone(rm: RoundModel) -> list[tuple[str, int, tuple[int, ...], int, boo
             # the value is linear in n between the points where keep or done change
             points = {1, hi, rem, rem - 1} | ({rem - slack, rem - slack - 1} if slack is not None else set())
             if own.future:  # its least future GPU-time is convex in what it leaves, not linear: every n
-                points = set(range(1, hi + 1))
+                vals = own.runs(t, bonus, w_s, hi)
+                for n in range(1, hi + 1):
+                    if vals[n][0] > best[0]:
+                        best = (vals[n][0], gpus, n, vals[n][1])
+                continue
             for n in sorted(points):
                 if 1 <= n <= hi:
                     v, k = own.value(n, t, bonus, w_s)
@@ -134,13 +150,25 @@ def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], li
             out[key][3].append(gpus)
             continue
         t, w_s, bonus, hi, b_s, b_x, b_f, cap = key
-        vals = [(0, False)] + [own.value(n, t, bonus, w_s) for n in range(1, hi + 1)]
+        vals = list(own.runs(t, bonus, w_s, hi))  # (its own list: `_search` tells classes apart by it)
         busy = [0] + [b_s * n + b_x + (b_f if cap is not None and n >= cap else 0) for n in range(1, hi + 1)]
         upto = [(vals[1][0], 1)] if hi >= 1 else []
         for n in range(2, hi + 1):
             upto.append(max(upto[-1], (vals[n][0], n)))
         out[key] = (vals, busy, [(-1, 0)] + upto, [gpus])
     return [v for v in out.values() if len(v[0]) > 1]
+
+
+def _unmatched(inside: tuple[int, ...], chosen: list) -> bool:
+    """Some block a of `inside` holds no set of the requests placed so far (`_search`'s symmetry cut)."""
+    for a in inside:
+        for c in chosen:
+            cm = c[1]
+            if cm and cm & a == cm:
+                break
+        else:
+            return True
+    return False
 
 
 def _mask(gpus: tuple[int, ...]) -> int:
@@ -177,7 +205,7 @@ def _joint_binds(rm: RoundModel, owns: list[_Own]) -> bool:
 
 
 def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
-           budget: int = 3000, few: int = FEW_MAX) -> tuple[int, list | None] | None:
+           budget: int = 3000, few: int = FEW_MAX, owns: list[_Own] | None = None) -> tuple[int, list | None] | None:
     """The relaxation that keeps every GPU's busy-time row and each request's own constraints but
     drops the joint test's coupling and the urgent order (a valid upper bound on the model), for
     rounds of 2..`few` (FEW_MAX) requests, searched for plans worth more than `floor` (a plan's value
@@ -199,7 +227,7 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     interchangeable siblings by the first request inside each) reaches one that obeys every
     such rule, of the same value. Without it, placements that differ by a swap of idle blocks are
     searched once each (hundreds a round)."""
-    owns = _owns(rm)
+    owns = _owns(rm) if owns is None else owns
     if not 2 <= len(owns) <= few or _joint_binds(rm, owns):
         return None
     return _search(rm, owns, floor, blocks, [budget])
@@ -210,10 +238,11 @@ class _Above(Exception):
 
 
 def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int],
-            first: bool = False) -> tuple[int, list | None] | None:
+            first: bool = False, memo: bool = True) -> tuple[int, list | None] | None:
     """`beyond`'s branch and bound over `owns` (search nodes from `left`, shared by the caller);
     with `first`, it stops at the first plan above `floor` (its value and plan are then not the
-    relaxation's best: only that one exists)."""
+    relaxation's best: only that one exists). `memo`: `_fill`'s (False: every placement searched,
+    for tests: the same answers and nodes)."""
     pairs = [(_mask(a), _mask(b)) for a, b in blocks]
     # per request: [(best it reaches there, GPU mask, (values, busy, best up to n) or None, gpus,
     # keep flag of waiting, the a of each block pair (a, b) whose b holds the set)], best first
@@ -230,29 +259,45 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
     rest = [sum(row[0][0] for row in opts[i:]) for i in range(len(opts) + 1)]
     best: list = [floor, None]
     chosen: list = []
+    fills: dict | None = {} if memo else None  # (_fill's: placements that share GPUs alike)
+
+    R, n_opts = rm.state.round_us, len(opts)
 
     def place(i: int, acc: int) -> None:
         if i >= 2:
-            if i == len(opts):
-                _fill(rm.state.round_us, owns, chosen, best, left)
+            if i == n_opts:
+                _fill(R, owns, chosen, best, left, None, fills)
                 if first and best[1] is not None:
                     raise _Above
                 return
             # those placed so far, sharing GPUs, plus the best the rest could add: cut if no better
-            if not _fill(rm.state.round_us, owns, chosen, best, left, rest[i]):
+            if not _fill(R, owns, chosen, best, left, rest[i], fills):
                 return
+        last = i == n_opts - 1
         seen = set()
+        after = rest[i + 1]
         for opt in opts[i]:
-            if acc + opt[0] + rest[i + 1] <= best[0]:
+            if acc + opt[0] + after <= best[0]:
                 break  # best first: no later option of this request does better
             m = opt[1]
-            if opt[5] and any(not any(c[1] and c[1] & a == c[1] for c in chosen) for a in opt[5]):
+            if opt[5] and _unmatched(opt[5], chosen):
                 continue  # inside b before anything inside a: a swap of the two reaches it
-            if i == len(opts) - 1:  # the last: sets of one class that meet the others alike are worth the same
-                key = (id(opt[2][0]) if opt[2] else None, tuple((m & c[1] == m, m & c[1] == c[1], not m & c[1]) for c in chosen))
+            if last:  # the last: sets of one class that meet the others alike are worth the same
+                how = 0  # (per placed request, 3 bits: inside it, holding it, apart)
+                for c in chosen:
+                    cm = c[1]
+                    how = how << 3 | (m & cm == m) << 2 | (m & cm == cm) << 1 | (not m & cm)
+                key = (id(opt[2][0]) if opt[2] else None, how)
                 if key in seen:
                     continue
                 seen.add(key)
+                if i >= 1:  # (place(i + 1), inline: the whole placement)
+                    chosen.append(opt)
+                    _fill(R, owns, chosen, best, left, None, fills)
+                    chosen.pop()
+                    if first and best[1] is not None:
+                        raise _Above
+                    continue
             chosen.append(opt)
             place(i + 1, acc + opt[0])
             chosen.pop()
@@ -263,6 +308,8 @@ def _search(rm: RoundModel, owns: list[_Own], floor: int, blocks, left: list[int
         return None
     except _Above:
         pass
+    finally:
+        place = None  # (a recursive closure is a reference cycle: freed now, not by the garbage collector)
     return best[0], best[1]
 
 
@@ -340,7 +387,7 @@ def _keep_sets(rm: RoundModel, owns: list[_Own]) -> list[frozenset[str]]:
 
 
 def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
-           budget: int = 3000, few: int = 5, whole: int = 4) -> bool:
+           budget: int = 3000, few: int = 5, whole: int = 4, owns: list[_Own] | None = None) -> bool:
     """Whether no plan of the model is worth more than `floor` (a plan's value already found), on
     rounds of 2..`whole` requests, and up to `few` where the joint test cannot keep every request
     (`_keep_sets`): `beyond`'s relaxation, searched once per set the joint test could keep, with
@@ -350,7 +397,7 @@ def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     search nodes (all sets together) were not enough."""
     if not 2 <= len(rm.keep) <= few:  # (before _owns: a backlog's round has hundreds)
         return False
-    owns = _owns(rm)
+    owns = _owns(rm) if owns is None else owns
     keeps = _keep_sets(rm, owns)
     if len(owns) > whole and keeps == [frozenset(o.rid for o in owns if o.can)]:
         return False  # five requests that could all be kept: it runs out of nodes (110,000 to prove one)
@@ -365,49 +412,86 @@ def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     return True
 
 
-def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None = None) -> bool:
+def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None = None,
+          memo: dict | None = None) -> bool:
     """The best steps for one placement (`beyond`): every request whose set contains another's
     shares the round of that set's GPUs with it; record it in `best` ([value, plan]) if better.
     With `extra` (a part placement: the best the others could add), only whether it could beat
-    `best`, recording nothing. Every call and step takes one of the nodes `left`."""
-    k = len(chosen)
-    masks = [c[1] for c in chosen]
-    # chains: a request and those whose sets contain its set; they share a GPU (its set's). None
-    # where the sets are pairwise disjoint (most placements): then nothing is built
-    chains: list[tuple[int, ...]] = []
+    `best`, recording nothing. Every call and step takes one of the nodes `left`.
+
+    `memo` (one per `_search`): placements that share GPUs alike (each request's class, the
+    chains) searched from the same `best` value with the same `extra` are searched alike, node
+    for node (the search reads nothing else: not which GPUs), so the first one's outcome, nodes
+    and steps answer the rest; the plan recorded is rebuilt on the placement's own sets."""
     union = 0
-    for m in masks:
-        if m & union:
+    for c in chosen:
+        if c[1] & union:
             break
-        union |= m
-    else:
-        masks = ()
-    for a in range(len(masks)):
-        if masks[a]:
-            ch = tuple(b for b in range(k) if masks[b] & masks[a] == masks[a])
+        union |= c[1]
+    else:  # pairwise disjoint (most placements): each at its best on its set
+        return _apart(owns, chosen, best, left, extra)
+    masks = [c[1] for c in chosen]
+    # chains: a request and those whose sets contain its set; they share a GPU (its set's)
+    chains: list[tuple[int, ...]] = []
+    for ma in masks:
+        if ma:
+            ch = tuple([b for b, mb in enumerate(masks) if mb & ma == ma])
             if len(ch) > 1 and ch not in chains:
                 chains.append(ch)
-    if not chains:  # nothing shared: each at its best on its set
-        total = sum(c[0] for c in chosen)
-        left[0] -= 1
-        if total + (extra or 0) <= best[0]:
-            return False
-        if extra is None:
-            best[0] = total
-            best[1] = [(owns[a].rid, c[3], c[2][2][-1][1] if c[2] else 0, c[2][0][c[2][2][-1][1]][1] if c[2] else c[4])
-                       for a, c in enumerate(chosen)]
-        return True
+    if not chains:
+        return _apart(owns, chosen, best, left, extra)
+    if memo is None:
+        return _share(R, owns, chosen, best, left, extra, chains)
+    key = (tuple([id(c[2][0]) if c[2] else None for c in chosen]), tuple(chains), best[0], extra)
+    hit = memo.get(key)
+    if hit is not None:
+        nodes, found, value, got = hit
+        left[0] -= nodes
+        if left[0] < 0:
+            raise _OutOfNodes  # (where the search itself would have run out)
+        if got is not None:
+            best[0] = value
+            best[1] = [(owns[a].rid, c[3], n, kp) for a, (c, (n, kp)) in enumerate(zip(chosen, got))]
+        return found
+    before, plan = left[0], best[1]
+    found = _share(R, owns, chosen, best, left, extra, chains)
+    memo[key] = (before - left[0], found, best[0], None if best[1] is plan else [(n, kp) for _, _, n, kp in best[1]])
+    return found
+
+
+def _share(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None,
+           chains: list[tuple[int, ...]]) -> bool:
+    """`_fill`'s search where sets nest: the steps of the requests in `chains` (each a request and
+    those whose sets contain its set), best first, the GPUs each chain shares within the round."""
     mine: dict[int, list[int]] = {}  # request -> the chains it is in
     for c, ch in enumerate(chains):
         for a in ch:
-            mine.setdefault(a, []).append(c)
+            if a in mine:
+                mine[a].append(c)
+            else:
+                mine[a] = [c]
     tied = sorted(mine, key=lambda a: (-len(mine[a]), a))  # in most chains first
-    free = sum(chosen[a][0] for a in range(k) if a not in tied)
-    steps = {a: (chosen[a][2][2][-1][1] if chosen[a][2] else 0) for a in range(k)}
+    k = len(chosen)
+    free = 0
+    for a in range(k):
+        if a not in mine:
+            free += chosen[a][0]
+    steps = [0] * k  # (of the tied ones: set along the search; the others' when recorded)
     load = [0] * len(chains)
-    opt = [chosen[a][0] for a in tied]
-    after = [sum(opt[j:]) + (extra or 0) for j in range(len(opt) + 1)]
+    ext = extra or 0
+    after = [ext] * (len(tied) + 1)  # the best the tied ones from j on (and `extra`) could add
+    for j in range(len(tied) - 1, -1, -1):
+        after[j] = after[j + 1] + chosen[tied[j]][0]
+    # per tied request: (index, values, busy time, best up to n, its one chain or None, its chains)
+    level = [(a, *chosen[a][2], mine[a][0] if len(mine[a]) == 1 else None, mine[a]) for a in tied]
+    last = len(tied) - 1
     found = False
+
+    def record(acc: int) -> None:
+        best[0] = acc
+        best[1] = [(owns[a].rid, c[3], steps[a] if a in mine else (c[2][2][-1][1] if c[2] else 0),
+                    (c[2][0][steps[a]][1] if a in mine else c[2][0][c[2][2][-1][1]][1]) if c[2] else c[4])
+                   for a, c in enumerate(chosen)]
 
     def step(j: int, acc: int) -> None:
         nonlocal found
@@ -416,38 +500,60 @@ def _fill(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], e
             raise _OutOfNodes
         if (found and extra is not None) or acc + after[j] <= best[0]:
             return
-        if j == len(tied):
+        if j > last:
             found = True
-            if extra is not None:
-                return
-            best[0] = acc
-            best[1] = [(owns[a].rid, chosen[a][3], steps[a],
-                        chosen[a][2][0][steps[a]][1] if chosen[a][2] else chosen[a][4]) for a in range(k)]
+            if extra is None:
+                record(acc)
             return
-        a = tied[j]
-        vals, busy, upto = chosen[a][2]
-        cs = mine[a]
-        room = R - (load[cs[0]] if len(cs) == 1 else max(load[c] for c in cs))
+        a, vals, busy, upto, one, cs = level[j]
+        room = R - (load[one] if one is not None else max([load[c] for c in cs]))
         top = bisect.bisect_right(busy, room) - 1  # busy grows with the steps
-        if j == len(tied) - 1:  # the last: its best within the room left
+        if j == last:  # the last: its best within the room left (the node below, inline)
             if top >= 1:
                 steps[a] = upto[top][1]
-                step(j + 1, acc + upto[top][0])
+                acc += upto[top][0]
+                left[0] -= 1
+                if left[0] < 0:
+                    raise _OutOfNodes
+                if not (found and extra is not None) and acc + ext > best[0]:
+                    found = True
+                    if extra is None:
+                        record(acc)
             return
+        nxt = after[j + 1]
         for n in range(top, 0, -1):
-            if acc + upto[n][0] + after[j + 1] <= best[0]:
+            if acc + upto[n][0] + nxt <= best[0]:
                 return  # no fewer steps of it does better (upto: its best up to n)
-            for c in mine[a]:
-                load[c] += busy[n]
+            b = busy[n]
+            for c in cs:
+                load[c] += b
             steps[a] = n
             step(j + 1, acc + vals[n][0])
-            for c in mine[a]:
-                load[c] -= busy[n]
+            for c in cs:
+                load[c] -= b
             if found and extra is not None:
                 return
 
-    step(0, free)
+    try:
+        step(0, free)
+    finally:
+        step = None  # (a recursive closure is a reference cycle: freed now, not by the garbage collector)
     return found
+
+
+def _apart(owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None) -> bool:
+    """`_fill` of a placement whose sets are pairwise disjoint: each request at its best on its set."""
+    total = 0
+    for c in chosen:
+        total += c[0]
+    left[0] -= 1
+    if total + (extra or 0) <= best[0]:
+        return False
+    if extra is None:
+        best[0] = total
+        best[1] = [(owns[a].rid, c[3], c[2][2][-1][1] if c[2] else 0, c[2][0][c[2][2][-1][1]][1] if c[2] else c[4])
+                   for a, c in enumerate(chosen)]
+    return True
 
 
 def split_objective(rm: RoundModel, hint: list[int] | None = None, alone: list | None = None) -> list[int] | None:

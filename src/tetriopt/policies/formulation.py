@@ -24,8 +24,9 @@ Objective (maximise), lexicographic by weights:
 so kept requests progress first, given-up ones use what is left (no GPU idles while work could
 use it), cheap degrees win ties, and a request keeps its GPUs when nothing else differs.
 GPU-times in the objective are in GPU-ms (integers).
-With `convex` (MipPolicy's default since 4d2651b, `cpsat[convex=0]` turns it off; docs/solver.md
-section 4), a kept request's remaining GPU-time is
+With `convex` (the default of `build` and MipPolicy, since 4d2651b for the policy; `cpsat[convex=0]`
+and `build(convex=False)` are the model before; docs/solver.md section 4), a kept request's
+remaining GPU-time is
 not u x its cheapest per-step cost but c >= the lower convex envelope of the least GPU-time it
 alone needs to finish u steps by its deadline (`least_future`): leaving more steps for later
 raises the degree they need. The keep weight then counts c's largest value, so the order of the
@@ -39,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from operator import mul
 
-from ..leastcost import INF, envelope_at, least_cost_table, lower_envelope, segments
+from ..leastcost import INF, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
 from ..lookahead import Outlook, outlook, steps_possible
 from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
@@ -213,6 +214,17 @@ def past(stop: float | None) -> bool:
     return stop is not None and time.perf_counter() > stop
 
 
+_TAGS: dict[tuple[int, ...], str] = {}
+
+
+def _tag(gpus: tuple[int, ...]) -> str:
+    """A GPU set in variable names ("0,1,2,3"), formatted once per set, not for every set of every round."""
+    tag = _TAGS.get(gpus)
+    if tag is None:
+        tag = _TAGS[gpus] = ','.join(map(str, gpus))
+    return tag
+
+
 def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[int, ...], x: int, s: int,
                cap: int, fin: dict, gpu_terms: dict, tag: str) -> None:
     """Charge r's text encode on `gpus` when option x is chosen, and its VAE decode when its steps
@@ -233,7 +245,7 @@ def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[i
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None, batching: bool = False, convex: bool = False,
+          deadline: float | None = None, batching: bool = False, convex: bool = True,
           convex_encode: bool = False) -> RoundModel:
     """The round model (with `batching`, also batch options: policies/batching.py; with `convex`, a
     kept request's remaining steps cost the least GPU-time it alone needs to finish them: `least_future`).
@@ -291,6 +303,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         rem = r.remaining_steps
         cand[r.id] = []
         xs, steps_expr, dur_expr = dict(batch_xs[r.id]), dict(batch_steps[r.id]), {}
+        aux = bool(state.encode_us(r))  # (charge_aux has something to charge: an encode, or a finishing set)
+        names, lbs, ubs, cons, objective = m.names, m.lb, m.ub, m.cons, m.objective
         for k in o.degrees if placed is None or r.id in placed else ():
             t = o.step[k]
             mk = state.max_steps(r, k)
@@ -298,20 +312,23 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                 continue
             per_step = w.progress * e - w.gpu * gpu_ms(k * t)  # the objective of a step at degree k, any set
             for gpus in candidate_sets(state, r, k, index, set_cap, (hinted or {}).get(r.id, ())):
-                tag = ','.join(map(str, gpus))  # (once: names are formatted for every set of every round)
-                x = m.var(f"x[{r.id},{tag}]", 0, 1)
-                s = m.var(f"s[{r.id},{tag}]", 0, mk)
-                # (rows appended as LinearModel.add would: no zero coefficient to drop, fresh dicts; the
-                # most frequent rows of the model, so the hot loop of building it)
-                m.cons.append(({s: 1, x: -mk}, NEG_INF, 0))
-                m.cons.append(({s: 1, x: -1}, 0, POS_INF))
+                tag = _tag(gpus)
+                # (variables and rows appended as LinearModel.var / add would: no zero coefficient to
+                # drop, fresh dicts; the most frequent ones of the model, so the hot loop of building it)
+                x = len(names)
+                s = x + 1
+                names += (f"x[{r.id},{tag}]", f"s[{r.id},{tag}]")
+                lbs += (0, 0)
+                ubs += (1, mk)
+                cons += (({s: 1, x: -mk}, NEG_INF, 0), ({s: 1, x: -1}, 0, POS_INF))
                 xs[x] = 1
                 steps_expr[s] = 1
                 dur_expr[s] = t
                 for g in gpus:
                     gpu_terms[g][s] = t
-                charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, tag)
-                m.objective[s] = per_step
+                if aux or mk == rem:
+                    charge_aux(m, state, r, gpus, x, s, mk, fin, gpu_terms, tag)
+                objective[s] = per_step
                 if gpus == r.location:
                     m.objective[x] = m.objective.get(x, 0) + max(1, e // 4)
                 cand[r.id].append((gpus, t, x, s))
@@ -426,8 +443,7 @@ def least_future(state: RoundState, r: RequestState, o: Outlook, decode_gpu: boo
         ms = [x if x == INF else (gpu_ms(int(x)) if u else 0) for u, x in enumerate(table)]
         hull = lower_envelope(ms)
         if len(hull) >= 2:
-            rows = segments(hull)
-            out = rows, [envelope_at(rows, u) for u in range(top + 1)]
+            out = segments(hull), envelope_values(hull, top)
     state.memo[key] = out
     return out
 

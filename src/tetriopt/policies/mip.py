@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, best_alone, beyond, proved, separable, split_objective
+from .certify import FEW_MAX, _owns, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
@@ -256,6 +256,7 @@ class MipPolicy:
         stop = None if self.deterministic else t0 + self.limit_s - layout_s
         self._ts.stop = stop
         self._forecast.observe(state)
+        self._forward.forget_before(state.now_us)
         if self.quota:
             self._quota.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)
@@ -594,9 +595,10 @@ class MipPolicy:
             rm.model.ub[rm.keep[i]] = 0
         best = None
         # the bound knows single-request options only: no certificate for a model with batches
-        ub, candidates, alone, bound_kind, blocks = None, _resolved(heuristics), None, "separable", None
+        ub, candidates, alone, bound_kind, blocks, owns = None, _resolved(heuristics), None, "separable", None, None
         if self.certify and not rm.batches:
-            alone = best_alone(rm)
+            owns = _owns(rm)  # (once: best_alone, beyond and proved share them and their option values)
+            alone = best_alone(rm, owns)
             ub, sep_dec, sep_kept = separable(rm, alone)
 
             def tighter():
@@ -608,7 +610,7 @@ class MipPolicy:
                 if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
                     blocks = swaps(rm)
                 got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()],
-                             few=4 if self.beyond4 else FEW_MAX)
+                             few=4 if self.beyond4 else FEW_MAX, owns=owns)
                 if got is None or got[0] >= ub:
                     return None
                 ub, bound_kind = got[0], "placement"
@@ -650,7 +652,7 @@ class MipPolicy:
                 best = (best[0], best[1], canonical(rm, pairs, best[2]), best[3], best[4])
         if (self.joint_proof and self.hints and self.backend == "cpsat" and best is not None and ub is not None
                 and not past(stop)
-                and proved(rm, best[1], [(w.a, w.b) for w in pairs or ()])):  # (at most 3,000 nodes: a few ms)
+                and proved(rm, best[1], [(w.a, w.b) for w in pairs or ()], owns=owns)):  # (at most 3,000 nodes: a few ms)
             # nothing above the best warm start: it is what CP-SAT would return (started from this
             # hint, it reports only strictly better solutions), so answer it as CP-SAT would
             self._build_rate.observe(built_s + time.perf_counter() - t_extra, est_vars)

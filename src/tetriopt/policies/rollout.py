@@ -102,6 +102,15 @@ class Forward:
             hit = self._plans[k] = (state, self.base.plan(state))
         return hit[1]
 
+    def forget_before(self, now_us: int) -> None:
+        """Drop the plans and plays of states before `now_us`: rounds only move forward, so they
+        can never be asked again (kept, they were 10,000 long-lived objects by the end of a
+        skewed-slo1.5 run, memory that every full garbage collection walks)."""
+        if any(k[0] < now_us for k in self._plans):
+            self._plans = {k: v for k, v in self._plans.items() if k[0] >= now_us}
+        if any(k[0] < now_us for k in self._met):
+            self._met = {k: v for k, v in self._met.items() if k[0] >= now_us}
+
     def cached(self, state: RoundState) -> RoundPlan | None:
         """The base policy's plan for `state` if it was computed already (else None)."""
         hit = self._plans.get(_key(state))
