@@ -8,7 +8,7 @@ import pytest
 
 from tetriopt.policies.backends import solve_cpsat
 from tetriopt.plan import decisions_of
-from tetriopt.policies.certify import FEW_MAX, _joint_binds, _owns, beyond, separable, separable_bound
+from tetriopt.policies.certify import FEW_MAX, _joint_binds, request_options, beyond, separable, separable_bound
 from tetriopt.policies.symmetry import swaps
 from tetriopt.policies.formulation import build, complete
 from tetriopt.policies.mip import MipPolicy
@@ -128,7 +128,7 @@ def test_placement_relaxation_is_a_bound_and_its_certificate_is_the_optimum():
         for cut in ((), blocks):
             got = beyond(rm, -1 << 62, cut, budget=100_000)
             if got is None:  # not tried where the joint test binds (its relaxation would be loose)
-                assert _joint_binds(rm, _owns(rm)), seed
+                assert _joint_binds(rm, request_options(rm)), seed
                 continue
             assert got[1] is not None, seed
             assert got[0] >= cp.objective, seed
@@ -199,7 +199,7 @@ def test_placement_search_memo_answers_as_the_search():
     for seed in range(150):
         st = crowded_state(seed)
         rm = build(st)
-        owns = _owns(rm)
+        owns = request_options(rm)
         blocks = [(w.a, w.b) for w in swaps(rm)]
         for cut, first, floor in (((), False, -1 << 62), (blocks, False, -1 << 62), (blocks, True, 0)):
             runs = []

@@ -212,7 +212,7 @@ def test_certificates_stay_bounds_with_the_convex_objective(seed):
     variables (which now carry the future cost) do not cut the optimum. Fails when the split
     leaves the future cost out of a request's value (25 of 30 seeds)."""
     from tetriopt.policies.backends import solve_cpsat
-    from tetriopt.policies.certify import _owns, best_alone, beyond, separable_bound, split_objective
+    from tetriopt.policies.certify import request_options, best_alone, beyond, separable_bound, split_objective
 
     from .test_bruteforce import random_state
     from .test_certify import crowded_state
@@ -224,7 +224,7 @@ def test_certificates_stay_bounds_with_the_convex_objective(seed):
         assert separable_bound(rm) >= cp.objective
         obj = rm.model.objective
         best = {i: v for i, v, *_ in best_alone(rm)}
-        for own in _owns(rm):  # each request's best alone is its best over every set and step count
+        for own in request_options(rm):  # each request's best alone is its best over every set and step count
             top = max([own.value(0, 0, 0, 0)[0]] + [own.value(n, t, obj.get(x, 0), obj.get(s, 0))[0]
                                                     for _, t, x, s in rm.cand[own.rid]
                                                     for n in range(1, rm.model.ub[s] + 1)])

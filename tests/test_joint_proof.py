@@ -9,7 +9,7 @@ import random
 
 from tetriopt import RequestState, RoundState, load_profile, make_cluster
 from tetriopt.policies.backends import solve_cpsat
-from tetriopt.policies.certify import _keep_sets, _owns, proved
+from tetriopt.policies.certify import _keep_sets, request_options, proved
 from tetriopt.policies.formulation import build
 from tetriopt.policies.horizon import Forecast, add_forecast
 from tetriopt.policies.mip import MipPolicy
@@ -63,7 +63,7 @@ def _check_keep_sets(rm, optimum: list[int], seed: int) -> tuple[bool, int]:
     """Asserts that the kept set of `optimum` (CP-SAT's) is inside one of `_keep_sets` and that
     every smallest set outside them all is kept by no plan; (whether the joint test binds, how
     many sets it rules out)."""
-    owns = _owns(rm)
+    owns = request_options(rm)
     keeps = _keep_sets(rm, owns)
     kept = {i for i, v in rm.keep.items() if optimum[v]}
     assert any(kept <= k for k in keeps), seed
@@ -110,7 +110,7 @@ def test_policy_answers_what_cpsat_would():
     for seed in range(200):
         st = contended_state(seed)
         rm = build(st)
-        owns = _owns(rm)
+        owns = request_options(rm)
         if len(owns) > 4 and _keep_sets(rm, owns) == [frozenset(o.rid for o in owns if o.can)]:
             continue  # five that the joint test could keep together: the proof is not tried
         rounds += 1

@@ -67,7 +67,7 @@ class _Own:
         return got
 
 
-def _owns(rm: RoundModel) -> list[_Own]:
+def request_options(rm: RoundModel) -> list[_Own]:
     """_Own of every modelled request, in the state's order. best_alone, beyond and proved take
     them as `owns` (MipPolicy computes them once a round: they memoise their option values), valid
     while the model's objective, keep bounds and joint rows stay as they were (rows may be added)."""
@@ -86,7 +86,7 @@ def best_alone(rm: RoundModel, owns: list[_Own] | None = None) -> list[tuple[str
     (() for none), steps, kept) at that best."""
     m, obj = rm.model, rm.model.objective
     out = []
-    for own in _owns(rm) if owns is None else owns:
+    for own in request_options(rm) if owns is None else owns:
         rem, slack = own.rem, own.slack
         v0, k0 = own.value(0, 0, 0, 0)
         best = (v0, (), 0, k0)
@@ -227,7 +227,7 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     interchangeable siblings by the first request inside each) reaches one that obeys every
     such rule, of the same value. Without it, placements that differ by a swap of idle blocks are
     searched once each (hundreds a round)."""
-    owns = _owns(rm) if owns is None else owns
+    owns = request_options(rm) if owns is None else owns
     if not 2 <= len(owns) <= few or _joint_binds(rm, owns):
         return None
     return _search(rm, owns, floor, blocks, [budget])
@@ -395,9 +395,9 @@ def proved(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     above). `beyond` drops the joint test's coupling, so where it binds (three 2,048 px images on 8
     GPUs) its bound is a keep weight above the optimum, and it is not tried. False when `budget`
     search nodes (all sets together) were not enough."""
-    if not 2 <= len(rm.keep) <= few:  # (before _owns: a backlog's round has hundreds)
+    if not 2 <= len(rm.keep) <= few:  # (before request_options: a backlog's round has hundreds)
         return False
-    owns = _owns(rm) if owns is None else owns
+    owns = request_options(rm) if owns is None else owns
     keeps = _keep_sets(rm, owns)
     if len(owns) > whole and keeps == [frozenset(o.rid for o in owns if o.can)]:
         return False  # five requests that could all be kept: it runs out of nodes (110,000 to prove one)

@@ -13,7 +13,7 @@ from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, mem
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, _owns, best_alone, beyond, proved, separable, split_objective
+from .certify import FEW_MAX, request_options, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
@@ -597,7 +597,7 @@ class MipPolicy:
         # the bound knows single-request options only: no certificate for a model with batches
         ub, candidates, alone, bound_kind, blocks, owns = None, _resolved(heuristics), None, "separable", None, None
         if self.certify and not rm.batches:
-            owns = _owns(rm)  # (once: best_alone, beyond and proved share them and their option values)
+            owns = request_options(rm)  # (once: best_alone, beyond and proved share them and their option values)
             alone = best_alone(rm, owns)
             ub, sep_dec, sep_kept = separable(rm, alone)
 
