@@ -54,3 +54,42 @@ def test_a_wide_request_that_would_shut_out_the_forecast_arrivals_is_not_kept():
     # arrivals expected before its due time, its 23 GPU-s would leave them too little room
     assert "big" in kept[False]
     assert "big" not in kept[True]
+
+
+def test_forecast_blocks_gates_a_2048_px_request_on_a_larger_cluster():
+    """`cpsat[forecast_blocks=1]`: on 32 GPUs a 2048 px request needs one 8-GPU block, not half the
+    cluster, so the gate leaves it alone; with the switch it is gated as a user of the widest block
+    (the 1024 px one, whose cheapest degree is 2, stays ungated either way)."""
+    def big_state(now, *reqs):
+        return RoundState(now_us=now, round_us=R, cluster=tetriopt.make_cluster(32), profile=PROF,
+                          degrees=(1, 2, 4, 8), requests=reqs, round_index=now // R)
+
+    # 220 small requests over the last four rounds: about what 32 GPUs can serve
+    seen = big_state(NOW, *(RequestState(f"s{i}", 256, 256, remaining_steps=20, arrival_us=i * 16_000,
+                                         deadline_us=i * 16_000 + 1_500_000) for i in range(220)))
+    f = Forecast()
+    f.observe(seen)
+    s = big_state(NOW, BIG, MID)
+    assert add_forecast(build(s), f) == {}
+    need = add_forecast(build(s), f, blocks=True)
+    assert set(need) == {"big"} and need["big"] > 0
+    kept = {}
+    for on in (False, True):
+        pol = MipPolicy(time_limit_ms=200, deterministic=True, forecast_blocks=on)
+        pol._forecast.observe(seen)  # (what its plan of that round would have seen first)
+        kept[on] = pol.plan(big_state(NOW + R, BIG)).kept
+    assert "big" in kept[False] and "big" not in kept[True]
+
+
+def test_forecast_blocks_changes_nothing_up_to_16_gpus():
+    """There the widest block is half the cluster or more: the switch gates the requests the gate
+    already does (so issue 12's 8- and 16-GPU points and the shipped 8-GPU instances plan alike)."""
+    from tetriopt.policies.horizon import wide
+    for gpus in (8, 16):
+        reqs = tuple(RequestState(f"q{px}-{d}", px, px, remaining_steps=20, arrival_us=NOW, deadline_us=NOW + d)
+                     for px in (256, 512, 1024, 2048) for d in (1_500_000, 3_000_000, 5_000_000, 9_000_000))
+        s = RoundState(now_us=NOW, round_us=R, cluster=tetriopt.make_cluster(gpus), profile=PROF,
+                       degrees=(1, 2, 4, 8), requests=reqs, round_index=NOW // R)
+        rm = build(s)
+        assert [wide(rm, r.id, True) for r in reqs] == [wide(rm, r.id) for r in reqs]
+        assert any(wide(rm, r.id) for r in reqs)

@@ -114,7 +114,8 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
-                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False):
+                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
+                 convex_encode: bool = False, forecast_blocks: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -142,6 +143,9 @@ class MipPolicy:
         self._last_kept: tuple[str, ...] = ()
         self.forecast = forecast
         self.forecast_all = forecast_all  # the forecast gate on every request, not only wide ones (an ablation)
+        # forecast_blocks (off, docs/solver.md 4): the gate also on requests whose cheapest deadline-meeting
+        # degree is the cluster's widest block (2,048 px on 32-64 GPUs), not only on those needing half of it
+        self.forecast_blocks = forecast_blocks
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
@@ -188,6 +192,9 @@ class MipPolicy:
         # (formulation.least_future, add_convex_joint, docs/solver.md 4)
         self.convex = convex
         self.convex_joint = convex_joint
+        # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
+        # priced with its text encode in the first round it runs (formulation.least_future)
+        self.convex_encode = convex_encode
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -568,7 +575,8 @@ class MipPolicy:
         stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
-                       deadline=stop, batching=self.batching, convex=self.convex)
+                       deadline=stop, batching=self.batching, convex=self.convex,
+                       convex_encode=self.convex_encode)
             if self.convex_joint:
                 add_convex_joint(rm, deadline=stop)
             if self.forced:
@@ -579,7 +587,8 @@ class MipPolicy:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
-            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all)
+            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all,
+                         blocks=self.forecast_blocks)
         if self.quota:
             self._quota.add(rm, frozenset(self._last_kept))
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
