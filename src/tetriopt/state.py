@@ -44,6 +44,12 @@ class RoundState:
     def sets(self) -> dict[int, tuple[tuple[int, ...], ...]]:
         return {k: self.cluster.sets(k) for k in self.degrees}
 
+    @cached_property
+    def widest(self) -> int:
+        """The largest degree with GPU sets in the cluster (0: none): its sets are the blocks that
+        2,048 px requests need whole (formulation.add_blocks, horizon.wide, burst.wide)."""
+        return max((k for k in self.degrees if self.sets.get(k)), default=0)
+
     def step_us(self, r: RequestState, k: int, batch: int = 1) -> int:
         return self.profile.step_us(r.width, r.height, k, batch)
 

@@ -25,8 +25,7 @@ from .margins import can_make, fastest
 def wide(state: RoundState, r: RequestState) -> int | None:
     """r's fastest degree if it is the largest degree with sets in the cluster, else None."""
     k = fastest(state, r)
-    top = max((d for d in state.degrees if state.sets.get(d)), default=None)
-    return k if k is not None and k == top else None
+    return k if k is not None and k == state.widest else None
 
 
 def _need(state: RoundState, r: RequestState) -> int:

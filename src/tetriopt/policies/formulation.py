@@ -564,7 +564,7 @@ def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = Tru
     block-rounds it needs later: F is a step function of u, exact as an integer v with d v >= u - c.
     OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
-    b = max((k for k in st.degrees if st.sets.get(k)), default=0)
+    b = st.widest
     blocks = st.cluster.gpus // b if b else 0
     if blocks <= 0:
         return

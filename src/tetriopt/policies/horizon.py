@@ -175,7 +175,7 @@ def wide(rm: RoundModel, rid: str, blocks: bool = False) -> bool:
     """Needs at least half the cluster at once to meet its deadline; with `blocks`, also where that
     is the cluster's widest block (a 2,048 px request on 8 GPUs of 32 or 64)."""
     k = rm.looks[rid].cheapest_degree
-    return 2 * k >= rm.state.cluster.gpus or (blocks and k == max(d for d in rm.state.degrees if rm.state.sets.get(d)))
+    return 2 * k >= rm.state.cluster.gpus or (blocks and k == rm.state.widest)
 
 
 def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] = frozenset(),
