@@ -489,9 +489,7 @@ def _share(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], 
 
     def record(acc: int) -> None:
         best[0] = acc
-        best[1] = [(owns[a].rid, c[3], steps[a] if a in mine else (c[2][2][-1][1] if c[2] else 0),
-                    (c[2][0][steps[a]][1] if a in mine else c[2][0][c[2][2][-1][1]][1]) if c[2] else c[4])
-                   for a, c in enumerate(chosen)]
+        best[1] = [(owns[a].rid, c[3], *_steps_kept(c, steps[a] if a in mine else None)) for a, c in enumerate(chosen)]
 
     def step(j: int, acc: int) -> None:
         nonlocal found
@@ -541,6 +539,15 @@ def _share(R: int, owns: list[_Own], chosen: list, best: list, left: list[int], 
     return found
 
 
+def _steps_kept(c, n: int | None = None) -> tuple[int, bool]:
+    """(steps, kept) of a placed option `c` of `_search` run n steps (None: its best on its own set,
+    the last of its best-up-to list), as a plan row records them."""
+    vals = c[2]
+    if n is None:
+        n = vals[2][-1][1] if vals else 0
+    return n, (vals[0][n][1] if vals else c[4])
+
+
 def _apart(owns: list[_Own], chosen: list, best: list, left: list[int], extra: int | None) -> bool:
     """`_fill` of a placement whose sets are pairwise disjoint: each request at its best on its set."""
     total = 0
@@ -551,8 +558,7 @@ def _apart(owns: list[_Own], chosen: list, best: list, left: list[int], extra: i
         return False
     if extra is None:
         best[0] = total
-        best[1] = [(owns[a].rid, c[3], c[2][2][-1][1] if c[2] else 0, c[2][0][c[2][2][-1][1]][1] if c[2] else c[4])
-                   for a, c in enumerate(chosen)]
+        best[1] = [(owns[a].rid, c[3], *_steps_kept(c)) for a, c in enumerate(chosen)]
     return True
 
 
