@@ -115,7 +115,7 @@ class MipPolicy:
                  giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
-                 convex_encode: bool = False, forecast_blocks: bool = False):
+                 convex_encode: bool = False, forecast_blocks: bool = False, lp: bool = False, lns: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -195,6 +195,11 @@ class MipPolicy:
         # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
         # priced with its text encode in the first round it runs (formulation.least_future)
         self.convex_encode = convex_encode
+        # lp / lns (off, docs/solver.md 4, helper FB): on large models (no presolve), CP-SAT's LP
+        # relaxation at linearization level 1 instead of none, and (lns) its single-worker
+        # interleaved search (LNS among the strategies, deterministic) instead of the plain tree search
+        self.lp = lp
+        self.lns = lns
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -552,11 +557,19 @@ class MipPolicy:
             out = dict(cp_model_presolve=False, linearization_level=0, double=False)
             if not self.probe_full:
                 out["cp_model_probing_level"] = 1
-            return out
+            return self._large_search(out)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
         return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
+
+    def _large_search(self, out: dict) -> dict:
+        """The `lp` and `lns` switches on a large model's parameters (`out`, changed in place)."""
+        if self.lp:
+            out["linearization_level"] = 1
+        if self.lns:
+            out["interleave_search"] = True
+        return out
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float, heuristics: list,
                 stop: float | None):
