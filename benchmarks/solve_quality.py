@@ -30,11 +30,8 @@ from grid import RATES, nearest, workload  # noqa: E402
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--gpus", type=int, default=64)
-    ap.add_argument("--pending", type=int, default=32)
-    ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--size", type=float, default=0.15)
-    ap.add_argument("--time-limit-ms", type=float, default=500.0)
+    for flag, default in (("--gpus", 64), ("--pending", 32), ("--seed", 3), ("--size", 0.15), ("--time-limit-ms", 500.0)):
+        ap.add_argument(flag, type=type(default), default=default)
     ap.add_argument("--policy", default="cpsat")
     ap.add_argument("--check-s", type=float, default=0.0, help="re-solve each unproved CP-SAT round with this much deterministic time")
     ap.add_argument("--json", default=None)
