@@ -67,3 +67,12 @@ def test_switches_leave_small_models_alone():
     assert set(pol._search_params(Small, 1.0)) == {"quick_s"}
     pol = tetriopt.make_policy("cpsat[lp=1;lns=1]")
     assert pol.lp and pol.lns
+
+
+def test_lp_mid_only_up_to_its_size():
+    from tetriopt.policies.mip import LP_MID
+
+    pol = tetriopt.make_policy("cpsat[lp_mid=1]")
+    assert pol._large_search({"linearization_level": 0}, LP_MID)["linearization_level"] == 1
+    assert pol._large_search({"linearization_level": 0}, LP_MID + 1)["linearization_level"] == 0
+    assert tetriopt.make_policy("cpsat[lp=1]")._large_search({"linearization_level": 0}, 10 * LP_MID)["linearization_level"] == 1
