@@ -20,7 +20,7 @@ import statistics
 import time
 
 from tetriopt import RequestState, RoundState, load_profile, make_cluster
-from tetriopt.policies.mip import MipPolicy
+from tetriopt.policies import make_policy
 from tetriopt.policies.greedy import greedy_decisions
 
 TARGET = {256: 1.5, 512: 2.0, 1024: 3.0, 2048: 5.0}
@@ -50,9 +50,10 @@ def main() -> None:
     ap.add_argument("--gpus", default="8,64")
     ap.add_argument("--pending", default="8,32,128,512")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--policy", default="cpsat", help="with MipPolicy switches, e.g. cpsat[lp_mid=1]")
     a = ap.parse_args()
     # wall-clock figures: the machine's load beside them (docs/solver.md, section 2)
-    print(f"CP-SAT round solve, time limit {a.time_limit_ms:g} ms, {a.workers} worker(s), {a.rounds} random rounds per row, "
+    print(f"{a.policy} round solve, time limit {a.time_limit_ms:g} ms, {a.workers} worker(s), {a.rounds} random rounds per row, "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"{'gpus':>5} {'pending':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'optimal':>8} {'fallback':>8} "
           f"{'kept':>6} {'kept(EDF)':>9} {'gap':>8}")
@@ -61,7 +62,7 @@ def main() -> None:
             rng = random.Random(gpus * 1000 + pending)
             times, opt, fb, gaps, kept, kept_g = [], 0, 0, [], [], []
             # one policy per row, as in a server: its per-stage cost estimates learn from the rounds
-            pol = MipPolicy("cpsat", time_limit_ms=a.time_limit_ms, workers=a.workers)
+            pol = make_policy(a.policy, time_limit_ms=a.time_limit_ms, workers=a.workers)
             for _ in range(a.rounds):
                 st = random_state(rng, gpus, pending)
                 t0 = time.perf_counter()
