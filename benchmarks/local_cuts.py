@@ -48,15 +48,11 @@ def kappa(inst, ws, limit_s: float, lp_sum: float) -> tuple[int, str]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--gpus", type=int, default=32)
-    ap.add_argument("--pending", type=int, default=8)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--size", type=float, default=0.15)
-    ap.add_argument("--sub-s", type=float, default=20.0)
-    ap.add_argument("--widths", default="1,2,3,4,5,6")
-    ap.add_argument("--iters", type=int, default=8)
-    ap.add_argument("--per-iter", type=int, default=30)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    # (option, default): the grid point, CP-SAT's seconds per subset, interval widths, rounds of cuts
+    for opt, default in (("--gpus", 32), ("--pending", 8), ("--seed", 0), ("--size", 0.15), ("--sub-s", 20.0),
+                         ("--widths", "1,2,3,4,5,6"), ("--iters", 8), ("--per-iter", 30)):
+        ap.add_argument(opt, type=type(default), default=default)
     a = ap.parse_args()
     near = grid.nearest(a.gpus, a.pending)
     inst = grid.workload(a.gpus, grid.RATES[near], a.seed, a.size)
