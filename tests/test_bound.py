@@ -450,7 +450,7 @@ def test_mip_nodes_gives_the_same_bound_on_any_cpu():
     """HiGHS stopped by a node limit and no time limit (`mip_bound(max_nodes=)`, `--mip-nodes`;
     docs/bound.md eighth round) on the same 35-request component (optimum 25): two runs give the
     same bound and incumbent, at or above the optimum; 30 nodes do not prove it (27 with HiGHS
-    1.x: the limit is obeyed), 400 do (25, about 12 s at load 7)."""
+    1.16: the limit is obeyed), 400 do (25, about 12 s at load 7)."""
     pytest.importorskip("highspy")
     from tetriopt.bound import build_model, components, feasible_alone, mip_bound
 
