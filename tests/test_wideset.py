@@ -55,7 +55,7 @@ def test_overflow_is_the_largest_row_excess_and_priced():
     one = complete(rm, [("a", tuple(range(8)), 6)], ["a"])
     many = complete(rm, [("a", tuple(range(8)), 6)], ["a", "b"])
     assert one is not None and many is not None
-    _, rows = rm.over[0]
+    _, rows, _ = rm.over[0]
     for sol in (one, many):
         assert sol[z] == max(0, *(sum(c * sol[v] for v, c in row.items()) - cap for row, cap in rows))
     assert [many[rm.keep[i]] for i in "ab"] == [1, 1]  # (the joint test keeps both)
@@ -70,7 +70,7 @@ def test_more_steps_now_lower_the_overflow():
     slow = complete(rm, [("a", (0,), 1)], ["a"])  # 1 step at degree 1
     fast = complete(rm, [("a", tuple(range(8)), 6)], ["a"])  # a whole round on the block
     assert slow is not None and fast is not None and slow[rm.keep["a"]] == fast[rm.keep["a"]] == 1
-    _, rows = rm.over[0]
+    _, rows, _ = rm.over[0]
     demand = [[sum(c * sol[v] for v, c in row.items()) for row, _ in rows] for sol in (slow, fast)]
     assert all(x >= y for x, y in zip(*demand)) and demand[0] != demand[1]
 

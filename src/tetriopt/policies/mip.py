@@ -589,7 +589,8 @@ class MipPolicy:
             if self.blocks:
                 add_blocks(rm, deadline=stop)
             if self.wide_set:
-                add_wide_set(rm, self._forecast.arrivals(state, only=not_wide), deadline=stop)
+                add_wide_set(rm, self._forecast.arrivals(state, only=not_wide), committed=frozenset(self._last_kept),
+                             deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")

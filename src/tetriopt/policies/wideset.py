@@ -39,10 +39,13 @@ def is_wide(state: RoundState, fastest: int) -> bool:
 
 
 def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float = 1.0,
-                 deadline: float | None = None) -> int | None:
+                 committed: frozenset[str] = frozenset(), deadline: float | None = None) -> int | None:
     """The set's overflow variable z and its rows (module doc); `ahead`: (due us, least GPU-us) of
-    the forecast arrivals that are not wide. None where no kept wide request can be short of
-    blocks. OutOfTime past `deadline` (perf_counter seconds)."""
+    the forecast arrivals that are not wide. A wide request in `committed` (kept in the previous
+    round) counts what it leaves after this round's steps whether kept or not: giving it up does
+    not lower the overflow (re-testing kept requests every round drops them mid-way, horizon.py),
+    running it faster now does. None where no kept wide request can be short of blocks.
+    OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
     b = st.widest
     if not b:
@@ -51,6 +54,7 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
     by_h: dict[int, dict[int, int]] = {}
     others: list[tuple[int, int, int]] = []  # (due us, u var, GPU-ms per step)
     fresh = 0  # GPU-ms of the largest wide request's whole block-rounds (the price's unit)
+    derived = []  # (v, {var: coef} of what it leaves, c, d): v = max(0, ceil((left - c) / d))
     for r, o, top in _kept_later(rm, deadline):
         if not is_wide(st, o.fastest):
             others.append((st.due_us(r), rm.left[r.id], gpu_ms(rm.joint_us(r.id))))
@@ -62,15 +66,26 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
         unit = half * gpu_ms(R)
         fresh = max(fresh, -(-r.remaining_steps // (R // o.step[b])) * b * gpu_ms(R))
         rounds = -(-(r.deadline_us - st.end_us) // R)
+        sunk = r.id in committed
+        # what it leaves: u (0 when given up), or for a committed one its steps less this round's
+        steps = {s: 1 for _, _, _, s in rm.cand.get(r.id, ())}
+        most = r.remaining_steps if sunk else top
         made: dict[int, int] = {}
         for h in range(1, rounds + 1):
             t = st.end_us + h * R
             after = steps_possible(st, r, o.step[b], t, True, o.step.values()) if t < r.deadline_us else 0
-            if after >= top:
+            if after >= most:
                 continue
             v = made.get(after)
             if v is None:
-                v = made[after] = _forced_var(rm, f"wide_set[{r.id},{h}]", r.id, after, -(-(top - after) // s_u), s_u)
+                ub = -(-(most - after) // s_u)
+                if sunk:
+                    v = m.var(f"wide_set[{r.id},{h}]", 0, ub)
+                    m.add({v: s_u, **steps}, lb=r.remaining_steps - after)  # s_u v >= rem - steps - after
+                    derived.append((v, {s: -1 for s in steps}, after - r.remaining_steps, s_u))
+                else:
+                    v = _forced_var(rm, f"wide_set[{r.id},{h}]", r.id, after, ub, s_u)
+                made[after] = v
             by_h.setdefault(h, {})[v] = unit
     if not by_h:
         return None
@@ -91,7 +106,7 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
     z = m.var("wide_set_over", 0, max(0, max(sum(c * m.ub[v] for v, c in row.items()) - cap for row, cap in rows)))
     for row, cap in rows:
         m.add({**row, z: -1}, ub=cap)
-    rm.over.append((z, rows))
+    rm.over.append((z, rows, derived))
     m.objective[z] = -max(1, int(price * rm.weights.keep / max(1, fresh)))
     return z
 
