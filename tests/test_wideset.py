@@ -82,3 +82,17 @@ def test_tetriserve_warm_start_completes_feasibly():
     add_wide_set(rm)
     sol = complete(rm, decisions_of(ts), ts.kept or ())
     assert sol is not None and rm.model.feasible(sol)
+
+
+def test_a_committed_request_counts_whether_kept_or_not():
+    s = _state()
+    rm = build(s)
+    z = add_wide_set(rm, committed=frozenset({"a", "b"}))
+    run = [("a", tuple(range(8)), 6)]
+    both = complete(rm, run, ["a", "b"])
+    one = complete(rm, run, ["a"])
+    assert both is not None and one is not None and both[rm.keep["b"]] == 1 and one[rm.keep["b"]] == 0
+    assert one[z] == both[z] > 0  # giving b up does not lower the overflow (wide_set_sunk)
+    plain = build(s)
+    zp = add_wide_set(plain)
+    assert complete(plain, run, ["a"])[zp] < complete(plain, run, ["a", "b"])[zp]  # without, it does

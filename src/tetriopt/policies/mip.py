@@ -117,7 +117,7 @@ class MipPolicy:
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
-                 wide_set_forecast: bool = False):
+                 wide_set_forecast: bool = True, wide_set_sunk: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -201,7 +201,10 @@ class MipPolicy:
         # with the other kept work and the forecast small arrivals, against the cluster, priced by the
         # overflow (wideset.add_wide_set)
         self.wide_set = wide_set
-        self.wide_set_forecast = wide_set_forecast  # (off) the forecast small arrivals in its rows too
+        # with it: the forecast small arrivals in its rows too (wide_set_forecast, on), and the previous
+        # round's kept wide requests counted whether kept or not (wide_set_sunk, off; both measured, docs)
+        self.wide_set_forecast = wide_set_forecast
+        self.wide_set_sunk = wide_set_sunk
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -592,7 +595,8 @@ class MipPolicy:
                 add_blocks(rm, deadline=stop)
             if self.wide_set:
                 ahead = self._forecast.arrivals(state, only=not_wide) if self.wide_set_forecast else ()
-                add_wide_set(rm, ahead, committed=frozenset(self._last_kept), deadline=stop)
+                add_wide_set(rm, ahead, committed=frozenset(self._last_kept if self.wide_set_sunk else ()),
+                             deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
