@@ -96,3 +96,9 @@ def test_a_committed_request_counts_whether_kept_or_not():
     plain = build(s)
     zp = add_wide_set(plain)
     assert complete(plain, run, ["a"])[zp] < complete(plain, run, ["a", "b"])[zp]  # without, it does
+
+
+def test_below_keep_the_whole_overflow_weighs_less_than_a_request():
+    rm = build(_state())
+    z = add_wide_set(rm, below_keep=True)
+    assert 0 < -rm.model.objective[z] * rm.model.ub[z] <= rm.weights.keep // 2

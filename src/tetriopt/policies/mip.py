@@ -117,7 +117,7 @@ class MipPolicy:
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
-                 wide_set_forecast: bool = True, wide_set_sunk: bool = False):
+                 wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -205,6 +205,7 @@ class MipPolicy:
         # round's kept wide requests counted whether kept or not (wide_set_sunk, off; both measured, docs)
         self.wide_set_forecast = wide_set_forecast
         self.wide_set_sunk = wide_set_sunk
+        self.wide_set_tier = wide_set_tier  # (off) the overflow priced below one keep weight (add_wide_set's below_keep)
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -596,7 +597,7 @@ class MipPolicy:
             if self.wide_set:
                 ahead = self._forecast.arrivals(state, only=not_wide) if self.wide_set_forecast else ()
                 add_wide_set(rm, ahead, committed=frozenset(self._last_kept if self.wide_set_sunk else ()),
-                             deadline=stop)
+                             deadline=stop, below_keep=self.wide_set_tier)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")

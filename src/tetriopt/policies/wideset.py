@@ -42,12 +42,15 @@ def is_wide(state: RoundState, fastest: int) -> bool:
 
 
 def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float = 1.0,
-                 committed: frozenset[str] = frozenset(), deadline: float | None = None) -> int | None:
+                 committed: frozenset[str] = frozenset(), deadline: float | None = None,
+                 below_keep: bool = False) -> int | None:
     """The set's overflow variable z and its rows (module doc); `ahead`: (due us, least GPU-us) of
     the forecast arrivals that are not wide. A wide request in `committed` (kept in the previous
     round) counts what it leaves after this round's steps whether kept or not: giving it up does
     not lower the overflow (re-testing kept requests every round drops them mid-way, horizon.py),
-    running it faster now does. None where no kept wide request can be short of blocks.
+    running it faster now does. `below_keep`: the whole overflow costs less than half a keep weight,
+    so it never outweighs a kept request: among plans keeping as many it prefers the set and the
+    pace with the least overflow. None where no kept wide request can be short of blocks.
     OutOfTime past `deadline` (perf_counter seconds)."""
     st, m = rm.state, rm.model
     b = st.widest
@@ -110,7 +113,10 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
     for row, cap in rows:
         m.add({**row, z: -1}, ub=cap)
     rm.over.append((z, rows, derived))
-    m.objective[z] = -max(1, int(price * rm.weights.keep / max(1, fresh)))
+    if below_keep:
+        m.objective[z] = -max(1, rm.weights.keep // (2 * max(1, m.ub[z])))
+    else:
+        m.objective[z] = -max(1, int(price * rm.weights.keep / max(1, fresh)))
     return z
 
 
