@@ -20,13 +20,17 @@ in GPU-ms over the set:
 
 with one overflow z >= 0 over all horizons, priced in the objective at `price` keep weights per
 whole-request's block-rounds (a 2,048 px request's fresh steps at its fastest degree): an
-overflow of one wide request's block-rounds costs about the request it will lose. A wide request
-kept in the previous round counts with what it leaves after this round's steps whether it is kept
-or not (its block-rounds are sunk: the price decides admissions, and how fast the kept ones run
-now, not which kept ones to drop mid-way; horizon.py's forecast gate has the same rule). Soft, unlike
+overflow of one wide request's block-rounds costs about the request it will lose. With
+`committed` (MipPolicy's `wide_set_sunk`), a wide request kept in the previous round counts with
+what it leaves after this round's steps whether it is kept or not (its block-rounds are sunk: the
+price decides admissions, and how fast the kept ones run now, not which kept ones to drop mid-way;
+horizon.py's forecast gate has the same rule). Soft, unlike
 the block-round rows of `formulation.add_blocks` (hard, wide requests only, -3 / -4 over the
 grid): the model may still keep a request that overflows a little, and it chooses which of the
 set to keep by what each adds to the overflow.
+
+Off: on seeds 3-4 at 16-64 GPUs (500 ms) -3 over 12 workloads, and its variants (`wide_set_sunk`,
+`wide_set_forecast=0`, `wide_set_tier`: MipPolicy) no better (docs/solver.md section 4).
 """
 
 from __future__ import annotations
