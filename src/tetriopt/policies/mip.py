@@ -205,7 +205,7 @@ class MipPolicy:
         # round's kept wide requests counted whether kept or not (wide_set_sunk, off; both measured, docs)
         self.wide_set_forecast = wide_set_forecast
         self.wide_set_sunk = wide_set_sunk
-        self.wide_set_tier = wide_set_tier  # (off) the overflow priced below one keep weight (add_wide_set's below_keep)
+        self.wide_set_tier = wide_set_tier  # (off) overflow priced below one keep weight (below_keep)
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
