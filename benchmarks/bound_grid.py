@@ -10,6 +10,7 @@ by side under the same load.
     python benchmarks/bound_grid.py --instances instances/*.json --bound-s 30
     python benchmarks/bound_grid.py --gpus 16 --pending 64 --seeds 0 --witness
     python benchmarks/bound_grid.py --size 0.15 --bound-s 30 --mip-s 240   (the seventh round's column)
+    python benchmarks/bound_grid.py --gpus 8 --pending 64 --seeds 0 --bound-s 30 --mip-nodes 3000   (eighth round)
 
 `--witness` also runs cpsat (deterministic, 200 ms) and tetriserve on the workload cut down to the
 requests the relaxation's best solution (a second search, 2 workers) meets, and on the workload cut
@@ -92,6 +93,9 @@ def main() -> None:
     ap.add_argument("--instances", nargs="*", default=None)
     ap.add_argument("--mip-s", type=float, default=0.0,
                     help="then up to this long of HiGHS on each component left unproven (upper_bound's mip_s)")
+    ap.add_argument("--mip-nodes", type=int, default=0,
+                    help="HiGHS also stops after this many nodes per component; alone (no --mip-s): no time limit, "
+                         "the same figure on any CPU (upper_bound's mip_nodes)")
     ap.add_argument("--ref-src", default=None, help="another tree's src/ to run the same bound from")
     ap.add_argument("--witness", action="store_true", help="cpsat on the relaxation's met set (a lower bound)")
     ap.add_argument("--json", default=None)
@@ -101,7 +105,7 @@ def main() -> None:
           + (" witness: search set | LP set |" if a.witness else ""))
     print("|---|---|---|---|---|---|" + ("---|---|---|" if a.ref_src else "") + ("---|---|" if a.witness else ""))
     for name, inst, spec in points(a):
-        b = upper_bound(inst, time_limit_s=a.bound_s, mip_s=a.mip_s)
+        b = upper_bound(inst, time_limit_s=a.bound_s, mip_s=a.mip_s, mip_nodes=a.mip_nodes)
         row = {"point": name, "n": len(inst.requests), "met": b.met_bound, "methods": b.methods,
                "incumbent": b.incumbent, "solve_s": round(b.solve_s, 2),
                "components": [c for c in b.per_component if not c["optimal"]]}

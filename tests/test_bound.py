@@ -444,3 +444,21 @@ def test_mip_bound_cut_short_is_its_proven_bound():
     assert len(comp) == 35
     v, inc = mip_bound(model, 3.0, [0] * len(model.proto.variables))
     assert v is None or (math.floor(v + 1e-6) >= 25 and (inc is None or inc <= 25)), (v, inc)
+
+
+def test_mip_nodes_gives_the_same_bound_on_any_cpu():
+    """HiGHS stopped by a node limit and no time limit (`mip_bound(max_nodes=)`, `--mip-nodes`;
+    docs/bound.md eighth round) on the same 35-request component (optimum 25): two runs give the
+    same bound and incumbent, at or above the optimum; 30 nodes do not prove it (27 with HiGHS
+    1.16: the limit is obeyed), 400 do (25, about 12 s at load 7)."""
+    pytest.importorskip("highspy")
+    from tetriopt.bound import build_model, components, feasible_alone, mip_bound
+
+    inst = parse_instance(generate("flux.1-dev-h100", 8, 45, 133.9, seed=0), name="g8")
+    comp = max(components(feasible_alone(inst)), key=len)
+    runs = [mip_bound(build_model(inst, comp, one_set=True)[0], math.inf, max_nodes=30) for _ in range(2)]
+    assert runs[0] == runs[1], runs
+    v, inc = runs[0]
+    assert v is not None and math.floor(v + 1e-6) > 25 and (inc is None or inc <= 25), runs
+    v, inc = mip_bound(build_model(inst, comp, one_set=True)[0], math.inf, max_nodes=400)
+    assert math.floor(v + 1e-6) == 25 == inc, (v, inc)

@@ -43,6 +43,16 @@ def test_mip_stays_a_bound(loaded, met, mip_s):
     assert sum(b.methods.values()) == b.components and all(c["bound"] >= c["incumbent"] for c in b.per_component)
 
 
+@pytest.mark.parametrize("mip_nodes", [1, 50])
+def test_mip_nodes_stays_a_bound(loaded, met, mip_nodes):
+    """HiGHS stopped by a node limit, no time limit (`mip_nodes` without `mip_s`, docs/bound.md
+    eighth round), after CP-SAT at 0.05 s: never below a policy."""
+    pytest.importorskip("highspy")
+    b = upper_bound(loaded, time_limit_s=0.05, mip_nodes=mip_nodes)
+    assert max(met.values()) <= b.met_bound <= b.feasible_alone, (b.to_json(), met)
+    assert sum(b.methods.values()) == b.components and all(c["bound"] >= c["incumbent"] for c in b.per_component)
+
+
 def test_tiny_limit_falls_back_to_feasible_alone(loaded):
     b = upper_bound(loaded, time_limit_s=1e-6)
     assert b.methods["feasible-alone"] == sum(1 for c in b.per_component)  # no multi-request component searched

@@ -528,7 +528,8 @@ def weak_dual(box, c, const: float, rows, duals) -> float:
     return math.fsum(val)
 
 
-def mip_bound(model, time_limit_s: float, start: list | None = None) -> tuple[float | None, int | None]:
+def mip_bound(model, time_limit_s: float, start: list | None = None, max_nodes: int | None = None
+              ) -> tuple[float | None, int | None]:
     """(HiGHS's proven bound on the maximum, its best solution's objective or None) of a linear
     CP-SAT model (as `build_model` makes, every variable integer), by HiGHS's branch and cut within
     `time_limit_s` (1 thread, fixed seed; its path still depends on the CPU it gets). On the grid's
@@ -537,7 +538,9 @@ def mip_bound(model, time_limit_s: float, start: list | None = None) -> tuple[fl
     solver: the bound is HiGHS's dual bound at its default tolerances (feasibility 1e-6, so it
     accepts points slightly outside the rows: looser, not tighter); CP-SAT's bound and `lp_bound`
     are exact. Rows `lp_rows` leaves out are left out here too (a relaxation). `start`: a solution
-    (one value per variable) to start from (prunes more). None if HiGHS gives no bound. Needs
+    (one value per variable) to start from (prunes more). `max_nodes`: also stop after that many
+    branch-and-bound nodes (HiGHS's `mip_max_nodes`; with `time_limit_s` = inf the result no longer
+    depends on the CPU it gets, docs/bound.md eighth round). None if HiGHS gives no bound. Needs
     highspy (the dev extras)."""
     import highspy
     import numpy as np
@@ -546,6 +549,8 @@ def mip_bound(model, time_limit_s: float, start: list | None = None) -> tuple[fl
     h = _quiet(highspy.Highs)
     for opt, v in (("output_flag", False), ("threads", 1), ("random_seed", 0), ("time_limit", max(0.001, time_limit_s))):
         h.setOptionValue(opt, v)
+    if max_nodes is not None:
+        h.setOptionValue("mip_max_nodes", max(0, int(max_nodes)))
     inf = highspy.kHighsInf
     lp = highspy.HighsLp()
     lp.num_col_, lp.num_row_ = len(box), len(rows)
@@ -641,7 +646,7 @@ def _search(inst: Instance, ws: list[Window], aux: bool, deadline: float, worker
 
 
 def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers: int, one_set: bool = False,
-                     mip_s: float = 0.0) -> tuple[int, int, str, list[str]]:
+                     mip_s: float = 0.0, mip_nodes: int = 0) -> tuple[int, int, str, list[str]]:
     """(upper bound, incumbent, method, ids met in the incumbent) of the relaxation on one
     component, searched until `deadline` (perf_counter seconds). Every window in `ws` is feasible
     alone, so len(ws) is always a valid bound.
@@ -658,7 +663,9 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     prove, ended above the old bound where it ran out of time: skewed-slo1.5, 298 against 297.)
     `mip_s` > 0: a component left unproven then gets up to that many more seconds of HiGHS's
     branch and cut on the full model (`mip_bound`), its floored
-    bound counting where smaller (method `mip-bound`, even where HiGHS proves it optimal)."""
+    bound counting where smaller (method `mip-bound`, even where HiGHS proves it optimal).
+    `mip_nodes` > 0: HiGHS also stops after that many nodes; without `mip_s` it has no time limit
+    then, so its figure is the same on any CPU (eighth round)."""
     if len(ws) == 1:
         return 1, 1, "optimal", [ws[0].request.id]  # feasible alone (checked by the caller)
     if len(ws) > PIECE_MAX:
@@ -685,12 +692,15 @@ def _solve_component(inst: Instance, ws: list[Window], deadline: float, workers:
     ub = min(light[0], full[0], lp)
     if full[2] == "optimal" or full[1] == ub:
         return ub, full[1], "optimal", full[3]
-    if mip_s > 0:
-        # the full model afresh (the searches added their cap row to theirs). HiGHS's path depends
-        # on the CPU it gets: on 8 GPUs / 64 pending seed 0 it proved 41 in 127 and 227 s, and
-        # stopped at 43-44 after 240-420 s in three other runs (load 8-16)
+    if mip_s > 0 or mip_nodes > 0:
+        # the full model afresh (the searches added their cap row to theirs). Cut off by time,
+        # HiGHS's result depends on the CPU it gets: on 8 GPUs / 64 pending seed 0 it proved 41 in
+        # 127 and 227 s, and stopped at 43-44 after 240-420 s in three other runs (load 8-16); a
+        # node limit alone (mip_nodes, no mip_s) gives the same figure on any CPU
         t0 = time.perf_counter()
-        v, _ = mip_bound(build_model(inst, ws, True, one_set=one_set)[0], mip_s - (time.perf_counter() - t0))
+        limit = mip_s if mip_s > 0 else math.inf
+        v, _ = mip_bound(build_model(inst, ws, True, one_set=one_set)[0], limit - (time.perf_counter() - t0),
+                         max_nodes=mip_nodes or None)
         if v is not None and math.floor(v + 1e-6) < ub:  # (proven or not: a floating-point proof, never "optimal")
             return max(0, math.floor(v + 1e-6)), full[1], "mip-bound", full[3]
     # the incumbent is the full model's (a solution of the light one may meet more than its bound)
@@ -753,14 +763,17 @@ def _screen(inst: Instance, arrival_visible: bool, batching: bool, one_set: bool
 
 
 def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, arrival_visible: bool = False,
-                batching: bool = False, one_set: bool | None = None, mip_s: float = 0.0) -> BoundResult:
+                batching: bool = False, one_set: bool | None = None, mip_s: float = 0.0, mip_nodes: int = 0
+                ) -> BoundResult:
     """The relaxation's bound on met deadlines (see the module docstring and docs/bound.md).
 
     Defaults: TetriServe's model (round-boundary starts, one request per step); `arrival_visible`
     and `batching` widen the plan space bounded to immediate starts and shared steps. `one_set`
     (default: TetriServe's model only) bounds plans that give a request one GPU set per round.
     `mip_s` > 0: each component not proven within its share then gets up to `mip_s` more seconds
-    of HiGHS (`mip_bound`; outside `time_limit_s`; needs highspy)."""
+    of HiGHS (`mip_bound`; outside `time_limit_s`; needs highspy). `mip_nodes` > 0: HiGHS also stops
+    after that many branch-and-bound nodes per component; without `mip_s` it then has no time limit
+    and the figure does not depend on the CPU (docs/bound.md eighth round)."""
     from ortools.sat.python import cp_model  # noqa: F401  (a one-off import, not the bound's time)
 
     t0 = time.perf_counter()
@@ -782,7 +795,8 @@ def upper_bound(inst: Instance, time_limit_s: float = 60.0, workers: int = 1, ar
         left = end - time.perf_counter()
         share = left / multi if len(c) > 1 else 0.0
         multi -= len(c) > 1
-        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set, mip_s)
+        ub, best, method, ids = _solve_component(inst, c, time.perf_counter() + share, workers, one_set, mip_s,
+                                                 mip_nodes)
         met_ids.extend(ids)
         met += ub
         inc += best

@@ -16,13 +16,16 @@ from .params import FiniteFloat
 @click.option("--mip-s", type=FiniteFloat("--mip-s", 0.0, 86_400), default=0.0, show_default=True,
               help="Then up to this long of HiGHS's branch and cut on each component left unproven (beyond "
                    "--time-limit-s; a floating-point MIP bound, docs/bound.md seventh round; needs highspy).")
+@click.option("--mip-nodes", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stop HiGHS after this many branch-and-bound nodes per component; without --mip-s it then has "
+                   "no time limit and the figure does not depend on the CPU (docs/bound.md eighth round).")
 @click.option("--immediate-start/--no-immediate-start", default=True, show_default=True,
               help="Bound plans that may start a request at its arrival, mid-round (solve's --immediate-start).")
 @click.option("--batching/--no-batching", default=True, show_default=True,
               help="Bound plans that may share steps between same-size requests (solve's --batching).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write {slo_attainment_bound, met_bound, requests, ...} as JSON ('-' for stdout).")
-def bound(instance, time_limit_s, workers, mip_s, immediate_start, batching, json_out) -> None:
+def bound(instance, time_limit_s, workers, mip_s, mip_nodes, immediate_start, batching, json_out) -> None:
     """Upper bound on deadlines met by ANY valid plan for INSTANCE (hindsight relaxation).
 
     By default the model solve runs by default (immediate starts, batching); with --no-immediate-start
@@ -31,14 +34,14 @@ def bound(instance, time_limit_s, workers, mip_s, immediate_start, batching, jso
     from ..instance import load_instance
     from .solve_cmd import write_json
 
-    if mip_s > 0:
+    if mip_s > 0 or mip_nodes > 0:
         try:
             import highspy  # noqa: F401
         except ImportError:
-            raise click.UsageError("--mip-s needs highspy (pip install highspy, or the dev extras)") from None
+            raise click.UsageError("--mip-s / --mip-nodes need highspy (pip install highspy, or the dev extras)") from None
     inst = load_instance(instance)
     b = upper_bound(inst, time_limit_s=time_limit_s, workers=workers, arrival_visible=immediate_start,
-                    batching=batching, mip_s=mip_s)
+                    batching=batching, mip_s=mip_s, mip_nodes=mip_nodes)
     if json_out != "-":
         click.echo(f"instance          {inst.name} ({inst.profile.name}, {inst.cluster.gpus} GPUs, "
                    f"round {inst.round_us / 1e3:g} ms)")
