@@ -34,6 +34,7 @@ def test_the_only_fallback_rounds_are_the_rollouts_and_they_meet_more():
     fb = [r for r in on.rounds if r.status == PlanStatus.FALLBACK]
     assert fb, "the rollout chose TetriServe's plan in no round: the instance no longer shows it"
     assert all(r.backend == "tetriserve" and r.note.startswith("rollout: tetriserve's plan meets") for r in fb)
+    assert on.summary["rollout_rounds"] == on.summary["fallback_rounds"] == len(fb)  # counted apart in the summary
     assert not any("time limit" in r.note for r in on.rounds)
     off = simulate(INST, _cpsat(rollout=False)).summary["met"]
     ts = simulate(INST, TetriServe()).summary["met"]

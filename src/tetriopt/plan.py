@@ -57,6 +57,11 @@ class PlanStatus(str, Enum):
         return self.value
 
 
+# A FALLBACK round whose note starts so is the rollout's choice: CP-SAT answered, and playing both
+# plans forward on the known requests showed the heuristic's meets more (not a solver failure).
+ROLLOUT_CHOICE = "rollout: tetriserve's plan meets"
+
+
 @dataclass(frozen=True)
 class Assignment:
     """`steps` steps of `request` on `gpus` in [start_us, end_us).

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .instance import Instance
-from .plan import Assignment, PlanStatus
+from .plan import ROLLOUT_CHOICE, Assignment, PlanStatus
 from .units import gpu_hours, us_to_ms
 
 
@@ -53,6 +53,9 @@ class SolveResult:
         batched = sum(bool(a.batch) for _, a in self.assignments)
         immediate = sum(a.immediate for _, a in self.assignments)
 
+        fallback = [r for r in self.rounds if r.status == PlanStatus.FALLBACK]
+        rollout = sum(r.note.startswith(ROLLOUT_CHOICE) for r in fallback)
+
         def pct(xs, q):
             return round(float(np.percentile(xs, q)), 3) if xs else 0.0
 
@@ -67,7 +70,9 @@ class SolveResult:
             "solver_ms_p50": pct(solve, 50),
             "solver_ms_p99": pct(solve, 99),
             "solver_ms_max": round(max(solve), 3) if solve else 0.0,
-            "fallback_rounds": sum(r.status == PlanStatus.FALLBACK for r in self.rounds),
+            "fallback_rounds": len(fallback),
+            # of those, the rollout's choice of the heuristic's plan over CP-SAT's (CP-SAT did decide)
+            **({"rollout_rounds": rollout} if rollout else {}),
             **({"batched_assignments": batched} if batched else {}),
             **({"immediate_starts": immediate} if immediate else {}),
         }

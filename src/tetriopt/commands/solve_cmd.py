@@ -30,7 +30,8 @@ def print_summary(res) -> None:
     click.echo(f"met deadlines     {s['met']}  (SLO attainment {100 * s['slo_attainment']:.1f}%)")
     click.echo(f"GPU-hours         {s['gpu_hours']:.4f}")
     click.echo(f"latency ms        p50 {s['latency_ms_p50']:.1f}  p99 {s['latency_ms_p99']:.1f}")
-    click.echo(f"rounds            {s['rounds']}  (fallbacks {s['fallback_rounds']})")
+    why = f", {s['rollout_rounds']} of them the rollout's choice" if s.get("rollout_rounds") else ""
+    click.echo(f"rounds            {s['rounds']}  (fallbacks {s['fallback_rounds']}{why})")
     click.echo(f"solver ms/round   p50 {s['solver_ms_p50']:.2f}  p99 {s['solver_ms_p99']:.2f}  max {s['solver_ms_max']:.2f}")
 
 

@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..immediate import pack_idle, reserve_idle
 from ..lookahead import outlook
-from ..plan import Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
+from ..plan import ROLLOUT_CHOICE, Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
@@ -421,7 +421,7 @@ class MipPolicy:
         name, dec, swap_kept = swap
         if name == "tetriserve":
             meta = dict(meta, backend="tetriserve", status=PlanStatus.FALLBACK, objective=None, bound=None,
-                        kept=swap_kept, note=f"rollout: tetriserve's plan meets {best} vs {mine}")
+                        kept=swap_kept, note=f"{ROLLOUT_CHOICE} {best} vs {mine}")
             return dec, meta, units
         gone = sorted(set(kept) - set(swap_kept))
         self._given_up.update(gone)  # for good: the model may not keep them again (the forward play assumed so)
