@@ -121,7 +121,8 @@ def test_health_ready_metrics_stats(client):
                  "tetriopt_slo_attainment{window=\"all\"} 1.0", "tetriopt_image_slack_seconds_bucket",
                  "tetriopt_goodput_images_per_second{window=\"5m\"}",
                  "tetriopt_queue_length", "tetriopt_round_solve_seconds_count", "tetriopt_gpu_busy_fraction",
-                 "tetriopt_fallback_rounds_total", "tetriopt_round_overhead_seconds_bucket"):
+                 "tetriopt_fallback_rounds_total", "tetriopt_rollout_rounds_total",
+                 "tetriopt_round_overhead_seconds_bucket"):
         assert name in text, name
     st = client.get("/v1/stats").json()
     assert st["images_finished"] == 1 and st["rounds"] >= 1 and st["overhead_ms_p50"] > 0

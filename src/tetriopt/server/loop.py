@@ -180,7 +180,8 @@ class Scheduler:
         if not planned:  # a round of late arrivals alone: it counts as a round too
             late_ms = (self.clock.now_us() - boundary) / 1e3
             overhead_ms = solve_ms = (time.perf_counter() - t1) * 1e3
-        self.metrics.round_done(solve_ms, overhead_ms, late_ms, plan.status if planned else PlanStatus.HEURISTIC)
+        self.metrics.round_done(solve_ms, overhead_ms, late_ms, plan.status if planned else PlanStatus.HEURISTIC,
+                                plan.note if planned else "")
         self._mark_running(plan)
         if self.on_round:  # with the requests' own deadlines (the dashboard marks late work by them)
             self.on_round(self._true_deadlines(state), plan, late_ms, overhead_ms)

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..plan import ROLLOUT_CHOICE
+
 OUTCOMES = ("met", "missed", "rejected_invalid", "rejected_infeasible", "rejected_overload",
             "rejected_draining", "rejected_auth", "cancelled", "failed")
 WINDOWS = {"1m": 60e6, "5m": 300e6}  # us
@@ -64,6 +66,8 @@ class Metrics:
                               buckets=_MS_BUCKETS, registry=r)
         self.rounds = Counter("tetriopt_rounds", "Rounds planned (with pending work)", registry=r)
         self.fallbacks = Counter("tetriopt_fallback_rounds", "Rounds answered by a fallback plan", registry=r)
+        self.rollouts = Counter("tetriopt_rollout_rounds", "Fallback rounds that are the rollout's choice of "
+                                "TetriServe's plan over the solver's (the solver did answer)", registry=r)
         self.failures = Counter("tetriopt_executor_failures", "Rounds an executor failed", registry=r)
         self.requeued = Counter("tetriopt_requeued_steps", "Steps re-queued after executor failures", registry=r)
         self.busy = Counter("tetriopt_gpu_busy_seconds", "GPU-seconds of finished assignments", registry=r)
@@ -76,7 +80,7 @@ class Metrics:
             self.requests.labels(o)
         for o in ("met", "missed"):
             self.images.labels(o)
-        self.n_rounds = self.n_fallbacks = self.n_failures = self.n_requeued = 0
+        self.n_rounds = self.n_fallbacks = self.n_rollouts = self.n_failures = self.n_requeued = 0
         self._met = 0
         self._finished = 0
         self._busy_us = 0
@@ -114,7 +118,8 @@ class Metrics:
         self.busy.inc(gpu_us / 1e6)
         self._work.append((now_us, gpu_us))
 
-    def round_done(self, solve_ms: float, overhead_ms: float, late_ms: float, status: str) -> None:
+    def round_done(self, solve_ms: float, overhead_ms: float, late_ms: float, status: str, note: str = "") -> None:
+        """`note`: the plan's (a FALLBACK round whose note is plan.ROLLOUT_CHOICE's counts as a rollout too)."""
         self.n_rounds += 1
         self.rounds.inc()
         self.solve.observe(solve_ms / 1e3)
@@ -123,6 +128,9 @@ class Metrics:
         if status == "FALLBACK":
             self.n_fallbacks += 1
             self.fallbacks.inc()
+            if note.startswith(ROLLOUT_CHOICE):
+                self.n_rollouts += 1
+                self.rollouts.inc()
         self._recent.append((solve_ms, overhead_ms, status))
 
     def executor_failed(self, requeued_steps: int) -> None:
@@ -180,6 +188,7 @@ class Metrics:
             "windows": {k: {m: (None if x is None else round(x, 6)) for m, x in v.items()} for k, v in w.items()},
             "requests": dict(self.counts),
             "rounds": self.n_rounds, "fallback_rounds": self.n_fallbacks,
+            "rollout_rounds": self.n_rollouts,
             "executor_failures": self.n_failures, "requeued_steps": self.n_requeued,
             "solve_ms_p50": pct(solve, 50), "solve_ms_p99": pct(solve, 99),
             "overhead_ms_p50": pct(over, 50), "overhead_ms_p99": pct(over, 99),
