@@ -37,12 +37,8 @@ from __future__ import annotations
 
 from ..lookahead import steps_possible
 from ..state import RequestState, RoundState
+from .burst import wide
 from .formulation import RoundModel, _forced_var, _kept_later, gpu_ms, joint_cap_ms
-
-
-def is_wide(state: RoundState, fastest: int) -> bool:
-    """A request whose fastest degree is the cluster's widest block (a 2,048 px request)."""
-    return bool(state.widest) and fastest == state.widest
 
 
 def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float = 1.0,
@@ -66,7 +62,7 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
     fresh = 0  # GPU-ms of the largest wide request's whole block-rounds (the price's unit)
     derived = []  # (v, {var: coef} of what it leaves, c, d): v = max(0, ceil((left - c) / d))
     for r, o, top in _kept_later(rm, deadline):
-        if not is_wide(st, o.fastest):
+        if o.fastest != b:  # not wide: its fastest degree is not the widest block (as add_blocks tests)
             others.append((st.due_us(r), rm.left[r.id], gpu_ms(rm.joint_us(r.id))))
             continue
         half = b // 2 if b // 2 in o.step else b  # the finest block share that keeps the block's pace
@@ -99,7 +95,7 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
             by_h.setdefault(h, {})[v] = unit
     if not by_h:
         return None
-    rows = []
+    rows, excess = [], []  # excess: the most each kept row can overflow (z's upper bound)
     for h, terms in sorted(by_h.items()):
         t = st.end_us + h * R
         row = dict(terms)
@@ -111,9 +107,10 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
         most = sum(c * m.ub[v] for v, c in row.items())
         if most > cap:  # (rows that can never overflow are left out)
             rows.append((row, cap))
+            excess.append(most - cap)
     if not rows:
         return None
-    z = m.var("wide_set_over", 0, max(0, max(sum(c * m.ub[v] for v, c in row.items()) - cap for row, cap in rows)))
+    z = m.var("wide_set_over", 0, max(excess))
     for row, cap in rows:
         m.add({**row, z: -1}, ub=cap)
     rm.over.append((z, rows, derived))
@@ -126,5 +123,4 @@ def add_wide_set(rm: RoundModel, ahead: list[tuple[int, int]] = (), price: float
 
 def not_wide(state: RoundState, r: RequestState) -> bool:
     """A forecast arrival the set's rows count as load (horizon.Forecast.arrivals' `only`)."""
-    from .burst import wide
     return wide(state, r) is None
