@@ -19,6 +19,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,20 +70,14 @@ def main() -> None:
     pol = tetriopt.make_policy(a.policy, time_limit_ms=a.time_limit_ms, seed=0, workers=1, deterministic=True)
     res = tetriopt.solve(inst, pol)
     busy = [r for r in res.rounds if r.pending]
-    by = {}
-    for r in busy:
-        kind = r.status if r.status != "OPTIMAL" else ("OPTIMAL" if r.backend == "cpsat" else "OPTIMAL")
-        by[str(kind)] = by.get(str(kind), 0) + 1
-    notes = {}
-    for r in busy:
-        k = (r.note or "").split(":")[0][:60]
-        notes[k] = notes.get(k, 0) + 1
+    by = dict(Counter(str(r.status) for r in busy))
+    notes = dict(Counter((r.note or "").split(":")[0][:60] for r in busy))
     print(f"{a.gpus} GPUs / {a.pending} / seed {a.seed}, n {len(inst.requests)}, {a.policy} at {a.time_limit_ms:g} ms "
           f"(deterministic): met {res.summary['met']}, {len(busy)} busy rounds, statuses {by}")
     print("notes:", json.dumps(notes))
     if calls:
         gain = [(c["obj"] - c["hint"]) / c["keep"] for c in calls if c["obj"] is not None and c["hint"] is not None]
-        print(f"CP-SAT calls {len(calls)}: statuses {dict((s, sum(c['status'] == s for c in calls)) for s in {c['status'] for c in calls})}; "
+        print(f"CP-SAT calls {len(calls)}: statuses {dict(Counter(c['status'] for c in calls))}; "
               f"variables p50 {statistics.median(c['vars'] for c in calls):.0f} max {max(c['vars'] for c in calls)}; "
               f"gain over hint >= 0.5 keep in {sum(g >= 0.5 for g in gain)}, any gain in {sum(g > 1e-9 for g in gain)}")
         gaps = [(c["bound"] - c["obj"]) / c["keep"] for c in calls if c["status"] == "FEASIBLE" and c["bound"] is not None]
