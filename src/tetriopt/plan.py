@@ -57,9 +57,14 @@ class PlanStatus(str, Enum):
         return self.value
 
 
-# A FALLBACK round whose note starts so is the rollout's choice: CP-SAT answered, and playing both
+# The note of a round where the rollout ran the heuristic's plan: CP-SAT answered, and playing both
 # plans forward on the known requests showed the heuristic's meets more (not a solver failure).
 ROLLOUT_CHOICE = "rollout: tetriserve's plan meets"
+
+
+def rollout_choice(status: str, note: str) -> bool:
+    """Whether a FALLBACK round is the rollout's choice (counted apart: the solver did decide)."""
+    return status == PlanStatus.FALLBACK and note.startswith(ROLLOUT_CHOICE)
 
 
 @dataclass(frozen=True)

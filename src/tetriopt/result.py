@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .instance import Instance
-from .plan import ROLLOUT_CHOICE, Assignment, PlanStatus
+from .plan import Assignment, PlanStatus, rollout_choice
 from .units import gpu_hours, us_to_ms
 
 
@@ -54,7 +54,7 @@ class SolveResult:
         immediate = sum(a.immediate for _, a in self.assignments)
 
         fallback = [r for r in self.rounds if r.status == PlanStatus.FALLBACK]
-        rollout = sum(r.note.startswith(ROLLOUT_CHOICE) for r in fallback)
+        rollout = sum(rollout_choice(r.status, r.note) for r in fallback)
 
         def pct(xs, q):
             return round(float(np.percentile(xs, q)), 3) if xs else 0.0

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..plan import ROLLOUT_CHOICE
+from ..plan import rollout_choice
 
 OUTCOMES = ("met", "missed", "rejected_invalid", "rejected_infeasible", "rejected_overload",
             "rejected_draining", "rejected_auth", "cancelled", "failed")
@@ -119,7 +119,7 @@ class Metrics:
         self._work.append((now_us, gpu_us))
 
     def round_done(self, solve_ms: float, overhead_ms: float, late_ms: float, status: str, note: str = "") -> None:
-        """`note`: the plan's (a FALLBACK round whose note is plan.ROLLOUT_CHOICE's counts as a rollout too)."""
+        """`note`: the plan's (a FALLBACK round that is the rollout's choice counts as a rollout too)."""
         self.n_rounds += 1
         self.rounds.inc()
         self.solve.observe(solve_ms / 1e3)
@@ -128,7 +128,7 @@ class Metrics:
         if status == "FALLBACK":
             self.n_fallbacks += 1
             self.fallbacks.inc()
-            if note.startswith(ROLLOUT_CHOICE):
+            if rollout_choice(status, note):
                 self.n_rollouts += 1
                 self.rollouts.inc()
         self._recent.append((solve_ms, overhead_ms, status))
