@@ -46,6 +46,7 @@ class Shown:
     guard: bool = True
     solo: bool = False  # margins also for requests whose fastest degree is the whole cluster
     burst: bool = False  # burst admission (burst.py): of several new wide requests, give up those that do not fit
+    gate: Any = None  # gate.Gate: new wide requests given up by the parametrised admission gate (gate.py)
 
 
 def parse(name: str, spec: str) -> Shown:
@@ -65,20 +66,23 @@ def parse(name: str, spec: str) -> Shown:
 
 
 def split(name: str) -> tuple[str, Shown | None]:
-    """The policy name without its `margin=` and `burst=` items, and what they show (None: neither)."""
+    """The policy name without its `margin=`, `burst=` and `gate=` items, and what they show (None: none)."""
     m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", name)
     if not m:
         return name, None
     items = m.group(2).split(";")
-    rest = [i for i in items if not i.startswith(("margin=", "burst="))]
+    rest = [i for i in items if not i.startswith(("margin=", "burst=", "gate="))]
     given = [i[len("margin="):] for i in items if i.startswith("margin=")]
     burst = [i[len("burst="):] for i in items if i.startswith("burst=")]
-    if not given and not burst:
+    gate = [i[len("gate="):] for i in items if i.startswith("gate=")]
+    if not given and not burst and not gate:
         return name, None
-    if len(given) > 1 or len(burst) > 1 or burst and burst[0] not in ("0", "1"):
-        raise InputError("policy", name, "one margin= item and one burst=0|1 item at most")
+    if len(given) > 1 or len(burst) > 1 or len(gate) > 1 or burst and burst[0] not in ("0", "1"):
+        raise InputError("policy", name, "one margin= item, one burst=0|1 item and one gate= item at most")
     inner = m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")
-    return inner, dataclasses.replace(parse(name, given[0] if given else ""), burst=burst == ["1"])
+    from .gate import parse as parse_gate
+    return inner, dataclasses.replace(parse(name, given[0] if given else ""), burst=burst == ["1"],
+                                      gate=parse_gate(name, gate[0]) if gate else None)
 
 
 def fastest(state: RoundState, r: RequestState) -> int | None:
@@ -150,13 +154,21 @@ class ShownEarly:
         self._seen: set[str] = set()  # requests pending in the previous round (burst: new = the others)
         self._given_up: set[str] = set()
         self._kept: set[str] = set()  # the previous plan's kept requests
+        self._forecast = None  # the gate's recent arrivals (horizon.Forecast)
 
     def plan(self, state: RoundState) -> RoundPlan:
-        if self.how.burst:
-            from . import burst
+        if self.how.burst or self.how.gate:
+            from . import burst, gate
             ids = {r.id for r in state.requests}
             new, self._seen = ids - self._seen, ids
-            self._given_up = (self._given_up & ids) | burst.give_up(state, new, self._kept)
+            self._given_up &= ids
+            if self.how.burst:
+                self._given_up |= burst.give_up(state, new, self._kept)
+            if self.how.gate:
+                if self._forecast is None:
+                    self._forecast = gate.Forecast(self.how.gate.window)
+                self._forecast.observe(state)
+                self._given_up |= gate.give_up(state, new - self._given_up, self._kept, self._forecast, self.how.gate)
             state = burst.late(state, self._given_up)
         p = self.inner.plan(shown(state, self.how))
         self._kept = set(p.kept or ())
