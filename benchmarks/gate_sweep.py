@@ -82,6 +82,9 @@ def main() -> None:
         with Pool(a.jobs, _init, (pa,)) as pool:
             for n, k, met in pool.imap_unordered(_run, todo, chunksize=1 if a.jobs == 1 else 4):
                 cache.setdefault(n + tag, {})[k] = met
+                if a.policy != "tetriserve":  # slow runs: kept as they come
+                    print(f"  {n} {k}: {met}", flush=True)
+                    json.dump(cache, open(a.cache, "w"), indent=0, sort_keys=True)
         json.dump(cache, open(a.cache, "w"), indent=0, sort_keys=True)
     base = [cache[names[0] + tag][k] for k in keys]
     print(f"{len(keys)} workloads ({a.gpus} GPUs x {a.pending} pending x seeds {a.seeds}); {names[0]}: {sum(base)}")

@@ -16,8 +16,11 @@ ceil(steps left / a round's steps at the widest degree) rounds, `block_rounds`):
 - load: the same for every wide request kept in the previous plan or admitted before it this
   round (deadline order), + c x the previous plan's kept small work (cheapest GPU-time / a block's
   GPU-time of a round), + w x the wide and a x the small arrivals of the last `window` rounds
-  (`horizon.Forecast`), replayed over h rounds (same units).
-Written `gate=h4/t1/s2/c0/w0/a0` (any item may be left out: the defaults below; n2: only when two
+  (`horizon.Forecast`), replayed over h rounds (same units);
+and only while the recent arrivals' least GPU-time (at their cheapest deadline-meeting degree)
+is at least u x the cluster's over the window (u0: always), and on clusters of at least b widest
+blocks (b1: any).
+Written `gate=h4/t1/s2/c0/w0/a0/u0` (any item may be left out: the defaults below; n2: only when two
 or more wide requests arrive in the round, burst.py's trigger).
 """
 
@@ -34,7 +37,7 @@ from .horizon import Forecast, _least
 from .margins import can_make
 
 _KEYS = {"h": "horizon", "t": "threshold", "s": "spare", "c": "small_kept", "w": "wide_rate",
-         "a": "small_rate", "n": "burst", "r": "window"}
+         "a": "small_rate", "n": "burst", "r": "window", "u": "busy", "b": "blocks"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +50,8 @@ class Gate:
     small_rate: float = 0.0  # weight of the recent small arrivals replayed over the horizon
     burst: int = 1  # gate only when at least this many new wide requests arrive in the round
     window: int = 4  # rounds of recent arrivals (horizon.Forecast)
+    blocks: int = 1  # gate only on clusters with at least this many widest blocks
+    busy: float = 0.0  # gate only while the recent arrivals' least GPU-time is this share of the cluster's or more
 
 
 def parse(name: str, spec: str) -> Gate:
@@ -55,9 +60,9 @@ def parse(name: str, spec: str) -> Gate:
     for item in filter(None, spec.split("/")):
         m = re.fullmatch(r"([a-z])(\d+(?:\.\d+)?)", item)
         if not m or m.group(1) not in _KEYS:
-            raise InputError("policy", name, f"gate item '{item}' is not one of h,t,s,c,w,a,n,r and a number (e.g. gate=h4/t1/s2)")
+            raise InputError("policy", name, f"gate item '{item}' is not one of h,t,s,c,w,a,n,r,u,b and a number (e.g. gate=h4/t1/s2)")
         out[_KEYS[m.group(1)]] = float(m.group(2))
-    for k in ("horizon", "spare", "burst", "window"):
+    for k in ("horizon", "spare", "burst", "window", "blocks"):
         if k in out:
             out[k] = int(out[k])
     g = Gate(**out)
@@ -75,41 +80,40 @@ def _block_us(state: RoundState) -> int:
     return state.widest * state.round_us
 
 
-def _forecast(state: RoundState, fc: Forecast, g: Gate) -> float:
-    """w x the wide and a x the small recent arrivals' block-rounds, replayed over h rounds."""
-    if not (g.wide_rate or g.small_rate):
-        return 0.0
-    memo = state.memo.setdefault(("gate", "forecast"), {})
-    wide_br = small_br = 0.0
-    for a, w, h, steps, slo in fc.recent:
+def _recent(state: RoundState, fc: Forecast) -> tuple[float, float, float]:
+    """Over the recent arrivals (`fc.recent`): the wide ones' block-rounds, the small ones' least
+    GPU-time in block-rounds, and all of them's least GPU-time in block-rounds."""
+    memo = state.memo.setdefault(("gate", "recent"), {})
+    wide_br = small_br = least_br = 0.0
+    for _, w, h, steps, slo in fc.recent:
         key = (w, h, steps, slo)
         if key not in memo:
             r = RequestState(id="~", width=w, height=h, remaining_steps=steps, deadline_us=state.end_us + slo,
                              arrival_us=state.end_us)
-            if wide(state, r):
-                memo[key] = (True, block_rounds(state, r))
-            else:
-                least = _least(state, r)
-                memo[key] = (False, least[0] / _block_us(state) if least else 0.0)
-        is_wide, br = memo[key]
+            least = _least(state, r)
+            memo[key] = (bool(wide(state, r)), block_rounds(state, r), least[0] / _block_us(state) if least else 0.0)
+        is_wide, br, lb = memo[key]
         if is_wide:
             wide_br += br
         else:
-            small_br += br
-    scale = g.horizon / fc.window_rounds
-    return scale * (g.wide_rate * wide_br + g.small_rate * small_br)
+            small_br += lb
+        least_br += lb
+    return wide_br, small_br, least_br
 
 
 def give_up(state: RoundState, new: set[str], kept: set[str], fc: Forecast, g: Gate) -> set[str]:
     """The new wide requests of this round the gate gives up (see the module docstring)."""
-    if not state.widest:
+    if not state.widest or state.cluster.gpus // state.widest < g.blocks:
         return set()
     cand = sorted((r for r in state.requests if r.id in new and wide(state, r) and can_make(state, r)),
                   key=lambda r: (r.deadline_us, r.arrival_us, r.id))
     if len(cand) < max(1, g.burst):
         return set()
     h, blocks = g.horizon, state.cluster.gpus // state.widest
-    load = _forecast(state, fc, g)
+    wide_br, small_br, least_br = _recent(state, fc)
+    if least_br < g.busy * blocks * fc.window_rounds:
+        return set()
+    load = h / fc.window_rounds * (g.wide_rate * wide_br + g.small_rate * small_br)
     for r in state.requests:
         if r.id in kept and r.id not in new and outlook(state, r).alive:
             if wide(state, r):
