@@ -54,12 +54,11 @@ def _run(job: tuple[str, int, float, bool]) -> tuple[str, str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", default="tetriserve")
-    ap.add_argument("--size", type=float, default=0.15)
-    ap.add_argument("--gpus", default="16,32,64")
-    ap.add_argument("--pending", default="8,32,64,128")
-    ap.add_argument("--seeds", default="3-40", help="at every GPU count (the grid uses 0-2: refused)")
     ap.add_argument("--candidates", required=True, help="gate specs, comma-separated")
+    ap.add_argument("--seeds", default="3-40", help="at every GPU count (the grid uses 0-2: refused)")
+    for flag, default in (("--policy", "tetriserve"), ("--gpus", "16,32,64"), ("--pending", "8,32,64,128")):
+        ap.add_argument(flag, default=default)  # the grid's points, 16-64 GPUs
+    ap.add_argument("--size", type=float, default=0.15)
     ap.add_argument("--time-limit-ms", type=float, default=500.0)
     ap.add_argument("--deterministic", action="store_true")
     ap.add_argument("--jobs", type=int, default=1)
