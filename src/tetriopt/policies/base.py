@@ -35,7 +35,7 @@ REGISTRY = (
     PolicyKind("tetriserve-placement", "TetriServe ablation: without the work-conserving scale-up"),
     PolicyKind("tetriserve-schedule", "TetriServe ablation: its schedule on first-fit placement"),
     PolicyKind("rssp[:SIZE=K,...]", "one fixed degree per resolution (bench: the hindsight mapping)"),
-    PolicyKind("NAME[margin=PX:MS/...;burst=0|1]", "any policy shown deadlines earlier per resolution where still makeable alone, or bursts of wide requests admitted by block-rounds (ablations, margins.py)", bench=False),
+    PolicyKind("NAME[margin=PX:MS/...;burst=0|1;gate=h4/t0.9/...]", "any policy shown deadlines earlier per resolution where still makeable alone, bursts of wide requests admitted by block-rounds, or new wide requests gated on committed blocks and recent arrivals (ablations, margins.py, gate.py)", bench=False),
     PolicyKind("greedy", "EDF with admission by the joint test (the MIP's fallback)"),
     PolicyKind("fixed-sp-K", "xDiT-style: N/K fixed groups of K GPUs, first come first served"),
 )
