@@ -75,8 +75,8 @@ def main() -> None:
     tag = f"@{a.time_limit_ms:g}{'d' if a.deterministic else ''}" if not a.policy.startswith("tetriserve") else ""
     specs = [""] + [c.strip() for c in a.candidates.split(",") if c.strip()]
     names = [name(a.policy, c) for c in specs]
-    todo = [(n, i, a.time_limit_ms, a.deterministic) for n in names for i, k in enumerate(keys)
-            if k not in cache.get(n + tag, {})]
+    todo = [(n, i, a.time_limit_ms, a.deterministic) for i, k in enumerate(keys) for n in names
+            if k not in cache.get(n + tag, {})]  # workload by workload: a stopped run leaves pairs
     if todo:
         with Pool(a.jobs, _init, (pa,)) as pool:
             for n, k, met in pool.imap_unordered(_run, todo, chunksize=1 if a.jobs == 1 else 4):
