@@ -12,6 +12,8 @@ many are the rollout's, and every other one with its round, status and note; the
         --deterministic                                    # section A (B: --slo-scales 1.0
                                                            # --rates 6,9,12,15,18; D: --mix uniform
                                                            # --slo-scales 1.0 --round-ms 600,900,1800)
+    python benchmarks/fallback_census.py --grid 32/32/0,32/64/0 --time-limit-ms 500 --deterministic
+        # issue 12's grid points GPUs/pending/seed (grid.py's workloads at --size, its policy set-up)
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
+import sys
 
+import tetriopt
 from tetriopt import bench as B
 from tetriopt.plan import PlanStatus, rollout_choice
 from tetriopt.simulate import simulate
@@ -30,6 +35,29 @@ def census(res) -> tuple[int, list]:
     fb = [r for r in res.rounds if r.status == PlanStatus.FALLBACK]
     other = [(r.round, str(r.status), r.note) for r in fb if not rollout_choice(r.status, r.note)]
     return len(fb) - len(other), other
+
+
+def workloads(a):
+    """(label, instance, policy) for each workload: the paper's sweep (`bench.points`, the policy as
+    `paper_eval.py` builds it) or, with --grid, grid.py's workloads and policy set-up."""
+    if a.grid:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import grid
+
+        for spec in a.grid.split(","):
+            g, p, s = (int(x) for x in spec.split("/"))
+            pol = tetriopt.make_policy(a.policy, time_limit_ms=a.time_limit_ms, seed=a.solver_seed, workers=1,
+                                       deterministic=a.deterministic)
+            yield f"grid {spec}", grid.workload(g, grid.RATES[(g, p)], s, a.size), pol
+        return
+    extra = {"round_ms": tuple(float(x) for x in a.round_ms.split(","))} if a.round_ms else {}
+    pts = B.points(models=(a.model,), gpus=a.gpus, islands=a.islands, mixes=tuple(a.mix.split(",")),
+                   slo_scales=tuple(float(x) for x in a.slo_scales.split(",")),
+                   rates=tuple(float(x) for x in a.rates.split(",")),
+                   seeds=[int(s) for s in a.seeds.split(",")], n=a.n, **extra)
+    for p in pts:
+        inst = p.instance()
+        yield p.label(), inst, B.bench_policy(a.policy, inst, a.time_limit_ms, a.deterministic)[0]
 
 
 def main() -> None:
@@ -46,31 +74,28 @@ def main() -> None:
     ap.add_argument("--policy", default="cpsat")
     ap.add_argument("--time-limit-ms", type=float, default=200.0)
     ap.add_argument("--deterministic", action="store_true")
+    ap.add_argument("--grid", default=None, help="grid.py's points GPUs/pending/seed, comma-separated, instead")
+    ap.add_argument("--size", type=float, default=0.15, help="with --grid: grid.py's --size")
+    ap.add_argument("--solver-seed", type=int, default=0, help="with --grid: CP-SAT's seed")
     ap.add_argument("--json", default=None, help="append one JSON line per workload to this file")
     a = ap.parse_args()
-    extra = {"round_ms": tuple(float(x) for x in a.round_ms.split(","))} if a.round_ms else {}
-    pts = B.points(models=(a.model,), gpus=a.gpus, islands=a.islands, mixes=tuple(a.mix.split(",")),
-                   slo_scales=tuple(float(x) for x in a.slo_scales.split(",")),
-                   rates=tuple(float(x) for x in a.rates.split(",")),
-                   seeds=[int(s) for s in a.seeds.split(",")], n=a.n, **extra)
     statuses: collections.Counter = collections.Counter()
-    total_fb = total_roll = 0
-    for p in pts:
-        inst = p.instance()
-        pol, _ = B.bench_policy(a.policy, inst, a.time_limit_ms, a.deterministic)
+    total_fb = total_roll = total_runs = 0
+    for label, inst, pol in workloads(a):
         res = simulate(inst, pol)
         roll, other = census(res)
         statuses.update(str(r.status) for r in res.rounds if r.pending)
         s = res.summary
         total_fb += s["fallback_rounds"]
         total_roll += roll
-        print(f"{p.label()}: met {s['met']}, fallback {s['fallback_rounds']}, rollout {roll}"
+        total_runs += 1
+        print(f"{label}: met {s['met']}, fallback {s['fallback_rounds']}, rollout {roll}"
               + "".join(f"; round {rd} {st}: {note or '(no note)'}" for rd, st, note in other), flush=True)
         if a.json:
             with open(a.json, "a") as f:
-                f.write(json.dumps({"instance": p.label(), "met": s["met"], "fallback_rounds": s["fallback_rounds"],
+                f.write(json.dumps({"instance": label, "met": s["met"], "fallback_rounds": s["fallback_rounds"],
                                     "rollout_rounds": roll, "other": other}) + "\n")
-    print(f"total: {len(pts)} workloads, {total_fb} FALLBACK rounds, {total_roll} the rollout's, "
+    print(f"total: {total_runs} workloads, {total_fb} FALLBACK rounds, {total_roll} the rollout's, "
           f"{total_fb - total_roll} other; rounds with pending work by status {dict(statuses)}")
 
 
