@@ -207,9 +207,8 @@ def test_tier_gap_stops_once_no_plan_keeps_one_more():
 
 
 def test_lone_request_kept_by_a_proved_plan_is_not_rolled_out():
-    """A round of one request whose plan is proved optimal and keeps it skips the rollout (with
-    `solo_rollout`, the code before: TetriServe's plan of the round is computed to compare), and
-    its plan is the same either way; rounds of two requests are still rolled out."""
+    """A round of one request whose plan is proved optimal and keeps it skips the rollout
+    (TetriServe's plan of the round is never computed); rounds of two requests are still rolled out."""
     from tetriopt.policies.mip import MipPolicy
 
     from .test_rollout import MID, SMALL, state
@@ -217,14 +216,11 @@ def test_lone_request_kept_by_a_proved_plan_is_not_rolled_out():
     skipped = 0
     for reqs in [(MID,), (SMALL,), (SMALL, MID)]:
         st = state(*reqs)
-        plans = {}
-        for solo in (False, True):
-            pol = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, solo_rollout=solo)
-            plans[solo] = pol.plan(st)
-            lone = len(reqs) == 1 and plans[solo].status == "OPTIMAL" and set(plans[solo].kept) == {r.id for r in reqs}
-            assert (pol._forward.cached(st) is None) == (lone and not solo), (reqs, solo)
-            skipped += lone and not solo
-        assert plans[False].assignments == plans[True].assignments
+        pol = MipPolicy("cpsat", time_limit_ms=500, deterministic=True)
+        plan = pol.plan(st)
+        lone = len(reqs) == 1 and plan.status == "OPTIMAL" and set(plan.kept) == {r.id for r in reqs}
+        assert (pol._forward.cached(st) is None) == lone, reqs
+        skipped += lone
     assert skipped == 2
 
 

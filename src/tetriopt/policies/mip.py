@@ -114,7 +114,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
+                 giveup: bool = False, futures: bool = False, tier_stop: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
@@ -153,9 +153,6 @@ class MipPolicy:
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
-        # solo_rollout: roll out a round of one request whose plan is proved optimal and keeps it too
-        # (off: such a plan stands; the rollout never replaced one on the nine shipped workloads)
-        self.solo_rollout = solo_rollout
         # tier_stop (an ablation, off): with the stall rule (not deterministic), every CP-SAT slice
         # stops once no plan can gain the rule's half keep weight (backends.solve_cpsat's tier_gap),
         # as the rule already stops between slices, instead of proving the lower objective tiers
@@ -375,7 +372,7 @@ class MipPolicy:
         """No rollout for this plan: a lone request, kept by a plan proved optimal for the round
         (what TetriServe's plan could add is a forward play that meets it where this plan's does
         not; in none of the 3,990 such rounds of the nine shipped workloads did it)."""
-        return (not self.solo_rollout and len(state.requests) == 1 and meta.get("status") == PlanStatus.OPTIMAL
+        return (len(state.requests) == 1 and meta.get("status") == PlanStatus.OPTIMAL
                 and tuple(meta.get("kept") or ()) == (state.requests[0].id,))
 
     def _rollout(self, state: RoundState, decisions: list, meta: dict,
