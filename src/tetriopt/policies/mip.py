@@ -114,7 +114,7 @@ class MipPolicy:
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 giveup: bool = False, futures: bool = False, tier_stop: bool = False,
+                 giveup: bool = False, futures: bool = False,
                  beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
@@ -153,12 +153,6 @@ class MipPolicy:
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
-        # tier_stop (an ablation, off): with the stall rule (not deterministic), every CP-SAT slice
-        # stops once no plan can gain the rule's half keep weight (backends.solve_cpsat's tier_gap),
-        # as the rule already stops between slices, instead of proving the lower objective tiers
-        # first. A quarter less CPU on skewed-slo1.5, but the lower tiers (steps, GPU time) decide
-        # later rounds under a backlog: 3 of 267 deadlines fewer on overload (docs/solver.md, 2)
-        self.tier_stop = tier_stop
         # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
         # 4 modelled requests try certify.beyond too, not only 2-3
         self.beyond4 = beyond4
@@ -717,9 +711,7 @@ class MipPolicy:
                 params["load_s"] = self._load_rate * len(rm.model.names)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
-                                             stall_s=stall_s, min_gain=rm.weights.keep / 2,
-                                             tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0,
-                                             **params)
+                                             stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
             self._observe_overrun(rm, outcome)
             if self.backend == "cpsat":
                 self._observe_load(rm, outcome)
