@@ -13,7 +13,7 @@ from ..plan import ROLLOUT_CHOICE, Decision, PlanStatus, RoundPlan, decisions_of
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, request_options, best_alone, beyond, proved, separable, split_objective
+from .certify import request_options, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, Quota, add_forecast
@@ -115,7 +115,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False,
-                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
+                 joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
                  wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False,
@@ -153,9 +153,6 @@ class MipPolicy:
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
-        # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
-        # 4 modelled requests try certify.beyond too, not only 2-3
-        self.beyond4 = beyond4
         # joint_proof: before CP-SAT, rounds of 2-5 requests that the joint test cannot keep together
         # try to prove the best warm start optimal (certify.proved)
         self.joint_proof = joint_proof
@@ -632,8 +629,7 @@ class MipPolicy:
                 nonlocal ub, bound_kind, blocks
                 if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
                     blocks = swaps(rm)
-                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()],
-                             few=4 if self.beyond4 else FEW_MAX, owns=owns)
+                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()], owns=owns)
                 if got is None or got[0] >= ub:
                     return None
                 ub, bound_kind = got[0], "placement"
