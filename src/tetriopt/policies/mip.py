@@ -115,7 +115,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False,
-                 joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
+                 joint_proof: bool = True, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
                  wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False,
@@ -156,9 +156,6 @@ class MipPolicy:
         # joint_proof: before CP-SAT, rounds of 2-5 requests that the joint test cannot keep together
         # try to prove the best warm start optimal (certify.proved)
         self.joint_proof = joint_proof
-        # probe_full (an ablation, off): CP-SAT's default probing level on large models instead of 1
-        # (docs/solver.md 2, items 15 and 18: the level-1 loss did not reproduce beyond trajectory noise)
-        self.probe_full = probe_full
         # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
         # also plays this round's plan without the kept requests its own forward play does not meet
         # (given up for good, their GPUs to the rest), and runs that where it meets more
@@ -555,10 +552,9 @@ class MipPolicy:
             # big rounds or short limits: presolve and LP linearisation eat the whole limit
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
-            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            out = dict(cp_model_presolve=False, linearization_level=0, double=False)
-            if not self.probe_full:
-                out["cp_model_probing_level"] = 1
+            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md);
+            # probing at level 1, not CP-SAT's default (docs/solver.md 2, items 15 and 18)
+            out = dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
             return self._large_search(out, len(rm.model.names))
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
