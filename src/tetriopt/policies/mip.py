@@ -25,7 +25,6 @@ from .wideset import add_wide_set, not_wide
 
 MAX_PAIRS = 1200  # (request, set) pairs above which build caps each request's candidate sets
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
-LP_MID = 1000  # variables: up to this, `lp_mid` turns CP-SAT's LP on for a large model (docs/solver.md 4)
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
@@ -118,8 +117,7 @@ class MipPolicy:
                  joint_proof: bool = True, quota: bool = False,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
-                 wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False,
-                 lp: bool = False, lns: bool = False, lp_mid: bool = False):
+                 wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -193,12 +191,6 @@ class MipPolicy:
         self.wide_set_forecast = wide_set_forecast
         self.wide_set_sunk = wide_set_sunk
         self.wide_set_tier = wide_set_tier  # (off) overflow priced below one keep weight (below_keep)
-        # lp / lns (off, docs/solver.md 4, helper FB): on large models (no presolve), CP-SAT's LP
-        # relaxation at linearization level 1 instead of none, and (lns) its single-worker
-        # interleaved search (LNS among the strategies, deterministic) instead of the plain tree search
-        self.lp = lp
-        self.lns = lns
-        self.lp_mid = lp_mid  # lp only on models of at most LP_MID variables (where its cost is small)
         self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
@@ -554,21 +546,11 @@ class MipPolicy:
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
             # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md);
             # probing at level 1, not CP-SAT's default (docs/solver.md 2, items 15 and 18)
-            out = dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
-            return self._large_search(out, len(rm.model.names))
+            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
         return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
-
-    def _large_search(self, out: dict, n: int) -> dict:
-        """The `lp`, `lp_mid` and `lns` switches on the parameters `out` (changed in place) of a large
-        model of `n` variables."""
-        if self.lp or (self.lp_mid and n <= LP_MID):
-            out["linearization_level"] = 1
-        if self.lns:
-            out["interleave_search"] = True
-        return out
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float, heuristics: list,
                 stop: float | None):
