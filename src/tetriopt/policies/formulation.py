@@ -110,7 +110,6 @@ class RoundModel:
     owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
-    caps: list = field(default_factory=list)  # (request ids, most of them kept): admission caps (horizon.Quota)
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
     # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1; add_blocks)
@@ -692,10 +691,6 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
                 keep[j] = False
         if not is_decode and rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in counted:
             total -= counted.pop(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
-            keep[i] = False
-    for ids, most in rm.caps:  # over an admission cap: keep those the plan runs most this round
-        over = sorted((i for i in ids if keep.get(i)), key=lambda i: (-want.get(i, ((), 0))[1], by_id[i].deadline_us, i))
-        for i in over[most:]:
             keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]

@@ -16,7 +16,7 @@ from .backends import BACKENDS
 from .certify import request_options, best_alone, beyond, proved, separable, split_objective
 from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
-from .horizon import Forecast, Quota, add_forecast
+from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
@@ -114,7 +114,7 @@ class MipPolicy:
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
                  split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
                  giveup: bool = False, futures: bool = False,
-                 joint_proof: bool = True, quota: bool = False,
+                 joint_proof: bool = True,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
                  wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False):
@@ -162,10 +162,6 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
-        # quota (off: net +1 over issue 12's grid, one point below TetriServe, docs/solver.md 4): under
-        # overload, new admissions of a cost class the arrivals' fractional knapsack serves in part
-        # are capped by its share (horizon.Quota)
-        self.quota = quota
         # forced: the joint test also counts, at each later round boundary, the work kept requests
         # due after it cannot leave until after it (formulation.add_forced, docs/solver.md 4)
         self.forced = forced
@@ -191,7 +187,6 @@ class MipPolicy:
         self.wide_set_forecast = wide_set_forecast
         self.wide_set_sunk = wide_set_sunk
         self.wide_set_tier = wide_set_tier  # (off) overflow priced below one keep weight (below_keep)
-        self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -253,8 +248,6 @@ class MipPolicy:
         self._ts.stop = stop
         self._forecast.observe(state)
         self._forward.forget_before(state.now_us)
-        if self.quota:
-            self._quota.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)
         # lazy warm starts where the model cannot be capped (build's max_pairs): small rounds,
         # most certified before greedy or TetriServe is needed; else greedy first, anytime
@@ -304,8 +297,6 @@ class MipPolicy:
             self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
-        if self.quota:
-            self._quota.record(state, self._last_kept)
         return plan
 
     def _tetriserve_start(self, state: RoundState, t0: float, reserve: float):
@@ -587,8 +578,6 @@ class MipPolicy:
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
             add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all,
                          blocks=self.forecast_blocks)
-        if self.quota:
-            self._quota.add(rm, frozenset(self._last_kept))
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
             rm.model.ub[rm.keep[i]] = 0
         best = None
