@@ -86,23 +86,20 @@ def _least(state: RoundState, r: RequestState) -> tuple[int, int] | None:
     return min(costs) if costs else None
 
 
-def wide(rm: RoundModel, rid: str, blocks: bool = False) -> bool:
-    """Needs at least half the cluster at once to meet its deadline; with `blocks`, also where that
-    is the cluster's widest block (a 2,048 px request on 8 GPUs of 32 or 64)."""
+def wide(rm: RoundModel, rid: str) -> bool:
+    """Needs at least half the cluster at once to meet its deadline."""
     k = rm.looks[rid].cheapest_degree
-    return 2 * k >= rm.state.cluster.gpus or (blocks and k == rm.state.widest)
+    return 2 * k >= rm.state.cluster.gpus
 
 
-def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] = frozenset(),
-                 only_wide: bool = True, blocks: bool = False) -> dict[str, int]:
-    """For each wide request i (`blocks`: wide as `wide` says with it; with `only_wide=False`: every
-    request; ablations, docs/solver.md section 4) not in `committed`: work_due[due_i] + F_i keep_i <= capacity(due_i),
+def add_forecast(rm: RoundModel, forecast: Forecast, committed: frozenset[str] = frozenset()) -> dict[str, int]:
+    """For each wide request i not in `committed`: work_due[due_i] + F_i keep_i <= capacity(due_i),
     F_i = GPU-ms of the forecast arrivals due by due_i that cost less than i's remaining work.
     Returns {i: F_i} (also kept in rm.extra_need, so that warm starts respect it)."""
     st, m = rm.state, rm.model
     need: dict[str, int] = {}
     gated = [r for r in st.requests if r.id in rm.keep and m.ub[rm.keep[r.id]] > 0 and r.id not in committed
-             and not (only_wide and not wide(rm, r.id, blocks))]
+             and wide(rm, r.id)]
     ahead = forecast.arrivals(st) if gated else []  # (most rounds gate no request: no forecast to compute)
     if not ahead:
         return need

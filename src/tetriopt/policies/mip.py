@@ -112,11 +112,11 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
+                 split: bool = True, pack: bool = True, rollout: bool = True,
                  giveup: bool = False, futures: bool = False,
                  joint_proof: bool = True,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
-                 convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
+                 convex_encode: bool = False, wide_set: bool = False,
                  wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False):
         self.backend = backend
         self.name = backend
@@ -144,10 +144,6 @@ class MipPolicy:
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self.forecast = forecast
-        self.forecast_all = forecast_all  # the forecast gate on every request, not only wide ones (an ablation)
-        # forecast_blocks (off, docs/solver.md 4): the gate also on requests whose cheapest deadline-meeting
-        # degree is the cluster's widest block (2,048 px on 32-64 GPUs), not only on those needing half of it
-        self.forecast_blocks = forecast_blocks
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
@@ -576,8 +572,7 @@ class MipPolicy:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
-            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all,
-                         blocks=self.forecast_blocks)
+            add_forecast(rm, self._forecast, frozenset(self._last_kept))
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
             rm.model.ub[rm.keep[i]] = 0
         best = None
