@@ -122,9 +122,6 @@ class RoundModel:
     # the running sums (acc var, {var: coef}, previous acc var) of its joint rows
     convex_joint: list = field(default_factory=list)
     convex_running: list = field(default_factory=list)
-    # wide_set (wideset.add_wide_set): (overflow var z, [({var: coef}, cap)], [(v, {var: coef}, c, d)]):
-    # v = max(0, ceil((terms - c) / d)), then z = max(0, row - cap) over its rows
-    over: list = field(default_factory=list)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
@@ -149,10 +146,6 @@ class RoundModel:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
         for v, u, c, _, d in self.forced:
             sol[v] = max(0, -(-(sol[u] - c) // d))
-        for z, rows, derived in self.over:
-            for v, terms, c, d in derived:
-                sol[v] = max(0, -(-(sum(k * sol[x] for x, k in terms.items()) - c) // d))
-            sol[z] = max(0, *(sum(c * sol[v] for v, c in row.items()) - cap for row, cap in rows))
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []

@@ -44,15 +44,15 @@ class Forecast:
         while self.recent and self.recent[0][0] < horizon:
             self.recent.popleft()
 
-    def arrivals(self, state: RoundState, only=None) -> list[tuple[int, int]]:
+    def arrivals(self, state: RoundState) -> list[tuple[int, int]]:
         """(due us, least GPU-us to meet it from its first boundary) of each forecast arrival that
-        could meet its deadline alone (`only`: those of them only(state, r) accepts)."""
+        could meet its deadline alone."""
         shift = self.window_rounds * state.round_us
         out = []
         for a, w, h, steps, slo in self.recent:
             a2 = max(a + shift, state.end_us)
             r = RequestState(id="~", width=w, height=h, remaining_steps=steps, deadline_us=a2 + slo, arrival_us=a2)
-            least = _least(state, r) if only is None or only(state, r) else None
+            least = _least(state, r)
             if least is not None:
                 out.append((state.due_us(r), least[0]))
         return out

@@ -20,7 +20,6 @@ from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
-from .wideset import add_wide_set, not_wide
 
 
 MAX_PAIRS = 1200  # (request, set) pairs above which build caps each request's candidate sets
@@ -116,8 +115,7 @@ class MipPolicy:
                  giveup: bool = False, futures: bool = False,
                  joint_proof: bool = True,
                  forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
-                 convex_encode: bool = False, wide_set: bool = False,
-                 wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False):
+                 convex_encode: bool = False):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -174,15 +172,6 @@ class MipPolicy:
         # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
         # priced with its text encode in the first round it runs (formulation.least_future)
         self.convex_encode = convex_encode
-        # wide_set (off, docs/solver.md 4): the kept wide requests' block-rounds due by each coming round,
-        # with the other kept work and the forecast small arrivals, against the cluster, priced by the
-        # overflow (wideset.add_wide_set)
-        self.wide_set = wide_set
-        # with it: the forecast small arrivals in its rows too (wide_set_forecast, on), and the previous
-        # round's kept wide requests counted whether kept or not (wide_set_sunk, off; both measured, docs)
-        self.wide_set_forecast = wide_set_forecast
-        self.wide_set_sunk = wide_set_sunk
-        self.wide_set_tier = wide_set_tier  # (off) overflow priced below one keep weight (below_keep)
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -564,10 +553,6 @@ class MipPolicy:
                 add_forced(rm, deadline=stop)
             if self.blocks:
                 add_blocks(rm, deadline=stop)
-            if self.wide_set:
-                ahead = self._forecast.arrivals(state, only=not_wide) if self.wide_set_forecast else ()
-                add_wide_set(rm, ahead, committed=frozenset(self._last_kept if self.wide_set_sunk else ()),
-                             deadline=stop, below_keep=self.wide_set_tier)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
