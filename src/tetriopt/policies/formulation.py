@@ -112,9 +112,9 @@ class RoundModel:
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
-    # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1; add_blocks)
+    # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1)
     forced: list = field(default_factory=list)
-    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_blocks' rows
+    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_convex_joint's rows
     # convex (build(convex=True)): request -> (c var, u var, keep var, envelope rows (du, dc, b), c at
     # u = 0..top): c >= the least GPU-ms it alone needs to finish u steps (leastcost), in the objective
     convex: dict = field(default_factory=dict)
@@ -495,7 +495,7 @@ def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
 
 def _kept_later(rm: RoundModel, deadline: float | None):
     """(request, outlook, the most its u can be) of every request the model may keep past this
-    round, for the rows on its later rounds (add_forced, add_blocks); OutOfTime past `deadline`."""
+    round, for the rows on its later rounds (add_forced, add_convex_joint); OutOfTime past `deadline`."""
     st, m = rm.state, rm.model
     for n, r in enumerate(st.requests):
         if n % 16 == 15 and past(deadline):
@@ -544,73 +544,6 @@ def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
         cap = joint_cap_ms(st, t)
         m.add(row, ub=cap)
         rm.forced_rows.append((row, cap))
-
-
-def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = True) -> None:
-    """Block-round lookahead (docs/solver.md section 4): a kept request whose fastest degree is the
-    widest block b (a 2,048 px request on an 8-GPU block) with u steps left after this round must
-    hold a whole block in at least F = ceil((u - S_low) / (s_b - s_low)) of its coming rounds, S_low
-    being what it can still run below b (at its fastest narrower degree, as steps_possible counts)
-    and s_b, s_low the steps of a full round at b and below; F of its D coming rounds, so at least
-    F - (D - H) of them within the next H rounds, and at least ceil((u - A_H - H s_low) / (s_b -
-    s_low)), A_H being what it can run after them at b. For every horizon H the block-rounds forced
-    within it fit in the N // b blocks x H rounds, and (`others`) a block-round's b GPUs for a whole
-    round plus the forced work of the other kept requests within H (add_forced's, at their joint-
-    test cost; all of u for those due by then) fit in the cluster's GPU-time of those H rounds.
-    The joint test counts GPU-time, which a request can spend at any degree; the blocks are what
-    several kept 2,048 px requests run short of together (a new one runs 1 step at degree 1 in its
-    spare round and needs a block in each round after). The fewer steps it runs now, the more
-    block-rounds it needs later: F is a step function of u, exact as an integer v with d v >= u - c.
-    OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    b = st.widest
-    blocks = st.cluster.gpus // b if b else 0
-    if blocks <= 0:
-        return
-    by_h: dict[int, dict[int, int]] = {}
-    mixed: dict[int, dict[int, int]] = {}
-    block_ms = b * gpu_ms(st.round_us)
-    for r, o, top in _kept_later(rm, deadline):
-        rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
-        if o.fastest != b:
-            if not others:
-                continue
-            cost = gpu_ms(rm.joint_us(r.id))
-            for h in range(1, rounds + 1):
-                t = st.end_us + h * st.round_us
-                c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values()) if t < st.due_us(r) else 0
-                if c < top:
-                    mixed.setdefault(h, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top - c)] = cost
-            continue
-        low = {k: t for k, t in o.step.items() if k < b}
-        s_b = st.round_us // o.step[b]
-        k_low = min(low, key=lambda k: (low[k], k), default=None)
-        s_low = st.round_us // low[k_low] if k_low is not None else 0
-        c_low = steps_possible(st, r, low[k_low], st.end_us, True, low.values()) if k_low is not None else 0
-        d = s_b - s_low
-        if d <= 0 or c_low >= top or rounds <= 0:
-            continue
-        made: dict[int, int] = {}
-        for h in range(1, rounds + 1):
-            # within the next h rounds: u less what can run after them (at b) less h rounds below b
-            t = st.end_us + h * st.round_us
-            after = steps_possible(st, r, o.step[b], t, True, o.step.values()) if t < r.deadline_us else 0
-            c = min(after + h * s_low, c_low + (rounds - h) * d)
-            if c >= top:
-                continue
-            v = made.get(c)
-            if v is None:
-                v = made[c] = _forced_var(rm, f"blocks[{r.id},{h}]", r.id, c, -(-(top - c) // d), d)
-            by_h.setdefault(h, {})[v] = 1
-    for h, terms in sorted(by_h.items()):
-        if sum(m.ub[v] for v in terms) > blocks * h:  # (rows that can never bind are left out)
-            m.add(terms, ub=blocks * h)
-            rm.forced_rows.append((terms, blocks * h))
-        if others and h in mixed:
-            row = {**{v: block_ms for v in terms}, **mixed[h]}
-            cap = st.cluster.gpus * gpu_ms(st.round_us) * h
-            m.add(row, ub=cap)
-            rm.forced_rows.append((row, cap))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -692,7 +625,7 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
     owner = {v: i for v, _, _, i, _ in rm.forced} | {c: i for c, _, _, _, i in rm.convex_joint}
-    while rm.forced_rows:  # add_forced's and add_blocks' rows, in order: give up the most forced work of the first overflow
+    while rm.forced_rows:  # add_forced's and add_convex_joint's rows, in order: give up the most forced work of the first overflow
         bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
         if bad is None:
             break
