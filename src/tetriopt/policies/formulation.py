@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from operator import mul
 
 from ..leastcost import INF, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
-from ..lookahead import Outlook, outlook, steps_possible
+from ..lookahead import Outlook, outlook
 from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
 
@@ -112,9 +112,7 @@ class RoundModel:
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
-    # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1)
-    forced: list = field(default_factory=list)
-    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_convex_joint's rows
+    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_convex_joint's rows
     # convex (build(convex=True)): request -> (c var, u var, keep var, envelope rows (du, dc, b), c at
     # u = 0..top): c >= the least GPU-ms it alone needs to finish u steps (leastcost), in the objective
     convex: dict = field(default_factory=dict)
@@ -144,8 +142,6 @@ class RoundModel:
             sol[c] = envelope_at(rows, sol[u], sol[kp])
         for acc, group, prev in (*self.running, *self.convex_running):
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
-        for v, u, c, _, d in self.forced:
-            sol[v] = max(0, -(-(sol[u] - c) // d))
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -495,7 +491,7 @@ def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
 
 def _kept_later(rm: RoundModel, deadline: float | None):
     """(request, outlook, the most its u can be) of every request the model may keep past this
-    round, for the rows on its later rounds (add_forced, add_convex_joint); OutOfTime past `deadline`."""
+    round, for the rows on its later rounds (add_convex_joint); OutOfTime past `deadline`."""
     st, m = rm.state, rm.model
     for n, r in enumerate(st.requests):
         if n % 16 == 15 and past(deadline):
@@ -506,44 +502,6 @@ def _kept_later(rm: RoundModel, deadline: float | None):
         can, slack = keepable(st, r, o)
         if can and slack is not None:
             yield r, o, min(r.remaining_steps, slack)
-
-
-def _forced_var(rm: RoundModel, name: str, rid: str, c: int, ub: int, d: int = 1) -> int:
-    """v >= max(0, ceil((u - c) / d)) for rid's u, at most `ub` (exactly that where it counts: v
-    only appears in <= rows; derive and complete set it so)."""
-    m, u = rm.model, rm.left[rid]
-    v = m.var(name, 0, ub)
-    m.add({v: d, u: -1}, lb=-c)
-    rm.forced.append((v, u, c, rid, d))
-    return v
-
-
-def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
-    """The joint test with forced work (docs/solver.md section 4): at each later round boundary t,
-    the work due by t plus, for every kept request due after t, the steps it cannot leave until
-    after t even at its fastest degree (v >= u - steps_possible(from t), at its joint-test cost)
-    fit in the cluster's GPU-time until t. The due-time rows alone treat a request's work as
-    movable anywhere before its due time; a 2,048 px request with little surplus has to run on an
-    8-GPU block in each of the next rounds, and more of those than blocks were kept at once (at 64
-    GPUs / 64 pending, 13 kept, 4 running at degree 8: the rest spent their spare rounds at degree
-    1-4 and were dropped a round later). OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    by_t: dict[int, dict[int, int]] = {}
-    for r, o, top in _kept_later(rm, deadline):
-        due = st.due_us(r)
-        cost = gpu_ms(rm.joint_us(r.id))
-        t = st.end_us + st.round_us
-        while t < due:
-            c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values())
-            if c < top:
-                by_t.setdefault(t, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top)] = cost
-            t += st.round_us
-    for t, terms in sorted(by_t.items()):
-        prev = [acc for (acc, _, _), d in zip(rm.running, rm.running_due) if d <= t]
-        row = {**terms, **({prev[-1]: 1} if prev else {})}
-        cap = joint_cap_ms(st, t)
-        m.add(row, ub=cap)
-        rm.forced_rows.append((row, cap))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -624,8 +582,8 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
-    owner = {v: i for v, _, _, i, _ in rm.forced} | {c: i for c, _, _, _, i in rm.convex_joint}
-    while rm.forced_rows:  # add_forced's and add_convex_joint's rows, in order: give up the most forced work of the first overflow
+    owner = {c: i for c, _, _, _, i in rm.convex_joint}
+    while rm.forced_rows:  # add_convex_joint's rows, in order: give up the most forced work of the first overflow
         bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
         if bad is None:
             break

@@ -14,7 +14,7 @@ from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import request_options, best_alone, beyond, proved, separable, split_objective
-from .formulation import OutOfTime, RoundModel, add_convex_joint, add_forced, build, complete, past
+from .formulation import OutOfTime, RoundModel, add_convex_joint, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
@@ -114,7 +114,7 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True,
                  giveup: bool = False, futures: bool = False,
                  joint_proof: bool = True,
-                 forced: bool = False, convex: bool = True, convex_joint: bool = False,
+                 convex: bool = True, convex_joint: bool = False,
                  convex_encode: bool = False):
         self.backend = backend
         self.name = backend
@@ -156,9 +156,6 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
-        # forced: the joint test also counts, at each later round boundary, the work kept requests
-        # due after it cannot leave until after it (formulation.add_forced, docs/solver.md 4)
-        self.forced = forced
         # convex: a kept request's remaining steps cost, in the objective, the least GPU-time it alone
         # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step
         # (on by default: +14 over the 500 ms grid, docs/solver.md 3-4; convex=0 is the model before);
@@ -546,8 +543,6 @@ class MipPolicy:
                        convex_encode=self.convex_encode)
             if self.convex_joint:
                 add_convex_joint(rm, deadline=stop)
-            if self.forced:
-                add_forced(rm, deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
