@@ -14,16 +14,14 @@ import tetriopt
 from tetriopt import RequestState, RoundState
 from tetriopt.leastcost import INF, _min_plus, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
 from tetriopt.lookahead import outlook, steps_possible
-from tetriopt.plan import decisions_of
-from tetriopt.policies.formulation import add_convex_joint, build, complete, least_future
-from tetriopt.policies.tetriserve import TetriServe
+from tetriopt.policies.formulation import build, complete, least_future
 
 PROF = tetriopt.load_profile("flux.1-dev-h100")
 R = 900_000
 
 
 def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, top: int,
-           decode_gpu: bool = True, encode_us: int = 0) -> list[float]:
+           encode_us: int = 0) -> list[float]:
     """Every plan of a started request alone, round by round: at most one (degree, steps) a
     round, the last round with steps holding the decode and ending by the deadline; with
     `encode_us` (not started), the first round with steps holding the encode before them."""
@@ -44,20 +42,18 @@ def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, to
         u = sum(n for _, n in plan)
         if u > top:
             continue
-        g = (sum(n * k * step[k] for k, n in plan if n) + (k * decode_us if decode_gpu else 0)
-             + ke * encode_us)
+        g = sum(n * k * step[k] for k, n in plan if n) + k * decode_us + ke * encode_us
         best[u] = min(best[u], g)
     return best
 
 
-@pytest.mark.parametrize("px,span_us,decode_gpu", [(2048, 2_700_000 + 480_000, True), (2048, 2_100_000, False),
-                                                   (1024, 1_900_000, True), (2048, 1_000_000, True)])
-def test_table_is_the_exhaustive_least_cost(px, span_us, decode_gpu):
+@pytest.mark.parametrize("px,span_us", [(2048, 2_700_000 + 480_000), (1024, 1_900_000), (2048, 1_000_000)])
+def test_table_is_the_exhaustive_least_cost(px, span_us):
     step = {k: PROF.step_us(px, px, k) for k in (1, 2, 4, 8)}
     dec = PROF.vae_decode_us(px, px)
     top = 14 if px == 1024 else 20
-    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, decode_gpu)
-    assert list(got) == _brute(R, step, span_us, dec, top, decode_gpu)
+    got = least_cost_table(R, tuple(step.items()), span_us, dec, top)
+    assert list(got) == _brute(R, step, span_us, dec, top)
 
 
 @pytest.mark.parametrize("px,span_us", [(2048, 2_700_000 + 480_000), (512, 1_500_000), (512, 700_000),
@@ -68,8 +64,8 @@ def test_table_with_the_encode_is_the_exhaustive_least_cost(px, span_us):
     step = {k: PROF.step_us(px, px, k) for k in (1, 2, 4, 8)}
     dec, enc = PROF.vae_decode_us(px, px), PROF.text_encode_us
     top = 14 if px == 1024 else 20
-    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, True, enc)
-    assert list(got) == _brute(R, step, span_us, dec, top, True, enc)
+    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, enc)
+    assert list(got) == _brute(R, step, span_us, dec, top, enc)
     plain = least_cost_table(R, tuple(step.items()), span_us, dec, top)
     u = max(u for u, p in enumerate(plain) if p != INF)
     assert all(g >= p for g, p in zip(got, plain)) and got[u] > plain[u]
@@ -190,18 +186,6 @@ def test_convex_encode_prices_a_request_left_unstarted():
                                                location=(0,)),))
     q = placed.requests[0]
     assert least_future(placed, q, outlook(placed, q), encode=True) == least_future(placed, q, outlook(placed, q))
-
-
-def test_warm_starts_are_completed_within_the_convex_joint_rows():
-    s = _state([(i, px, int(d * 1000)) for i, _, px, d in FOUR[:3]])
-    ts = TetriServe().plan(s)
-    rm = build(s, convex=True)
-    add_convex_joint(rm)
-    assert rm.convex_joint and rm.forced_rows
-    sol = complete(rm, decisions_of(ts), ts.kept or ())
-    assert sol is not None and rm.model.feasible(sol)
-    for row, cap in rm.forced_rows:
-        assert sum(c * sol[v] for v, c in row.items()) <= cap
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -112,35 +112,23 @@ class RoundModel:
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
-    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_convex_joint's rows
     # convex (build(convex=True)): request -> (c var, u var, keep var, envelope rows (du, dc, b), c at
     # u = 0..top): c >= the least GPU-ms it alone needs to finish u steps (leastcost), in the objective
     convex: dict = field(default_factory=dict)
-    # convex_joint (add_convex_joint): (c var, u var, keep var, rows) of the steps-only envelope, then
-    # the running sums (acc var, {var: coef}, previous acc var) of its joint rows
-    convex_joint: list = field(default_factory=list)
-    convex_running: list = field(default_factory=list)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
-        """Set the finish and owes-decode variables from the step and u values, then the running
-        sums (which count the owed decodes) (for warm starts)."""
+        """Set the finish and owes-decode variables from the step and u values, then the convex
+        costs and the running sums of the joint test (which count the owed decodes) (for warm starts)."""
         for s, (f, rem) in self.fin.items():
             sol[f] = int(sol[s] >= rem)
         for u, (p, _) in self.owed.items():
             sol[p] = int(sol[u] > 0)
-        self.derive_sums(sol)
-
-    def derive_sums(self, sol: list[int]) -> None:
-        """Set the running sums of the joint test and the forced variables from the u values
-        (alone: `complete` re-derives them after each request it gives up)."""
         for c, u, kp, rows, _ in self.convex.values():
             sol[c] = envelope_at(rows, sol[u], sol[kp])
-        for c, u, kp, rows, _ in self.convex_joint:
-            sol[c] = envelope_at(rows, sol[u], sol[kp])
-        for acc, group, prev in (*self.running, *self.convex_running):
+        for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
@@ -412,16 +400,16 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       convex=convex_of)
 
 
-def least_future(state: RoundState, r: RequestState, o: Outlook, decode_gpu: bool = True,
+def least_future(state: RoundState, r: RequestState, o: Outlook,
                  encode: bool = False) -> tuple[list[tuple[int, int, int]], list[int]] | None:
     """(rows (du, dc, b) of the lower convex envelope, its value at u = 0..top) of the least
     GPU-ms r alone needs to run u more steps from the round's end and finish by its deadline
-    (leastcost.least_cost_table; `decode_gpu`: with its decode's GPU-time), u up to the most it may
+    (leastcost.least_cost_table: with its decode's GPU-time), u up to the most it may
     leave if kept (top = min(remaining, slack)); None where it cannot be kept with steps left.
     The latent is counted as placed by then (no encode): a lower bound where it does not run now;
     with `encode` (`cpsat[convex_encode=1]`), a request not started that leaves all its steps (it
     does not run this round) is priced with its text encode in the first round it runs."""
-    key = ("least_future", r.id, decode_gpu, encode)
+    key = ("least_future", r.id, encode)
     if key in state.memo:
         return state.memo[key]
     can, slack = keepable(state, r, o)
@@ -429,7 +417,7 @@ def least_future(state: RoundState, r: RequestState, o: Outlook, decode_gpu: boo
     if can and slack is not None and min(r.remaining_steps, slack) > 0:
         top = min(r.remaining_steps, slack)
         args = (state.round_us, tuple((k, o.step[k]) for k in o.degrees), r.deadline_us - state.end_us,
-                state.decode_us(r), top, decode_gpu)
+                state.decode_us(r), top)
         table = least_cost_table(*args)
         if encode and top == r.remaining_steps and state.encode_us(r):
             late = least_cost_table(*args, state.encode_us(r))[top]  # u = remaining: none of it ran now
@@ -449,59 +437,6 @@ def future_var(m: LinearModel, name: str, rows: list[tuple[int, int, int]], env:
     for du, dc, b in rows:
         m.add({c: du, u: -dc, kp: -b}, lb=0)
     return c
-
-
-def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
-    """The joint test with each kept request's least future GPU-time (docs/solver.md section 4):
-    at every due time and deadline t, the steps-only least GPU-ms of the kept requests due by t
-    (c_i >= the lower convex envelope of leastcost's table without the decode, in u_i) plus the
-    decodes they owe by t (at the narrowest degree a finishing round fits) fit in the cluster's
-    GPU-time until t. Valid for any plan: each request alone needs that much before its due time.
-    Beside, not instead of, the joint rows at the cheapest per-step cost (a fluid guess that is
-    higher for few steps left). OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    events: list[tuple[int, int, int, str]] = []  # (time, var, coef, request)
-    for r, o, _ in _kept_later(rm, deadline):
-        got = least_future(st, r, o, decode_gpu=False)
-        if got is None:
-            continue
-        rows, env = got
-        u, kp = rm.left[r.id], rm.keep[r.id]
-        c = future_var(m, f"future_steps[{r.id}]", rows, env, u, kp)
-        rm.convex_joint.append((c, u, kp, rows, r.id))
-        events.append((st.due_us(r), c, 1, r.id))
-        if u in rm.owed:
-            dec = st.decode_us(r)
-            k = min((k for k in o.degrees if o.step[k] + dec <= st.round_us), default=min(o.degrees))
-            events.append((r.deadline_us, rm.owed[u][0], gpu_ms(k * dec), r.id))
-    events.sort()
-    prev, group, expanded = None, {}, {}
-    for i, (t, v, coef, _) in enumerate(events):
-        group[v] = coef
-        expanded[v] = coef
-        if i + 1 < len(events) and events[i + 1][0] == t:
-            continue
-        cap = joint_cap_ms(st, t)
-        acc = m.var(f"future_due[{t}]", 0, cap)
-        m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
-        rm.convex_running.append((acc, group, prev))
-        rm.forced_rows.append((dict(expanded), cap))  # (what `complete` checks a warm start against)
-        prev, group = acc, {}
-
-
-def _kept_later(rm: RoundModel, deadline: float | None):
-    """(request, outlook, the most its u can be) of every request the model may keep past this
-    round, for the rows on its later rounds (add_convex_joint); OutOfTime past `deadline`."""
-    st, m = rm.state, rm.model
-    for n, r in enumerate(st.requests):
-        if n % 16 == 15 and past(deadline):
-            raise OutOfTime
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
-            continue
-        o = rm.looks[r.id]
-        can, slack = keepable(st, r, o)
-        if can and slack is not None:
-            yield r, o, min(r.remaining_steps, slack)
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -582,17 +517,4 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
-    owner = {c: i for c, _, _, _, i in rm.convex_joint}
-    while rm.forced_rows:  # add_convex_joint's rows, in order: give up the most forced work of the first overflow
-        bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
-        if bad is None:
-            break
-        v = max((v for v in bad if v in owner and sol[v] > 0), key=lambda v: (bad[v] * sol[v], owner[v]), default=None)
-        if v is None:
-            break  # the due-time work alone overflows: the model rejects it below
-        u = rm.left[owner[v]]
-        sol[rm.keep[owner[v]]] = sol[u] = 0
-        if u in rm.owed:
-            sol[rm.owed[u][0]] = 0
-        rm.derive_sums(sol)  # (not derive: its pass over every step variable is not needed)
     return sol if m.feasible(sol) else None

@@ -14,7 +14,7 @@ from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
 from .certify import request_options, best_alone, beyond, proved, separable, split_objective
-from .formulation import OutOfTime, RoundModel, add_convex_joint, build, complete, past
+from .formulation import OutOfTime, RoundModel, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
 from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
@@ -114,7 +114,7 @@ class MipPolicy:
                  split: bool = True, pack: bool = True, rollout: bool = True,
                  giveup: bool = False, futures: bool = False,
                  joint_proof: bool = True,
-                 convex: bool = True, convex_joint: bool = False,
+                 convex: bool = True,
                  convex_encode: bool = False):
         self.backend = backend
         self.name = backend
@@ -158,11 +158,9 @@ class MipPolicy:
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
         # convex: a kept request's remaining steps cost, in the objective, the least GPU-time it alone
         # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step
-        # (on by default: +14 over the 500 ms grid, docs/solver.md 3-4; convex=0 is the model before);
-        # convex_joint: the joint test also counts each kept request at that least GPU-time
-        # (formulation.least_future, add_convex_joint, docs/solver.md 4)
+        # (formulation.least_future; on by default: +14 over the 500 ms grid, docs/solver.md 3-4;
+        # convex=0 is the model before)
         self.convex = convex
-        self.convex_joint = convex_joint
         # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
         # priced with its text encode in the first round it runs (formulation.least_future)
         self.convex_encode = convex_encode
@@ -541,8 +539,6 @@ class MipPolicy:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
                        deadline=stop, batching=self.batching, convex=self.convex,
                        convex_encode=self.convex_encode)
-            if self.convex_joint:
-                add_convex_joint(rm, deadline=stop)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
