@@ -114,7 +114,7 @@ def test_policy_switches_for_ablations():
     assert make_policy("pulp[certify=0]").certify is False
     removed = ("solo_rollout", "tier_stop", "beyond4", "probe_full", "lp", "lns", "lp_mid", "quota", "forecast_all",
                "forecast_blocks", "wide_set", "wide_set_forecast", "wide_set_sunk", "wide_set_tier",
-               "blocks", "forced", "convex_joint")
+               "blocks", "forced", "convex_joint", "convex_encode")
     for bad in ("cpsat[rollout=2]", "cpsat[nosuch=1]", "cpsat[time_limit_ms=1]", *(f"cpsat[{k}=1]" for k in removed)):
         with pytest.raises(InputError, match=r"policy.*" + bad.split("[")[1].split("=")[0]):
             make_policy(bad)

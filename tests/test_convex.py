@@ -20,11 +20,9 @@ PROF = tetriopt.load_profile("flux.1-dev-h100")
 R = 900_000
 
 
-def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, top: int,
-           encode_us: int = 0) -> list[float]:
+def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, top: int) -> list[float]:
     """Every plan of a started request alone, round by round: at most one (degree, steps) a
-    round, the last round with steps holding the decode and ending by the deadline; with
-    `encode_us` (not started), the first round with steps holding the encode before them."""
+    round, the last round with steps holding the decode and ending by the deadline."""
     rounds = -(-span_us // round_us)
     opts = [(0, 0)] + [(k, n) for k, t in step.items() for n in range(1, round_us // t + 1)]
     best = [0.0] + [INF] * top
@@ -32,17 +30,14 @@ def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, to
         used = [j for j, (_, n) in enumerate(plan) if n]
         if not used:
             continue
-        f, e = used[-1], used[0]
+        f = used[-1]
         k, n = plan[f]
-        if n * step[k] + decode_us + (encode_us if e == f else 0) > min(round_us, span_us - f * round_us):
-            continue
-        ke, ne = plan[e]
-        if e != f and ne * step[ke] + encode_us > round_us:
+        if n * step[k] + decode_us > min(round_us, span_us - f * round_us):
             continue
         u = sum(n for _, n in plan)
         if u > top:
             continue
-        g = sum(n * k * step[k] for k, n in plan if n) + k * decode_us + ke * encode_us
+        g = sum(n * k * step[k] for k, n in plan if n) + k * decode_us
         best[u] = min(best[u], g)
     return best
 
@@ -54,21 +49,6 @@ def test_table_is_the_exhaustive_least_cost(px, span_us):
     top = 14 if px == 1024 else 20
     got = least_cost_table(R, tuple(step.items()), span_us, dec, top)
     assert list(got) == _brute(R, step, span_us, dec, top)
-
-
-@pytest.mark.parametrize("px,span_us", [(2048, 2_700_000 + 480_000), (512, 1_500_000), (512, 700_000),
-                                        (1024, 1_000_000)])
-def test_table_with_the_encode_is_the_exhaustive_least_cost(px, span_us):
-    """`cpsat[convex_encode=1]`: a request not started pays its encode in the first round it runs
-    (512 px: 20 steps at degree 1 fit in a round, not with the encode before them)."""
-    step = {k: PROF.step_us(px, px, k) for k in (1, 2, 4, 8)}
-    dec, enc = PROF.vae_decode_us(px, px), PROF.text_encode_us
-    top = 14 if px == 1024 else 20
-    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, enc)
-    assert list(got) == _brute(R, step, span_us, dec, top, enc)
-    plain = least_cost_table(R, tuple(step.items()), span_us, dec, top)
-    u = max(u for u, p in enumerate(plain) if p != INF)
-    assert all(g >= p for g, p in zip(got, plain)) and got[u] > plain[u]
 
 
 def test_envelope_values_and_min_plus_match_their_definitions():
@@ -166,26 +146,6 @@ def test_least_future_rows_price_what_is_left():
     fast = complete(rm, [("q0", tuple(range(8)), 6)], ["q0"])
     c = rm.convex["q0"][0]
     assert slow[c] - fast[c] > 5 * (o.cheapest_cost // 1000)
-
-
-def test_convex_encode_prices_a_request_left_unstarted():
-    """`cpsat[convex_encode=1]`: a 512 px request not started, with a spare round, costs its encode
-    only where it leaves all its steps (u = 20: 19 steps at degree 1 fit after the encode, so the
-    20th needs another round on a wider set); once placed, nothing changes."""
-    s = _state([("p", 512, 2_400_000)])
-    r = s.requests[0]
-    o = outlook(s, r)
-    (_, plain), (_, enc) = least_future(s, r, o), least_future(s, r, o, encode=True)
-    assert enc[-1] > plain[-1] and len(enc) == r.remaining_steps + 1
-    assert all(abs(a - b) <= 1 for a, b in zip(enc[:-1], plain[:-1]))  # (the envelope's rounding)
-    rm = build(s, convex=True, convex_encode=True)
-    assert rm.convex["p"][4] == enc
-    placed = _state([("p", 512, 2_400_000)])
-    placed = RoundState(now_us=0, round_us=R, cluster=placed.cluster, profile=PROF, degrees=(1, 2, 4, 8),
-                        requests=(RequestState("p", 512, 512, remaining_steps=20, deadline_us=2_400_000,
-                                               location=(0,)),))
-    q = placed.requests[0]
-    assert least_future(placed, q, outlook(placed, q), encode=True) == least_future(placed, q, outlook(placed, q))
 
 
 @pytest.mark.parametrize("seed", range(30))

@@ -228,8 +228,7 @@ def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[i
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None, batching: bool = False, convex: bool = True,
-          convex_encode: bool = False) -> RoundModel:
+          deadline: float | None = None, batching: bool = False, convex: bool = True) -> RoundModel:
     """The round model (with `batching`, also batch options: policies/batching.py; with `convex`, a
     kept request's remaining steps cost the least GPU-time it alone needs to finish them: `least_future`).
 
@@ -247,7 +246,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         for n, r in enumerate(modelled):
             if n % 16 == 15 and past(deadline):
                 raise OutOfTime
-            got = least_future(state, r, looks[r.id], encode=convex_encode)
+            got = least_future(state, r, looks[r.id])
             if got is not None:
                 futures[r.id] = got
     # (the keep weight outweighs every other term: with `convex`, a request's remaining work is its c at most)
@@ -400,29 +399,21 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       convex=convex_of)
 
 
-def least_future(state: RoundState, r: RequestState, o: Outlook,
-                 encode: bool = False) -> tuple[list[tuple[int, int, int]], list[int]] | None:
+def least_future(state: RoundState, r: RequestState, o: Outlook) -> tuple[list[tuple[int, int, int]], list[int]] | None:
     """(rows (du, dc, b) of the lower convex envelope, its value at u = 0..top) of the least
     GPU-ms r alone needs to run u more steps from the round's end and finish by its deadline
     (leastcost.least_cost_table: with its decode's GPU-time), u up to the most it may
     leave if kept (top = min(remaining, slack)); None where it cannot be kept with steps left.
-    The latent is counted as placed by then (no encode): a lower bound where it does not run now;
-    with `encode` (`cpsat[convex_encode=1]`), a request not started that leaves all its steps (it
-    does not run this round) is priced with its text encode in the first round it runs."""
-    key = ("least_future", r.id, encode)
+    The latent is counted as placed by then (no encode): a lower bound where it does not run now."""
+    key = ("least_future", r.id)
     if key in state.memo:
         return state.memo[key]
     can, slack = keepable(state, r, o)
     out = None
     if can and slack is not None and min(r.remaining_steps, slack) > 0:
         top = min(r.remaining_steps, slack)
-        args = (state.round_us, tuple((k, o.step[k]) for k in o.degrees), r.deadline_us - state.end_us,
-                state.decode_us(r), top)
-        table = least_cost_table(*args)
-        if encode and top == r.remaining_steps and state.encode_us(r):
-            late = least_cost_table(*args, state.encode_us(r))[top]  # u = remaining: none of it ran now
-            if late != INF:
-                table = table[:top] + (late,)
+        table = least_cost_table(state.round_us, tuple((k, o.step[k]) for k in o.degrees),
+                                 r.deadline_us - state.end_us, state.decode_us(r), top)
         ms = [x if x == INF else (gpu_ms(int(x)) if u else 0) for u, x in enumerate(table)]
         hull = lower_envelope(ms)
         if len(hull) >= 2:

@@ -111,11 +111,8 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True, pack: bool = True, rollout: bool = True,
-                 giveup: bool = False, futures: bool = False,
-                 joint_proof: bool = True,
-                 convex: bool = True,
-                 convex_encode: bool = False):
+                 split: bool = True, pack: bool = True, rollout: bool = True, giveup: bool = False,
+                 futures: bool = False, joint_proof: bool = True, convex: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -161,9 +158,6 @@ class MipPolicy:
         # (formulation.least_future; on by default: +14 over the 500 ms grid, docs/solver.md 3-4;
         # convex=0 is the model before)
         self.convex = convex
-        # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
-        # priced with its text encode in the first round it runs (formulation.least_future)
-        self.convex_encode = convex_encode
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -537,8 +531,7 @@ class MipPolicy:
         stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
-                       deadline=stop, batching=self.batching, convex=self.convex,
-                       convex_encode=self.convex_encode)
+                       deadline=stop, batching=self.batching, convex=self.convex)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
