@@ -399,7 +399,8 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       convex=convex_of)
 
 
-def least_future(state: RoundState, r: RequestState, o: Outlook) -> tuple[list[tuple[int, int, int]], list[int]] | None:
+def least_future(state: RoundState, r: RequestState,
+                 o: Outlook) -> tuple[list[tuple[int, int, int]], list[int]] | None:
     """(rows (du, dc, b) of the lower convex envelope, its value at u = 0..top) of the least
     GPU-ms r alone needs to run u more steps from the round's end and finish by its deadline
     (leastcost.least_cost_table: with its decode's GPU-time), u up to the most it may

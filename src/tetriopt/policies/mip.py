@@ -9,7 +9,7 @@ from typing import Iterator
 
 from ..immediate import pack_idle, reserve_idle
 from ..lookahead import outlook
-from ..plan import ROLLOUT_CHOICE, Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
+from ..plan import ROLLOUT_CHOICE, PlanStatus, RoundPlan, decisions_of, make_plan, members
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
