@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--gpus", default="8,64")
     ap.add_argument("--pending", default="8,32,128,512")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--policy", default="cpsat", help="with MipPolicy switches, e.g. cpsat[lp_mid=1]")
+    ap.add_argument("--policy", default="cpsat", help="with MipPolicy switches, e.g. cpsat[symmetry=0]")
     a = ap.parse_args()
     # wall-clock figures: the machine's load beside them (docs/solver.md, section 2)
     print(f"{a.policy} round solve, time limit {a.time_limit_ms:g} ms, {a.workers} worker(s), {a.rounds} random rounds per row, "

@@ -157,38 +157,6 @@ def test_placement_certificate_in_the_policy_keeps_the_optimum():
     assert fired >= 5
 
 
-def test_four_request_rounds_are_certified_without_cpsat():
-    """`beyond` on rounds of four modelled requests (`few=4`, the policy's `beyond4` switch, off by
-    default: docs/solver.md 2, item 17): on random crowded rounds of four, most are certified by
-    its plan (checked against CP-SAT's proven optimum), and the policy with the switch ends such
-    rounds on the placement bound with the objective CP-SAT reaches without it. Fails when four
-    requests are declined with the switch or their certificate is wrong."""
-    rounds = certified = fired = 0
-    for seed in range(300):
-        st = crowded_state(seed)
-        if len(st.requests) != 4:
-            continue
-        rounds += 1
-        rm = build(st, convex=True)  # the policy's model
-        assert beyond(rm, -1 << 62) is None, seed  # declined by default (FEW_MAX = 3)
-        got = beyond(rm, -1 << 62, [(w.a, w.b) for w in swaps(rm)], few=4)
-        if got is None or got[1] is None:
-            continue
-        sol = complete(rm, [(i, g, n) for i, g, n, _ in got[1] if g and n], tuple(i for i, _, _, k in got[1] if k))
-        if sol is not None and rm.model.value(sol) >= got[0]:
-            certified += 1
-            if certified <= 12:  # the optimum, and the policy with and without the switch agrees
-                cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1)
-                assert cp.status == "OPTIMAL" and cp.objective == got[0], seed
-                on = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False, beyond4=True).plan(st)
-                off = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, rollout=False).plan(st)
-                assert on.objective == off.objective == got[0], seed
-                # (without the switch a warm start may still be proved: "... meets the joint placement bound")
-                assert off.status == "OPTIMAL" and "the placement bound" not in off.note, seed
-                fired += "the placement bound" in on.note  # else a warm start met the separable bound first
-    assert rounds >= 50 and certified >= rounds // 2 and fired >= 6, (rounds, certified, fired)
-
-
 def test_placement_search_memo_answers_as_the_search():
     """`_fill`'s memo (placements that share GPUs alike, from the same incumbent) gives the same
     value, plan and search nodes as searching every placement, on random crowded rounds, to the

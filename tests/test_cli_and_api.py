@@ -102,7 +102,8 @@ def test_solve_round_on_callers_state():
 
 def test_policy_switches_for_ablations():
     """`cpsat[rollout=0;symmetry=0]` turns MipPolicy switches off (benchmarks run ablations side
-    by side that way); anything else inside the brackets is an input error naming it."""
+    by side that way); anything else inside the brackets (a switch removed since, too: docs/solver.md
+    section 4) is an input error naming it."""
     import pytest
 
     from tetriopt.errors import InputError
@@ -111,6 +112,9 @@ def test_policy_switches_for_ablations():
     p = make_policy("cpsat[rollout=0;symmetry=0]", time_limit_ms=50, batching=True)
     assert (p.rollout, p.symmetry, p.forecast, p.batching) == (False, False, True, True)
     assert make_policy("pulp[certify=0]").certify is False
-    for bad in ("cpsat[rollout=2]", "cpsat[nosuch=1]", "cpsat[time_limit_ms=1]"):
+    removed = ("solo_rollout", "tier_stop", "beyond4", "probe_full", "lp", "lns", "lp_mid", "quota", "forecast_all",
+               "forecast_blocks", "wide_set", "wide_set_forecast", "wide_set_sunk", "wide_set_tier",
+               "blocks", "forced", "convex_joint", "convex_encode")
+    for bad in ("cpsat[rollout=2]", "cpsat[nosuch=1]", "cpsat[time_limit_ms=1]", *(f"cpsat[{k}=1]" for k in removed)):
         with pytest.raises(InputError, match=r"policy.*" + bad.split("[")[1].split("=")[0]):
             make_policy(bad)

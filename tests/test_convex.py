@@ -14,19 +14,15 @@ import tetriopt
 from tetriopt import RequestState, RoundState
 from tetriopt.leastcost import INF, _min_plus, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
 from tetriopt.lookahead import outlook, steps_possible
-from tetriopt.plan import decisions_of
-from tetriopt.policies.formulation import add_convex_joint, build, complete, least_future
-from tetriopt.policies.tetriserve import TetriServe
+from tetriopt.policies.formulation import build, complete, least_future
 
 PROF = tetriopt.load_profile("flux.1-dev-h100")
 R = 900_000
 
 
-def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, top: int,
-           decode_gpu: bool = True, encode_us: int = 0) -> list[float]:
+def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, top: int) -> list[float]:
     """Every plan of a started request alone, round by round: at most one (degree, steps) a
-    round, the last round with steps holding the decode and ending by the deadline; with
-    `encode_us` (not started), the first round with steps holding the encode before them."""
+    round, the last round with steps holding the decode and ending by the deadline."""
     rounds = -(-span_us // round_us)
     opts = [(0, 0)] + [(k, n) for k, t in step.items() for n in range(1, round_us // t + 1)]
     best = [0.0] + [INF] * top
@@ -34,45 +30,25 @@ def _brute(round_us: int, step: dict[int, int], span_us: int, decode_us: int, to
         used = [j for j, (_, n) in enumerate(plan) if n]
         if not used:
             continue
-        f, e = used[-1], used[0]
+        f = used[-1]
         k, n = plan[f]
-        if n * step[k] + decode_us + (encode_us if e == f else 0) > min(round_us, span_us - f * round_us):
-            continue
-        ke, ne = plan[e]
-        if e != f and ne * step[ke] + encode_us > round_us:
+        if n * step[k] + decode_us > min(round_us, span_us - f * round_us):
             continue
         u = sum(n for _, n in plan)
         if u > top:
             continue
-        g = (sum(n * k * step[k] for k, n in plan if n) + (k * decode_us if decode_gpu else 0)
-             + ke * encode_us)
+        g = sum(n * k * step[k] for k, n in plan if n) + k * decode_us
         best[u] = min(best[u], g)
     return best
 
 
-@pytest.mark.parametrize("px,span_us,decode_gpu", [(2048, 2_700_000 + 480_000, True), (2048, 2_100_000, False),
-                                                   (1024, 1_900_000, True), (2048, 1_000_000, True)])
-def test_table_is_the_exhaustive_least_cost(px, span_us, decode_gpu):
+@pytest.mark.parametrize("px,span_us", [(2048, 2_700_000 + 480_000), (1024, 1_900_000), (2048, 1_000_000)])
+def test_table_is_the_exhaustive_least_cost(px, span_us):
     step = {k: PROF.step_us(px, px, k) for k in (1, 2, 4, 8)}
     dec = PROF.vae_decode_us(px, px)
     top = 14 if px == 1024 else 20
-    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, decode_gpu)
-    assert list(got) == _brute(R, step, span_us, dec, top, decode_gpu)
-
-
-@pytest.mark.parametrize("px,span_us", [(2048, 2_700_000 + 480_000), (512, 1_500_000), (512, 700_000),
-                                        (1024, 1_000_000)])
-def test_table_with_the_encode_is_the_exhaustive_least_cost(px, span_us):
-    """`cpsat[convex_encode=1]`: a request not started pays its encode in the first round it runs
-    (512 px: 20 steps at degree 1 fit in a round, not with the encode before them)."""
-    step = {k: PROF.step_us(px, px, k) for k in (1, 2, 4, 8)}
-    dec, enc = PROF.vae_decode_us(px, px), PROF.text_encode_us
-    top = 14 if px == 1024 else 20
-    got = least_cost_table(R, tuple(step.items()), span_us, dec, top, True, enc)
-    assert list(got) == _brute(R, step, span_us, dec, top, True, enc)
-    plain = least_cost_table(R, tuple(step.items()), span_us, dec, top)
-    u = max(u for u, p in enumerate(plain) if p != INF)
-    assert all(g >= p for g, p in zip(got, plain)) and got[u] > plain[u]
+    got = least_cost_table(R, tuple(step.items()), span_us, dec, top)
+    assert list(got) == _brute(R, step, span_us, dec, top)
 
 
 def test_envelope_values_and_min_plus_match_their_definitions():
@@ -170,38 +146,6 @@ def test_least_future_rows_price_what_is_left():
     fast = complete(rm, [("q0", tuple(range(8)), 6)], ["q0"])
     c = rm.convex["q0"][0]
     assert slow[c] - fast[c] > 5 * (o.cheapest_cost // 1000)
-
-
-def test_convex_encode_prices_a_request_left_unstarted():
-    """`cpsat[convex_encode=1]`: a 512 px request not started, with a spare round, costs its encode
-    only where it leaves all its steps (u = 20: 19 steps at degree 1 fit after the encode, so the
-    20th needs another round on a wider set); once placed, nothing changes."""
-    s = _state([("p", 512, 2_400_000)])
-    r = s.requests[0]
-    o = outlook(s, r)
-    (_, plain), (_, enc) = least_future(s, r, o), least_future(s, r, o, encode=True)
-    assert enc[-1] > plain[-1] and len(enc) == r.remaining_steps + 1
-    assert all(abs(a - b) <= 1 for a, b in zip(enc[:-1], plain[:-1]))  # (the envelope's rounding)
-    rm = build(s, convex=True, convex_encode=True)
-    assert rm.convex["p"][4] == enc
-    placed = _state([("p", 512, 2_400_000)])
-    placed = RoundState(now_us=0, round_us=R, cluster=placed.cluster, profile=PROF, degrees=(1, 2, 4, 8),
-                        requests=(RequestState("p", 512, 512, remaining_steps=20, deadline_us=2_400_000,
-                                               location=(0,)),))
-    q = placed.requests[0]
-    assert least_future(placed, q, outlook(placed, q), encode=True) == least_future(placed, q, outlook(placed, q))
-
-
-def test_warm_starts_are_completed_within_the_convex_joint_rows():
-    s = _state([(i, px, int(d * 1000)) for i, _, px, d in FOUR[:3]])
-    ts = TetriServe().plan(s)
-    rm = build(s, convex=True)
-    add_convex_joint(rm)
-    assert rm.convex_joint and rm.forced_rows
-    sol = complete(rm, decisions_of(ts), ts.kept or ())
-    assert sol is not None and rm.model.feasible(sol)
-    for row, cap in rm.forced_rows:
-        assert sum(c * sol[v] for v, c in row.items()) <= cap
 
 
 @pytest.mark.parametrize("seed", range(30))

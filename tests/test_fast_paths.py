@@ -179,37 +179,9 @@ def test_greedy_plan_leaves_nothing_to_fill():
             assert fill_leftover(st, dec, [r for r in st.requests if r.id not in held], ordered=True) == dec
 
 
-def _hinted(seeds):
-    """(seed, round, its model, greedy's plan completed as the hint) of the brute-force suite's rounds."""
-    for seed in seeds:
-        st = random_state(seed)
-        rm = build(st)
-        yield seed, st, rm, complete(rm, *greedy_decisions(st))
-
-
-def test_tier_gap_stops_once_no_plan_keeps_one_more():
-    """`tier_gap` (MipPolicy's tier_stop: half a keep weight) ends the search once the proven bound
-    is that close to the incumbent: the answer is within the gap of the brute-force optimum, its
-    bound still a valid one, and it says OPTIMAL only where it is the optimum; some rounds end that
-    way (FEASIBLE) where the full proof would go on."""
-    stopped = 0
-    for seed, st, rm, hint in _hinted(range(0, 60, 2)):
-        opt, gap = brute_force(st), rm.weights.keep / 2
-        cp = solve_cpsat(rm.model, 20.0, seed=0, workers=1, hint=hint, quick_s=0.005, tier_gap=gap,
-                         max_deterministic_time=10.0)
-        assert cp.bound >= opt >= cp.objective >= opt - gap and cp.bound - cp.objective <= gap, seed
-        assert rm.model.feasible(cp.solution) and rm.model.value(cp.solution) == cp.objective, seed
-        if cp.status == "OPTIMAL":
-            assert cp.objective == opt, seed
-        else:
-            stopped += 1
-    assert stopped > 0
-
-
 def test_lone_request_kept_by_a_proved_plan_is_not_rolled_out():
-    """A round of one request whose plan is proved optimal and keeps it skips the rollout (with
-    `solo_rollout`, the code before: TetriServe's plan of the round is computed to compare), and
-    its plan is the same either way; rounds of two requests are still rolled out."""
+    """A round of one request whose plan is proved optimal and keeps it skips the rollout
+    (TetriServe's plan of the round is never computed); rounds of two requests are still rolled out."""
     from tetriopt.policies.mip import MipPolicy
 
     from .test_rollout import MID, SMALL, state
@@ -217,14 +189,11 @@ def test_lone_request_kept_by_a_proved_plan_is_not_rolled_out():
     skipped = 0
     for reqs in [(MID,), (SMALL,), (SMALL, MID)]:
         st = state(*reqs)
-        plans = {}
-        for solo in (False, True):
-            pol = MipPolicy("cpsat", time_limit_ms=500, deterministic=True, solo_rollout=solo)
-            plans[solo] = pol.plan(st)
-            lone = len(reqs) == 1 and plans[solo].status == "OPTIMAL" and set(plans[solo].kept) == {r.id for r in reqs}
-            assert (pol._forward.cached(st) is None) == (lone and not solo), (reqs, solo)
-            skipped += lone and not solo
-        assert plans[False].assignments == plans[True].assignments
+        pol = MipPolicy("cpsat", time_limit_ms=500, deterministic=True)
+        plan = pol.plan(st)
+        lone = len(reqs) == 1 and plan.status == "OPTIMAL" and set(plan.kept) == {r.id for r in reqs}
+        assert (pol._forward.cached(st) is None) == lone, reqs
+        skipped += lone
     assert skipped == 2
 
 

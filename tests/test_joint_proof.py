@@ -162,7 +162,7 @@ def random_round(seed: int):
         fc = Forecast()  # arrivals replayed one window (4 rounds) on, due within a few rounds of now
         fc.recent.extend((now - 4 * R + rng.randint(0, R), rng.choice([512, 1024]), 1024, rng.randint(5, 20),
                           int(R * rng.uniform(1.5, 5))) for _ in range(rng.randint(2, 12)))
-        add_forecast(rm, fc, only_wide=rng.random() < 0.5)
+        add_forecast(rm, fc)
     if rng.random() < 0.2:
         for v in rm.keep.values():
             if rng.random() < 0.3:

@@ -28,13 +28,13 @@ def _instance(reqs):
 
 
 def test_names_parse_and_wrap():
-    p = tetriopt.make_policy("cpsat[forced=1;margin=1024:225/2048:100]", **CPSAT)
-    assert isinstance(p, ShownEarly) and isinstance(p.inner, MipPolicy) and p.inner.forced
+    p = tetriopt.make_policy("cpsat[rollout=0;margin=1024:225/2048:100]", **CPSAT)
+    assert isinstance(p, ShownEarly) and isinstance(p.inner, MipPolicy) and not p.inner.rollout
     assert p.how == Shown(((1024, 225_000), (2048, 100_000)), True)
-    assert p.name == "cpsat[forced=1;margin=1024:225/2048:100]"
+    assert p.name == "cpsat[rollout=0;margin=1024:225/2048:100]"
     t = tetriopt.make_policy("tetriserve[margin=2048:450/joint=0]")
     assert isinstance(t.inner, TetriServe) and t.how == Shown(((2048, 450_000),), False)
-    assert isinstance(tetriopt.make_policy("cpsat[forced=1]", **CPSAT), MipPolicy)
+    assert isinstance(tetriopt.make_policy("cpsat[rollout=0]", **CPSAT), MipPolicy)
     for bad in ("cpsat[margin=1024]", "cpsat[margin=x:5]", "tetriserve[margin=1024:1;margin=2048:1]"):
         with pytest.raises(InputError):
             tetriopt.make_policy(bad)

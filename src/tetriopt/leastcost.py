@@ -63,34 +63,22 @@ def _full_rounds(round_us: int, step: tuple[tuple[int, int], ...], j: int, top: 
 
 @lru_cache(maxsize=65536)
 def least_cost_table(round_us: int, step: tuple[tuple[int, int], ...], span_us: int, decode_us: int,
-                     top: int, decode_gpu: bool = True, encode_us: int = 0) -> tuple[float, ...]:
+                     top: int) -> tuple[float, ...]:
     """u = 0..top -> the least GPU-time (us) of a started request alone to run u more steps and its
     decode within span_us from a round boundary (inf where it cannot). `step`: (degree, step
-    latency) of its useful degrees. `decode_gpu`: count the decode's GPU-time (False: the steps'
-    only, what must run before its due time; the decode still has to fit in the finishing round).
-    `encode_us`: a request not started: the first round it runs steps in also holds its text encode
-    (on every GPU of its set, before the steps), the finishing round alone or one of the full
-    rounds before it (all alike, so the first of them)."""
+    latency) of its useful degrees."""
     out = [0.0] + [INF] * top
     if span_us <= 0 or top <= 0:
         return tuple(out)
     last = span_us // round_us
-    dec_gpu = decode_us if decode_gpu else 0
     for j in (last, last - 1):
         if j < 0:
             continue
         room = min(round_us, span_us - j * round_us) - decode_us
         if room <= 0:
             continue
-        fin = _round_table(round_us, step, room, dec_gpu, top, first=1)  # (room: the decode after them)
-        if not encode_us:
-            best = _min_plus(list(_full_rounds(round_us, step, j, top)), fin)
-        else:
-            best = _round_table(round_us, step, room - encode_us, dec_gpu + encode_us, top, first=1)
-            if j >= 1:
-                first = _round_table(round_us, step, round_us - encode_us, encode_us, top, first=1)
-                more = _min_plus(_min_plus(list(_full_rounds(round_us, step, j - 1, top)), first), fin)
-                best = [min(x, y) for x, y in zip(best, more)]
+        fin = _round_table(round_us, step, room, decode_us, top, first=1)  # (room: the decode after them)
+        best = _min_plus(list(_full_rounds(round_us, step, j, top)), fin)
         out = [min(x, y) for x, y in zip(out, best)]
     out[0] = 0.0
     return tuple(out)

@@ -47,7 +47,7 @@ class RoundState:
     @cached_property
     def widest(self) -> int:
         """The largest degree with GPU sets in the cluster (0: none): its sets are the blocks that
-        2,048 px requests need whole (formulation.add_blocks, horizon.wide, burst.wide)."""
+        2,048 px requests need whole (burst.wide)."""
         return max((k for k in self.degrees if self.sets.get(k)), default=0)
 
     def step_us(self, r: RequestState, k: int, batch: int = 1) -> int:

@@ -44,7 +44,7 @@ def _set_hint(proto, values) -> None:
 
 def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int = 1,
                 hint: list[int] | None = None, stall_s: float | None = None, min_gain: float = 0.0,
-                quick_s: float | None = None, double: bool = True, tier_gap: float = 0.0,
+                quick_s: float | None = None, double: bool = True,
                 load_s: float = 0.0, **params) -> SolveOutcome:
     """Time limit covers the translation too: what is left after it goes to the search.
 
@@ -65,11 +65,6 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
     proving the lower objective tiers takes long). Slices are not capped on the wall clock (only
     the limit is), so where the search ends does not depend on the machine's load: capped at 25%
     of the limit, reruns of `tetriopt solve` under a load average of 10 differed.
-
-    With `tier_gap`, every slice stops once its proven bound is at most that much above its
-    incumbent (CP-SAT's absolute_gap_limit): with half a keep weight, no plan keeps one more request,
-    and only the lower objective tiers (steps, GPU time) are left unproved; the answer is then
-    FEASIBLE with that bound.
 
     `load_s` is the caller's estimate of what a slice costs before CP-SAT first looks at its wall
     clock (loading the model into its search worker: 55-90 ms for 4,000 variables, whatever the
@@ -112,8 +107,6 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         for k, v in {**params, **extra}.items():
             setattr(p, k, v)
         p.max_deterministic_time = min(det_left, det_s)
-        if tier_gap > 0:
-            p.absolute_gap_limit = tier_gap
         return solver.solve(model), solver
 
     if time_limit_s - setup <= 0:
@@ -141,9 +134,7 @@ def solve_cpsat(m: LinearModel, time_limit_s: float, seed: int = 0, workers: int
         det_left -= solver.deterministic_time
         if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             if best is None or solver.objective_value >= best.objective:
-                # (ended by tier_gap, CP-SAT says OPTIMAL with its bound above the incumbent)
-                proved = code == cp_model.OPTIMAL and solver.best_objective_bound <= solver.objective_value
-                status = PlanStatus.OPTIMAL if proved else PlanStatus.FEASIBLE
+                status = PlanStatus.OPTIMAL if code == cp_model.OPTIMAL else PlanStatus.FEASIBLE
                 best = SolveOutcome(list(solver.response_proto.solution)[:n], status, float(solver.objective_value),
                                     float(solver.best_objective_bound), setup)
                 _set_hint(proto, best.solution)

@@ -132,7 +132,7 @@ def separable(rm: RoundModel, alone: list | None = None
             tuple(i for i, _, _, _, k in best if k))
 
 
-FEW_MAX = 3  # modelled requests up to which `beyond` searches by default (4: no net gain, docs/solver.md 2, item 17)
+FEW_MAX = 3  # modelled requests up to which `beyond` searches (4: no net gain, docs/solver.md 2, item 17)
 
 
 def _classes(rm: RoundModel, own: _Own) -> list[tuple[list[tuple[int, bool]], list[int], list[int], list]]:
@@ -205,10 +205,10 @@ def _joint_binds(rm: RoundModel, owns: list[_Own]) -> bool:
 
 
 def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple[int, ...]]] = (),
-           budget: int = 3000, few: int = FEW_MAX, owns: list[_Own] | None = None) -> tuple[int, list | None] | None:
+           budget: int = 3000, owns: list[_Own] | None = None) -> tuple[int, list | None] | None:
     """The relaxation that keeps every GPU's busy-time row and each request's own constraints but
     drops the joint test's coupling and the urgent order (a valid upper bound on the model), for
-    rounds of 2..`few` (FEW_MAX) requests, searched for plans worth more than `floor` (a plan's value
+    rounds of 2..FEW_MAX requests, searched for plans worth more than `floor` (a plan's value
     already found): (floor, None) when there is none, so that plan is optimal; (value, [(id,
     gpus, steps, kept)]) of the relaxation's best where it beats `floor`; None when `budget`
     search nodes were not enough (or another round size).
@@ -228,7 +228,7 @@ def beyond(rm: RoundModel, floor: int, blocks: list[tuple[tuple[int, ...], tuple
     such rule, of the same value. Without it, placements that differ by a swap of idle blocks are
     searched once each (hundreds a round)."""
     owns = request_options(rm) if owns is None else owns
-    if not 2 <= len(owns) <= few or _joint_binds(rm, owns):
+    if not 2 <= len(owns) <= FEW_MAX or _joint_binds(rm, owns):
         return None
     return _search(rm, owns, floor, blocks, [budget])
 

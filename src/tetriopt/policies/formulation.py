@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from operator import mul
 
 from ..leastcost import INF, envelope_at, envelope_values, least_cost_table, lower_envelope, segments
-from ..lookahead import Outlook, outlook, steps_possible
+from ..lookahead import Outlook, outlook
 from ..plan import Decision, decision_us
 from ..state import RequestState, RoundState
 
@@ -110,50 +110,26 @@ class RoundModel:
     owed: dict = field(default_factory=dict)  # u var -> (owes-decode var, its decode in GPU-ms): 1 iff u > 0
     joint_cost: dict = field(default_factory=dict)  # request -> GPU-us per step in the joint test (default: cheapest)
     extra_need: dict = field(default_factory=dict)  # request -> GPU-ms it must leave free before its due time if kept
-    caps: list = field(default_factory=list)  # (request ids, most of them kept): admission caps (horizon.Quota)
     busy: dict = field(default_factory=dict)  # GPU -> {var: us} of its busy-time row (symmetry.py reads it)
     running_due: list = field(default_factory=list)  # the due time of each `running` row
-    # (v var, u var, c, request, d): v = max(0, ceil((u - c) / d)) (add_forced: d = 1; add_blocks)
-    forced: list = field(default_factory=list)
-    forced_rows: list = field(default_factory=list)  # ({var: coef}, cap) of add_forced's and add_blocks' rows
     # convex (build(convex=True)): request -> (c var, u var, keep var, envelope rows (du, dc, b), c at
     # u = 0..top): c >= the least GPU-ms it alone needs to finish u steps (leastcost), in the objective
     convex: dict = field(default_factory=dict)
-    # convex_joint (add_convex_joint): (c var, u var, keep var, rows) of the steps-only envelope, then
-    # the running sums (acc var, {var: coef}, previous acc var) of its joint rows
-    convex_joint: list = field(default_factory=list)
-    convex_running: list = field(default_factory=list)
-    # wide_set (wideset.add_wide_set): (overflow var z, [({var: coef}, cap)], [(v, {var: coef}, c, d)]):
-    # v = max(0, ceil((terms - c) / d)), then z = max(0, row - cap) over its rows
-    over: list = field(default_factory=list)
 
     def joint_us(self, rid: str) -> int:
         return self.joint_cost.get(rid, self.looks[rid].cheapest_cost)
 
     def derive(self, sol: list[int]) -> None:
-        """Set the finish and owes-decode variables from the step and u values, then the running
-        sums (which count the owed decodes) (for warm starts)."""
+        """Set the finish and owes-decode variables from the step and u values, then the convex
+        costs and the running sums of the joint test (which count the owed decodes) (for warm starts)."""
         for s, (f, rem) in self.fin.items():
             sol[f] = int(sol[s] >= rem)
         for u, (p, _) in self.owed.items():
             sol[p] = int(sol[u] > 0)
-        self.derive_sums(sol)
-
-    def derive_sums(self, sol: list[int]) -> None:
-        """Set the running sums of the joint test and the forced variables from the u values
-        (alone: `complete` re-derives them after each request it gives up)."""
         for c, u, kp, rows, _ in self.convex.values():
             sol[c] = envelope_at(rows, sol[u], sol[kp])
-        for c, u, kp, rows, _ in self.convex_joint:
-            sol[c] = envelope_at(rows, sol[u], sol[kp])
-        for acc, group, prev in (*self.running, *self.convex_running):
+        for acc, group, prev in self.running:
             sol[acc] = sum(c * sol[u] for u, c in group.items()) + (sol[prev] if prev is not None else 0)
-        for v, u, c, _, d in self.forced:
-            sol[v] = max(0, -(-(sol[u] - c) // d))
-        for z, rows, derived in self.over:
-            for v, terms, c, d in derived:
-                sol[v] = max(0, -(-(sum(k * sol[x] for x, k in terms.items()) - c) // d))
-            sol[z] = max(0, *(sum(c * sol[v] for v, c in row.items()) - cap for row, cap in rows))
 
     def decisions(self, sol: list[int]) -> list[tuple[str, tuple[int, ...], int]]:
         out = []
@@ -252,8 +228,7 @@ def charge_aux(m: LinearModel, state: RoundState, r: RequestState, gpus: tuple[i
 
 def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = None,
           hinted: dict[str, tuple[tuple[int, ...], ...]] | None = None, joint_capacity: float = 1.0,
-          deadline: float | None = None, batching: bool = False, convex: bool = True,
-          convex_encode: bool = False) -> RoundModel:
+          deadline: float | None = None, batching: bool = False, convex: bool = True) -> RoundModel:
     """The round model (with `batching`, also batch options: policies/batching.py; with `convex`, a
     kept request's remaining steps cost the least GPU-time it alone needs to finish them: `least_future`).
 
@@ -271,7 +246,7 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
         for n, r in enumerate(modelled):
             if n % 16 == 15 and past(deadline):
                 raise OutOfTime
-            got = least_future(state, r, looks[r.id], encode=convex_encode)
+            got = least_future(state, r, looks[r.id])
             if got is not None:
                 futures[r.id] = got
     # (the keep weight outweighs every other term: with `convex`, a request's remaining work is its c at most)
@@ -424,29 +399,22 @@ def build(state: RoundState, max_pairs: int = 1200, placed: set[str] | None = No
                       convex=convex_of)
 
 
-def least_future(state: RoundState, r: RequestState, o: Outlook, decode_gpu: bool = True,
-                 encode: bool = False) -> tuple[list[tuple[int, int, int]], list[int]] | None:
+def least_future(state: RoundState, r: RequestState,
+                 o: Outlook) -> tuple[list[tuple[int, int, int]], list[int]] | None:
     """(rows (du, dc, b) of the lower convex envelope, its value at u = 0..top) of the least
     GPU-ms r alone needs to run u more steps from the round's end and finish by its deadline
-    (leastcost.least_cost_table; `decode_gpu`: with its decode's GPU-time), u up to the most it may
+    (leastcost.least_cost_table: with its decode's GPU-time), u up to the most it may
     leave if kept (top = min(remaining, slack)); None where it cannot be kept with steps left.
-    The latent is counted as placed by then (no encode): a lower bound where it does not run now;
-    with `encode` (`cpsat[convex_encode=1]`), a request not started that leaves all its steps (it
-    does not run this round) is priced with its text encode in the first round it runs."""
-    key = ("least_future", r.id, decode_gpu, encode)
+    The latent is counted as placed by then (no encode): a lower bound where it does not run now."""
+    key = ("least_future", r.id)
     if key in state.memo:
         return state.memo[key]
     can, slack = keepable(state, r, o)
     out = None
     if can and slack is not None and min(r.remaining_steps, slack) > 0:
         top = min(r.remaining_steps, slack)
-        args = (state.round_us, tuple((k, o.step[k]) for k in o.degrees), r.deadline_us - state.end_us,
-                state.decode_us(r), top, decode_gpu)
-        table = least_cost_table(*args)
-        if encode and top == r.remaining_steps and state.encode_us(r):
-            late = least_cost_table(*args, state.encode_us(r))[top]  # u = remaining: none of it ran now
-            if late != INF:
-                table = table[:top] + (late,)
+        table = least_cost_table(state.round_us, tuple((k, o.step[k]) for k in o.degrees),
+                                 r.deadline_us - state.end_us, state.decode_us(r), top)
         ms = [x if x == INF else (gpu_ms(int(x)) if u else 0) for u, x in enumerate(table)]
         hull = lower_envelope(ms)
         if len(hull) >= 2:
@@ -461,164 +429,6 @@ def future_var(m: LinearModel, name: str, rows: list[tuple[int, int, int]], env:
     for du, dc, b in rows:
         m.add({c: du, u: -dc, kp: -b}, lb=0)
     return c
-
-
-def add_convex_joint(rm: RoundModel, deadline: float | None = None) -> None:
-    """The joint test with each kept request's least future GPU-time (docs/solver.md section 4):
-    at every due time and deadline t, the steps-only least GPU-ms of the kept requests due by t
-    (c_i >= the lower convex envelope of leastcost's table without the decode, in u_i) plus the
-    decodes they owe by t (at the narrowest degree a finishing round fits) fit in the cluster's
-    GPU-time until t. Valid for any plan: each request alone needs that much before its due time.
-    Beside, not instead of, the joint rows at the cheapest per-step cost (a fluid guess that is
-    higher for few steps left). OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    events: list[tuple[int, int, int, str]] = []  # (time, var, coef, request)
-    for r, o, _ in _kept_later(rm, deadline):
-        got = least_future(st, r, o, decode_gpu=False)
-        if got is None:
-            continue
-        rows, env = got
-        u, kp = rm.left[r.id], rm.keep[r.id]
-        c = future_var(m, f"future_steps[{r.id}]", rows, env, u, kp)
-        rm.convex_joint.append((c, u, kp, rows, r.id))
-        events.append((st.due_us(r), c, 1, r.id))
-        if u in rm.owed:
-            dec = st.decode_us(r)
-            k = min((k for k in o.degrees if o.step[k] + dec <= st.round_us), default=min(o.degrees))
-            events.append((r.deadline_us, rm.owed[u][0], gpu_ms(k * dec), r.id))
-    events.sort()
-    prev, group, expanded = None, {}, {}
-    for i, (t, v, coef, _) in enumerate(events):
-        group[v] = coef
-        expanded[v] = coef
-        if i + 1 < len(events) and events[i + 1][0] == t:
-            continue
-        cap = joint_cap_ms(st, t)
-        acc = m.var(f"future_due[{t}]", 0, cap)
-        m.add({**group, **({prev: 1} if prev is not None else {}), acc: -1}, lb=0, ub=0)
-        rm.convex_running.append((acc, group, prev))
-        rm.forced_rows.append((dict(expanded), cap))  # (what `complete` checks a warm start against)
-        prev, group = acc, {}
-
-
-def _kept_later(rm: RoundModel, deadline: float | None):
-    """(request, outlook, the most its u can be) of every request the model may keep past this
-    round, for the rows on its later rounds (add_forced, add_blocks); OutOfTime past `deadline`."""
-    st, m = rm.state, rm.model
-    for n, r in enumerate(st.requests):
-        if n % 16 == 15 and past(deadline):
-            raise OutOfTime
-        if r.id not in rm.keep or m.ub[rm.keep[r.id]] == 0:
-            continue
-        o = rm.looks[r.id]
-        can, slack = keepable(st, r, o)
-        if can and slack is not None:
-            yield r, o, min(r.remaining_steps, slack)
-
-
-def _forced_var(rm: RoundModel, name: str, rid: str, c: int, ub: int, d: int = 1) -> int:
-    """v >= max(0, ceil((u - c) / d)) for rid's u, at most `ub` (exactly that where it counts: v
-    only appears in <= rows; derive and complete set it so)."""
-    m, u = rm.model, rm.left[rid]
-    v = m.var(name, 0, ub)
-    m.add({v: d, u: -1}, lb=-c)
-    rm.forced.append((v, u, c, rid, d))
-    return v
-
-
-def add_forced(rm: RoundModel, deadline: float | None = None) -> None:
-    """The joint test with forced work (docs/solver.md section 4): at each later round boundary t,
-    the work due by t plus, for every kept request due after t, the steps it cannot leave until
-    after t even at its fastest degree (v >= u - steps_possible(from t), at its joint-test cost)
-    fit in the cluster's GPU-time until t. The due-time rows alone treat a request's work as
-    movable anywhere before its due time; a 2,048 px request with little surplus has to run on an
-    8-GPU block in each of the next rounds, and more of those than blocks were kept at once (at 64
-    GPUs / 64 pending, 13 kept, 4 running at degree 8: the rest spent their spare rounds at degree
-    1-4 and were dropped a round later). OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    by_t: dict[int, dict[int, int]] = {}
-    for r, o, top in _kept_later(rm, deadline):
-        due = st.due_us(r)
-        cost = gpu_ms(rm.joint_us(r.id))
-        t = st.end_us + st.round_us
-        while t < due:
-            c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values())
-            if c < top:
-                by_t.setdefault(t, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top)] = cost
-            t += st.round_us
-    for t, terms in sorted(by_t.items()):
-        prev = [acc for (acc, _, _), d in zip(rm.running, rm.running_due) if d <= t]
-        row = {**terms, **({prev[-1]: 1} if prev else {})}
-        cap = joint_cap_ms(st, t)
-        m.add(row, ub=cap)
-        rm.forced_rows.append((row, cap))
-
-
-def add_blocks(rm: RoundModel, deadline: float | None = None, others: bool = True) -> None:
-    """Block-round lookahead (docs/solver.md section 4): a kept request whose fastest degree is the
-    widest block b (a 2,048 px request on an 8-GPU block) with u steps left after this round must
-    hold a whole block in at least F = ceil((u - S_low) / (s_b - s_low)) of its coming rounds, S_low
-    being what it can still run below b (at its fastest narrower degree, as steps_possible counts)
-    and s_b, s_low the steps of a full round at b and below; F of its D coming rounds, so at least
-    F - (D - H) of them within the next H rounds, and at least ceil((u - A_H - H s_low) / (s_b -
-    s_low)), A_H being what it can run after them at b. For every horizon H the block-rounds forced
-    within it fit in the N // b blocks x H rounds, and (`others`) a block-round's b GPUs for a whole
-    round plus the forced work of the other kept requests within H (add_forced's, at their joint-
-    test cost; all of u for those due by then) fit in the cluster's GPU-time of those H rounds.
-    The joint test counts GPU-time, which a request can spend at any degree; the blocks are what
-    several kept 2,048 px requests run short of together (a new one runs 1 step at degree 1 in its
-    spare round and needs a block in each round after). The fewer steps it runs now, the more
-    block-rounds it needs later: F is a step function of u, exact as an integer v with d v >= u - c.
-    OutOfTime past `deadline` (perf_counter seconds)."""
-    st, m = rm.state, rm.model
-    b = st.widest
-    blocks = st.cluster.gpus // b if b else 0
-    if blocks <= 0:
-        return
-    by_h: dict[int, dict[int, int]] = {}
-    mixed: dict[int, dict[int, int]] = {}
-    block_ms = b * gpu_ms(st.round_us)
-    for r, o, top in _kept_later(rm, deadline):
-        rounds = -(-(r.deadline_us - st.end_us) // st.round_us)
-        if o.fastest != b:
-            if not others:
-                continue
-            cost = gpu_ms(rm.joint_us(r.id))
-            for h in range(1, rounds + 1):
-                t = st.end_us + h * st.round_us
-                c = steps_possible(st, r, o.step[o.fastest], t, True, o.step.values()) if t < st.due_us(r) else 0
-                if c < top:
-                    mixed.setdefault(h, {})[_forced_var(rm, f"forced[{r.id},{t}]", r.id, c, top - c)] = cost
-            continue
-        low = {k: t for k, t in o.step.items() if k < b}
-        s_b = st.round_us // o.step[b]
-        k_low = min(low, key=lambda k: (low[k], k), default=None)
-        s_low = st.round_us // low[k_low] if k_low is not None else 0
-        c_low = steps_possible(st, r, low[k_low], st.end_us, True, low.values()) if k_low is not None else 0
-        d = s_b - s_low
-        if d <= 0 or c_low >= top or rounds <= 0:
-            continue
-        made: dict[int, int] = {}
-        for h in range(1, rounds + 1):
-            # within the next h rounds: u less what can run after them (at b) less h rounds below b
-            t = st.end_us + h * st.round_us
-            after = steps_possible(st, r, o.step[b], t, True, o.step.values()) if t < r.deadline_us else 0
-            c = min(after + h * s_low, c_low + (rounds - h) * d)
-            if c >= top:
-                continue
-            v = made.get(c)
-            if v is None:
-                v = made[c] = _forced_var(rm, f"blocks[{r.id},{h}]", r.id, c, -(-(top - c) // d), d)
-            by_h.setdefault(h, {})[v] = 1
-    for h, terms in sorted(by_h.items()):
-        if sum(m.ub[v] for v in terms) > blocks * h:  # (rows that can never bind are left out)
-            m.add(terms, ub=blocks * h)
-            rm.forced_rows.append((terms, blocks * h))
-        if others and h in mixed:
-            row = {**{v: block_ms for v in terms}, **mixed[h]}
-            cap = st.cluster.gpus * gpu_ms(st.round_us) * h
-            m.add(row, ub=cap)
-            rm.forced_rows.append((row, cap))
 
 
 def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[str, ...],
@@ -693,27 +503,10 @@ def complete(rm: RoundModel, decisions: list[Decision], kept: list[str] | tuple[
         if not is_decode and rm.extra_need.get(i, 0) and total + rm.extra_need[i] > cap and i in counted:
             total -= counted.pop(i)  # kept, it would take the room of cheaper forecast arrivals (horizon.add_forecast)
             keep[i] = False
-    for ids, most in rm.caps:  # over an admission cap: keep those the plan runs most this round
-        over = sorted((i for i in ids if keep.get(i)), key=lambda i: (-want.get(i, ((), 0))[1], by_id[i].deadline_us, i))
-        for i in over[most:]:
-            keep[i] = False
     for i, r in by_id.items():
         n = want.get(i, ((), 0))[1]
         sol[rm.done[i]] = int(n == r.remaining_steps)
         sol[rm.keep[i]] = int(keep[i])
         sol[rm.left[i]] = (r.remaining_steps - n) if keep[i] else 0
     rm.derive(sol)
-    owner = {v: i for v, _, _, i, _ in rm.forced} | {c: i for c, _, _, _, i in rm.convex_joint}
-    while rm.forced_rows:  # add_forced's and add_blocks' rows, in order: give up the most forced work of the first overflow
-        bad = next((row for row, cap in rm.forced_rows if sum(c * sol[v] for v, c in row.items()) > cap), None)
-        if bad is None:
-            break
-        v = max((v for v in bad if v in owner and sol[v] > 0), key=lambda v: (bad[v] * sol[v], owner[v]), default=None)
-        if v is None:
-            break  # the due-time work alone overflows: the model rejects it below
-        u = rm.left[owner[v]]
-        sol[rm.keep[owner[v]]] = sol[u] = 0
-        if u in rm.owed:
-            sol[rm.owed[u][0]] = 0
-        rm.derive_sums(sol)  # (not derive: its pass over every step variable is not needed)
     return sol if m.feasible(sol) else None

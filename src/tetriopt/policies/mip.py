@@ -9,23 +9,21 @@ from typing import Iterator
 
 from ..immediate import pack_idle, reserve_idle
 from ..lookahead import outlook
-from ..plan import ROLLOUT_CHOICE, Decision, PlanStatus, RoundPlan, decisions_of, make_plan, members
+from ..plan import ROLLOUT_CHOICE, PlanStatus, RoundPlan, decisions_of, make_plan, members
 from ..state import RoundState
 from ..units import ms_to_s
 from .backends import BACKENDS
-from .certify import FEW_MAX, request_options, best_alone, beyond, proved, separable, split_objective
-from .formulation import OutOfTime, RoundModel, add_blocks, add_convex_joint, add_forced, build, complete, past
+from .certify import request_options, best_alone, beyond, proved, separable, split_objective
+from .formulation import OutOfTime, RoundModel, build, complete, past
 from .greedy import fill_leftover, fitting, greedy_decisions
-from .horizon import Forecast, Quota, add_forecast
+from .horizon import Forecast, add_forecast
 from .rollout import Forward, without
 from .symmetry import add_symmetry_rows, canonical, swaps
 from .tetriserve import TetriServe
-from .wideset import add_wide_set, not_wide
 
 
 MAX_PAIRS = 1200  # (request, set) pairs above which build caps each request's candidate sets
 LARGE_MODEL = 500  # variables: above this CP-SAT runs without presolve (see docs/solver.md)
-LP_MID = 1000  # variables: up to this, `lp_mid` turns CP-SAT's LP on for a large model (docs/solver.md 4)
 SHORT_S = 0.1  # seconds of search left: below this too
 MIN_SEARCH_S = 0.002  # less than this left for the search: answer from the warm starts
 TETRISERVE_SHARE = 0.25  # its warm start runs when its predicted cost fits in this share of what is left
@@ -113,13 +111,8 @@ class MipPolicy:
                  workers: int = 1, hints: bool = True, core_per_gpu: int = 4, min_core: int = 32,
                  joint_capacity: float = 1.0, deterministic: bool = False, batching: bool = False,
                  immediate_start: bool = False, certify: bool = True, forecast: bool = True, symmetry: bool = True,
-                 split: bool = True, pack: bool = True, rollout: bool = True, forecast_all: bool = False,
-                 giveup: bool = False, futures: bool = False, solo_rollout: bool = False, tier_stop: bool = False,
-                 beyond4: bool = False, joint_proof: bool = True, probe_full: bool = False, quota: bool = False,
-                 forced: bool = False, blocks: bool = False, convex: bool = True, convex_joint: bool = False,
-                 convex_encode: bool = False, forecast_blocks: bool = False, wide_set: bool = False,
-                 wide_set_forecast: bool = True, wide_set_sunk: bool = False, wide_set_tier: bool = False,
-                 lp: bool = False, lns: bool = False, lp_mid: bool = False):
+                 split: bool = True, pack: bool = True, rollout: bool = True, giveup: bool = False,
+                 futures: bool = False, joint_proof: bool = True, convex: bool = True):
         self.backend = backend
         self.name = backend
         self.limit_s = ms_to_s(time_limit_ms)  # the time limit, kept once, in seconds (what solvers take)
@@ -146,31 +139,12 @@ class MipPolicy:
         self._last: dict[str, tuple[int, ...]] = {}  # request -> GPUs in the previous round's plan
         self._last_kept: tuple[str, ...] = ()
         self.forecast = forecast
-        self.forecast_all = forecast_all  # the forecast gate on every request, not only wide ones (an ablation)
-        # forecast_blocks (off, docs/solver.md 4): the gate also on requests whose cheapest deadline-meeting
-        # degree is the cluster's widest block (2,048 px on 32-64 GPUs), not only on those needing half of it
-        self.forecast_blocks = forecast_blocks
         # rollout: play this round's plan and TetriServe's forward on the known requests, and run
         # TetriServe's where it meets more (rollout.py)
         self.rollout = rollout
-        # solo_rollout: roll out a round of one request whose plan is proved optimal and keeps it too
-        # (off: such a plan stands; the rollout never replaced one on the nine shipped workloads)
-        self.solo_rollout = solo_rollout
-        # tier_stop (an ablation, off): with the stall rule (not deterministic), every CP-SAT slice
-        # stops once no plan can gain the rule's half keep weight (backends.solve_cpsat's tier_gap),
-        # as the rule already stops between slices, instead of proving the lower objective tiers
-        # first. A quarter less CPU on skewed-slo1.5, but the lower tiers (steps, GPU time) decide
-        # later rounds under a backlog: 3 of 267 deadlines fewer on overload (docs/solver.md, 2)
-        self.tier_stop = tier_stop
-        # beyond4 (off: no net CPU gain on the skewed workloads, docs/solver.md 2, item 17): rounds of
-        # 4 modelled requests try certify.beyond too, not only 2-3
-        self.beyond4 = beyond4
         # joint_proof: before CP-SAT, rounds of 2-5 requests that the joint test cannot keep together
         # try to prove the best warm start optimal (certify.proved)
         self.joint_proof = joint_proof
-        # probe_full (an ablation, off): CP-SAT's default probing level on large models instead of 1
-        # (docs/solver.md 2, items 15 and 18: the level-1 loss did not reproduce beyond trajectory noise)
-        self.probe_full = probe_full
         # giveup (off: measured no better, and -1 on one shipped instance, docs/solver.md 4): the rollout
         # also plays this round's plan without the kept requests its own forward play does not meet
         # (given up for good, their GPUs to the rest), and runs that where it meets more
@@ -179,42 +153,11 @@ class MipPolicy:
         # requests, sampled arrivals decide
         self.futures = futures
         self._given_up: set[str] = set()  # requests a give-up candidate dropped: never kept again
-        # quota (off: net +1 over issue 12's grid, one point below TetriServe, docs/solver.md 4): under
-        # overload, new admissions of a cost class the arrivals' fractional knapsack serves in part
-        # are capped by its share (horizon.Quota)
-        self.quota = quota
-        # forced: the joint test also counts, at each later round boundary, the work kept requests
-        # due after it cannot leave until after it (formulation.add_forced, docs/solver.md 4)
-        self.forced = forced
-        # blocks: for every coming horizon, the whole-block rounds that kept requests whose fastest
-        # degree is the widest block must hold fit in the blocks (formulation.add_blocks, docs/solver.md 4)
-        self.blocks = blocks
         # convex: a kept request's remaining steps cost, in the objective, the least GPU-time it alone
         # needs to finish them by its deadline (convex in the steps left), not a fixed cost per step
-        # (on by default: +14 over the 500 ms grid, docs/solver.md 3-4; convex=0 is the model before);
-        # convex_joint: the joint test also counts each kept request at that least GPU-time
-        # (formulation.least_future, add_convex_joint, docs/solver.md 4)
+        # (formulation.least_future; on by default: +14 over the 500 ms grid, docs/solver.md 3-4;
+        # convex=0 is the model before)
         self.convex = convex
-        self.convex_joint = convex_joint
-        # convex_encode (off, docs/solver.md 4): a request not started that does not run this round is
-        # priced with its text encode in the first round it runs (formulation.least_future)
-        self.convex_encode = convex_encode
-        # wide_set (off, docs/solver.md 4): the kept wide requests' block-rounds due by each coming round,
-        # with the other kept work and the forecast small arrivals, against the cluster, priced by the
-        # overflow (wideset.add_wide_set)
-        self.wide_set = wide_set
-        # with it: the forecast small arrivals in its rows too (wide_set_forecast, on), and the previous
-        # round's kept wide requests counted whether kept or not (wide_set_sunk, off; both measured, docs)
-        self.wide_set_forecast = wide_set_forecast
-        self.wide_set_sunk = wide_set_sunk
-        self.wide_set_tier = wide_set_tier  # (off) overflow priced below one keep weight (below_keep)
-        # lp / lns (off, docs/solver.md 4, helper FB): on large models (no presolve), CP-SAT's LP
-        # relaxation at linearization level 1 instead of none, and (lns) its single-worker
-        # interleaved search (LNS among the strategies, deterministic) instead of the plain tree search
-        self.lp = lp
-        self.lns = lns
-        self.lp_mid = lp_mid  # lp only on models of at most LP_MID variables (where its cost is small)
-        self._quota = Quota()
         self._ts = _Budgeted(self._tetriserve)
         # TetriServe's plans (the warm start's and the rollout's) and plays, memoised by state
         self._forward = Forward(self._ts)
@@ -276,8 +219,6 @@ class MipPolicy:
         self._ts.stop = stop
         self._forecast.observe(state)
         self._forward.forget_before(state.now_us)
-        if self.quota:
-            self._quota.observe(state)
         self._given_up.intersection_update(r.id for r in state.requests)
         # lazy warm starts where the model cannot be capped (build's max_pairs): small rounds,
         # most certified before greedy or TetriServe is needed; else greedy first, anytime
@@ -327,8 +268,6 @@ class MipPolicy:
             self._late = min(LATE_SHARE * self.limit_s, late) if late > self._late else 0.9 * self._late
         self._last = {i: a.gpus for a in plan.assignments for i in a.requests}
         self._last_kept = plan.kept or ()
-        if self.quota:
-            self._quota.record(state, self._last_kept)
         return plan
 
     def _tetriserve_start(self, state: RoundState, t0: float, reserve: float):
@@ -375,7 +314,7 @@ class MipPolicy:
         """No rollout for this plan: a lone request, kept by a plan proved optimal for the round
         (what TetriServe's plan could add is a forward play that meets it where this plan's does
         not; in none of the 3,990 such rounds of the nine shipped workloads did it)."""
-        return (not self.solo_rollout and len(state.requests) == 1 and meta.get("status") == PlanStatus.OPTIMAL
+        return (len(state.requests) == 1 and meta.get("status") == PlanStatus.OPTIMAL
                 and tuple(meta.get("kept") or ()) == (state.requests[0].id,))
 
     def _rollout(self, state: RoundState, decisions: list, meta: dict,
@@ -567,24 +506,13 @@ class MipPolicy:
             # big rounds or short limits: presolve and LP linearisation eat the whole limit
             # before the first improving move; plain search from the hint does better
             # (benchmarks/round_solve.py; presolve helps proofs when there is time; turning
-            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md)
-            out = dict(cp_model_presolve=False, linearization_level=0, double=False)
-            if not self.probe_full:
-                out["cp_model_probing_level"] = 1
-            return self._large_search(out, len(rm.model.names))
+            # them off on small light rounds too cost met deadlines at 3-5x, docs/solver.md);
+            # probing at level 1, not CP-SAT's default (docs/solver.md 2, items 15 and 18)
+            return dict(cp_model_presolve=False, linearization_level=0, double=False, cp_model_probing_level=1)
         # small models: a short slice without presolve first proves most light rounds in about a
         # ms (presolve and proof were 5-15 ms a round, most of the policy's CPU); unproven, the
         # full search goes on from its incumbent (backends.solve_cpsat)
         return dict(quick_s=min(QUICK_S, QUICK_SHARE * self.limit_s))
-
-    def _large_search(self, out: dict, n: int) -> dict:
-        """The `lp`, `lp_mid` and `lns` switches on the parameters `out` (changed in place) of a large
-        model of `n` variables."""
-        if self.lp or (self.lp_mid and n <= LP_MID):
-            out["linearization_level"] = 1
-        if self.lns:
-            out["interleave_search"] = True
-        return out
 
     def _decide(self, state: RoundState, t0: float, placed: set[str] | None, reserve: float, heuristics: list,
                 stop: float | None):
@@ -603,26 +531,12 @@ class MipPolicy:
         stop = None if stop is None else min(stop, t0 + self.limit_s - reserve - MIN_SEARCH_S)
         try:
             rm = build(state, max_pairs=MAX_PAIRS, placed=placed, hinted=hinted, joint_capacity=self.joint_capacity,
-                       deadline=stop, batching=self.batching, convex=self.convex,
-                       convex_encode=self.convex_encode)
-            if self.convex_joint:
-                add_convex_joint(rm, deadline=stop)
-            if self.forced:
-                add_forced(rm, deadline=stop)
-            if self.blocks:
-                add_blocks(rm, deadline=stop)
-            if self.wide_set:
-                ahead = self._forecast.arrivals(state, only=not_wide) if self.wide_set_forecast else ()
-                add_wide_set(rm, ahead, committed=frozenset(self._last_kept if self.wide_set_sunk else ()),
-                             deadline=stop, below_keep=self.wide_set_tier)
+                       deadline=stop, batching=self.batching, convex=self.convex)
         except OutOfTime:
             self._build_rate.observe(time.perf_counter() - t_build, est_vars)
             return self._fallback(heuristics, "time limit while building the model")
         if self.forecast:  # wide requests leave room for the arrivals they would shut out (horizon.py)
-            add_forecast(rm, self._forecast, frozenset(self._last_kept), only_wide=not self.forecast_all,
-                         blocks=self.forecast_blocks)
-        if self.quota:
-            self._quota.add(rm, frozenset(self._last_kept))
+            add_forecast(rm, self._forecast, frozenset(self._last_kept))
         for i in self._given_up.intersection(rm.keep):  # given up by the rollout (_rollout): best effort only
             rm.model.ub[rm.keep[i]] = 0
         best = None
@@ -641,8 +555,7 @@ class MipPolicy:
                 nonlocal ub, bound_kind, blocks
                 if self.symmetry and len(rm.keep) > 2:  # two requests: few placements, the cut costs more than it saves
                     blocks = swaps(rm)
-                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()],
-                             few=4 if self.beyond4 else FEW_MAX, owns=owns)
+                got = beyond(rm, best[1] if best else -1 << 62, [(w.a, w.b) for w in blocks or ()], owns=owns)
                 if got is None or got[0] >= ub:
                     return None
                 ub, bound_kind = got[0], "placement"
@@ -720,9 +633,7 @@ class MipPolicy:
                 params["load_s"] = self._load_rate * len(rm.model.names)
             outcome = BACKENDS[self.backend](rm.model, left_s, seed=self.seed, workers=self.workers,
                                              hint=best[2] if (best and self.hints) else None,
-                                             stall_s=stall_s, min_gain=rm.weights.keep / 2,
-                                             tier_gap=rm.weights.keep / 2 if stall_s and self.tier_stop else 0.0,
-                                             **params)
+                                             stall_s=stall_s, min_gain=rm.weights.keep / 2, **params)
             self._observe_overrun(rm, outcome)
             if self.backend == "cpsat":
                 self._observe_load(rm, outcome)
