@@ -43,8 +43,8 @@ def test_names_parse_and_wrap():
     assert isinstance(p, ShownEarly) and isinstance(p.inner, TetriServe)
     assert p.how.gate == gate.Gate(horizon=4, threshold=0.9, small_rate=0.5, small_kept=0.5, blocks=8)
     assert not p.how.margins and not p.how.burst
-    q = tetriopt.make_policy("cpsat[forced=1;gate=h2/t1.5;burst=1]", time_limit_ms=100, seed=0, workers=1)
-    assert q.inner.forced and q.how.burst and q.how.gate == gate.Gate(horizon=2, threshold=1.5)
+    q = tetriopt.make_policy("cpsat[rollout=0;gate=h2/t1.5;burst=1]", time_limit_ms=100, seed=0, workers=1)
+    assert not q.inner.rollout and q.how.burst and q.how.gate == gate.Gate(horizon=2, threshold=1.5)
     for bad in ("tetriserve[gate=x4]", "tetriserve[gate=h0]", "tetriserve[gate=h4;gate=t1]", "tetriserve[gate=t]"):
         with pytest.raises(InputError):
             tetriopt.make_policy(bad)
