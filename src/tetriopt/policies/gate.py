@@ -20,8 +20,9 @@ ceil(steps left / a round's steps at the widest degree) rounds, `block_rounds`):
 and only while the recent arrivals' least GPU-time (at their cheapest deadline-meeting degree)
 is at least u x the cluster's over the window (u0: always), and on clusters of at least b widest
 blocks (b1: any).
-Written `gate=h4/t1/s2/c0/w0/a0/u0` (any item may be left out: the defaults below; n2: only when two
-or more wide requests arrive in the round, burst.py's trigger).
+Written as letter-number items: `cpsat[gate=h4/t0.9/a0.5/c0.5/b8]` (the searched rule; any item
+may be left out: the defaults below; n2: only when two or more wide requests arrive in the round,
+burst.py's trigger; r: the window). Off unless named.
 """
 
 from __future__ import annotations
