@@ -14,6 +14,8 @@ import itertools
 import math
 import json
 import random
+import subprocess
+import sys
 from functools import lru_cache
 
 import pytest
@@ -452,13 +454,22 @@ def test_mip_nodes_gives_the_same_bound_on_any_cpu():
     same bound and incumbent, at or above the optimum; 30 nodes do not prove it (27 with HiGHS
     1.16: the limit is obeyed), 400 do (25, about 12 s at load 7)."""
     pytest.importorskip("highspy")
-    from tetriopt.bound import build_model, components, feasible_alone, mip_bound
-
-    inst = parse_instance(generate("flux.1-dev-h100", 8, 45, 133.9, seed=0), name="g8")
-    comp = max(components(feasible_alone(inst)), key=len)
-    runs = [mip_bound(build_model(inst, comp, one_set=True)[0], math.inf, max_nodes=30) for _ in range(2)]
-    assert runs[0] == runs[1], runs
+    # in a fresh process, as `tetriopt bound` runs: in one that ran other tests first (a full suite
+    # run, 2026-11-30), 30 nodes once proved 25 (HiGHS keeps process-wide state between solves)
+    script = """
+import json, math
+from tetriopt.bound import build_model, components, feasible_alone, mip_bound
+from tetriopt.instance import parse_instance
+from tetriopt.workload import generate
+inst = parse_instance(generate("flux.1-dev-h100", 8, 45, 133.9, seed=0), name="g8")
+comp = max(components(feasible_alone(inst)), key=len)
+runs = [mip_bound(build_model(inst, comp, one_set=True)[0], math.inf, max_nodes=n) for n in (30, 30, 400)]
+print(json.dumps([len(comp)] + runs))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    size, *runs = json.loads(out.stdout.strip().splitlines()[-1])
+    assert size == 35 and runs[0] == runs[1], runs
     v, inc = runs[0]
     assert v is not None and math.floor(v + 1e-6) > 25 and (inc is None or inc <= 25), runs
-    v, inc = mip_bound(build_model(inst, comp, one_set=True)[0], math.inf, max_nodes=400)
+    v, inc = runs[2]
     assert math.floor(v + 1e-6) == 25 == inc, (v, inc)

@@ -5,6 +5,8 @@ cluster with fewer blocks than `b`; met is judged on the true deadlines (real po
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 import tetriopt
@@ -77,3 +79,25 @@ def test_lone_wide_request_and_few_blocks_are_never_gated():
     assert all(not g for _, g, _ in few)
     _, any_size = _run("tetriserve[gate=h3/t1]", _instance(reqs, gpus=32))
     assert any(g == {"q4"} for _, g, _ in any_size)
+
+
+def test_the_mip_policies_gate_by_default_and_gate_0_turns_it_off():
+    # the searched rule is cpsat's (and pulp's) default (docs/solver.md 4): with t0.9 the eighth wide
+    # request of a burst on eight blocks is already given up (8 x 4 block-rounds > 0.9 x 8 x 4), by
+    # plain `cpsat` as by the named rule; with `gate=0` every request is planned on its true deadline
+    assert tetriopt.make_policy("cpsat").how.gate == gate.parse("cpsat", gate.DEFAULT) == \
+        tetriopt.make_policy("pulp").how.gate
+    assert not isinstance(tetriopt.make_policy("tetriserve"), ShownEarly)  # the baseline is not gated
+    reqs = [(2048, 0, 4500)] * 8 + [(2048, 850, 6000)]
+    res, seen = _run("cpsat", _instance(reqs))
+    named, _ = _run(f"cpsat[gate={gate.DEFAULT}]", _instance(reqs))
+    assert any(g == {"q7"} for _, g, _ in seen)
+    same = lambda r: [dataclasses.replace(x, solve_ms=0.0) for x in r.rounds]  # noqa: E731 (timing apart)
+    assert res.summary["met"] == named.summary["met"] and same(res) == same(named)
+    assert res.assignments == named.assignments
+    off = tetriopt.make_policy("cpsat[gate=0]", **CPSAT)
+    assert not isinstance(off, ShownEarly)
+    asked, plan = [], off.plan
+    off.plan = lambda s: (asked.append({r.id: r.deadline_us - s.now_us for r in s.requests}), plan(s))[1]
+    tetriopt.solve(_instance(reqs), off)
+    assert all(d.get("q7", 1) > 0 for d in asked)  # planned on its true deadline, never shown late

@@ -12,6 +12,7 @@ import pytest
 import tetriopt
 from tetriopt.errors import InputError
 from tetriopt.lookahead import outlook
+from tetriopt.policies import gate
 from tetriopt.policies.greedy import admitted
 from tetriopt.policies.margins import Shown, ShownEarly, _fits, can_make, shown
 from tetriopt.policies.mip import MipPolicy
@@ -30,11 +31,12 @@ def _instance(reqs):
 def test_names_parse_and_wrap():
     p = tetriopt.make_policy("cpsat[rollout=0;margin=1024:225/2048:100]", **CPSAT)
     assert isinstance(p, ShownEarly) and isinstance(p.inner, MipPolicy) and not p.inner.rollout
-    assert p.how == Shown(((1024, 225_000), (2048, 100_000)), True)
+    assert p.how == Shown(((1024, 225_000), (2048, 100_000)), True, gate=gate.parse("cpsat", gate.DEFAULT))
     assert p.name == "cpsat[rollout=0;margin=1024:225/2048:100]"
     t = tetriopt.make_policy("tetriserve[margin=2048:450/joint=0]")
     assert isinstance(t.inner, TetriServe) and t.how == Shown(((2048, 450_000),), False)
-    assert isinstance(tetriopt.make_policy("cpsat[rollout=0]", **CPSAT), MipPolicy)
+    q = tetriopt.make_policy("cpsat[rollout=0;gate=0]", **CPSAT)  # the MIP policies' default gate off
+    assert isinstance(q, MipPolicy) and not q.rollout
     for bad in ("cpsat[margin=1024]", "cpsat[margin=x:5]", "tetriserve[margin=1024:1;margin=2048:1]"):
         with pytest.raises(InputError):
             tetriopt.make_policy(bad)

@@ -81,28 +81,33 @@ def make_policy(name: str, **options: Any) -> Policy:
     """A fresh policy by name (see REGISTRY). Heuristics take no solver options; the CLI passes
     them to every policy alike."""
     from . import margins
+
+    inner, shown = margins.split(name)
+    if shown:  # deadlines shown early or wide requests gated (margins.py, gate.py), around any policy
+        return margins.ShownEarly(_plain(inner, name, **options), shown, name)
+    return _plain(inner, name, **options)
+
+
+def _plain(inner: str, name: str, **options: Any) -> Policy:
+    """The policy `inner` (a name without margin/burst/gate items) of `name`."""
     from .fixed import FixedSP
     from .greedy import Greedy
     from .mip import MipPolicy
     from .tetriserve import TetriServe
 
-    inner, shown = margins.split(name)
-    if shown:  # deadlines shown early (margins.py), around any policy
-        return margins.ShownEarly(make_policy(inner, **options), shown, name)
-
-    m = re.fullmatch(r"(cpsat|pulp)(?:\[(.*)\])?", name)
+    m = re.fullmatch(r"(cpsat|pulp)(?:\[(.*)\])?", inner)
     if m:
         return MipPolicy(backend=m.group(1), **{**options, **switches(name, m.group(2) or "")})
     batching = bool(options.get("batching", False))  # heuristics that cannot batch ignore it
-    if name == "greedy":
+    if inner == "greedy":
         return Greedy(batching=batching)
-    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full|stepgain))?", name)
+    m = re.fullmatch(r"tetriserve(?:-(schedule|placement|full|stepgain))?", inner)
     if m:
         return TetriServe(variant=m.group(1) or "full", batching=batching)
-    if name == "rssp" or name.startswith("rssp:"):  # issue 8: resolution-specific static SP
+    if inner == "rssp" or inner.startswith("rssp:"):  # issue 8: resolution-specific static SP
         from .rssp import RSSP, parse_mapping
-        return RSSP(parse_mapping(name[5:]) if name.startswith("rssp:") else None)
-    m = re.fullmatch(r"fixed-sp-(\d+)", name)
+        return RSSP(parse_mapping(inner[5:]) if inner.startswith("rssp:") else None)
+    m = re.fullmatch(r"fixed-sp-(\d+)", inner)
     if m:
         return FixedSP(int(m.group(1)))
     raise InputError("policy", name, f"unknown policy; choose from {policy_help()}")

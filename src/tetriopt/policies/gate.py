@@ -22,7 +22,9 @@ is at least u x the cluster's over the window (u0: always), and on clusters of a
 blocks (b1: any).
 Written as letter-number items: `cpsat[gate=h4/t0.9/a0.5/c0.5/b8]` (the searched rule; any item
 may be left out: the defaults below; n2: only when two or more wide requests arrive in the round,
-burst.py's trigger; r: the window). Off unless named.
+burst.py's trigger; r: the window). The MIP policies (cpsat, pulp) run DEFAULT unless named
+otherwise (`cpsat[gate=0]`: off); other policies only when named. With b8 it acts only on
+clusters of 8 widest blocks or more (64 GPUs for FLUX's 2,048 px): smaller clusters plan as before.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from ..state import RequestState, RoundState
 from .burst import wide
 from .horizon import Forecast, _least
 from .margins import can_make
+
+DEFAULT = "h4/t0.9/a0.5/c0.5/b8"  # the searched rule (docs/solver.md 4): the MIP policies' default
 
 _KEYS = {"h": "horizon", "t": "threshold", "s": "spare", "c": "small_kept", "w": "wide_rate",
          "a": "small_rate", "n": "burst", "r": "window", "u": "busy", "b": "blocks"}

@@ -16,7 +16,7 @@ tetriserve with 2048 px shown 450 ms early lost 1 over the 12 8-GPU workloads of
 over 4). The simulator (and the server) judge met on the true deadline; the plan itself does not
 refer to deadlines, so the wrapped policy's plan runs as is.
 
-Written as a suffix of any policy name: `cpsat[margin=1024:225]`, `cpsat[forced=1;margin=1024:225/2048:100]`,
+Written as a suffix of any policy name: `cpsat[margin=1024:225]`, `cpsat[rollout=0;margin=1024:225/2048:100]`,
 `tetriserve[margin=1024:225]` (resolution in px : margin in ms, `/` between resolutions; items
 `joint=0` (no guard) and `solo=1` (margins on a single block too) are ablations).
 """
@@ -66,21 +66,27 @@ def parse(name: str, spec: str) -> Shown:
 
 
 def split(name: str) -> tuple[str, Shown | None]:
-    """The policy name without its `margin=`, `burst=` and `gate=` items, and what they show (None: none)."""
-    m = re.fullmatch(r"([^\[\]]+)\[(.*)\]", name)
+    """The policy name without its `margin=`, `burst=` and `gate=` items, and what they show (None:
+    none). The MIP policies (cpsat, pulp) gate new wide requests by default (gate.DEFAULT, docs/solver.md
+    4); `gate=0` turns that off."""
+    from .gate import DEFAULT, parse as parse_gate
+
+    m = re.fullmatch(r"([^\[\]]+)(?:\[(.*)\])?", name)
     if not m:
         return name, None
-    items = m.group(2).split(";")
+    items = m.group(2).split(";") if m.group(2) is not None else []
     rest = [i for i in items if not i.startswith(("margin=", "burst=", "gate="))]
     given = [i[len("margin="):] for i in items if i.startswith("margin=")]
     burst = [i[len("burst="):] for i in items if i.startswith("burst=")]
     gate = [i[len("gate="):] for i in items if i.startswith("gate=")]
-    if not given and not burst and not gate:
-        return name, None
     if len(given) > 1 or len(burst) > 1 or len(gate) > 1 or burst and burst[0] not in ("0", "1"):
         raise InputError("policy", name, "one margin= item, one burst=0|1 item and one gate= item at most")
+    if not gate and m.group(1) in ("cpsat", "pulp"):
+        gate = [DEFAULT]
+    gate = [g for g in gate if g != "0"]
+    if not given and not burst == ["1"] and not gate:
+        return (m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")), None
     inner = m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")
-    from .gate import parse as parse_gate
     return inner, dataclasses.replace(parse(name, given[0] if given else ""), burst=burst == ["1"],
                                       gate=parse_gate(name, gate[0]) if gate else None)
 
