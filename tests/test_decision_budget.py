@@ -114,3 +114,24 @@ def test_deterministic_mode_never_looks_at_the_clock(monkeypatch, gpus, pending)
     calm = plans()
     _patch_clock(monkeypatch)
     assert plans() == calm
+
+
+def test_the_limit_counts_from_the_wrappers_start():
+    """The default `cpsat` is MipPolicy behind its admission gate (margins.ShownEarly, gate.py): the
+    time the gate takes counts against the limit. A decision that started (`started`) a limit ago
+    has no time left: the same fallback as a tiny limit, not a full search."""
+    import time
+
+    from tetriopt.policies import make_policy
+    st = _backlog_state(8, 64)
+    pol = mip.MipPolicy("cpsat", time_limit_ms=500, seed=0, workers=1)
+    late = pol.plan(st, started=time.perf_counter() - 0.5)
+    assert check_plan(st, late) is None and late.status == "FALLBACK" and "warm starts" in late.note
+    fresh = mip.MipPolicy("cpsat", time_limit_ms=500, seed=0, workers=1).plan(st)
+    assert fresh.status != "FALLBACK" or "warm starts" not in fresh.note
+    wrapped = make_policy("cpsat", time_limit_ms=500, seed=0, workers=1)
+    asked = []
+    inner = wrapped.inner.plan
+    wrapped.inner.plan = lambda s, **kw: (asked.append(kw), inner(s, **kw))[1]
+    wrapped.plan(st)
+    assert asked and asked[0]["started"] <= time.perf_counter()

@@ -33,9 +33,9 @@ def _run(name, inst):
     seen = []
     inner = p.inner.plan
 
-    def plan(s):
+    def plan(s, **kw):
         seen.append(({r.id: r.deadline_us for r in s.requests}, set(p._given_up), s.now_us))
-        return inner(s)
+        return inner(s, **kw)
     p.inner.plan = plan
     return tetriopt.solve(inst, p), seen
 

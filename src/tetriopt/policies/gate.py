@@ -39,7 +39,7 @@ from .burst import wide
 from .horizon import Forecast, _least
 from .margins import can_make
 
-DEFAULT = "h4/t0.9/a0.5/c0.5/b8"  # the searched rule (docs/solver.md 4): the MIP policies' default
+DEFAULT = "h4/t0.9/a0.5/c0.5/b8/s4"  # the searched rule (docs/solver.md 4): the MIP policies' default
 
 _KEYS = {"h": "horizon", "t": "threshold", "s": "spare", "c": "small_kept", "w": "wide_rate",
          "a": "small_rate", "n": "burst", "r": "window", "u": "busy", "b": "blocks"}

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import time
 from typing import Any
 
 from ..errors import InputError
@@ -163,6 +164,7 @@ class ShownEarly:
         self._forecast = None  # the gate's recent arrivals (horizon.Forecast)
 
     def plan(self, state: RoundState) -> RoundPlan:
+        t0 = time.perf_counter()  # a MIP policy's time limit counts from here: the gate is part of its decision
         if self.how.burst or self.how.gate:
             from . import burst, gate
             ids = {r.id for r in state.requests}
@@ -176,7 +178,9 @@ class ShownEarly:
                 self._forecast.observe(state)
                 self._given_up |= gate.give_up(state, new - self._given_up, self._kept, self._forecast, self.how.gate)
             state = burst.late(state, self._given_up)
-        p = self.inner.plan(shown(state, self.how))
+        from .mip import MipPolicy
+        seen = shown(state, self.how)
+        p = self.inner.plan(seen, started=t0) if isinstance(self.inner, MipPolicy) else self.inner.plan(seen)
         self._kept = set(p.kept or ())
         return p
 

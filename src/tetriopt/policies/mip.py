@@ -200,15 +200,17 @@ class MipPolicy:
             return self.limit_s
         return self.limit_s - (time.perf_counter() - t0)
 
-    def plan(self, state: RoundState) -> RoundPlan:
-        plan = self._plan_round(state)
+    def plan(self, state: RoundState, started: float | None = None) -> RoundPlan:
+        """`started`: when the decision began (perf_counter), if before this call (a wrapper's
+        admission gate, margins.ShownEarly): the time limit counts from there."""
+        plan = self._plan_round(state, started)
         if not self.immediate_start:
             return plan
         plan = reserve_idle(state, plan)
         return pack_idle(state, plan) if self.pack else plan
 
-    def _plan_round(self, state: RoundState) -> RoundPlan:
-        t0 = time.perf_counter()
+    def _plan_round(self, state: RoundState, started: float | None = None) -> RoundPlan:
+        t0 = time.perf_counter() if started is None else started
         if not state.requests:
             return make_plan(state, [], backend=self.backend, status=PlanStatus.OPTIMAL, objective=0.0, bound=0.0)
         # the stop time of every stage: the limit less what laying the plan out takes (none when
