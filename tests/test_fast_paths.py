@@ -222,12 +222,16 @@ def test_model_load_learnt():
     from dataclasses import replace
 
     from tetriopt.policies.backends import SolveOutcome
+    from tetriopt.policies import mip
     from tetriopt.policies.mip import MipPolicy
 
     rm = build(random_state(1))
     nv = len(rm.model.names)
     pol = MipPolicy("cpsat", time_limit_ms=180)
     none = SolveOutcome(None, "NO_SOLUTION", None, None)
+    for _ in range(100):
+        pol._observe_load(rm, none)  # nothing measured yet: relaxes down to the prior only
+    assert pol._load_rate == pytest.approx(mip.LOAD_PRIOR)
     pol._observe_load(rm, replace(none, load_s=0.01 * nv, slice_s=0.01 * nv))
     assert pol._load_rate == pytest.approx(0.09 / nv)  # capped at half the limit
     pol._observe_load(rm, replace(none, load_s=1e-3 * nv, slice_s=1e-3 * nv))

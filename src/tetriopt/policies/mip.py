@@ -34,6 +34,7 @@ QUICK_SHARE = 0.05  # at most this share of the limit
 FUTURES = 4  # sampled futures that break a tie between this round's plan and a give-up candidate
 FUTURE_MARGIN = 1  # met over all of them the candidate must gain
 LATE_SHARE = 0.05  # the most of the limit kept back for lateness (CP-SAT's own overrun is learnt apart)
+LOAD_PRIOR = 1.5e-5  # a CP-SAT slice's model load before any is measured: seconds per variable
 ROLLOUT_SHARE = 0.25  # the rollout runs when its predicted cost fits in this share of what is left
 STALL_SHARE = 0.1  # CP-SAT's first improvement slice (deterministic seconds, as a share of the limit);
                    # it goes on (slices doubling) only while a slice gains half a keep weight
@@ -175,8 +176,9 @@ class MipPolicy:
         self._roll_rate = Rate(2e-6)  # rollout: seconds per TetriServe DP cell played (_rollout_units)
         self._overrun_rate = 1e-5  # CP-SAT past its limit when it binds (model load): seconds per variable
         # what a CP-SAT slice costs before it first looks at its clock (loading the model into its
-        # worker), seconds per variable, and the least measured: no slice starts without that left
-        self._load_rate, self._load_floor = 1.5e-5, 0.0
+        # worker), seconds per variable, and the least measured (None: nothing measured yet, the prior
+        # is the floor): no slice starts without that left
+        self._load_rate, self._load_floor = LOAD_PRIOR, None
         if backend == "cpsat":  # pay the solver's import now, not inside the first round's limit
             from ortools.sat.python import cp_model  # noqa: F401
 
@@ -487,18 +489,21 @@ class MipPolicy:
         ran past its own limit measures it (up at once, down slowly: a p99 target, one observation
         at most half the limit); a quicker slice bounds it from above (down slowly); no slice at
         all (not even the load fitted) relaxes it by 10%, down to the least measured, so that one
-        slow round does not keep the search off for good."""
+        slow round does not keep the search off for good; before any measurement, down to the prior
+        (relaxed below it, a cold policy's first slice on a 4,000-variable model was let start with
+        37 ms left and loaded for 80: that round's decision ended 5-13 ms past limit + 5 at 64 GPUs /
+        128 pending, `benchmarks/round_solve.py`)."""
         if self.deterministic:
             return
         n = max(1, len(rm.model.names))
         if outcome.load_s is not None:
             seen = min(outcome.load_s, 0.5 * self.limit_s) / n
             self._load_rate = max(seen, 0.9 * self._load_rate + 0.1 * seen)
-            self._load_floor = seen if not self._load_floor else min(self._load_floor, seen)
+            self._load_floor = seen if self._load_floor is None else min(self._load_floor, seen)
         elif outcome.slice_s is not None:
             self._load_rate = min(self._load_rate, 0.9 * self._load_rate + 0.1 * outcome.slice_s / n)
         else:
-            self._load_rate = max(self._load_floor, 0.9 * self._load_rate)
+            self._load_rate = max(LOAD_PRIOR if self._load_floor is None else self._load_floor, 0.9 * self._load_rate)
 
     def _search_params(self, rm: RoundModel, left_s: float) -> dict:
         """Backend parameters for this round's search (CP-SAT only)."""
