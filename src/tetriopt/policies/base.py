@@ -28,7 +28,7 @@ class PolicyKind:
 
 
 REGISTRY = (
-    PolicyKind("cpsat[SWITCH=0|1;...]", "the round MIP on OR-Tools CP-SAT (the default; switches for ablations, e.g. cpsat[rollout=0])"),
+    PolicyKind("cpsat[SWITCH=0|1;...]", "the round MIP on OR-Tools CP-SAT (the default; switches for ablations, e.g. cpsat[rollout=0]; cpsat[gate=0]: without the admission gate)"),
     PolicyKind("pulp", "the same MIP through PuLP/CBC", bench=False),
     PolicyKind("tetriserve", "the TetriServe paper's policy, re-implemented (work-conserving scale-up by per-step time saved)"),
     PolicyKind("tetriserve-stepgain", "TetriServe ablation: the earlier scale-up rule (extra whole steps, buddy doubling only)"),
