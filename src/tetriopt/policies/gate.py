@@ -108,13 +108,14 @@ def _recent(state: RoundState, fc: Forecast) -> tuple[float, float, float]:
 
 def give_up(state: RoundState, new: set[str], kept: set[str], fc: Forecast, g: Gate) -> set[str]:
     """The new wide requests of this round the gate gives up (see the module docstring)."""
-    if not state.widest or state.cluster.gpus // state.widest < g.blocks:
+    blocks = state.cluster.gpus // state.widest if state.widest else 0
+    if blocks < max(1, g.blocks):
         return set()
     cand = sorted((r for r in state.requests if r.id in new and wide(state, r) and can_make(state, r)),
                   key=lambda r: (r.deadline_us, r.arrival_us, r.id))
     if len(cand) < max(1, g.burst):
         return set()
-    h, blocks = g.horizon, state.cluster.gpus // state.widest
+    h = g.horizon
     wide_br, small_br, least_br = _recent(state, fc)
     if least_br < g.busy * blocks * fc.window_rounds:
         return set()

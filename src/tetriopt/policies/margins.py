@@ -85,9 +85,9 @@ def split(name: str) -> tuple[str, Shown | None]:
     if not gate and m.group(1) in ("cpsat", "pulp"):
         gate = [DEFAULT]
     gate = [g for g in gate if g != "0"]
-    if not given and not burst == ["1"] and not gate:
-        return (m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")), None
     inner = m.group(1) + (f"[{';'.join(rest)}]" if any(rest) else "")
+    if not given and burst != ["1"] and not gate:
+        return inner, None
     return inner, dataclasses.replace(parse(name, given[0] if given else ""), burst=burst == ["1"],
                                       gate=parse_gate(name, gate[0]) if gate else None)
 
